@@ -1,0 +1,221 @@
+"""The server's configuration: one frozen object, from TOML and the command line.
+
+Every setting has a default, so the server runs with no file at all. A TOML
+file names settings in snake case (C{sip_trace = true}); command-line options
+given on top of it win.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from presence.errors import PresenceError
+
+DEFAULT_LISTEN = ("udp:5060", "tcp:5060")
+
+
+class ConfigError(PresenceError):
+    """The configuration is invalid; the message says which setting and why."""
+
+
+@dataclass(frozen=True)
+class ListenAddress:
+    """One place to listen, parsed from C{udp:5060:interface=127.0.0.1}.
+
+    Attributes:
+        transport: C{"udp"} or C{"tcp"}.
+        port: the port (0 picks a free one).
+        interface: the address to bind, C{""} for all.
+        description: the text it was parsed from.
+    """
+
+    transport: str
+    port: int
+    interface: str
+    description: str
+
+    def endpointDescription(self) -> str:
+        """The description for C{serverFromString} (TCP only)."""
+        interface = self.interface.replace(":", "\\:")
+        if self.interface:
+            kind = "tcp6" if ":" in self.interface else "tcp"
+            return f"{kind}:{self.port}:interface={interface}"
+        return f"tcp:{self.port}"
+
+
+def _splitEndpoint(description: str) -> list[str]:
+    """Split at colons not escaped with a backslash."""
+    parts, current, escaped = [], [], False
+    for ch in description:
+        if escaped:
+            current.append(ch)
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch == ":":
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+    parts.append("".join(current))
+    return parts
+
+
+def parseListen(description: str) -> ListenAddress:
+    """Parse a listen description in Twisted's endpoint style.
+
+    C{udp:5060}, C{tcp:5060:interface=127.0.0.1}, C{udp:5060:interface=::1}
+    (an IPv6 interface may be written with or without backslash escapes).
+
+    Raises:
+        ConfigError: the description is not understood.
+    """
+    text = description.strip()
+    kind, _, rest = text.partition(":")
+    kind = kind.lower()
+    if kind in ("tcp6", "udp6"):
+        kind = kind[:3]
+    if kind not in ("udp", "tcp") or not rest:
+        raise ConfigError(
+            f"listen {description!r}: expected udp:PORT or tcp:PORT"
+            " with an optional :interface=ADDRESS"
+        )
+    interface = ""
+    marker = rest.find(":interface=")
+    if marker >= 0:
+        interface = rest[marker + len(":interface=") :].replace("\\", "")
+        rest = rest[:marker]
+    parts = _splitEndpoint(rest)
+    portText = parts[0]
+    for extra in parts[1:]:
+        key, _, value = extra.partition("=")
+        if key == "port":
+            portText = value
+        elif key:
+            raise ConfigError(f"listen {description!r}: unknown argument {key!r}")
+    if portText.startswith("port="):
+        portText = portText[5:]
+    if not portText.isdigit() or int(portText) > 65535:
+        raise ConfigError(f"listen {description!r}: bad port {portText!r}")
+    return ListenAddress(kind, int(portText), interface, description)
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every setting of the server.
+
+    Attributes:
+        listen: where to listen for SIP, as endpoint-style descriptions.
+        domains: the domains served; empty serves every domain.
+        sipTrace: log every SIP message in and out with its peer.
+        tcpIdleTimeout: seconds after which an idle TCP connection closes.
+        maxBodySize: the largest body accepted, in bytes (larger: 513).
+        advertisedAddress: the host put in Via and Contact, when the
+            listening address is not what peers should use.
+    """
+
+    listen: tuple[str, ...] = DEFAULT_LISTEN
+    domains: tuple[str, ...] = ()
+    sipTrace: bool = False
+    tcpIdleTimeout: float = 600.0
+    maxBodySize: int = 60000
+    advertisedAddress: str | None = None
+
+    @property
+    def listenAddresses(self) -> list[ListenAddress]:
+        """The listen descriptions, parsed."""
+        return [parseListen(d) for d in self.listen]
+
+    def validate(self) -> Config:
+        """Check every setting; return C{self}.
+
+        Raises:
+            ConfigError: a setting is invalid.
+        """
+        if not self.listen:
+            raise ConfigError("listen: at least one address is needed")
+        for description in self.listen:
+            parseListen(description)
+        if self.tcpIdleTimeout <= 0:
+            raise ConfigError("tcp_idle_timeout must be positive")
+        if not 0 < self.maxBodySize <= 65535:
+            raise ConfigError("max_body_size must be between 1 and 65535")
+        return self
+
+    def replace(self, **changes: Any) -> Config:
+        """A copy with some settings changed."""
+        return dataclasses.replace(self, **changes)
+
+
+#: TOML key -> (attribute, converter).
+_KEYS: dict[str, tuple[str, Any]] = {
+    "listen": ("listen", lambda v: tuple(_strings("listen", v))),
+    "domain": ("domains", lambda v: tuple(d.lower() for d in _strings("domain", v))),
+    "domains": ("domains", lambda v: tuple(d.lower() for d in _strings("domains", v))),
+    "sip_trace": ("sipTrace", lambda v: _bool("sip_trace", v)),
+    "tcp_idle_timeout": ("tcpIdleTimeout", lambda v: float(_number("tcp_idle_timeout", v))),
+    "max_body_size": ("maxBodySize", lambda v: int(_number("max_body_size", v))),
+    "advertised_address": ("advertisedAddress", lambda v: _string("advertised_address", v)),
+}
+
+
+def _strings(key: str, value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return value
+    raise ConfigError(f"{key}: expected a string or a list of strings")
+
+
+def _string(key: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"{key}: expected a string")
+    return value
+
+
+def _bool(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key}: expected true or false")
+    return value
+
+
+def _number(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{key}: expected a number")
+    return value
+
+
+def fromMapping(data: Mapping[str, Any], base: Config | None = None) -> Config:
+    """Build a configuration from TOML-style keys on top of C{base}.
+
+    Raises:
+        ConfigError: an unknown key, or a value of the wrong type.
+    """
+    changes: dict[str, Any] = {}
+    for key, value in data.items():
+        known = _KEYS.get(key)
+        if known is None:
+            raise ConfigError(f"unknown setting {key!r}")
+        attribute, convert = known
+        changes[attribute] = convert(value)
+    return (base or Config()).replace(**changes)
+
+
+def loadFile(path: str) -> Config:
+    """Read a TOML configuration file.
+
+    Raises:
+        ConfigError: the file cannot be read or is invalid.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    return fromMapping(data)

@@ -1,0 +1,1 @@
+"""The presence core: routing, PUBLISH, SUBSCRIBE and NOTIFY."""

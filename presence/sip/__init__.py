@@ -1,0 +1,1 @@
+"""A SIP stack (RFC 3261) that knows nothing of presence."""

@@ -1,0 +1,485 @@
+"""Transactions (RFC 3261 section 17) and their timers.
+
+Server transactions absorb retransmitted requests and send the last response
+again; client transactions retransmit over UDP and report a final response,
+or a timeout as a 408 and a transport error as a 503 (RFC 3261 section
+8.1.3.1), through a Deferred. All timers run on an injected clock.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any, Final, Protocol as TypingProtocol
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from presence.errors import SIPParseError
+from presence.sip.message import (
+    MAGIC_COOKIE,
+    SIPMessage,
+    SIPRequest,
+    SIPResponse,
+    responseTo,
+)
+from presence.sip.transport import Peer, SIPTransports
+
+T1: Final = 0.5
+T2: Final = 4.0
+T4: Final = 5.0
+
+
+def newBranch() -> str:
+    """A branch parameter unique in space and time (RFC 3261 8.1.1.7)."""
+    return MAGIC_COOKIE + secrets.token_hex(8)
+
+
+def newTag() -> str:
+    """A random tag for To and From (RFC 3261 section 19.3)."""
+    return secrets.token_hex(6)
+
+
+class TransactionUser(TypingProtocol):
+    """What the transaction layer hands new requests to (the dispatcher)."""
+
+    def requestReceived(
+        self, request: SIPRequest, transaction: ServerTransaction
+    ) -> None:
+        """Take a new request; answer it through C{transaction.respond}."""
+
+    def malformedReceived(
+        self, request: SIPRequest, transaction: ServerTransaction, reason: str, code: int
+    ) -> None:
+        """Take a request that failed to parse; answer it with an error."""
+
+
+def _serverKey(request: SIPMessage, method: str) -> tuple[Any, ...]:
+    """The key matching a request to its server transaction (17.2.3).
+
+    Raises:
+        SIPParseError: the top Via is missing or malformed.
+    """
+    via = request.topVia
+    branch = via.branch
+    if branch is not None and branch.startswith(MAGIC_COOKIE):
+        return (branch, via.host.lower(), via.port, method)
+    # RFC 2543 peers: match on the fields that identify the request.
+    assert isinstance(request, SIPRequest)
+    try:
+        fromTag = request.fromAddr.tag
+        cseq = request.cseq.number
+    except SIPParseError:
+        fromTag, cseq = None, None
+    return (
+        "2543",
+        request.uriText,
+        fromTag,
+        request.header("call-id"),
+        cseq,
+        str(via),
+        method,
+    )
+
+
+class ServerTransaction:
+    """A server transaction: the request, its peer and its last response.
+
+    Attributes:
+        request: the request that opened the transaction.
+        peer: where it came from.
+        state: C{"trying"}, C{"proceeding"}, C{"completed"}, C{"confirmed"}
+            or C{"terminated"}.
+        lastResponse: the last response sent, or C{None}.
+    """
+
+    def __init__(
+        self,
+        layer: TransactionLayer,
+        key: tuple[Any, ...],
+        request: SIPRequest,
+        peer: Peer,
+    ) -> None:
+        """Open the transaction."""
+        self.layer = layer
+        self.key = key
+        self.request = request
+        self.peer = peer
+        self.state = "trying"
+        self.lastResponse: SIPResponse | None = None
+        self.toTag = newTag()
+        self._timers: dict[str, IDelayedCall] = {}
+
+    def respond(self, response: SIPResponse) -> None:
+        """Send a response; a final one completes the transaction."""
+        raise NotImplementedError()
+
+    def response(
+        self,
+        code: int,
+        phrase: str = "",
+        headers: list[tuple[str, str]] | None = None,
+        body: bytes = b"",
+    ) -> SIPResponse:
+        """Build a response to this transaction's request, with its To tag."""
+        return responseTo(
+            self.request, code, phrase, headers or (), body, toTag=self.toTag
+        )
+
+    def requestRetransmitted(self) -> None:
+        """The request came again: send the last response again, if any."""
+        if self.lastResponse is not None and self.state != "confirmed":
+            self.layer.stats.retransmissionsAbsorbed += 1
+            self._send(self.lastResponse)
+
+    def _send(self, response: SIPResponse) -> None:
+        self.layer.transports.sendResponse(response, self.peer)
+
+    def _schedule(self, name: str, delay: float, f: Any, *args: Any) -> None:
+        self._cancel(name)
+        self._timers[name] = self.layer.clock.callLater(delay, f, *args)
+
+    def _cancel(self, name: str) -> None:
+        call = self._timers.pop(name, None)
+        if call is not None and call.active():
+            call.cancel()
+
+    def terminate(self) -> None:
+        """End the transaction and cancel its timers."""
+        self.state = "terminated"
+        for name in list(self._timers):
+            self._cancel(name)
+        self.layer._serverEnded(self)
+
+
+class NonInviteServerTransaction(ServerTransaction):
+    """RFC 3261 section 17.2.2: Trying, Proceeding, Completed, Timer J."""
+
+    def respond(self, response: SIPResponse) -> None:
+        """Send a response; a final one starts Timer J."""
+        if self.state in ("completed", "terminated"):
+            return
+        self.lastResponse = response
+        self._send(response)
+        if response.code < 200:
+            self.state = "proceeding"
+            return
+        self.state = "completed"
+        delay = 0.0 if self.peer.reliable else 64 * T1
+        self._schedule("J", delay, self.terminate)
+
+
+class InviteServerTransaction(ServerTransaction):
+    """RFC 3261 section 17.2.1, for the INVITEs this server refuses.
+
+    A final non-2xx response is retransmitted over UDP (Timer G) until the ACK
+    comes or Timer H ends the wait; after the ACK, Timer I absorbs ACK
+    retransmissions.
+    """
+
+    def respond(self, response: SIPResponse) -> None:
+        """Send a response; a final one starts Timers G and H."""
+        if self.state not in ("trying", "proceeding"):
+            return
+        self.lastResponse = response
+        self._send(response)
+        if response.code < 200:
+            self.state = "proceeding"
+            return
+        if response.code < 300:
+            self.terminate()
+            return
+        self.state = "completed"
+        if not self.peer.reliable:
+            self._schedule("G", T1, self._timerG, T1)
+        self._schedule("H", 64 * T1, self._timerH)
+
+    def _timerG(self, interval: float) -> None:
+        if self.state != "completed" or self.lastResponse is None:
+            return
+        self._send(self.lastResponse)
+        interval = min(2 * interval, T2)
+        self._schedule("G", interval, self._timerG, interval)
+
+    def _timerH(self) -> None:
+        self.layer.log.debug(
+            "no ACK for {statusCode} to INVITE {callId}",
+            statusCode=self.lastResponse.code if self.lastResponse else None,
+            callId=self.request.header("call-id"),
+        )
+        self.terminate()
+
+    def ackReceived(self) -> None:
+        """The ACK for the final response arrived: wait Timer I, then end."""
+        if self.state != "completed":
+            return
+        self.state = "confirmed"
+        self._cancel("G")
+        self._cancel("H")
+        delay = 0.0 if self.peer.reliable else T4
+        self._schedule("I", delay, self.terminate)
+
+
+class ClientTransaction:
+    """A non-INVITE client transaction (RFC 3261 section 17.1.2).
+
+    Attributes:
+        request: the request sent.
+        target: where it goes.
+        deferred: fires with the final response; a timeout gives a 408 and a
+            transport error a 503, both made here.
+        state: C{"trying"}, C{"proceeding"}, C{"completed"} or
+            C{"terminated"}.
+    """
+
+    def __init__(
+        self, layer: TransactionLayer, request: SIPRequest, target: Peer
+    ) -> None:
+        """Prepare the transaction; L{start} sends."""
+        self.layer = layer
+        self.request = request
+        self.target = target
+        self.key = (request.topVia.branch, request.method)
+        self.deferred: defer.Deferred[SIPResponse] = defer.Deferred()
+        self.state = "trying"
+        self._data = request.toBytes()
+        self._timers: dict[str, IDelayedCall] = {}
+
+    def start(self) -> None:
+        """Send the request and start Timers E and F."""
+        if not self.target.reliable:
+            self._schedule("E", T1, self._timerE, T1)
+        self._schedule("F", 64 * T1, self._timerF)
+        self._transmit()
+
+    def _transmit(self) -> None:
+        d = self.layer.transports.sendBytes(self._data, self.target)
+        d.addErrback(self._transportError)
+
+    def _transportError(self, failure: Failure) -> None:
+        if self.state in ("completed", "terminated"):
+            return
+        self.layer.log.info(
+            "{method} to {peer} failed: {error}",
+            method=self.request.method,
+            peer=self.target,
+            error=failure.getErrorMessage(),
+        )
+        self._finish(self._synthetic(503, "Service Unavailable"))
+
+    def _timerE(self, interval: float) -> None:
+        if self.state not in ("trying", "proceeding"):
+            return
+        self.layer.stats.retransmissionsSent += 1
+        self._transmit()
+        interval = T2 if self.state == "proceeding" else min(2 * interval, T2)
+        self._schedule("E", interval, self._timerE, interval)
+
+    def _timerF(self) -> None:
+        if self.state not in ("trying", "proceeding"):
+            return
+        self.layer.stats.timeouts += 1
+        self._finish(self._synthetic(408, "Request Timeout"))
+
+    def responseReceived(self, response: SIPResponse) -> None:
+        """Move through the states; a final response fires the Deferred."""
+        if self.state in ("completed", "terminated"):
+            return
+        if response.code < 200:
+            self.state = "proceeding"
+            return
+        self.state = "completed"
+        self._cancel("E")
+        self._cancel("F")
+        delay = 0.0 if self.target.reliable else T4
+        self._schedule("K", delay, self.terminate)
+        self.deferred.callback(response)
+
+    def _finish(self, response: SIPResponse) -> None:
+        self.terminate()
+        self.deferred.callback(response)
+
+    def _synthetic(self, code: int, phrase: str) -> SIPResponse:
+        response = responseTo(self.request, code, phrase)
+        response.synthetic = True  # type: ignore[attr-defined]
+        return response
+
+    def _schedule(self, name: str, delay: float, f: Any, *args: Any) -> None:
+        self._cancel(name)
+        self._timers[name] = self.layer.clock.callLater(delay, f, *args)
+
+    def _cancel(self, name: str) -> None:
+        call = self._timers.pop(name, None)
+        if call is not None and call.active():
+            call.cancel()
+
+    def terminate(self) -> None:
+        """End the transaction and cancel its timers."""
+        self.state = "terminated"
+        for name in list(self._timers):
+            self._cancel(name)
+        self.layer._clientEnded(self)
+
+
+class TransactionStatistics:
+    """Counters of the transaction layer."""
+
+    def __init__(self) -> None:
+        """Start every counter at zero."""
+        self.serverTransactions = 0
+        self.clientTransactions = 0
+        self.retransmissionsAbsorbed = 0
+        self.retransmissionsSent = 0
+        self.timeouts = 0
+        self.strayResponses = 0
+
+
+class TransactionLayer:
+    """Matches messages to transactions and hands new requests to the user.
+
+    It is the transports' sink, and the user (the dispatcher) answers through
+    the server transactions and sends requests through L{request}.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        transports: SIPTransports,
+        user: TransactionUser | None = None,
+    ) -> None:
+        """Sit between C{transports} and C{user}."""
+        self.clock = clock
+        self.transports = transports
+        self.user = user
+        self.server: dict[tuple[Any, ...], ServerTransaction] = {}
+        self.client: dict[tuple[Any, ...], ClientTransaction] = {}
+        self.stats = TransactionStatistics()
+        transports.sink = self
+
+    # -- from the transports --------------------------------------------------
+
+    def messageReceived(self, message: SIPMessage, peer: Peer) -> None:
+        """Match a message to its transaction, or open a new one."""
+        if isinstance(message, SIPResponse):
+            self._responseReceived(message)
+            return
+        assert isinstance(message, SIPRequest)
+        method = message.method
+        try:
+            key = _serverKey(message, "INVITE" if method == "ACK" else method)
+        except SIPParseError as e:
+            self.transports.stats.dropped += 1
+            self.log.warn("dropped request from {peer}: {reason}", peer=peer, reason=e.reason)
+            return
+        existing = self.server.get(key)
+        if method == "ACK":
+            if isinstance(existing, InviteServerTransaction):
+                existing.ackReceived()
+            else:
+                self.log.debug("ACK matches no transaction, from {peer}", peer=peer)
+            return
+        if existing is not None:
+            existing.requestRetransmitted()
+            return
+        transaction = self._open(key, message, peer)
+        if method == "CANCEL":
+            self._cancelReceived(message, transaction)
+            return
+        assert self.user is not None
+        self.user.requestReceived(message, transaction)
+
+    def malformedReceived(self, error: SIPParseError, peer: Peer) -> None:
+        """Answer a malformed request through a transaction of its own."""
+        request = error.request
+        assert request is not None
+        if request.method == "ACK":
+            return
+        try:
+            key = _serverKey(request, request.method)
+        except SIPParseError:
+            self.transports.stats.dropped += 1
+            return
+        existing = self.server.get(key)
+        if existing is not None:
+            existing.requestRetransmitted()
+            return
+        transaction = self._open(key, request, peer)
+        assert self.user is not None
+        self.user.malformedReceived(request, transaction, error.reason, error.code)
+
+    def _open(
+        self, key: tuple[Any, ...], request: SIPRequest, peer: Peer
+    ) -> ServerTransaction:
+        transaction: ServerTransaction
+        if request.method == "INVITE":
+            transaction = InviteServerTransaction(self, key, request, peer)
+        else:
+            transaction = NonInviteServerTransaction(self, key, request, peer)
+        self.server[key] = transaction
+        self.stats.serverTransactions += 1
+        return transaction
+
+    def _cancelReceived(self, cancel: SIPRequest, transaction: ServerTransaction) -> None:
+        """Answer CANCEL (RFC 3261 section 9.2).
+
+        Every INVITE is answered at once, so there is never anything left to
+        cancel: 200 when the INVITE is known, 481 otherwise.
+        """
+        try:
+            key = _serverKey(cancel, "INVITE")
+        except SIPParseError:
+            key = ()
+        code = 200 if key in self.server else 481
+        transaction.respond(transaction.response(code))
+
+    def _responseReceived(self, response: SIPResponse) -> None:
+        try:
+            key = (response.topVia.branch, response.cseq.method)
+        except SIPParseError:
+            self.stats.strayResponses += 1
+            return
+        transaction = self.client.get(key)
+        if transaction is None:
+            self.stats.strayResponses += 1
+            self.log.debug("response matches no transaction: {key}", key=key)
+            return
+        transaction.responseReceived(response)
+
+    # -- from the user ----------------------------------------------------------
+
+    def request(self, request: SIPRequest, target: Peer) -> defer.Deferred[SIPResponse]:
+        """Send a non-INVITE request through a new client transaction.
+
+        A Via with a new branch is put on top of the request.
+
+        Returns:
+            A Deferred firing with the final response (a 408 made here on
+            timeout, a 503 on a transport error); it never fails.
+        """
+        via = self.transports.makeVia(target, newBranch())
+        request.prependHeader("via", str(via))
+        transaction = ClientTransaction(self, request, target)
+        self.client[transaction.key] = transaction
+        self.stats.clientTransactions += 1
+        transaction.start()
+        return transaction.deferred
+
+    # -- bookkeeping -------------------------------------------------------------
+
+    def _serverEnded(self, transaction: ServerTransaction) -> None:
+        if self.server.get(transaction.key) is transaction:
+            del self.server[transaction.key]
+
+    def _clientEnded(self, transaction: ClientTransaction) -> None:
+        if self.client.get(transaction.key) is transaction:
+            del self.client[transaction.key]
+
+    def stop(self) -> None:
+        """Cancel every timer (the service is stopping)."""
+        for server in list(self.server.values()):
+            server.terminate()
+        for client in list(self.client.values()):
+            client.terminate()

@@ -1,0 +1,675 @@
+"""UDP and TCP transports (RFC 3261 section 18, RFC 3581, RFC 5626 3.5.1).
+
+The protocols here only move bytes: a datagram or a Content-Length framed
+stream becomes a message handed to one sink, with the L{Peer} it came from.
+L{SIPTransports} owns the listening sockets and the TCP connections, and
+sends: responses where the top Via says (over the request's own connection
+for TCP), requests over an existing connection to the target when there is
+one and otherwise over a new one. Host names resolve through an injected
+C{IResolver} (RFC 3263: SRV, then A; IP literals and explicit ports skip the
+SRV lookup).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+import socket
+from typing import Any, Final, Protocol as TypingProtocol
+
+from twisted.internet import defer
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
+from twisted.internet.interfaces import IAddress, IReactorTime
+from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
+from twisted.logger import Logger
+from twisted.names import dns
+from twisted.names.error import DNSNameError, DNSServerError
+from twisted.protocols.policies import TimeoutMixin
+from twisted.python.failure import Failure
+
+from presence.errors import PresenceError, SIPParseError
+from presence.sip.message import SIPMessage, SIPRequest, SIPResponse, SIPURI, Via, splitList
+from presence.sip.parser import KEEPALIVE, StreamFramer, parseDatagram
+
+RELIABLE: Final = frozenset({"TCP", "TLS", "SCTP", "WS", "WSS"})
+DEFAULT_PORT: Final = 5060
+
+
+class TransportError(PresenceError):
+    """A message could not be sent: no route, connection refused or lost."""
+
+
+class Peer:
+    """The far end of a hop: where a message came from or goes to.
+
+    Attributes:
+        transport: C{"UDP"} or C{"TCP"}.
+        host: the IP address.
+        port: the port.
+        connection: the TCP connection it came on or should go over, or the
+            UDP listener it came on; C{None} when any will do.
+    """
+
+    __slots__ = ("connection", "host", "port", "transport")
+
+    def __init__(
+        self, transport: str, host: str, port: int, connection: Any = None
+    ) -> None:
+        """Describe a peer."""
+        self.transport = transport
+        self.host = host
+        self.port = port
+        self.connection = connection
+
+    @property
+    def reliable(self) -> bool:
+        """Whether the transport is reliable (no retransmissions)."""
+        return self.transport in RELIABLE
+
+    def __str__(self) -> str:
+        """Write as C{transport:host:port}."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.transport.lower()}:{host}:{self.port}"
+
+    def __repr__(self) -> str:
+        """Show the peer."""
+        return f"Peer({self})"
+
+    def __eq__(self, other: object) -> bool:
+        """Compare transport, host and port."""
+        if not isinstance(other, Peer):
+            return NotImplemented
+        return (self.transport, self.host, self.port) == (
+            other.transport,
+            other.host,
+            other.port,
+        )
+
+    def __hash__(self) -> int:
+        """Hash transport, host and port."""
+        return hash((self.transport, self.host, self.port))
+
+
+class MessageSink(TypingProtocol):
+    """What the transports hand received messages to (the transaction layer)."""
+
+    def messageReceived(self, message: SIPMessage, peer: Peer) -> None:
+        """Take a parsed message and where it came from."""
+
+    def malformedReceived(self, error: SIPParseError, peer: Peer) -> None:
+        """Take a request that could not be parsed but can be answered."""
+
+
+class Statistics:
+    """Counters of the transport layer, read by the admin interface."""
+
+    def __init__(self) -> None:
+        """Start every counter at zero."""
+        self.received = 0
+        self.sent = 0
+        self.dropped = 0
+        self.malformed = 0
+        self.keepAlives = 0
+        self.sendErrors = 0
+
+
+def isIPAddress(host: str) -> bool:
+    """Whether C{host} is an IPv4 address or an IPv6 reference or address."""
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+class SIPDatagramProtocol(DatagramProtocol):
+    """A UDP socket: each datagram is one message."""
+
+    noisy = False
+
+    def __init__(self, transports: SIPTransports) -> None:
+        """Report to C{transports}."""
+        self.transports = transports
+
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+        """Parse the datagram and hand the message on."""
+        self.transports.datagramReceived(self, datagram, addr[0], addr[1])
+
+    def send(self, data: bytes, host: str, port: int) -> None:
+        """Send one datagram."""
+        assert self.transport is not None
+        self.transport.write(data, (host, port))
+
+
+class SIPStreamProtocol(Protocol, TimeoutMixin):
+    """A TCP connection carrying SIP messages framed by Content-Length."""
+
+    def __init__(self, transports: SIPTransports, idleTimeout: float | None) -> None:
+        """Report to C{transports}; close after C{idleTimeout} idle seconds."""
+        self.transports = transports
+        self.framer = StreamFramer()
+        self.idleTimeout = idleTimeout
+        self.peer: Peer | None = None
+        self.connected = False
+
+    def connectionMade(self) -> None:
+        """Register the connection so that requests can reuse it."""
+        self.connected = True
+        address = self.transport.getPeer()  # type: ignore[union-attr]
+        self.peer = Peer("TCP", address.host, address.port, self)
+        self.callLater = self.transports.clock.callLater  # type: ignore[assignment]
+        self.setTimeout(self.idleTimeout)
+        self.transports.connectionMade(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        """Frame the bytes and hand each message on."""
+        self.resetTimeout()
+        assert self.peer is not None
+        for item in self.framer.dataReceived(data):
+            if item is KEEPALIVE:
+                self.transports.stats.keepAlives += 1
+                self.transport.write(b"\r\n")  # type: ignore[union-attr]
+            elif isinstance(item, SIPParseError):
+                self.transports.streamBroken(self, item)
+                self.transport.loseConnection()  # type: ignore[union-attr]
+                return
+            else:
+                self.transports.messageReceived(item, self.peer)  # type: ignore[arg-type]
+
+    def send(self, data: bytes) -> None:
+        """Write one message."""
+        self.resetTimeout()
+        self.transport.write(data)  # type: ignore[union-attr]
+
+    def timeoutConnection(self) -> None:
+        """Close an idle connection."""
+        self.transports.log.debug("closing idle connection to {peer}", peer=self.peer)
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
+        """Forget the connection."""
+        self.connected = False
+        self.setTimeout(None)
+        self.transports.connectionLost(self)
+
+
+class SIPStreamFactory(Factory):
+    """Builds L{SIPStreamProtocol}s for listening and for connecting."""
+
+    noisy = False
+
+    def __init__(self, transports: SIPTransports) -> None:
+        """Build protocols reporting to C{transports}."""
+        self.transports = transports
+
+    def buildProtocol(self, addr: IAddress) -> SIPStreamProtocol:
+        """Build one connection's protocol."""
+        return SIPStreamProtocol(self.transports, self.transports.idleTimeout)
+
+
+class SIPTransports:
+    """Owns the sockets; receives and sends SIP messages.
+
+    Attributes:
+        sink: where received messages go (the transaction layer); set once
+            after construction.
+        stats: counters.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        reactor: Any = None,
+        resolver: Any = None,
+        idleTimeout: float | None = 600.0,
+        trace: bool = False,
+        advertisedHost: str | None = None,
+    ) -> None:
+        """Build the transport layer.
+
+        Args:
+            clock: the reactor's clock, for idle timeouts.
+            reactor: the reactor that makes outgoing TCP connections.
+            resolver: an C{IResolver} for host names (RFC 3263).
+            idleTimeout: seconds after which an idle TCP connection closes.
+            trace: log every message in and out with its peer.
+            advertisedHost: the host to put in Via and Contact; by default
+                the address of the socket a message goes out on.
+        """
+        self.clock = clock
+        self.reactor = reactor
+        self.resolver = resolver
+        self.idleTimeout = idleTimeout
+        self.trace = trace
+        self.advertisedHost = advertisedHost
+        self.sink: MessageSink | None = None
+        self.stats = Statistics()
+        self.udp: list[SIPDatagramProtocol] = []
+        self.tcpPorts: list[int] = []
+        self.connections: dict[tuple[str, int], SIPStreamProtocol] = {}
+        self.streamFactory = SIPStreamFactory(self)
+        self._localHosts: dict[str, str] = {}
+
+    # -- listeners ------------------------------------------------------------
+
+    def datagramProtocol(self) -> SIPDatagramProtocol:
+        """Make a UDP protocol to listen with, remembered for sending."""
+        protocol = SIPDatagramProtocol(self)
+        self.udp.append(protocol)
+        return protocol
+
+    def tcpListening(self, port: int) -> None:
+        """Record a TCP port we listen on (for Via and Contact)."""
+        if port not in self.tcpPorts:
+            self.tcpPorts.append(port)
+
+    # -- receiving ------------------------------------------------------------
+
+    def datagramReceived(
+        self, protocol: SIPDatagramProtocol, data: bytes, host: str, port: int
+    ) -> None:
+        """Parse a datagram; drop and count what cannot be answered."""
+        self.stats.received += 1
+        peer = Peer("UDP", host, port, protocol)
+        if data.strip(b"\r\n\x00 ") == b"":
+            self.stats.keepAlives += 1
+            return
+        try:
+            message = parseDatagram(data)
+        except SIPParseError as e:
+            self.stats.malformed += 1
+            if self.trace:
+                self._traceIn(data, peer)
+            if e.request is None:
+                self.stats.dropped += 1
+                self.log.warn(
+                    "dropped malformed datagram from {peer}: {reason}",
+                    peer=peer,
+                    reason=e.reason,
+                )
+                return
+            self.malformedReceived(e, peer)
+            return
+        if self.trace:
+            self._traceIn(data, peer)
+        self.messageReceived(message, peer)
+
+    def messageReceived(self, message: SIPMessage, peer: Peer) -> None:
+        """Stamp a request's top Via with received/rport and hand it on."""
+        if isinstance(message, SIPRequest):
+            try:
+                _stampVia(message, peer)
+            except SIPParseError as e:
+                self.stats.dropped += 1
+                self.log.warn(
+                    "dropped request with a bad Via from {peer}: {reason}",
+                    peer=peer,
+                    reason=e.reason,
+                )
+                return
+        if self.trace and peer.transport != "UDP":
+            self._traceIn(message.toBytes(), peer)
+        assert self.sink is not None
+        self.sink.messageReceived(message, peer)
+
+    def malformedReceived(self, error: SIPParseError, peer: Peer) -> None:
+        """Hand on a malformed request that can still be answered."""
+        request = error.request
+        assert request is not None
+        try:
+            _stampVia(request, peer)
+        except SIPParseError:
+            self.stats.dropped += 1
+            self.log.warn(
+                "dropped malformed request from {peer}: {reason}",
+                peer=peer,
+                reason=error.reason,
+            )
+            return
+        self.log.warn(
+            "malformed request from {peer}: {reason}", peer=peer, reason=error.reason
+        )
+        assert self.sink is not None
+        self.sink.malformedReceived(error, peer)
+
+    def streamBroken(self, protocol: SIPStreamProtocol, error: SIPParseError) -> None:
+        """A TCP stream could not be framed: answer 400 if we can, then close."""
+        self.stats.malformed += 1
+        assert protocol.peer is not None
+        if error.request is None:
+            self.stats.dropped += 1
+            self.log.warn(
+                "closing stream from {peer}: {reason}",
+                peer=protocol.peer,
+                reason=error.reason,
+            )
+            return
+        self.malformedReceived(error, protocol.peer)
+
+    def connectionMade(self, protocol: SIPStreamProtocol) -> None:
+        """Remember a connection for reuse by requests to the same peer."""
+        assert protocol.peer is not None
+        self.connections[(protocol.peer.host, protocol.peer.port)] = protocol
+
+    def connectionLost(self, protocol: SIPStreamProtocol) -> None:
+        """Forget a connection."""
+        if protocol.peer is None:
+            return
+        key = (protocol.peer.host, protocol.peer.port)
+        if self.connections.get(key) is protocol:
+            del self.connections[key]
+
+    # -- sending --------------------------------------------------------------
+
+    def sendResponse(self, response: SIPResponse, peer: Peer | None = None) -> None:
+        """Send a response where its top Via says (RFC 3261 18.2.2, RFC 3581).
+
+        Over a reliable transport the response goes back over the request's
+        connection while it is open, and otherwise over a new connection to
+        the received address and sent-by port. Over UDP it goes to the
+        received address and the rport when the request asked for rport, and
+        to the sent-by port otherwise.
+        """
+        try:
+            via = response.topVia
+        except SIPParseError as e:
+            self.log.warn("cannot route a response: {reason}", reason=e.reason)
+            return
+        data = response.toBytes()
+        host = via.received or via.host.strip("[]")
+        if via.transport in RELIABLE:
+            connection = peer.connection if peer is not None else None
+            if isinstance(connection, SIPStreamProtocol) and connection.connected:
+                self._writeStream(connection, data)
+                return
+            port = via.port or DEFAULT_PORT
+            self._sendOrLog(Peer("TCP", host, port), data)
+            return
+        port = via.rport or via.port or DEFAULT_PORT
+        protocol = peer.connection if peer is not None else None
+        if not isinstance(protocol, SIPDatagramProtocol):
+            protocol = self._udpFor(host)
+        if protocol is None:
+            self.log.warn("no UDP socket to send a response to {host}", host=host)
+            self.stats.sendErrors += 1
+            return
+        self._writeDatagram(protocol, data, host, port)
+
+    def _sendOrLog(self, target: Peer, data: bytes) -> None:
+        d = self.sendBytes(data, target)
+
+        def failed(failure: Failure) -> None:
+            self.stats.sendErrors += 1
+            self.log.warn(
+                "could not send to {peer}: {error}",
+                peer=target,
+                error=failure.getErrorMessage(),
+            )
+
+        d.addErrback(failed)
+
+    def sendBytes(self, data: bytes, target: Peer) -> defer.Deferred[None]:
+        """Send a message's bytes to a resolved target.
+
+        Over TCP an open connection to the target (or the one the target
+        names) is reused; otherwise a new one is made.
+
+        Returns:
+            A Deferred that fires when the bytes were handed to a socket, or
+            fails with L{TransportError}.
+        """
+        if target.transport == "UDP":
+            protocol = target.connection
+            if not isinstance(protocol, SIPDatagramProtocol):
+                protocol = self._udpFor(target.host)
+            if protocol is None:
+                return defer.fail(TransportError("no UDP socket"))
+            try:
+                self._writeDatagram(protocol, data, target.host, target.port)
+            except OSError as e:
+                return defer.fail(TransportError(str(e)))
+            return defer.succeed(None)
+        if target.transport != "TCP":
+            return defer.fail(
+                TransportError(f"unsupported transport {target.transport}")
+            )
+        connection = target.connection
+        if not (isinstance(connection, SIPStreamProtocol) and connection.connected):
+            connection = self.connections.get((target.host, target.port))
+        if connection is not None:
+            self._writeStream(connection, data)
+            return defer.succeed(None)
+        return self._connectAndSend(data, target)
+
+    def _connectAndSend(self, data: bytes, target: Peer) -> defer.Deferred[None]:
+        if self.reactor is None:
+            return defer.fail(TransportError("no reactor to connect with"))
+        endpointClass = TCP6ClientEndpoint if ":" in target.host else TCP4ClientEndpoint
+        endpoint = endpointClass(self.reactor, target.host, target.port, timeout=10)
+        d = endpoint.connect(self.streamFactory)
+
+        def connected(protocol: SIPStreamProtocol) -> None:
+            self._writeStream(protocol, data)
+
+        def failed(failure: Failure) -> None:
+            raise TransportError(f"cannot connect to {target}: {failure.getErrorMessage()}")
+
+        d.addCallbacks(connected, failed)
+        return d
+
+    def _writeStream(self, connection: SIPStreamProtocol, data: bytes) -> None:
+        self.stats.sent += 1
+        if self.trace:
+            self._traceOut(data, connection.peer)
+        connection.send(data)
+
+    def _writeDatagram(
+        self, protocol: SIPDatagramProtocol, data: bytes, host: str, port: int
+    ) -> None:
+        self.stats.sent += 1
+        if self.trace:
+            self._traceOut(data, Peer("UDP", host, port))
+        protocol.send(data, host, port)
+
+    def _udpFor(self, host: str) -> SIPDatagramProtocol | None:
+        """Pick a UDP listener of the right address family."""
+        family6 = ":" in host
+        for protocol in self.udp:
+            transport = protocol.transport
+            if transport is None:
+                continue
+            local = transport.getHost()  # type: ignore[attr-defined]
+            if (":" in local.host) == family6 or local.host in ("", "::"):
+                return protocol
+        return None
+
+    # -- addresses of our own -------------------------------------------------
+
+    def localAddress(self, target: Peer) -> tuple[str, int]:
+        """The host and port to put in Via and Contact for C{target}."""
+        if target.transport == "UDP":
+            protocol = target.connection
+            if not isinstance(protocol, SIPDatagramProtocol):
+                protocol = self._udpFor(target.host)
+            port = DEFAULT_PORT
+            host = "127.0.0.1"
+            if protocol is not None and protocol.transport is not None:
+                local = protocol.transport.getHost()  # type: ignore[attr-defined]
+                host, port = local.host, local.port
+        else:
+            port = self.tcpPorts[0] if self.tcpPorts else DEFAULT_PORT
+            host = "0.0.0.0"
+            connection = target.connection
+            if not isinstance(connection, SIPStreamProtocol):
+                connection = self.connections.get((target.host, target.port))
+            if connection is not None and connection.transport is not None:
+                host = connection.transport.getHost().host  # type: ignore[attr-defined]
+        if self.advertisedHost:
+            return self.advertisedHost, port
+        if host in ("0.0.0.0", "::", ""):
+            host = self._routeTo(target.host)
+        return host, port
+
+    def _routeTo(self, host: str) -> str:
+        """The local address the kernel would use to reach C{host}."""
+        cached = self._localHosts.get(host)
+        if cached is not None:
+            return cached
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        probe = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            probe.connect((host, 9))
+            local = str(probe.getsockname()[0])
+        except OSError:
+            local = "::1" if family == socket.AF_INET6 else "127.0.0.1"
+        finally:
+            probe.close()
+        if len(self._localHosts) < 4096:
+            self._localHosts[host] = local
+        return local
+
+    def makeVia(self, target: Peer, branch: str) -> Via:
+        """The Via for a request we send to C{target}."""
+        host, port = self.localAddress(target)
+        if ":" in host:
+            host = f"[{host}]"
+        return Via(target.transport, host, port, {"branch": branch, "rport": None})
+
+    def contactURI(self, target: Peer, user: str | None = None) -> SIPURI:
+        """A URI that reaches this server over the transport of C{target}."""
+        host, port = self.localAddress(target)
+        if ":" in host:
+            host = f"[{host}]"
+        params: dict[str, str | None] = {}
+        if target.transport != "UDP":
+            params["transport"] = target.transport.lower()
+        return SIPURI(host, user, port, params)
+
+    # -- resolution (RFC 3263) --------------------------------------------------
+
+    async def resolve(self, uri: SIPURI, connection: Any = None) -> Peer:
+        """Find where to send a request for C{uri} (RFC 3263 section 4).
+
+        The transport is the URI's C{transport} parameter, else UDP. An IP
+        literal is used as it is; a host with a port is looked up for its
+        address; a host without a port is looked up as C{_sip._udp} (or
+        C{_tcp}) SRV first and then as an address on port 5060.
+
+        Raises:
+            TransportError: the host cannot be resolved.
+        """
+        transport = uri.transport or ("TLS" if uri.scheme == "sips" else "UDP")
+        if transport not in ("UDP", "TCP"):
+            raise TransportError(f"unsupported transport {transport}")
+        host = uri.params.get("maddr") or uri.host
+        host = host.strip("[]")
+        if isIPAddress(host):
+            return Peer(transport, host, uri.port or DEFAULT_PORT, connection)
+        if self.resolver is None:
+            raise TransportError(f"cannot resolve {host}: no resolver")
+        if uri.port is None:
+            srvName = f"_sip._{transport.lower()}.{host}"
+            target = await self._lookupSRV(srvName)
+            if target is not None:
+                srvHost, srvPort = target
+                address = await self._lookupAddress(srvHost)
+                return Peer(transport, address, srvPort, connection)
+        address = await self._lookupAddress(host)
+        return Peer(transport, address, uri.port or DEFAULT_PORT, connection)
+
+    async def _lookupSRV(self, name: str) -> tuple[str, int] | None:
+        try:
+            answers, _, _ = await self.resolver.lookupService(name)
+        except (DNSNameError, DNSServerError, defer.TimeoutError, OSError):
+            return None
+        except Exception:  # noqa: BLE001 - any DNS failure means "no SRV"
+            return None
+        records = [
+            a.payload for a in answers if a.type == dns.SRV and a.payload is not None
+        ]
+        if not records:
+            return None
+        best = min(r.priority for r in records)
+        candidates = [r for r in records if r.priority == best]
+        total = sum(r.weight for r in candidates)
+        if total:
+            pick = random.uniform(0, total)  # noqa: S311 - load spreading only
+            for record in candidates:
+                pick -= record.weight
+                if pick <= 0:
+                    break
+        else:
+            record = candidates[0]
+        return str(record.target).rstrip("."), int(record.port)
+
+    async def _lookupAddress(self, host: str) -> str:
+        try:
+            address = await self.resolver.getHostByName(host)
+        except Exception as e:  # noqa: BLE001 - every failure is "cannot resolve"
+            raise TransportError(f"cannot resolve {host}: {e}") from None
+        return str(address)
+
+    # -- trace ------------------------------------------------------------------
+
+    def _traceIn(self, data: bytes, peer: Peer | None) -> None:
+        self.log.info(
+            "SIP in from {peer}:\n{text}",
+            peer=peer,
+            text=data.decode("utf-8", "replace"),
+        )
+
+    def _traceOut(self, data: bytes, peer: Peer | None) -> None:
+        self.log.info(
+            "SIP out to {peer}:\n{text}",
+            peer=peer,
+            text=data.decode("utf-8", "replace"),
+        )
+
+
+def _stampVia(request: SIPRequest, peer: Peer) -> None:
+    """Add received and rport to the top Via (RFC 3261 18.2.1, RFC 3581 4).
+
+    Raises:
+        SIPParseError: there is no Via, or the top Via is malformed.
+    """
+    via = request.topVia
+    params = via.params
+    changed = False
+    if via.host.strip("[]") != peer.host:
+        params["received"] = peer.host
+        changed = True
+    if "rport" in params and params["rport"] is None:
+        params["rport"] = str(peer.port)
+        changed = True
+    if not changed:
+        return
+    lines = request._index["via"]
+    first = lines[0]
+    if "," in first:
+        parts = splitList(first)
+        parts[0] = str(via)
+        newFirst = ", ".join(parts)
+    else:
+        newFirst = str(via)
+    lines[0] = newFirst
+    headers = request.headers
+    for i, (name, _) in enumerate(headers):
+        if name == "via":
+            headers[i] = ("via", newFirst)
+            break
+
+
+__all__ = [
+    "DEFAULT_PORT",
+    "RELIABLE",
+    "MessageSink",
+    "Peer",
+    "SIPDatagramProtocol",
+    "SIPStreamFactory",
+    "SIPStreamProtocol",
+    "SIPTransports",
+    "Statistics",
+    "TransportError",
+]

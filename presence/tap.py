@@ -1,0 +1,174 @@
+"""The C{twistd presence} command: options, and the service tree they build.
+
+This is the one module that builds concrete objects: the transports, the
+transaction layer and the dispatcher, wired together, and the services that
+listen and stop them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.application import internet, service
+from twisted.internet import defer
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
+from twisted.logger import Logger
+from twisted.python import usage
+from zope.interface import implementer
+
+from presence.config import Config, ConfigError, fromMapping, loadFile
+from presence.core.dispatcher import Dispatcher
+from presence.sip.transaction import TransactionLayer
+from presence.sip.transport import SIPTransports
+
+
+class Options(usage.Options):
+    """Options of C{twistd presence}; they override the configuration file."""
+
+    synopsis = "[options]"
+    longdesc = (
+        "A SIP presence server. Settings come from --config (TOML) and the"
+        " options below, which override the file."
+    )
+    optParameters = [
+        ["config", "c", None, "TOML configuration file."],
+        ["advertised-address", None, None, "Host to put in Via and Contact."],
+        ["tcp-idle-timeout", None, None, "Seconds before an idle TCP connection closes.", float],
+    ]
+    optFlags = [["sip-trace", None, "Log every SIP message in and out."]]
+
+    def __init__(self) -> None:
+        """Start with no repeated options."""
+        super().__init__()
+        self.listen: list[str] = []
+        self.domains: list[str] = []
+        self.config: Config = Config()
+
+    def opt_listen(self, description: str) -> None:
+        """Listen on an address, e.g. udp:5060:interface=127.0.0.1 (repeatable;
+        given once or more, it replaces the default UDP and TCP on 5060)."""
+        self.listen.append(description)
+
+    def opt_domain(self, name: str) -> None:
+        """Serve a domain (repeatable); none given serves every domain."""
+        self.domains.append(name.lower())
+
+    def postOptions(self) -> None:
+        """Read the file, apply the options on top, and check the result."""
+        try:
+            config = loadFile(self["config"]) if self["config"] else Config()
+            overrides: dict[str, Any] = {}
+            if self.listen:
+                overrides["listen"] = self.listen
+            if self.domains:
+                overrides["domain"] = self.domains
+            if self["sip-trace"]:
+                overrides["sip_trace"] = True
+            if self["advertised-address"]:
+                overrides["advertised_address"] = self["advertised-address"]
+            if self["tcp-idle-timeout"] is not None:
+                overrides["tcp_idle_timeout"] = self["tcp-idle-timeout"]
+            self.config = fromMapping(overrides, config).validate()
+        except ConfigError as e:
+            raise usage.UsageError(str(e)) from None
+
+
+@dataclass
+class Stack:
+    """The SIP stack and what sits on it, wired together."""
+
+    config: Config
+    transports: SIPTransports
+    transactions: TransactionLayer
+    dispatcher: Dispatcher
+
+
+def buildStack(config: Config, reactor: Any) -> Stack:
+    """Build and wire the transports, the transaction layer and the dispatcher."""
+    from twisted.names import client
+
+    transports = SIPTransports(
+        clock=reactor,
+        reactor=reactor,
+        resolver=client.createResolver(),
+        idleTimeout=config.tcpIdleTimeout,
+        trace=config.sipTrace,
+        advertisedHost=config.advertisedAddress,
+    )
+    dispatcher = Dispatcher(maxBodySize=config.maxBodySize)
+    transactions = TransactionLayer(reactor, transports, dispatcher)
+    return Stack(config, transports, transactions, dispatcher)
+
+
+@implementer(IStreamServerEndpoint)
+class _RecordingEndpoint:
+    """Wraps an endpoint to tell the transports which TCP port it got."""
+
+    def __init__(self, endpoint: IStreamServerEndpoint, transports: SIPTransports) -> None:
+        self.endpoint = endpoint
+        self.transports = transports
+
+    def listen(self, protocolFactory: Any) -> defer.Deferred[IListeningPort]:
+        d = self.endpoint.listen(protocolFactory)
+
+        def listening(port: IListeningPort) -> IListeningPort:
+            self.transports.tcpListening(port.getHost().port)  # type: ignore[attr-defined]
+            return port
+
+        d.addCallback(listening)
+        return d
+
+
+class StackService(service.MultiService):
+    """Holds the listeners; on stop, cancels every transaction timer."""
+
+    log = Logger()
+
+    def __init__(self, stack: Stack) -> None:
+        """Hold the stack."""
+        super().__init__()
+        self.stack = stack
+
+    def startService(self) -> None:
+        """Start listening."""
+        super().startService()
+        self.log.info(
+            "presence server listening on {listen}", listen=", ".join(self.stack.config.listen)
+        )
+
+    def stopService(self) -> defer.Deferred[None]:
+        """Stop listening, then cancel the transaction timers."""
+        d: defer.Deferred[None] = defer.maybeDeferred(super().stopService)
+        d.addCallback(lambda _: self.stack.transactions.stop())
+        return d
+
+
+def makeService(options: Options, reactor: Any = None) -> StackService:
+    """Build the service tree for the options given."""
+    if reactor is None:
+        from twisted.internet import reactor as defaultReactor
+
+        reactor = defaultReactor
+    config = options.config
+    stack = buildStack(config, reactor)
+    top = StackService(stack)
+    for address in config.listenAddresses:
+        if address.transport == "udp":
+            udp = internet.UDPServer(
+                address.port,
+                stack.transports.datagramProtocol(),
+                interface=address.interface,
+            )
+            udp.setName(address.description)
+            udp.setServiceParent(top)
+        else:
+            endpoint = serverFromString(reactor, address.endpointDescription())
+            tcp = internet.StreamServerEndpointService(
+                _RecordingEndpoint(endpoint, stack.transports),
+                stack.transports.streamFactory,
+            )
+            tcp.setName(address.description)
+            tcp.setServiceParent(top)
+    return top
