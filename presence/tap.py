@@ -20,6 +20,7 @@ from zope.interface import implementer
 
 from presence.config import Config, ConfigError, fromMapping, loadFile
 from presence.core.dispatcher import Dispatcher
+from presence.sip.resolver import LazyResolver
 from presence.sip.transaction import TransactionLayer
 from presence.sip.transport import SIPTransports
 
@@ -87,12 +88,10 @@ class Stack:
 
 def buildStack(config: Config, reactor: Any) -> Stack:
     """Build and wire the transports, the transaction layer and the dispatcher."""
-    from twisted.names import client
-
     transports = SIPTransports(
         clock=reactor,
         reactor=reactor,
-        resolver=client.createResolver(),
+        resolver=LazyResolver(reactor),
         idleTimeout=config.tcpIdleTimeout,
         trace=config.sipTrace,
         advertisedHost=config.advertisedAddress,

@@ -1,0 +1,221 @@
+"""Tests for presence.core.dispatcher: checks, routing and the error funnel."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from presence.core.dispatcher import Dispatcher, StorageUnavailable, checkRequest
+from presence.errors import BadRequest, Forbidden
+from presence.sip.message import SIPRequest, SIPResponse, responseTo
+from presence.sip.parser import parseDatagram
+from presence.sip.transport import Peer
+
+
+class FakeTransaction:
+    """A server transaction that records the responses it is given."""
+
+    def __init__(self, request: SIPRequest) -> None:
+        self.request = request
+        self.peer = Peer("UDP", "192.0.2.1", 5060)
+        self.state = "trying"
+        self.responses: list[SIPResponse] = []
+
+    def response(
+        self,
+        code: int,
+        phrase: str = "",
+        headers: list[tuple[str, str]] | None = None,
+        body: bytes = b"",
+    ) -> SIPResponse:
+        return responseTo(self.request, code, phrase, headers or (), body, "t1")
+
+    def respond(self, response: SIPResponse) -> None:
+        self.responses.append(response)
+        if response.code >= 200:
+            self.state = "completed"
+
+
+def request(method: str = "OPTIONS", **overrides: Any) -> SIPRequest:
+    """Build a well-formed request, with headers replaced or removed (None)."""
+    headers = {
+        "Via": "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK-1",
+        "Max-Forwards": "70",
+        "To": "<sip:bob@example.com>",
+        "From": "<sip:alice@example.com>;tag=a1",
+        "Call-ID": "c1@192.0.2.1",
+        "CSeq": f"1 {method}",
+    }
+    uri = overrides.pop("uri", "sip:bob@example.com")
+    body = overrides.pop("body", b"")
+    for name, value in overrides.items():
+        name = name.replace("_", "-")
+        if value is None:
+            headers.pop(name, None)
+        else:
+            headers[name] = value
+    lines = [f"{method} {uri} SIP/2.0"] + [f"{k}: {v}" for k, v in headers.items()]
+    data = ("\r\n".join(lines) + f"\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+    message = parseDatagram(data + body)
+    assert isinstance(message, SIPRequest)
+    return message
+
+
+def dispatch(dispatcher: Dispatcher, message: SIPRequest) -> SIPResponse:
+    """Hand a request to the dispatcher and return its one response."""
+    transaction = FakeTransaction(message)
+    dispatcher.requestReceived(message, transaction)  # type: ignore[arg-type]
+    assert len(transaction.responses) == 1, transaction.responses
+    return transaction.responses[0]
+
+
+class CheckRequestTests(SynchronousTestCase):
+    """RFC 3261 section 8.2 checks made before routing."""
+
+    def test_missingHeaderNamed(self) -> None:
+        """RFC 3261 8.1.1: a request without a mandatory header is answered
+        400 with a reason naming the header."""
+        for name in ["Via", "To", "From", "Call-ID", "CSeq", "Max-Forwards"]:
+            response = dispatch(Dispatcher(), request(**{name: None}))
+            self.assertEqual(response.code, 400, name)
+            self.assertIn(name, response.phrase)
+
+    def test_cseqMethodMismatch(self) -> None:
+        """RFC 3261 8.2: a CSeq method differing from the request's gets 400."""
+        response = dispatch(Dispatcher(), request(CSeq="1 INVITE"))
+        self.assertEqual(response.code, 400)
+        self.assertIn("CSeq", response.phrase)
+
+    def test_maxForwardsZero(self) -> None:
+        """RFC 3261 16.3: Max-Forwards 0 is answered 483 Too Many Hops."""
+        response = dispatch(Dispatcher(), request("SUBSCRIBE", Max_Forwards="0"))
+        self.assertEqual(response.code, 483)
+
+    def test_maxForwardsZeroOptions(self) -> None:
+        """RFC 3261 16.3: an OPTIONS with Max-Forwards 0 is answered itself."""
+        response = dispatch(Dispatcher(), request("OPTIONS", Max_Forwards="0"))
+        self.assertEqual(response.code, 200)
+
+    def test_maxForwardsTooLarge(self) -> None:
+        """RFC 3261 20.22: a Max-Forwards over 255 is malformed: 400."""
+        response = dispatch(Dispatcher(), request(Max_Forwards="256"))
+        self.assertEqual(response.code, 400)
+
+    def test_unknownScheme(self) -> None:
+        """RFC 3261 8.2.2.1: a Request-URI of an unknown scheme gets 416."""
+        for uri in ["tel:+15551234", "foo:bar@example.com"]:
+            response = dispatch(Dispatcher(), request(uri=uri))
+            self.assertEqual(response.code, 416, uri)
+
+    def test_malformedRequestURI(self) -> None:
+        """A sip Request-URI that does not parse gets 400."""
+        response = dispatch(Dispatcher(), request(uri="sip:bob@exa^mple.com"))
+        self.assertEqual(response.code, 400)
+
+    def test_requireUnsupported(self) -> None:
+        """RFC 3261 8.2.2.3: an unsupported Require gets 420 with Unsupported."""
+        response = dispatch(Dispatcher(), request(Require="foo, 100rel"))
+        self.assertEqual(response.code, 420)
+        self.assertEqual(response.header("unsupported"), "foo, 100rel")
+
+    def test_requireSupported(self) -> None:
+        """A Require naming only supported options passes."""
+        dispatcher = Dispatcher()
+        dispatcher.supported.append("eventlist")
+        response = dispatch(dispatcher, request(Require="eventlist"))
+        self.assertEqual(response.code, 200)
+
+    def test_bodyTooLarge(self) -> None:
+        """A body larger than the configured limit is answered 513."""
+        dispatcher = Dispatcher(maxBodySize=10)
+        response = dispatch(dispatcher, request(body=b"x" * 11, Content_Type="text/plain"))
+        self.assertEqual(response.code, 513)
+
+    def test_checkPasses(self) -> None:
+        """A well-formed request passes every check."""
+        checkRequest(request(), 1000)
+
+
+class RoutingTests(SynchronousTestCase):
+    """Routing by method, and OPTIONS."""
+
+    def test_options(self) -> None:
+        """RFC 3261 11.2: OPTIONS gets 200 with Allow, Accept and Supported."""
+        dispatcher = Dispatcher()
+        dispatcher.accept.append("application/pidf+xml")
+        response = dispatch(dispatcher, request())
+        self.assertEqual(response.code, 200)
+        self.assertEqual(response.header("allow"), "OPTIONS, ACK, CANCEL")
+        self.assertEqual(response.header("accept"), "application/pidf+xml")
+        self.assertTrue(response.hasHeader("supported"))
+        self.assertIsNotNone(response.toAddr.tag)
+
+    def test_optionsAllowEvents(self) -> None:
+        """OPTIONS lists the registered event packages in Allow-Events."""
+        dispatcher = Dispatcher()
+        dispatcher.allowEvents.extend(["presence", "dialog"])
+        response = dispatch(dispatcher, request())
+        self.assertEqual(response.header("allow-events"), "presence, dialog")
+
+    def test_unimplementedMethod(self) -> None:
+        """RFC 3261 8.2.1: a method the server does not implement gets 405
+        with Allow."""
+        for method in ["INVITE", "MESSAGE", "NEWMETHOD"]:
+            response = dispatch(Dispatcher(), request(method))
+            self.assertEqual(response.code, 405)
+            self.assertIn("OPTIONS", response.header("allow") or "")
+
+    def test_registeredHandler(self) -> None:
+        """A registered handler answers its method and shows in Allow."""
+        dispatcher = Dispatcher()
+
+        async def handler(req: SIPRequest, transaction: Any) -> None:
+            transaction.respond(transaction.response(202))
+
+        dispatcher.register("PUBLISH", handler)
+        self.assertEqual(dispatch(dispatcher, request("PUBLISH")).code, 202)
+        self.assertIn("PUBLISH", dispatcher.allow)
+
+
+class ErrorFunnelTests(SynchronousTestCase):
+    """Every failure of a handler becomes a response."""
+
+    def answer(self, error: Exception) -> SIPResponse:
+        dispatcher = Dispatcher()
+
+        async def handler(req: SIPRequest, transaction: Any) -> None:
+            raise error
+
+        dispatcher.register("PUBLISH", handler)
+        return dispatch(dispatcher, request("PUBLISH"))
+
+    def test_sipError(self) -> None:
+        """A SIPError becomes its own status, reason and headers."""
+        response = self.answer(Forbidden("not you"))
+        self.assertEqual((response.code, response.phrase), (403, "not you"))
+
+    def test_badRequestReasonOneLine(self) -> None:
+        """A reason with line breaks is flattened into one reason phrase."""
+        response = self.answer(BadRequest("two\r\nlines"))
+        self.assertEqual(response.phrase, "two  lines")
+
+    def test_storageUnavailable(self) -> None:
+        """A storage outage becomes 503 with Retry-After."""
+        response = self.answer(StorageUnavailable())
+        self.assertEqual(response.code, 503)
+        self.assertEqual(response.header("retry-after"), "5")
+
+    def test_unexpectedError(self) -> None:
+        """Any other error is logged as a bug and answered 500."""
+        response = self.answer(ZeroDivisionError())
+        self.assertEqual(response.code, 500)
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+
+    def test_notReady(self) -> None:
+        """While the server is not ready every request gets 503."""
+        dispatcher = Dispatcher()
+        dispatcher.ready = lambda: False
+        response = dispatch(dispatcher, request())
+        self.assertEqual(response.code, 503)
+        self.assertTrue(response.hasHeader("retry-after"))

@@ -1,0 +1,153 @@
+"""Tests for presence.tap and presence.config: options and the service tree."""
+
+from __future__ import annotations
+
+from twisted.application import internet
+from twisted.internet.testing import MemoryReactorClock
+from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase
+
+from presence.config import Config, ConfigError, fromMapping, loadFile, parseListen
+from presence.tap import Options, makeService
+
+
+def options(*argv: str) -> Options:
+    """Parse a command line."""
+    parsed = Options()
+    parsed.parseOptions(list(argv))
+    return parsed
+
+
+class OptionsTests(SynchronousTestCase):
+    """Command-line options and the configuration file."""
+
+    def test_defaults(self) -> None:
+        """With no options the server listens on UDP and TCP port 5060."""
+        config = options().config
+        self.assertEqual(config.listen, ("udp:5060", "tcp:5060"))
+        self.assertEqual(config.domains, ())
+        self.assertFalse(config.sipTrace)
+
+    def test_listenReplacesDefault(self) -> None:
+        """--listen given once or more replaces the default listeners."""
+        config = options("--listen", "udp:5070:interface=127.0.0.1").config
+        self.assertEqual(config.listen, ("udp:5070:interface=127.0.0.1",))
+
+    def test_repeatable(self) -> None:
+        """--listen and --domain may be repeated."""
+        config = options(
+            "--listen", "udp:5070", "--listen", "tcp:5071",
+            "--domain", "Example.com", "--domain", "example.org",
+        ).config
+        self.assertEqual(config.listen, ("udp:5070", "tcp:5071"))
+        self.assertEqual(config.domains, ("example.com", "example.org"))
+
+    def test_sipTrace(self) -> None:
+        """--sip-trace turns on the message trace."""
+        self.assertTrue(options("--sip-trace").config.sipTrace)
+
+    def test_badListen(self) -> None:
+        """An unknown listen description is a usage error."""
+        self.assertRaises(usage.UsageError, options, "--listen", "sctp:5060")
+        self.assertRaises(usage.UsageError, options, "--listen", "udp:notaport")
+
+    def test_configFile(self) -> None:
+        """Settings come from the TOML file, and options override them."""
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(
+                'listen = ["udp:5080", "tcp:5080"]\n'
+                'domain = ["example.com"]\n'
+                "sip_trace = true\n"
+                "tcp_idle_timeout = 30\n"
+            )
+        config = options("--config", path, "--listen", "udp:5090").config
+        self.assertEqual(config.listen, ("udp:5090",))
+        self.assertEqual(config.domains, ("example.com",))
+        self.assertTrue(config.sipTrace)
+        self.assertEqual(config.tcpIdleTimeout, 30.0)
+
+    def test_configFileErrors(self) -> None:
+        """A missing file, bad TOML or an unknown key is a usage error."""
+        self.assertRaises(usage.UsageError, options, "--config", self.mktemp())
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write("listen = [\n")
+        self.assertRaises(usage.UsageError, options, "--config", path)
+        with open(path, "w") as f:
+            f.write("no_such_setting = 1\n")
+        self.assertRaises(usage.UsageError, options, "--config", path)
+        with open(path, "w") as f:
+            f.write('sip_trace = "yes"\n')
+        self.assertRaises(usage.UsageError, options, "--config", path)
+
+    def test_exampleConfig(self) -> None:
+        """The example configuration in etc/ loads."""
+        config = loadFile("etc/presence.toml").validate()
+        self.assertIsInstance(config, Config)
+
+
+class ListenTests(SynchronousTestCase):
+    """Listen descriptions in Twisted's endpoint style."""
+
+    def test_parse(self) -> None:
+        """Transport, port and interface come out of a description."""
+        address = parseListen("udp:5060:interface=127.0.0.1")
+        self.assertEqual(
+            (address.transport, address.port, address.interface),
+            ("udp", 5060, "127.0.0.1"),
+        )
+        address = parseListen("tcp:5061")
+        self.assertEqual((address.transport, address.port, address.interface), ("tcp", 5061, ""))
+
+    def test_ipv6Interface(self) -> None:
+        """An IPv6 interface may be written with or without escapes."""
+        self.assertEqual(parseListen("udp:5060:interface=::1").interface, "::1")
+        self.assertEqual(parseListen("tcp:5060:interface=\\:\\:1").interface, "::1")
+        self.assertEqual(
+            parseListen("tcp:5060:interface=::1").endpointDescription(),
+            "tcp6:5060:interface=\\:\\:1",
+        )
+
+    def test_errors(self) -> None:
+        """Bad descriptions raise ConfigError."""
+        for bad in ["", "udp", "udp:", "udp:70000", "tls:5061", "udp:5060:backlog=5"]:
+            self.assertRaises(ConfigError, parseListen, bad)
+
+    def test_fromMappingTypes(self) -> None:
+        """Values of the wrong type are refused."""
+        self.assertRaises(ConfigError, fromMapping, {"listen": 5060})
+        self.assertRaises(ConfigError, fromMapping, {"max_body_size": "big"})
+        self.assertRaises(ConfigError, fromMapping({"max_body_size": 0}).validate)
+
+
+class MakeServiceTests(SynchronousTestCase):
+    """The service tree makeService builds (never started here)."""
+
+    def test_defaultTree(self) -> None:
+        """The default builds one UDP and one TCP listener on 5060."""
+        top = makeService(options(), MemoryReactorClock())
+        children = list(top)
+        self.assertEqual(len(children), 2)
+        udp = [c for c in children if isinstance(c, internet.UDPServer)]
+        tcp = [c for c in children if isinstance(c, internet.StreamServerEndpointService)]
+        self.assertEqual(len(udp), 1)
+        self.assertEqual(len(tcp), 1)
+        self.assertEqual(udp[0].args[0], 5060)
+
+    def test_listeners(self) -> None:
+        """Each --listen becomes one listening service."""
+        top = makeService(
+            options("--listen", "udp:5070:interface=127.0.0.1", "--listen", "udp:5071"),
+            MemoryReactorClock(),
+        )
+        udp = [c for c in top if isinstance(c, internet.UDPServer)]
+        self.assertEqual([(u.args[0], u.kwargs["interface"]) for u in udp],
+                         [(5070, "127.0.0.1"), (5071, "")])
+
+    def test_stackWired(self) -> None:
+        """The transports feed the transaction layer, which feeds the dispatcher."""
+        top = makeService(options(), MemoryReactorClock())
+        stack = top.stack
+        self.assertIs(stack.transports.sink, stack.transactions)
+        self.assertIs(stack.transactions.user, stack.dispatcher)
