@@ -116,6 +116,9 @@ class Config:
         maxBodySize: the largest body accepted, in bytes (larger: 513).
         advertisedAddress: the host put in Via and Contact, when the
             listening address is not what peers should use.
+        offlineBody: what a presence NOTIFY carries when nothing is
+            published: C{"closed"} (a PIDF with a closed tuple) or
+            C{"empty"} (no body).
     """
 
     listen: tuple[str, ...] = DEFAULT_LISTEN
@@ -124,6 +127,7 @@ class Config:
     tcpIdleTimeout: float = 600.0
     maxBodySize: int = 60000
     advertisedAddress: str | None = None
+    offlineBody: str = "closed"
 
     @property
     def listenAddresses(self) -> list[ListenAddress]:
@@ -142,6 +146,8 @@ class Config:
             parseListen(description)
         if self.tcpIdleTimeout <= 0:
             raise ConfigError("tcp_idle_timeout must be positive")
+        if self.offlineBody not in ("closed", "empty"):
+            raise ConfigError('offline_body must be "closed" or "empty"')
         if not 0 < self.maxBodySize <= 65535:
             raise ConfigError("max_body_size must be between 1 and 65535")
         return self
@@ -159,6 +165,7 @@ _KEYS: dict[str, tuple[str, Any]] = {
     "sip_trace": ("sipTrace", lambda v: _bool("sip_trace", v)),
     "tcp_idle_timeout": ("tcpIdleTimeout", lambda v: float(_number("tcp_idle_timeout", v))),
     "max_body_size": ("maxBodySize", lambda v: int(_number("max_body_size", v))),
+    "offline_body": ("offlineBody", lambda v: _string("offline_body", v)),
     "advertised_address": ("advertisedAddress", lambda v: _string("advertised_address", v)),
 }
 

@@ -20,9 +20,18 @@ from zope.interface import implementer
 
 from presence.config import Config, ConfigError, fromMapping, loadFile
 from presence.core.dispatcher import Dispatcher
+from presence.core.expiry import ExpirySweeper
+from presence.core.notify import Notifier
+from presence.core.publish import PublishHandler
+from presence.core.registrar import Registrar
+from presence.core.subscribe import SubscribeHandler
+from presence.packages.interfaces import PackageRegistry
+from presence.packages.presence import PresencePackage
 from presence.sip.resolver import LazyResolver
 from presence.sip.transaction import TransactionLayer
 from presence.sip.transport import SIPTransports
+from presence.storage.memory import MemoryStore
+from presence.xcap.policy import AllowAll
 
 
 class Options(usage.Options):
@@ -84,6 +93,13 @@ class Stack:
     transports: SIPTransports
     transactions: TransactionLayer
     dispatcher: Dispatcher
+    store: MemoryStore
+    packages: PackageRegistry
+    notifier: Notifier
+    subscribe: SubscribeHandler
+    publish: PublishHandler
+    registrar: Registrar
+    sweeper: ExpirySweeper
 
 
 def buildStack(config: Config, reactor: Any) -> Stack:
@@ -98,7 +114,37 @@ def buildStack(config: Config, reactor: Any) -> Stack:
     )
     dispatcher = Dispatcher(maxBodySize=config.maxBodySize)
     transactions = TransactionLayer(reactor, transports, dispatcher)
-    return Stack(config, transports, transactions, dispatcher)
+    store = MemoryStore()
+    packages = PackageRegistry([PresencePackage(offline=config.offlineBody)])
+    notifier = Notifier(reactor, store, packages, transactions, transports)
+    policy = AllowAll()
+    subscribe = SubscribeHandler(
+        reactor, store, packages, policy, notifier, transports, config.domains
+    )
+    publish = PublishHandler(reactor, store, packages, notifier, config.domains)
+    registrar = Registrar(reactor, store, config.domains)
+    sweeper = ExpirySweeper(reactor, store, notifier)
+    dispatcher.register("SUBSCRIBE", subscribe)
+    dispatcher.register("PUBLISH", publish)
+    dispatcher.register("REGISTER", registrar)
+    for package in packages:
+        for kind in package.acceptTypes:
+            if kind not in dispatcher.accept:
+                dispatcher.accept.append(kind)
+    dispatcher.allowEvents.extend(packages.allowEvents)
+    return Stack(
+        config,
+        transports,
+        transactions,
+        dispatcher,
+        store,
+        packages,
+        notifier,
+        subscribe,
+        publish,
+        registrar,
+        sweeper,
+    )
 
 
 @implementer(IStreamServerEndpoint)
@@ -153,6 +199,8 @@ def makeService(options: Options, reactor: Any = None) -> StackService:
     config = options.config
     stack = buildStack(config, reactor)
     top = StackService(stack)
+    stack.sweeper.setName("expiry")
+    stack.sweeper.setServiceParent(top)
     for address in config.listenAddresses:
         if address.transport == "udp":
             udp = internet.UDPServer(

@@ -128,7 +128,7 @@ class MakeServiceTests(SynchronousTestCase):
         """The default builds one UDP and one TCP listener on 5060."""
         top = makeService(options(), MemoryReactorClock())
         children = list(top)
-        self.assertEqual(len(children), 2)
+        self.assertEqual(len(children), 3)
         udp = [c for c in children if isinstance(c, internet.UDPServer)]
         tcp = [c for c in children if isinstance(c, internet.StreamServerEndpointService)]
         self.assertEqual(len(udp), 1)

@@ -20,6 +20,7 @@ from presence import __version__
 from presence.errors import (
     BadExtension,
     BadRequest,
+    LoopDetected,
     MessageTooLarge,
     MethodNotAllowed,
     PresenceError,
@@ -121,6 +122,8 @@ class Dispatcher:
         self.ready: Callable[[], bool] = lambda: True
         self.requests = 0
         self.errors = 0
+        self._outsideDialog: dict[tuple[str, str, int, str], ServerTransaction] = {}
+        self._pruneAt = 1024
 
     def register(self, method: str, handler: Handler) -> None:
         """Route requests of C{method} to C{handler}."""
@@ -143,6 +146,7 @@ class Dispatcher:
             handler = self.handlers.get(request.method)
             if handler is None:
                 raise MethodNotAllowed(self.allow)
+            self._checkMerged(request, transaction)
             if not self.ready():
                 raise ServiceUnavailable()
             d = Deferred.fromCoroutine(_call(handler, request, transaction))
@@ -150,6 +154,26 @@ class Dispatcher:
             self._answerError(transaction, Failure())
             return
         d.addErrback(lambda f: self._answerError(transaction, f))
+
+    def _checkMerged(self, request: SIPRequest, transaction: ServerTransaction) -> None:
+        """Refuse a merged request (RFC 3261 section 8.2.2.2) with 482.
+
+        A request outside a dialog with the From tag, Call-ID and CSeq of a
+        transaction still under way, but another branch, arrived by two paths.
+        """
+        fromTag = request.fromAddr.tag
+        if request.toAddr.tag is not None or fromTag is None:
+            return
+        key = (fromTag, request.callId, request.cseq.number, request.method)
+        other = self._outsideDialog.get(key)
+        if other is not None and other is not transaction and other.state != "terminated":
+            raise LoopDetected()
+        self._outsideDialog[key] = transaction
+        if len(self._outsideDialog) > self._pruneAt:
+            self._outsideDialog = {
+                k: t for k, t in self._outsideDialog.items() if t.state != "terminated"
+            }
+            self._pruneAt = 2 * len(self._outsideDialog) + 1024
 
     def malformedReceived(
         self,

@@ -1,0 +1,262 @@
+"""NOTIFY: built from a subscription's dialog, sent through client transactions.
+
+RFC 6665 section 4.2.2. At most one NOTIFY is outstanding per subscription; a
+newer state asked for meanwhile replaces any queued one, and is read from the
+store when it is sent, so a burst of changes costs one NOTIFY in flight and
+one after it. A 481, a timeout, a transport error or a response that ends the
+dialog usage (RFC 5057) removes the subscription.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, Final
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from presence._async import detach
+from presence.core.dispatcher import SERVER
+from presence.packages.interfaces import IEventPackage, PackageRegistry
+from presence.sip.dialog import requestInDialog
+from presence.sip.message import SIPResponse, SIPURI
+from presence.sip.transaction import TransactionLayer
+from presence.sip.transport import Peer, SIPStreamProtocol, SIPTransports, TransportError
+from presence.storage.interfaces import IPresenceStore
+from presence.storage.records import (
+    ACTIVE,
+    PENDING,
+    Subscription,
+    SubscriptionKey,
+)
+
+#: Responses to NOTIFY that end the subscription (RFC 6665 4.2.2, RFC 5057
+#: section 5.1: these end the dialog usage).
+ENDING_CODES: Final = frozenset(
+    {404, 405, 408, 410, 416, 480, 481, 482, 483, 484, 485, 489, 501, 503, 604}
+)
+
+
+def aorOf(presentityURI: str) -> str:
+    """The address of record of a presentity URI: C{sip:a@b} -> C{a@b}."""
+    return presentityURI.partition(":")[2] if ":" in presentityURI else presentityURI
+
+
+class NotifyStatistics:
+    """Counters of the notifier."""
+
+    def __init__(self) -> None:
+        """Start every counter at zero."""
+        self.sent = 0
+        self.accepted = 0
+        self.failed = 0
+        self.coalesced = 0
+
+
+class Notifier:
+    """Sends NOTIFYs for subscriptions, one outstanding per subscription."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        store: IPresenceStore,
+        packages: PackageRegistry,
+        transactions: TransactionLayer,
+        transports: SIPTransports,
+    ) -> None:
+        """Notify through C{transactions}, reading state from C{store}."""
+        self.clock = clock
+        self.store = store
+        self.packages = packages
+        self.transactions = transactions
+        self.transports = transports
+        self.stats = NotifyStatistics()
+        self._busy: set[SubscriptionKey] = set()
+        self._queued: dict[SubscriptionKey, tuple[Subscription, str | None]] = {}
+        #: Called with a subscription the notifier removed (481, timeout...).
+        self.onRemoved: Callable[[Subscription, str], Any] | None = None
+
+    @property
+    def outstanding(self) -> int:
+        """How many NOTIFYs are in flight."""
+        return len(self._busy)
+
+    def send(self, subscription: Subscription, terminated: str | None = None) -> None:
+        """Send the current state of a subscription, or its end.
+
+        Args:
+            subscription: the subscription (its current row, or the removed
+                row when C{terminated} is given).
+            terminated: the reason of a final NOTIFY (C{timeout},
+                C{deactivated}, C{noresource}, C{rejected}...), or C{None}
+                for the current state.
+        """
+        key = subscription.key
+        if key in self._busy:
+            previous = self._queued.get(key)
+            if previous is not None:
+                self.stats.coalesced += 1
+                if previous[1] is not None and terminated is None:
+                    return
+            self._queued[key] = (subscription, terminated)
+            return
+        self._busy.add(key)
+        detach(self._run(subscription, terminated), self.log, "NOTIFY")
+
+    async def presentityChanged(self, presentity: str, event: str) -> int:
+        """Notify every active or pending subscription to a presentity's event.
+
+        Returns:
+            How many subscriptions were notified.
+        """
+        subscriptions = await self.store.subscriptions(presentity, event)
+        for subscription in subscriptions:
+            if subscription.status in (ACTIVE, PENDING):
+                self.send(subscription)
+        return len(subscriptions)
+
+    async def _run(self, subscription: Subscription, terminated: str | None) -> None:
+        key = subscription.key
+        try:
+            while True:
+                await self._notifyOnce(subscription, terminated)
+                queued = self._queued.pop(key, None)
+                if queued is None:
+                    break
+                subscription, terminated = queued
+        finally:
+            self._busy.discard(key)
+            self._queued.pop(key, None)
+
+    async def _notifyOnce(self, subscription: Subscription, terminated: str | None) -> None:
+        package = self.packages.get(subscription.event)
+        if package is None:
+            return
+        if terminated is None:
+            current = await self.store.subscription(subscription.key)
+            if current is None:
+                return
+            current.connection = subscription.connection or current.connection
+            subscription = current
+            cseq = await self.store.nextCSeq(subscription.key)
+            if cseq is None:
+                return
+        else:
+            cseq = subscription.localCSeq + 1
+            subscription.localCSeq = cseq
+        state, body = await self._state(package, subscription, terminated)
+        headers: list[tuple[str, str]] = [
+            ("contact", f"<{subscription.localContact}>"),
+            ("event", _eventHeader(subscription)),
+            ("subscription-state", state),
+            ("user-agent", SERVER),
+        ]
+        data = b""
+        if body is not None:
+            headers.append(("content-type", body.contentType))
+            data = body.data
+        request, nextHop = requestInDialog(
+            "NOTIFY",
+            subscription.contact,
+            subscription.recordRoute,
+            subscription.toHeader,
+            subscription.fromHeader,
+            subscription.callId,
+            cseq,
+            headers,
+            data,
+        )
+        try:
+            target = await self._target(subscription, nextHop)
+        except TransportError as e:
+            self.log.warn(
+                "cannot route NOTIFY to {watcher}: {error}",
+                watcher=subscription.watcher,
+                error=str(e),
+            )
+            await self._remove(subscription, "unroutable", terminated)
+            return
+        self.stats.sent += 1
+        response = await self.transactions.request(request, target)
+        await self._outcome(subscription, response, terminated)
+
+    async def _state(
+        self,
+        package: IEventPackage,
+        subscription: Subscription,
+        terminated: str | None,
+    ) -> tuple[str, Any]:
+        """The Subscription-State value and the body for a NOTIFY."""
+        remaining = max(0, math.ceil(subscription.expires - self.clock.seconds()))
+        body = None
+        if subscription.status == ACTIVE:
+            publications = await self.store.publications(
+                aorOf(subscription.presentity), subscription.event
+            )
+            version = subscription.version
+            body = package.notifyBody(subscription.presentity, subscription, publications)
+            if subscription.version != version and terminated is None:
+                await self.store.putSubscription(subscription)
+        if terminated is not None:
+            return f"terminated;reason={terminated}", body
+        if subscription.status == ACTIVE:
+            return f"active;expires={remaining}", body
+        if subscription.status == PENDING:
+            return f"pending;expires={remaining}", None
+        reason = subscription.reason or "rejected"
+        return f"terminated;reason={reason}", None
+
+    async def _target(self, subscription: Subscription, nextHop: Any) -> Peer:
+        connection = subscription.connection
+        if isinstance(connection, SIPStreamProtocol) and connection.connected:
+            assert connection.peer is not None
+            peer = connection.peer
+            return Peer(peer.transport, peer.host, peer.port, connection)
+        if not isinstance(nextHop, SIPURI):
+            raise TransportError(f"cannot send to a {nextHop.scheme} URI")
+        return await self.transports.resolve(nextHop)
+
+    async def _outcome(
+        self, subscription: Subscription, response: SIPResponse, terminated: str | None
+    ) -> None:
+        code = response.code
+        if 200 <= code < 300:
+            self.stats.accepted += 1
+            return
+        self.stats.failed += 1
+        if code in ENDING_CODES:
+            self.log.info(
+                "NOTIFY to {watcher} for {presentity} got {statusCode}:"
+                " subscription removed",
+                watcher=subscription.watcher,
+                presentity=subscription.presentity,
+                statusCode=code,
+            )
+            await self._remove(subscription, f"notify-{code}", terminated)
+        else:
+            self.log.info(
+                "NOTIFY to {watcher} for {presentity} got {statusCode}",
+                watcher=subscription.watcher,
+                presentity=subscription.presentity,
+                statusCode=code,
+            )
+
+    async def _remove(
+        self, subscription: Subscription, why: str, terminated: str | None
+    ) -> None:
+        self._queued.pop(subscription.key, None)
+        if terminated is not None:
+            return
+        removed = await self.store.removeSubscription(subscription.key)
+        if removed is not None and self.onRemoved is not None:
+            await self.onRemoved(removed, why)
+
+
+def _eventHeader(subscription: Subscription) -> str:
+    name = subscription.event
+    if subscription.eventId:
+        return f"{name};id={subscription.eventId}"
+    return name

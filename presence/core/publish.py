@@ -1,0 +1,158 @@
+"""PUBLISH (RFC 3903): entity tags, and initial, refresh, modify and remove.
+
+Without SIP-If-Match a PUBLISH creates a publication and needs a body; with
+it, the publication it names is refreshed (no body), modified (a body) or
+removed (Expires: 0); an unknown entity tag gets 412. Every success issues a
+new entity tag. Changes that alter what watchers see notify them.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from presence.core.dispatcher import SERVER
+from presence.core.notify import Notifier
+from presence.core.subscribe import negotiateExpires, presentityOf
+from presence.errors import BadEvent, BadRequest, ConditionalRequestFailed, UnsupportedMediaType
+from presence.packages.interfaces import IEventPackage, PackageRegistry
+from presence.sip.message import SIPRequest
+from presence.sip.transaction import ServerTransaction
+from presence.storage.interfaces import IPresenceStore
+from presence.storage.records import Publication
+
+
+def newETag() -> str:
+    """An unguessable entity tag (RFC 3903 section 6, step 7)."""
+    return secrets.token_urlsafe(12)
+
+
+class PublishHandler:
+    """Handles PUBLISH for every event package that accepts it."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        store: IPresenceStore,
+        packages: PackageRegistry,
+        notifier: Notifier,
+        domains: Sequence[str] = (),
+    ) -> None:
+        """Serve publications for C{domains} (all when empty)."""
+        self.clock = clock
+        self.store = store
+        self.packages = packages
+        self.notifier = notifier
+        self.domains = [d.lower() for d in domains]
+        self.counts = {"initial": 0, "refresh": 0, "modify": 0, "remove": 0}
+        #: Called with (presentity, event) after a change watchers must see.
+        self.onChange: Callable[[str, str], Awaitable[Any]] | None = None
+
+    def package(self, request: SIPRequest) -> IEventPackage:
+        """The package the Event header names, if it accepts PUBLISH.
+
+        Raises:
+            BadEvent: missing, malformed, unknown or not publishable.
+        """
+        try:
+            event = request.event
+        except Exception:  # noqa: BLE001 - a malformed Event is an unknown one
+            event = None
+        package = self.packages.find(event) if event is not None else None
+        if package is None or not package.acceptsPublish:
+            raise BadEvent([p.name.split(";")[0] for p in self.packages if p.acceptsPublish])
+        return package
+
+    async def __call__(self, request: SIPRequest, transaction: ServerTransaction) -> None:
+        """Answer a PUBLISH (RFC 3903 section 6)."""
+        package = self.package(request)
+        aor, _ = presentityOf(request, self.domains)
+        expires = negotiateExpires(request.expires, package.publishExpires)
+        ifMatch = request.header("sip-if-match")
+        body = request.body
+        now = self.clock.seconds()
+        if ifMatch is None:
+            if expires == 0:
+                # Nothing to remove without an entity tag.
+                raise BadRequest("Expires 0 without SIP-If-Match")
+            if not body:
+                raise BadRequest("initial PUBLISH needs a body")
+            contentType = self._validate(package, request)
+            publication = Publication(
+                presentity=aor,
+                event=package.name,
+                etag=newETag(),
+                expires=now + expires,
+                receivedTime=now,
+                body=body,
+                contentType=contentType,
+                sender=_sender(request),
+            )
+            await self.store.putPublication(publication)
+            self.counts["initial"] += 1
+            self._ok(transaction, publication.etag, expires)
+            await self._changed(aor, package)
+            return
+        ifMatch = ifMatch.strip()
+        existing = await self.store.publication(aor, package.name, ifMatch)
+        if existing is None:
+            raise ConditionalRequestFailed()
+        if expires == 0:
+            await self.store.removePublication(aor, package.name, ifMatch)
+            self.counts["remove"] += 1
+            transaction.respond(
+                transaction.response(200, "", [("Expires", "0"), ("Server", SERVER)])
+            )
+            await self._changed(aor, package)
+            return
+        modified = bool(body)
+        if modified:
+            existing.contentType = self._validate(package, request)
+            existing.body = body
+            existing.sender = _sender(request) or existing.sender
+        updated = existing.copy(etag=newETag(), expires=now + expires, receivedTime=now)
+        if not modified:
+            # A refresh keeps the publication's place among the others.
+            updated.receivedTime = existing.receivedTime
+        await self.store.putPublication(updated, replacing=ifMatch)
+        self.counts["modify" if modified else "refresh"] += 1
+        self._ok(transaction, updated.etag, expires)
+        if modified:
+            await self._changed(aor, package)
+
+    def _validate(self, package: IEventPackage, request: SIPRequest) -> str:
+        contentType = request.contentType
+        if contentType is None:
+            raise UnsupportedMediaType(package.acceptTypes, "Content-Type missing")
+        if contentType.value not in package.acceptTypes:
+            raise UnsupportedMediaType(package.acceptTypes)
+        package.validate(request.body, contentType.value)
+        return contentType.value
+
+    def _ok(self, transaction: ServerTransaction, etag: str, expires: int) -> None:
+        transaction.respond(
+            transaction.response(
+                200,
+                "",
+                [("SIP-ETag", etag), ("Expires", str(expires)), ("Server", SERVER)],
+            )
+        )
+
+    async def _changed(self, aor: str, package: IEventPackage) -> None:
+        await self.notifier.presentityChanged(f"sip:{aor}", package.name)
+        if self.onChange is not None:
+            await self.onChange(aor, package.name)
+
+
+def _sender(request: SIPRequest) -> str | None:
+    try:
+        contacts = request.contacts
+    except Exception:  # noqa: BLE001 - the sender is informative only
+        return None
+    return str(contacts[0].uri) if contacts else None

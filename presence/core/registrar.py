@@ -1,0 +1,128 @@
+"""REGISTER (RFC 3261 section 10): the bindings phones make before they
+publish or subscribe.
+
+Bindings are kept in the store (the C{location} table). Nothing else in the
+server requires a registration: PUBLISH and SUBSCRIBE work without one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from presence.core.dispatcher import SERVER
+from presence.errors import BadRequest, IntervalTooBrief, NotFound, ServerInternalError, SIPParseError
+from presence.sip.message import SIPRequest, SIPURI, formatParams, parseInteger
+from presence.sip.transaction import ServerTransaction
+from presence.storage.interfaces import IPresenceStore
+from presence.storage.records import Binding
+
+
+class Registrar:
+    """Keeps the bindings of addresses of record."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        store: IPresenceStore,
+        domains: Sequence[str] = (),
+        defaultExpires: int = 3600,
+        minExpires: int = 60,
+        maxExpires: int = 7200,
+    ) -> None:
+        """Serve C{domains} (all when empty) with these expiry bounds."""
+        self.clock = clock
+        self.store = store
+        self.domains = [d.lower() for d in domains]
+        self.defaultExpires = defaultExpires
+        self.minExpires = minExpires
+        self.maxExpires = maxExpires
+        self.registrations = 0
+
+    async def __call__(self, request: SIPRequest, transaction: ServerTransaction) -> None:
+        """Answer a REGISTER (RFC 3261 section 10.3)."""
+        to = request.toAddr.uri
+        if not isinstance(to, SIPURI) or not to.user:
+            raise NotFound("the To must name a SIP address of record")
+        if self.domains and to.host.lower() not in self.domains:
+            raise NotFound("domain not served here")
+        aor = to.aor()
+        callId = request.callId
+        cseq = request.cseq.number
+        now = self.clock.seconds()
+        headerExpires = request.expires
+        if request.contactStar:
+            # Step 6: "*" must stand alone, with Expires: 0.
+            if headerExpires != 0 or len(request.headerValues("contact")) != 1:
+                raise BadRequest("Contact * needs Expires: 0 and no other Contact")
+            for binding in await self.store.bindings(aor):
+                if binding.callId == callId and cseq <= binding.cseq:
+                    raise ServerInternalError("CSeq out of order")
+            for binding in await self.store.bindings(aor):
+                await self.store.removeBinding(aor, binding.contact)
+            await self._ok(transaction, aor, now)
+            return
+        existing = {b.contact: b for b in await self.store.bindings(aor)}
+        changes: list[tuple[str, int, Binding | None, str, float | None]] = []
+        for contact in request.contacts:
+            raw = contact.params.get("expires")
+            if raw is not None:
+                try:
+                    expires = parseInteger(raw, "expires")
+                except SIPParseError:
+                    expires = self.defaultExpires
+            elif headerExpires is not None:
+                expires = headerExpires
+            else:
+                expires = self.defaultExpires
+            if 0 < expires < self.minExpires:
+                raise IntervalTooBrief(self.minExpires)
+            expires = min(expires, self.maxExpires)
+            uri = str(contact.uri)
+            old = existing.get(uri)
+            if old is not None and old.callId == callId and cseq <= old.cseq:
+                raise ServerInternalError("CSeq out of order")
+            params = {k: v for k, v in contact.params.items() if k != "expires"}
+            q = None
+            if "q" in params:
+                try:
+                    q = float(params["q"] or "")
+                except ValueError:
+                    raise BadRequest("malformed q") from None
+            changes.append((uri, expires, old, formatParams(params), q))
+        for uri, expires, _old, params, q in changes:
+            if expires == 0:
+                await self.store.removeBinding(aor, uri)
+                continue
+            await self.store.putBinding(
+                Binding(
+                    aor=aor,
+                    contact=uri,
+                    expires=now + expires,
+                    q=q,
+                    callId=callId,
+                    cseq=cseq,
+                    received=str(transaction.peer),
+                    path=", ".join(request.headerValues("path")),
+                    userAgent=request.header("user-agent") or "",
+                    params=params,
+                )
+            )
+        self.registrations += 1
+        await self._ok(transaction, aor, now)
+
+    async def _ok(self, transaction: ServerTransaction, aor: str, now: float) -> None:
+        headers = [
+            (
+                "Contact",
+                f"<{b.contact}>{b.params};expires={max(0, math.ceil(b.expires - now))}",
+            )
+            for b in await self.store.bindings(aor)
+        ]
+        headers.append(("Server", SERVER))
+        transaction.respond(transaction.response(200, "", headers))

@@ -1,0 +1,328 @@
+"""SUBSCRIBE (RFC 6665 sections 3 and 4): dialogs, expiry, refresh and end.
+
+An initial SUBSCRIBE (no To tag) creates a dialog and a subscription; one
+inside a dialog refreshes it, ends it (Expires: 0), or, with a new Event
+id, adds another subscription to the dialog. The 200 goes out first, then
+the first NOTIFY with the current state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from presence.core.dispatcher import SERVER
+from presence.core.notify import Notifier
+from presence.errors import (
+    BadEvent,
+    BadRequest,
+    CallOrTransactionDoesNotExist,
+    IntervalTooBrief,
+    NotAcceptable,
+    NotFound,
+    ServerInternalError,
+)
+from presence.packages.interfaces import ExpiryRange, IEventPackage, PackageRegistry
+from presence.sip.message import SIPRequest, SIPURI, TokenParams, unescape
+from presence.sip.transaction import ServerTransaction
+from presence.sip.transport import SIPTransports
+from presence.storage.interfaces import IPresenceStore
+from presence.storage.records import ACTIVE, PENDING, TERMINATED, Subscription
+from presence.xcap.policy import IPrivacyPolicy
+
+
+def negotiateExpires(requested: int | None, bounds: ExpiryRange) -> int:
+    """The expiry granted for a requested one (RFC 6665 4.2.1.1, RFC 3903 6).
+
+    0 stays 0; absent takes the default; below the minimum is refused; above
+    the maximum is lowered.
+
+    Raises:
+        IntervalTooBrief: between 0 and the minimum (423 with Min-Expires).
+    """
+    if requested is None:
+        return bounds.default
+    if requested == 0:
+        return 0
+    if requested < bounds.minimum:
+        raise IntervalTooBrief(bounds.minimum)
+    return min(requested, bounds.maximum)
+
+
+def presentityOf(request: SIPRequest, domains: Sequence[str]) -> tuple[str, SIPURI]:
+    """The presentity a request is for: its Request-URI (RFC 3856 section 6).
+
+    Returns:
+        The address of record (C{user@domain}, normalised per RFC 3261
+        section 19.1.4) and the URI.
+
+    Raises:
+        NotFound: the domain is not served, or the URI names no user.
+        BadRequest: the Request-URI is not a SIP URI.
+    """
+    uri = request.uri
+    if not isinstance(uri, SIPURI):
+        raise BadRequest("the Request-URI must be a SIP URI")
+    host = uri.host.lower()
+    if domains and host not in domains:
+        raise NotFound("domain not served here")
+    if not uri.user:
+        raise NotFound("no user in the Request-URI")
+    return uri.aor(), uri
+
+
+def acceptable(accept: list[TokenParams], offered: Sequence[str]) -> bool:
+    """Whether an Accept list admits one of the C{offered} types."""
+    if not accept:
+        return True
+    for item in accept:
+        kind = item.value
+        for offer in offered:
+            if kind in (offer, "*/*") or (
+                kind.endswith("/*") and offer.startswith(kind[:-1])
+            ):
+                return True
+    return False
+
+
+class SubscribeHandler:
+    """Handles SUBSCRIBE for every event package."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        store: IPresenceStore,
+        packages: PackageRegistry,
+        policy: IPrivacyPolicy,
+        notifier: Notifier,
+        transports: SIPTransports,
+        domains: Sequence[str] = (),
+    ) -> None:
+        """Serve subscriptions for C{domains} (all when empty)."""
+        self.clock = clock
+        self.store = store
+        self.packages = packages
+        self.policy = policy
+        self.notifier = notifier
+        self.transports = transports
+        self.domains = [d.lower() for d in domains]
+        self.created = 0
+        self.refreshed = 0
+        self.ended = 0
+
+    def package(self, request: SIPRequest) -> IEventPackage:
+        """The package the Event header names.
+
+        Raises:
+            BadEvent: missing, malformed or unknown (489 with Allow-Events).
+        """
+        try:
+            event = request.event
+        except Exception:  # noqa: BLE001 - a malformed Event is an unknown one
+            event = None
+        package = self.packages.find(event) if event is not None else None
+        if package is None:
+            raise BadEvent(self.packages.allowEvents)
+        return package
+
+    async def __call__(self, request: SIPRequest, transaction: ServerTransaction) -> None:
+        """Answer a SUBSCRIBE."""
+        package = self.package(request)
+        event = request.event
+        assert event is not None
+        eventId = event.params.get("id") or ""
+        try:
+            accept = request.mediaTypes("accept")
+        except Exception:  # noqa: BLE001 - a malformed Accept is a bad request
+            raise BadRequest("malformed Accept") from None
+        if not acceptable(accept, package.notifyTypes):
+            raise NotAcceptable(headers=[("Accept", ", ".join(package.notifyTypes))])
+        expires = negotiateExpires(request.expires, package.subscribeExpires)
+        if request.toAddr.tag is None:
+            await self._initial(request, transaction, package, eventId, expires)
+        else:
+            await self._inDialog(request, transaction, package, eventId, expires)
+
+    def _contact(self, request: SIPRequest) -> str:
+        contacts = request.contacts
+        if len(contacts) != 1 or request.contactStar:
+            raise BadRequest("SUBSCRIBE needs exactly one Contact")
+        return str(contacts[0].uri)
+
+    async def _initial(
+        self,
+        request: SIPRequest,
+        transaction: ServerTransaction,
+        package: IEventPackage,
+        eventId: str,
+        expires: int,
+    ) -> None:
+        aor, uri = presentityOf(request, self.domains)
+        presentity = f"sip:{aor}"
+        contact = self._contact(request)
+        fromAddr = request.fromAddr
+        watcherURI = fromAddr.uri
+        if fromAddr.tag is None:
+            raise BadRequest("From tag missing")
+        watcherUser = ""
+        watcherDomain = ""
+        if isinstance(watcherURI, SIPURI):
+            watcherUser = unescape(watcherURI.user or "")
+            watcherDomain = watcherURI.host.lower()
+        toURI = request.toAddr.uri
+        toUser = unescape(toURI.user or "") if isinstance(toURI, SIPURI) else ""
+        toDomain = toURI.host.lower() if isinstance(toURI, SIPURI) else ""
+        now = self.clock.seconds()
+        status, reason = ACTIVE, None
+        if package.needsAuthorisation:
+            decision = await self.policy.authorise(
+                presentity, watcherUser, watcherDomain, package.name
+            )
+            status, reason = decision.status, decision.reason
+        recordRoute = ", ".join(request.headerValues("record-route"))
+        localContact = str(self.transports.contactURI(transaction.peer))
+        subscription = Subscription(
+            presentity=presentity,
+            event=package.name,
+            eventId=eventId,
+            callId=request.callId,
+            toTag=transaction.toTag,
+            fromTag=fromAddr.tag,
+            watcherUsername=watcherUser,
+            watcherDomain=watcherDomain,
+            toUser=toUser,
+            toDomain=toDomain,
+            localCSeq=0,
+            remoteCSeq=request.cseq.number,
+            contact=contact,
+            recordRoute=recordRoute,
+            expires=now + expires,
+            status=status,
+            reason=reason,
+            socketInfo=str(transaction.peer),
+            localContact=localContact,
+            watcherURI=str(watcherURI),
+            watcherDisplayName=fromAddr.displayName,
+            fromHeader=request.header("from") or "",
+            toHeader=f"{request.header('to')};tag={transaction.toTag}",
+            createdTime=now,
+            connection=transaction.peer.connection if transaction.peer.reliable else None,
+        )
+        if status == TERMINATED:
+            # Refused outright (RFC 6665 4.2.1.1: a 403 would reveal the
+            # policy; polite blocking is done by the policy with ACTIVE).
+            self._respond(transaction, 200, expires=0, contact=localContact)
+            self.notifier.send(subscription, terminated=reason or "rejected")
+            return
+        self._respond(transaction, 200, expires=expires, contact=localContact)
+        self.created += 1
+        self.log.debug(
+            "SUBSCRIBE {event} from {watcher} to {presentity} accepted,"
+            " expires {expires}",
+            event=package.name,
+            watcher=subscription.watcher,
+            presentity=presentity,
+            expires=expires,
+        )
+        if expires == 0:
+            # A fetch (RFC 6665 4.4.3): the state once, then the end.
+            self.notifier.send(subscription, terminated="timeout")
+            return
+        await self.store.putSubscription(subscription)
+        self.notifier.send(subscription)
+        await self._watchersChanged(subscription)
+
+    async def _inDialog(
+        self,
+        request: SIPRequest,
+        transaction: ServerTransaction,
+        package: IEventPackage,
+        eventId: str,
+        expires: int,
+    ) -> None:
+        fromTag = request.fromAddr.tag
+        toTag = request.toAddr.tag
+        if fromTag is None or toTag is None:
+            raise CallOrTransactionDoesNotExist()
+        callId = request.callId
+        key = (callId, toTag, fromTag, package.name, eventId)
+        subscription = await self.store.subscription(key)
+        if subscription is None:
+            siblings = await self.store.dialogSubscriptions((callId, toTag, fromTag))
+            if not siblings:
+                raise CallOrTransactionDoesNotExist()
+            subscription = self._newInDialog(siblings[0], package, eventId)
+        cseq = request.cseq.number
+        if cseq <= subscription.remoteCSeq:
+            # RFC 3261 12.2.2: a lower CSeq inside a dialog gets 500.
+            raise ServerInternalError("CSeq out of order")
+        subscription.remoteCSeq = cseq
+        if request.hasHeader("contact"):
+            subscription.contact = self._contact(request)
+        if transaction.peer.reliable:
+            subscription.connection = transaction.peer.connection
+        now = self.clock.seconds()
+        if expires == 0:
+            removed = await self.store.removeSubscription(subscription.key)
+            if removed is not None:
+                subscription.localCSeq = max(subscription.localCSeq, removed.localCSeq)
+            self._respond(transaction, 200, expires=0, contact=subscription.localContact)
+            self.ended += 1
+            self.notifier.send(subscription, terminated="timeout")
+            await self._watchersChanged(subscription)
+            return
+        subscription.expires = now + expires
+        await self.store.putSubscription(subscription)
+        self._respond(transaction, 200, expires=expires, contact=subscription.localContact)
+        self.refreshed += 1
+        self.notifier.send(subscription)
+
+    def _newInDialog(
+        self, sibling: Subscription, package: IEventPackage, eventId: str
+    ) -> Subscription:
+        """A new subscription in an existing dialog (RFC 6665 4.5.2)."""
+        return sibling.copy(
+            event=package.name,
+            eventId=eventId,
+            version=0,
+            connection=sibling.connection,
+        )
+
+    async def _watchersChanged(self, subscription: Subscription) -> None:
+        """Hook for the watcher-info package: a watcher came or went."""
+        hook: Any = getattr(self, "onWatcherChange", None)
+        if hook is not None:
+            await hook(subscription)
+
+    def _respond(
+        self,
+        transaction: ServerTransaction,
+        code: int,
+        expires: int,
+        contact: str,
+    ) -> None:
+        transaction.respond(
+            transaction.response(
+                code,
+                "",
+                [
+                    ("Expires", str(expires)),
+                    ("Contact", f"<{contact}>"),
+                    ("Server", SERVER),
+                ],
+            )
+        )
+
+
+__all__ = [
+    "PENDING",
+    "SubscribeHandler",
+    "acceptable",
+    "negotiateExpires",
+    "presentityOf",
+]

@@ -1,0 +1,1 @@
+"""Event packages, one module each, each providing IEventPackage."""

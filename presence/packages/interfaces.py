@@ -1,0 +1,133 @@
+"""The interface of an event package, and the registry the core looks them up in.
+
+The core never names a package: it finds one by the Event header of a
+request, and asks it what the event means (accepted types, expiry bounds, how
+to validate a body, how to build the body of a NOTIFY).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from zope.interface import Attribute, Interface
+
+from presence.sip.message import TokenParams
+from presence.storage.records import Publication, Subscription
+
+
+@dataclass(frozen=True)
+class ExpiryRange:
+    """Expiry bounds of a request, in seconds.
+
+    Attributes:
+        default: used when the request has no Expires.
+        minimum: below this (and above 0) the request gets 423.
+        maximum: above this the expiry is lowered to it.
+    """
+
+    default: int
+    minimum: int
+    maximum: int
+
+
+@dataclass(frozen=True)
+class Body:
+    """A NOTIFY body and its media type."""
+
+    contentType: str
+    data: bytes
+
+
+class IEventPackage(Interface):
+    """An event package (RFC 6665 section 7): what an Event token means."""
+
+    name = Attribute(
+        "The package's name as matched against Event headers: a token,"
+        " with a parameter where the package needs one (C{dialog;sla}).")
+    acceptTypes = Attribute("The media types PUBLISH bodies may have (list of str).")
+    notifyTypes = Attribute("The media types NOTIFY bodies have (list of str).")
+    acceptsPublish = Attribute("Whether PUBLISH is accepted for this event.")
+    needsAuthorisation = Attribute(
+        "Whether watchers go through the privacy policy (else always active).")
+    publishExpires = Attribute("The L{ExpiryRange} of PUBLISH.")
+    subscribeExpires = Attribute("The L{ExpiryRange} of SUBSCRIBE.")
+    watcherInfo = Attribute(
+        "The name of the package that watches this one's watchers, or None.")
+
+    def validate(body: bytes, contentType: str) -> None:
+        """Check a PUBLISH body.
+
+        Raises:
+            presence.errors.UnsupportedMediaType: the type is not accepted.
+            presence.errors.BadRequest: the body is malformed; the reason
+                says how.
+        """
+
+    def notifyBody(
+        presentity: str,
+        subscription: Subscription,
+        publications: Sequence[Publication],
+    ) -> Body | None:
+        """Build the body of a NOTIFY to an active subscription.
+
+        Args:
+            presentity: the presentity URI.
+            subscription: the subscription notified; packages that count
+                versions read and may raise C{subscription.version}.
+            publications: the live publications, oldest first (empty when
+                nothing is published).
+
+        Returns:
+            The body, or C{None} for a NOTIFY without one.
+        """
+
+
+class PackageRegistry:
+    """The event packages the server serves, by name."""
+
+    def __init__(self, packages: Sequence[IEventPackage] = ()) -> None:
+        """Register C{packages}."""
+        self._packages: dict[str, IEventPackage] = {}
+        for package in packages:
+            self.register(package)
+
+    def register(self, package: IEventPackage) -> None:
+        """Add a package; a later one with the same name replaces it."""
+        self._packages[package.name] = package
+
+    def find(self, event: TokenParams) -> IEventPackage | None:
+        """The package an Event header names, or C{None}.
+
+        A package named with a parameter (C{dialog;sla}) is chosen when the
+        header carries that parameter; otherwise the bare token decides.
+        """
+        for param in event.params:
+            if param != "id":
+                package = self._packages.get(f"{event.value};{param}")
+                if package is not None:
+                    return package
+        return self._packages.get(event.value)
+
+    def get(self, name: str) -> IEventPackage | None:
+        """The package of this name, or C{None}."""
+        return self._packages.get(name)
+
+    @property
+    def names(self) -> list[str]:
+        """The names, in registration order."""
+        return list(self._packages)
+
+    @property
+    def allowEvents(self) -> list[str]:
+        """The event tokens for Allow-Events (parameters left out)."""
+        out: list[str] = []
+        for name in self._packages:
+            token = name.split(";", 1)[0]
+            if token not in out:
+                out.append(token)
+        return out
+
+    def __iter__(self) -> Iterator[IEventPackage]:
+        """The packages."""
+        return iter(self._packages.values())

@@ -1,0 +1,141 @@
+"""The C{presence} event package (RFC 3856), with PIDF bodies (RFC 3863).
+
+A PUBLISH carries one PIDF document; a NOTIFY carries one document that
+aggregates every live publication of the presentity: one C{<presence>}
+holding the tuples, notes, persons and devices of all of them. Elements with
+the same C{id} are taken from the newest publication; extensions (RPID, the
+data model's persons and devices...) are carried through untouched. PIDF
+elements are written in the default namespace, never with a prefix, because
+some phones read only unprefixed PIDF.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Final
+
+from lxml import etree
+from zope.interface import implementer
+
+from presence.errors import BadRequest, UnsupportedMediaType
+from presence.packages.interfaces import Body, ExpiryRange, IEventPackage
+from presence.packages.xml import parseXML, serialise
+from presence.storage.records import Publication, Subscription
+
+PIDF_NS: Final = "urn:ietf:params:xml:ns:pidf"
+PIDF_TYPE: Final = "application/pidf+xml"
+_PIDF: Final = "{" + PIDF_NS + "}"
+
+#: What to send when nothing is published.
+OFFLINE_CLOSED: Final = "closed"
+OFFLINE_EMPTY: Final = "empty"
+
+
+def offlineDocument(entity: str) -> bytes:
+    """A PIDF with one closed tuple: OpenSIPS's body for an offline presentity."""
+    root = etree.Element(_PIDF + "presence", nsmap={None: PIDF_NS})
+    root.set("entity", entity)
+    tuple_ = etree.SubElement(root, _PIDF + "tuple", id="offline")
+    status = etree.SubElement(tuple_, _PIDF + "status")
+    etree.SubElement(status, _PIDF + "basic").text = "closed"
+    return serialise(root)
+
+
+def _order(element: etree._Element) -> int:
+    # RFC 3863 schema: tuples, then notes, then elements of other namespaces.
+    if element.tag == _PIDF + "tuple":
+        return 0
+    if element.tag == _PIDF + "note":
+        return 1
+    return 2
+
+
+def aggregate(entity: str, documents: Sequence[bytes]) -> bytes:
+    """Merge PIDF documents, oldest first, into one for C{entity}.
+
+    Children with an C{id} replace earlier children with the same tag and
+    C{id}; children without one are all kept.
+    """
+    nsmap: dict[str | None, str] = {None: PIDF_NS}
+    children: dict[object, etree._Element] = {}
+    for n, document in enumerate(documents):
+        try:
+            source = parseXML(document, "PIDF")
+        except BadRequest:
+            continue
+        for prefix, uri in source.nsmap.items():
+            if uri != PIDF_NS and prefix is not None and prefix not in nsmap:
+                nsmap[prefix] = uri
+        for i, child in enumerate(source):
+            if not isinstance(child.tag, str):
+                continue
+            ident = child.get("id")
+            key: object = (child.tag, ident) if ident is not None else (n, i)
+            children.pop(key, None)
+            children[key] = child
+    root = etree.Element(_PIDF + "presence", nsmap=nsmap)
+    root.set("entity", entity)
+    for child in sorted(children.values(), key=_order):
+        root.append(child)
+    etree.cleanup_namespaces(root, top_nsmap=nsmap)
+    return serialise(root)
+
+
+@implementer(IEventPackage)
+class PresencePackage:
+    """RFC 3856 presence with PIDF bodies."""
+
+    name = "presence"
+    acceptTypes: Final = [PIDF_TYPE]
+    notifyTypes: Final = [PIDF_TYPE]
+    acceptsPublish = True
+    needsAuthorisation = True
+    watcherInfo = "presence.winfo"
+
+    def __init__(
+        self,
+        offline: str = OFFLINE_CLOSED,
+        publishExpires: ExpiryRange = ExpiryRange(3600, 60, 7200),  # noqa: B008
+        subscribeExpires: ExpiryRange = ExpiryRange(3600, 60, 7200),  # noqa: B008
+    ) -> None:
+        """Configure the offline body and the expiry bounds.
+
+        Args:
+            offline: C{"closed"} for a PIDF with a closed tuple when nothing
+                is published, C{"empty"} for a NOTIFY without a body.
+            publishExpires: bounds of PUBLISH expiry.
+            subscribeExpires: bounds of SUBSCRIBE expiry.
+        """
+        if offline not in (OFFLINE_CLOSED, OFFLINE_EMPTY):
+            raise ValueError(f"offline body must be closed or empty, not {offline!r}")
+        self.offline = offline
+        self.publishExpires = publishExpires
+        self.subscribeExpires = subscribeExpires
+
+    def validate(self, body: bytes, contentType: str) -> None:
+        """Accept a well-formed PIDF document with an C{entity}."""
+        if contentType != PIDF_TYPE:
+            raise UnsupportedMediaType(self.acceptTypes)
+        root = parseXML(body, "PIDF")
+        if root.tag != _PIDF + "presence":
+            raise BadRequest("PIDF root must be presence in the PIDF namespace")
+        if not root.get("entity"):
+            raise BadRequest("PIDF presence needs an entity")
+        for tuple_ in root.iterchildren(_PIDF + "tuple"):
+            if not tuple_.get("id"):
+                raise BadRequest("PIDF tuple needs an id")
+            if tuple_.find(_PIDF + "status") is None:
+                raise BadRequest("PIDF tuple needs a status")
+
+    def notifyBody(
+        self,
+        presentity: str,
+        subscription: Subscription,
+        publications: Sequence[Publication],
+    ) -> Body | None:
+        """Aggregate the publications, or give the offline body."""
+        if not publications:
+            if self.offline == OFFLINE_EMPTY:
+                return None
+            return Body(PIDF_TYPE, offlineDocument(presentity))
+        return Body(PIDF_TYPE, aggregate(presentity, [p.body for p in publications]))

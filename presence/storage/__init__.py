@@ -1,0 +1,1 @@
+"""Storage of publications, subscriptions, watchers and bindings."""

@@ -1,0 +1,8 @@
+"""Errors of the storage layer."""
+
+from presence.errors import PresenceError
+
+
+class StorageError(PresenceError):
+    """The store cannot do what was asked: the database is unreachable, or
+    refused the change. Requests that need the store are answered 503."""

@@ -1,0 +1,96 @@
+"""The interface every store provides, whatever keeps the rows."""
+
+from __future__ import annotations
+
+from zope.interface import Attribute, Interface
+
+from presence.storage.records import (
+    Binding,
+    DialogKey,
+    Publication,
+    Subscription,
+    SubscriptionKey,
+    Watcher,
+)
+
+
+class IPresenceStore(Interface):
+    """Publications, subscriptions, watchers and bindings.
+
+    Every method may do I/O and is a coroutine; a memory store answers at
+    once. Records handed out are the caller's to change: a change is kept
+    only when the record is put back. Every method may raise
+    L{presence.storage.errors.StorageError}.
+    """
+
+    ready = Attribute("Whether the store can serve requests now.")
+
+    # Publications (table presentity)
+
+    async def publications(presentity: str, event: str) -> list[Publication]:
+        """The live publications of a presentity for an event, oldest first."""
+
+    async def publication(presentity: str, event: str, etag: str) -> Publication | None:
+        """The publication with this entity tag, or C{None}."""
+
+    async def putPublication(publication: Publication, replacing: str | None = None) -> None:
+        """Insert a publication, or replace the one whose etag is C{replacing}."""
+
+    async def removePublication(presentity: str, event: str, etag: str) -> Publication | None:
+        """Remove a publication; return it, or C{None} if there was none."""
+
+    async def expiredPublications(now: float) -> list[Publication]:
+        """Remove and return the publications that expired at C{now} or before."""
+
+    # Subscriptions (table active_watchers)
+
+    async def subscription(key: SubscriptionKey) -> Subscription | None:
+        """The subscription with this key, or C{None}."""
+
+    async def dialogSubscriptions(dialog: DialogKey) -> list[Subscription]:
+        """Every subscription sharing one dialog."""
+
+    async def subscriptions(presentity: str, event: str) -> list[Subscription]:
+        """The subscriptions to a presentity for an event."""
+
+    async def putSubscription(subscription: Subscription) -> None:
+        """Insert or replace a subscription."""
+
+    async def removeSubscription(key: SubscriptionKey) -> Subscription | None:
+        """Remove a subscription; return it, or C{None} if there was none."""
+
+    async def expiredSubscriptions(now: float) -> list[Subscription]:
+        """Remove and return the subscriptions that expired at C{now} or before."""
+
+    async def nextCSeq(key: SubscriptionKey) -> int | None:
+        """Take the next local CSeq of a subscription's dialog, atomically.
+
+        Returns:
+            The CSeq for the next NOTIFY, saved as the subscription's (and its
+            dialog's) C{localCSeq}; C{None} if the subscription is gone.
+        """
+
+    # Watchers (table watchers)
+
+    async def watchers(presentity: str, event: str) -> list[Watcher]:
+        """The watcher rows of a presentity for an event."""
+
+    async def putWatcher(watcher: Watcher) -> None:
+        """Insert or replace a watcher row."""
+
+    async def removeWatcher(watcher: Watcher) -> None:
+        """Remove a watcher row, if present."""
+
+    # Registrar bindings (table location)
+
+    async def bindings(aor: str) -> list[Binding]:
+        """The live bindings of an address of record."""
+
+    async def putBinding(binding: Binding) -> None:
+        """Insert or replace the binding of C{binding.aor} and C{binding.contact}."""
+
+    async def removeBinding(aor: str, contact: str) -> None:
+        """Remove a binding, if present."""
+
+    async def expiredBindings(now: float) -> list[Binding]:
+        """Remove and return the bindings that expired at C{now} or before."""

@@ -1,0 +1,273 @@
+"""A store that keeps everything in memory: for tests and throw-away runs,
+and the cache that the database-backed modes sit behind.
+
+Expiry costs O(log n) per change and O(k) per sweep for k expired rows: each
+put pushes (expires, key) on a heap, and a sweep pops only what is due,
+skipping entries that a later put made stale.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Hashable
+from typing import Any
+
+from zope.interface import implementer
+
+from presence.storage.interfaces import IPresenceStore
+from presence.storage.records import (
+    Binding,
+    DialogKey,
+    Publication,
+    Subscription,
+    SubscriptionKey,
+    Watcher,
+)
+
+
+class _ExpiryHeap:
+    """Due times of keyed rows, with stale entries skipped lazily."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Hashable]] = []
+        self._due: dict[Hashable, float] = {}
+        self._counter = 0
+
+    def set(self, key: Hashable, when: float) -> None:
+        if self._due.get(key) == when:
+            return
+        self._due[key] = when
+        self._counter += 1
+        heapq.heappush(self._heap, (when, self._counter, key))
+        if len(self._heap) > 2 * len(self._due) + 1024:
+            self._heap = [(w, i, k) for w, i, k in self._heap if self._due.get(k) == w]
+            heapq.heapify(self._heap)
+
+    def discard(self, key: Hashable) -> None:
+        self._due.pop(key, None)
+
+    def popDue(self, now: float) -> list[Hashable]:
+        out = []
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            when, _, key = heapq.heappop(heap)
+            if self._due.get(key) == when:
+                del self._due[key]
+                out.append(key)
+        return out
+
+
+@implementer(IPresenceStore)
+class MemoryStore:
+    """Every row in dictionaries, indexed for the look-ups the core makes."""
+
+    def __init__(self) -> None:
+        """Start empty."""
+        self.ready = True
+        self._publications: dict[tuple[str, str], dict[str, Publication]] = {}
+        self._publicationExpiry = _ExpiryHeap()
+        self._subscriptions: dict[SubscriptionKey, Subscription] = {}
+        self._byPresentity: dict[tuple[str, str], dict[SubscriptionKey, None]] = {}
+        self._byDialog: dict[DialogKey, dict[SubscriptionKey, None]] = {}
+        self._subscriptionExpiry = _ExpiryHeap()
+        self._watchers: dict[tuple[str, str], dict[tuple[str, str, str, str], Watcher]] = {}
+        self._bindings: dict[str, dict[str, Binding]] = {}
+        self._bindingExpiry = _ExpiryHeap()
+
+    # -- publications -----------------------------------------------------------
+
+    async def publications(self, presentity: str, event: str) -> list[Publication]:
+        """See L{IPresenceStore.publications}."""
+        rows = self._publications.get((presentity, event))
+        if not rows:
+            return []
+        return sorted((p.copy() for p in rows.values()), key=lambda p: p.receivedTime)
+
+    async def publication(
+        self, presentity: str, event: str, etag: str
+    ) -> Publication | None:
+        """See L{IPresenceStore.publication}."""
+        row = self._publications.get((presentity, event), {}).get(etag)
+        return None if row is None else row.copy()
+
+    async def putPublication(
+        self, publication: Publication, replacing: str | None = None
+    ) -> None:
+        """See L{IPresenceStore.putPublication}."""
+        key = (publication.presentity, publication.event)
+        rows = self._publications.setdefault(key, {})
+        if replacing is not None and replacing != publication.etag:
+            rows.pop(replacing, None)
+            self._publicationExpiry.discard((*key, replacing))
+        rows[publication.etag] = publication.copy()
+        self._publicationExpiry.set((*key, publication.etag), publication.expires)
+
+    async def removePublication(
+        self, presentity: str, event: str, etag: str
+    ) -> Publication | None:
+        """See L{IPresenceStore.removePublication}."""
+        return self._dropPublication((presentity, event, etag))
+
+    def _dropPublication(self, key: Any) -> Publication | None:
+        presentity, event, etag = key
+        rows = self._publications.get((presentity, event))
+        if rows is None:
+            return None
+        row = rows.pop(etag, None)
+        if not rows:
+            del self._publications[(presentity, event)]
+        self._publicationExpiry.discard(key)
+        return row
+
+    async def expiredPublications(self, now: float) -> list[Publication]:
+        """See L{IPresenceStore.expiredPublications}."""
+        out = []
+        for key in self._publicationExpiry.popDue(now):
+            row = self._dropPublication(key)
+            if row is not None:
+                out.append(row)
+        return out
+
+    # -- subscriptions ------------------------------------------------------------
+
+    async def subscription(self, key: SubscriptionKey) -> Subscription | None:
+        """See L{IPresenceStore.subscription}."""
+        row = self._subscriptions.get(key)
+        return None if row is None else row.copy()
+
+    async def dialogSubscriptions(self, dialog: DialogKey) -> list[Subscription]:
+        """See L{IPresenceStore.dialogSubscriptions}."""
+        keys = self._byDialog.get(dialog, {})
+        return [self._subscriptions[k].copy() for k in keys]
+
+    async def subscriptions(self, presentity: str, event: str) -> list[Subscription]:
+        """See L{IPresenceStore.subscriptions}."""
+        keys = self._byPresentity.get((presentity, event), {})
+        return [self._subscriptions[k].copy() for k in keys]
+
+    async def putSubscription(self, subscription: Subscription) -> None:
+        """See L{IPresenceStore.putSubscription}."""
+        key = subscription.key
+        old = self._subscriptions.get(key)
+        if old is not None and (old.presentity, old.event) != (
+            subscription.presentity,
+            subscription.event,
+        ):
+            self._unindex(old)
+        self._subscriptions[key] = subscription.copy()
+        self._byPresentity.setdefault((subscription.presentity, subscription.event), {})[
+            key
+        ] = None
+        self._byDialog.setdefault(subscription.dialogKey, {})[key] = None
+        self._subscriptionExpiry.set(key, subscription.expires)
+
+    def _unindex(self, row: Subscription) -> None:
+        index = (row.presentity, row.event)
+        keys = self._byPresentity.get(index)
+        if keys is not None:
+            keys.pop(row.key, None)
+            if not keys:
+                del self._byPresentity[index]
+        dialog = self._byDialog.get(row.dialogKey)
+        if dialog is not None:
+            dialog.pop(row.key, None)
+            if not dialog:
+                del self._byDialog[row.dialogKey]
+
+    async def removeSubscription(self, key: SubscriptionKey) -> Subscription | None:
+        """See L{IPresenceStore.removeSubscription}."""
+        return self._dropSubscription(key)
+
+    def _dropSubscription(self, key: Any) -> Subscription | None:
+        row = self._subscriptions.pop(key, None)
+        if row is None:
+            return None
+        self._unindex(row)
+        self._subscriptionExpiry.discard(key)
+        return row
+
+    async def expiredSubscriptions(self, now: float) -> list[Subscription]:
+        """See L{IPresenceStore.expiredSubscriptions}."""
+        out = []
+        for key in self._subscriptionExpiry.popDue(now):
+            row = self._dropSubscription(key)
+            if row is not None:
+                out.append(row)
+        return out
+
+    async def nextCSeq(self, key: SubscriptionKey) -> int | None:
+        """See L{IPresenceStore.nextCSeq}."""
+        row = self._subscriptions.get(key)
+        if row is None:
+            return None
+        siblings = [self._subscriptions[k] for k in self._byDialog.get(row.dialogKey, {})]
+        cseq = max(s.localCSeq for s in siblings) + 1
+        for sibling in siblings:
+            sibling.localCSeq = cseq
+        return cseq
+
+    # -- watchers -------------------------------------------------------------------
+
+    async def watchers(self, presentity: str, event: str) -> list[Watcher]:
+        """See L{IPresenceStore.watchers}."""
+        rows = self._watchers.get((presentity, event), {})
+        return [Watcher(**vars(w)) for w in rows.values()]
+
+    async def putWatcher(self, watcher: Watcher) -> None:
+        """See L{IPresenceStore.putWatcher}."""
+        rows = self._watchers.setdefault((watcher.presentity, watcher.event), {})
+        rows[watcher.key] = Watcher(**vars(watcher))
+
+    async def removeWatcher(self, watcher: Watcher) -> None:
+        """See L{IPresenceStore.removeWatcher}."""
+        rows = self._watchers.get((watcher.presentity, watcher.event))
+        if rows is not None:
+            rows.pop(watcher.key, None)
+            if not rows:
+                del self._watchers[(watcher.presentity, watcher.event)]
+
+    # -- bindings -------------------------------------------------------------------
+
+    async def bindings(self, aor: str) -> list[Binding]:
+        """See L{IPresenceStore.bindings}."""
+        return [Binding(**vars(b)) for b in self._bindings.get(aor, {}).values()]
+
+    async def putBinding(self, binding: Binding) -> None:
+        """See L{IPresenceStore.putBinding}."""
+        self._bindings.setdefault(binding.aor, {})[binding.contact] = Binding(**vars(binding))
+        self._bindingExpiry.set((binding.aor, binding.contact), binding.expires)
+
+    async def removeBinding(self, aor: str, contact: str) -> None:
+        """See L{IPresenceStore.removeBinding}."""
+        self._dropBinding((aor, contact))
+
+    def _dropBinding(self, key: Any) -> Binding | None:
+        aor, contact = key
+        rows = self._bindings.get(aor)
+        if rows is None:
+            return None
+        row = rows.pop(contact, None)
+        if not rows:
+            del self._bindings[aor]
+        self._bindingExpiry.discard(key)
+        return row
+
+    async def expiredBindings(self, now: float) -> list[Binding]:
+        """See L{IPresenceStore.expiredBindings}."""
+        out = []
+        for key in self._bindingExpiry.popDue(now):
+            row = self._dropBinding(key)
+            if row is not None:
+                out.append(row)
+        return out
+
+    # -- counts, for statistics -----------------------------------------------------
+
+    def counts(self) -> dict[str, int]:
+        """How many rows of each kind are kept."""
+        return {
+            "publications": sum(len(r) for r in self._publications.values()),
+            "subscriptions": len(self._subscriptions),
+            "watchers": sum(len(r) for r in self._watchers.values()),
+            "bindings": sum(len(r) for r in self._bindings.values()),
+        }

@@ -1,0 +1,220 @@
+"""The records the store keeps: one class per table (OpenSIPS's columns).
+
+Times are Unix seconds, as in OpenSIPS's schema. Status codes of a watcher
+and a subscription: 1 active, 2 pending, 3 terminated, 4 waiting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+ACTIVE: Final = 1
+PENDING: Final = 2
+TERMINATED: Final = 3
+WAITING: Final = 4
+
+STATUS_NAMES: Final = {ACTIVE: "active", PENDING: "pending", TERMINATED: "terminated", WAITING: "waiting"}
+
+#: A subscription's dialog, as the store indexes it: Call-ID, our tag (the To
+#: tag of the SUBSCRIBE's response) and the watcher's tag.
+DialogKey = tuple[str, str, str]
+
+#: A subscription: its dialog, its event package and its Event id.
+SubscriptionKey = tuple[str, str, str, str, str]
+
+
+@dataclass
+class Publication:
+    """One published event state (a row of C{presentity}).
+
+    Attributes:
+        presentity: the address of record, C{user@domain}.
+        event: the event package name.
+        etag: the entity tag that names this publication.
+        expires: when it expires.
+        receivedTime: when it was last published or refreshed.
+        body: the published document.
+        contentType: the body's media type.
+        sender: the URI of the publisher's Contact, when known.
+        extraHeaders: headers kept with the publication, as wire text.
+    """
+
+    presentity: str
+    event: str
+    etag: str
+    expires: float
+    receivedTime: float
+    body: bytes
+    contentType: str = ""
+    sender: str | None = None
+    extraHeaders: bytes = b""
+
+    @property
+    def username(self) -> str:
+        """The user part of the presentity."""
+        return self.presentity.rpartition("@")[0]
+
+    @property
+    def domain(self) -> str:
+        """The domain of the presentity."""
+        return self.presentity.rpartition("@")[2]
+
+    def copy(self, **changes: Any) -> Publication:
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass
+class Subscription:
+    """One subscription and its dialog (a row of C{active_watchers}).
+
+    Attributes:
+        presentity: the presentity URI, C{sip:user@domain}.
+        event: the event package name (C{presence}, C{dialog;sla}...).
+        eventId: the Event header's C{id} parameter, C{""} when absent.
+        callId: the dialog's Call-ID.
+        toTag: our tag, sent in the To of the SUBSCRIBE's response and in the
+            From of each NOTIFY.
+        fromTag: the watcher's tag.
+        watcherUsername: the user part of the watcher's From URI.
+        watcherDomain: the domain of the watcher's From URI.
+        toUser: the user of the SUBSCRIBE's To URI.
+        toDomain: the domain of the SUBSCRIBE's To URI.
+        localCSeq: the CSeq of the last NOTIFY we sent.
+        remoteCSeq: the CSeq of the last SUBSCRIBE received.
+        contact: the remote target (the watcher's Contact URI).
+        recordRoute: the route set, as Route header text, or C{""}.
+        expires: when it expires.
+        status: 1 active, 2 pending, 3 terminated, 4 waiting.
+        reason: why it is terminated, or C{None}.
+        version: the body version for packages that count (winfo, dialog).
+        socketInfo: where the SUBSCRIBE came from, C{transport:host:port}.
+        localContact: the Contact we gave.
+        watcherURI: the watcher's From URI as written.
+        watcherDisplayName: the watcher's display name, when it gave one.
+        fromHeader: the SUBSCRIBE's From header, as written.
+        toHeader: the SUBSCRIBE's To header with our tag, as written.
+        sharingTag: the server that owns the subscription in shared mode.
+    """
+
+    presentity: str
+    event: str
+    eventId: str
+    callId: str
+    toTag: str
+    fromTag: str
+    watcherUsername: str
+    watcherDomain: str
+    toUser: str
+    toDomain: str
+    localCSeq: int
+    remoteCSeq: int
+    contact: str
+    recordRoute: str
+    expires: float
+    status: int = ACTIVE
+    reason: str | None = None
+    version: int = 0
+    socketInfo: str = ""
+    localContact: str = ""
+    watcherURI: str = ""
+    watcherDisplayName: str | None = None
+    fromHeader: str = ""
+    toHeader: str = ""
+    sharingTag: str | None = None
+    createdTime: float = 0.0
+    #: Runtime only, never stored: the connection the SUBSCRIBE came on.
+    connection: Any = field(default=None, compare=False, repr=False)
+
+    @property
+    def key(self) -> SubscriptionKey:
+        """What names this subscription."""
+        return (self.callId, self.toTag, self.fromTag, self.event, self.eventId)
+
+    @property
+    def dialogKey(self) -> DialogKey:
+        """What names this subscription's dialog."""
+        return (self.callId, self.toTag, self.fromTag)
+
+    @property
+    def watcher(self) -> str:
+        """The watcher's address of record, C{user@domain}."""
+        if self.watcherUsername:
+            return f"{self.watcherUsername}@{self.watcherDomain}"
+        return self.watcherDomain
+
+    def copy(self, **changes: Any) -> Subscription:
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass
+class Watcher:
+    """The authorisation of one watcher for one presentity (C{watchers}).
+
+    Attributes:
+        presentity: the presentity URI.
+        watcherUsername: the watcher's user part.
+        watcherDomain: the watcher's domain.
+        event: the event package.
+        status: 1 active, 2 pending, 3 terminated, 4 waiting.
+        reason: the reason of a terminated status, or C{None}.
+        insertedTime: when the watcher was first seen.
+    """
+
+    presentity: str
+    watcherUsername: str
+    watcherDomain: str
+    event: str
+    status: int
+    reason: str | None
+    insertedTime: float
+
+    @property
+    def key(self) -> tuple[str, str, str, str]:
+        """What names this row."""
+        return (self.presentity, self.watcherUsername, self.watcherDomain, self.event)
+
+
+@dataclass
+class Binding:
+    """One registered contact of an address of record (C{location}).
+
+    Attributes:
+        aor: the address of record, C{user@domain}.
+        contact: the contact URI as registered.
+        expires: when it expires.
+        q: the preference, 0 to 1, or C{None}.
+        callId: the Call-ID of the REGISTER that last changed it.
+        cseq: that REGISTER's CSeq number.
+        received: where the REGISTER came from, C{transport:host:port}.
+        path: the Path headers, as text.
+        userAgent: the User-Agent of the REGISTER.
+        methods: the methods the contact accepts, when it said.
+        params: the Contact's header parameters as written (without
+            expires), for the 200 listing.
+    """
+
+    aor: str
+    contact: str
+    expires: float
+    q: float | None
+    callId: str
+    cseq: int
+    received: str = ""
+    path: str = ""
+    userAgent: str = ""
+    methods: str = ""
+    params: str = ""
+
+    @property
+    def username(self) -> str:
+        """The user part of the address of record."""
+        return self.aor.rpartition("@")[0]
+
+    @property
+    def domain(self) -> str:
+        """The domain of the address of record."""
+        return self.aor.rpartition("@")[2]

@@ -1,0 +1,1 @@
+"""Privacy rules (pres-rules, common-policy) and XCAP documents."""

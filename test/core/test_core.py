@@ -1,0 +1,463 @@
+"""The presence core end to end over in-memory transports: PUBLISH (RFC 3903),
+SUBSCRIBE and NOTIFY (RFC 6665), the presence package (RFC 3856), REGISTER."""
+
+from __future__ import annotations
+
+from lxml import etree
+from twisted.trial.unittest import SynchronousTestCase
+
+from presence.scripted import UA, Server, Subscriber, pidf
+from presence.sip.message import SIPRequest
+
+PIDF_NS = "urn:ietf:params:xml:ns:pidf"
+
+
+def basics(notify: SIPRequest) -> list[str]:
+    """The basic statuses in a NOTIFY's PIDF body."""
+    root = etree.fromstring(notify.body)
+    return [e.text or "" for e in root.iter(f"{{{PIDF_NS}}}basic")]
+
+
+class CoreTestCase(SynchronousTestCase):
+    """A server, a publisher (bob) and a watcher (alice)."""
+
+    settings: dict[str, object] = {}
+
+    def setUp(self) -> None:
+        self.server = Server(**self.settings)
+        self.addCleanup(self.server.close)
+        self.bob = UA(self.server, "bob", "192.0.2.21", 5071)
+        self.alice = Subscriber(self.server, "alice", "192.0.2.20", 5070)
+
+    def subscribed(self, watcher: Subscriber | None = None, **kw: object) -> SIPRequest:
+        """Subscribe to bob, answer the first NOTIFY and return it."""
+        watcher = watcher or self.alice
+        response = watcher.subscribe(**kw)  # type: ignore[arg-type]
+        self.assertEqual(response.code, 200)
+        [notify] = watcher.notifies()
+        watcher.answer(notify)
+        return notify
+
+
+class PublishTests(CoreTestCase):
+    """PUBLISH, RFC 3903 section 6."""
+
+    def test_initial(self) -> None:
+        """RFC 3903 6 step 7-8: an initial PUBLISH gets 200 with a fresh
+        SIP-ETag and the granted Expires."""
+        response = self.bob.publish(pidf())
+        self.assertEqual(response.code, 200)
+        etag = response.header("sip-etag")
+        self.assertTrue(etag and len(etag) >= 16)
+        self.assertEqual(response.header("expires"), "3600")
+
+    def test_missingEvent(self) -> None:
+        """RFC 3903 6 step 2: a PUBLISH without Event gets 489 with Allow-Events."""
+        self.bob.send(self.bob.request("PUBLISH", self.bob.aor, [], pidf()))
+        response = self.bob.response()
+        self.assertEqual(response.code, 489)
+        self.assertIn("presence", response.header("allow-events") or "")
+
+    def test_unknownEvent(self) -> None:
+        """RFC 3903 6 step 2: an unknown event package gets 489."""
+        response = self.bob.publish(pidf(), event="no-such-event")
+        self.assertEqual(response.code, 489)
+
+    def test_tooBrief(self) -> None:
+        """RFC 3903 6 step 5: an Expires below the minimum gets 423 with
+        Min-Expires."""
+        response = self.bob.publish(pidf(), expires=10)
+        self.assertEqual(response.code, 423)
+        self.assertEqual(response.header("min-expires"), "60")
+
+    def test_tooLongLowered(self) -> None:
+        """RFC 3903 6 step 5: an Expires above the maximum is lowered."""
+        response = self.bob.publish(pidf(), expires=999999)
+        self.assertEqual((response.code, response.header("expires")), (200, "7200"))
+
+    def test_initialNeedsBody(self) -> None:
+        """RFC 3903 6 step 6: an initial PUBLISH without a body gets 400."""
+        response = self.bob.publish(None)
+        self.assertEqual(response.code, 400)
+
+    def test_wrongType(self) -> None:
+        """RFC 3903 6 step 3: an unsupported Content-Type gets 415 with Accept."""
+        response = self.bob.publish(b"hello", contentType="text/plain")
+        self.assertEqual(response.code, 415)
+        self.assertEqual(response.header("accept"), "application/pidf+xml")
+
+    def test_malformedBody(self) -> None:
+        """RFC 3903 6 step 3: a malformed PIDF gets 400 saying why."""
+        for body in [b"<presence", b"<foo xmlns='x'/>", pidf().replace(b' entity="sip:bob@example.com"', b"")]:
+            response = self.bob.publish(body)
+            self.assertEqual(response.code, 400, body)
+            self.assertTrue(response.phrase)
+
+    def test_refresh(self) -> None:
+        """RFC 3903 6 step 4: SIP-If-Match without a body refreshes and gets a
+        new entity tag; the old one is then unknown (412)."""
+        etag = self.bob.publish(pidf()).header("sip-etag")
+        response = self.bob.publish(None, etag=etag)
+        self.assertEqual(response.code, 200)
+        newTag = response.header("sip-etag")
+        self.assertNotEqual(newTag, etag)
+        self.assertEqual(self.bob.publish(None, etag=etag).code, 412)
+        self.assertEqual(self.bob.publish(None, etag=newTag).code, 200)
+
+    def test_refreshWithContentTypeNoBody(self) -> None:
+        """A refresh that carries a Content-Type but an empty body is a refresh."""
+        etag = self.bob.publish(pidf()).header("sip-etag")
+        response = self.bob.publish(b"", etag=etag)
+        self.assertEqual(response.code, 200)
+
+    def test_unknownETag(self) -> None:
+        """RFC 3903 6 step 4: an unknown SIP-If-Match gets 412, never 500."""
+        self.assertEqual(self.bob.publish(None, etag="nope").code, 412)
+        self.assertEqual(self.bob.publish(pidf(), etag="nope").code, 412)
+        self.assertEqual(self.bob.publish(None, etag="nope", expires=0).code, 412)
+
+    def test_remove(self) -> None:
+        """RFC 3903 6 step 4: Expires 0 with SIP-If-Match removes the publication."""
+        etag = self.bob.publish(pidf()).header("sip-etag")
+        response = self.bob.publish(None, etag=etag, expires=0)
+        self.assertEqual((response.code, response.header("expires")), (200, "0"))
+        self.assertEqual(self.bob.publish(None, etag=etag).code, 412)
+
+    def test_udpWithoutContentLength(self) -> None:
+        """A PUBLISH over UDP without Content-Length takes the rest of the
+        datagram as its body (RFC 3261 18.3)."""
+        data = self.bob.request(
+            "PUBLISH",
+            self.bob.aor,
+            [("Event", "presence"), ("Content-Type", "application/pidf+xml")],
+            pidf(),
+            contentLength=False,
+        )
+        self.bob.send(data)
+        self.assertEqual(self.bob.response().code, 200)
+
+    def test_domainNotServed(self) -> None:
+        """A PUBLISH for a domain the server does not serve gets 404."""
+        server = Server(domains=("example.org",))
+        self.addCleanup(server.close)
+        ua = UA(server, "bob", "192.0.2.21", 5071)
+        self.assertEqual(ua.publish(pidf()).code, 404)
+
+
+class SubscribeTests(CoreTestCase):
+    """SUBSCRIBE and NOTIFY, RFC 6665 sections 3 and 4."""
+
+    def test_initialSubscribe(self) -> None:
+        """RFC 6665 4.2.1.1: a new subscription gets 200 with a To tag, the
+        granted Expires and a Contact, then a NOTIFY with the current state."""
+        response = self.alice.subscribe(expires=600)
+        self.assertEqual(response.code, 200)
+        self.assertIsNotNone(response.toAddr.tag)
+        self.assertEqual(response.header("expires"), "600")
+        self.assertTrue(response.contacts)
+        [notify] = self.alice.notifies()
+        self.assertEqual(notify.method, "NOTIFY")
+        self.assertEqual(notify.uriText, "sip:alice@192.0.2.20:5070")
+        self.assertEqual(notify.header("event"), "presence")
+        self.assertEqual(notify.header("subscription-state"), "active;expires=600")
+        self.assertEqual(notify.header("content-type"), "application/pidf+xml")
+        self.assertEqual(notify.fromAddr.tag, response.toAddr.tag)
+        self.assertEqual(notify.toAddr.tag, self.alice.tag)
+        self.assertEqual(notify.callId, self.alice.callId)
+        self.assertTrue(notify.contacts)
+        self.assertEqual(basics(notify), ["closed"])
+
+    def test_notifyDefaultNamespace(self) -> None:
+        """PIDF elements in a NOTIFY are in the default namespace, unprefixed."""
+        self.bob.publish(pidf())
+        notify = self.subscribed()
+        self.assertIn(b"<basic>open</basic>", notify.body)
+        self.assertIn(b'<presence xmlns="urn:ietf:params:xml:ns:pidf"', notify.body)
+
+    def test_offlineEmpty(self) -> None:
+        """With offline_body "empty", nothing published means no body."""
+        server = Server(offlineBody="empty")
+        self.addCleanup(server.close)
+        alice = Subscriber(server, "alice", "192.0.2.20", 5070)
+        alice.subscribe()
+        [notify] = alice.notifies()
+        self.assertEqual(notify.body, b"")
+        self.assertIsNone(notify.header("content-type"))
+
+    def test_publishNotifies(self) -> None:
+        """A PUBLISH, a modify and a removal each notify the watcher."""
+        self.subscribed()
+        etag = self.bob.publish(pidf("open")).header("sip-etag")
+        [notify] = self.alice.notifies()
+        self.assertEqual(basics(notify), ["open"])
+        self.alice.answer(notify)
+        etag = self.bob.publish(pidf("closed", note="away"), etag=etag).header("sip-etag")
+        [notify] = self.alice.notifies()
+        self.assertIn(b"away", notify.body)
+        self.alice.answer(notify)
+        etag = self.bob.publish(None, etag=etag).header("sip-etag")
+        self.assertEqual(self.alice.notifies(), [], "a refresh changes nothing")
+        self.assertEqual(self.bob.publish(None, etag=etag, expires=0).code, 200)
+        [notify] = self.alice.notifies()
+        self.assertEqual(basics(notify), ["closed"])
+
+    def test_cseqIncreases(self) -> None:
+        """RFC 3261 12.2.1.1: each NOTIFY in the dialog has a higher CSeq."""
+        first = self.subscribed()
+        self.bob.publish(pidf())
+        [second] = self.alice.notifies()
+        self.assertEqual(second.cseq.number, first.cseq.number + 1)
+
+    def test_twoDevicesAggregated(self) -> None:
+        """RFC 3903 / RFC 3863: two publications from two devices make one PIDF
+        with both tuples."""
+        phone = UA(self.server, "bob", "192.0.2.22", 5072)
+        self.bob.publish(pidf("open", tuple="desk"))
+        phone.publish(pidf("closed", tuple="mobile"))
+        notify = self.subscribed()
+        root = etree.fromstring(notify.body)
+        ids = sorted(t.get("id") or "" for t in root.iter(f"{{{PIDF_NS}}}tuple"))
+        self.assertEqual(ids, ["desk", "mobile"])
+        self.assertEqual(root.get("entity"), "sip:bob@example.com")
+
+    def test_refresh(self) -> None:
+        """RFC 6665 4.2.1.2: a SUBSCRIBE in the dialog refreshes it and a
+        NOTIFY follows."""
+        self.subscribed()
+        response = self.alice.subscribe(expires=1200, refresh=True)
+        self.assertEqual((response.code, response.header("expires")), (200, "1200"))
+        [notify] = self.alice.notifies()
+        self.assertEqual(notify.header("subscription-state"), "active;expires=1200")
+
+    def test_unsubscribe(self) -> None:
+        """RFC 6665 4.2.1.4: Expires 0 ends the subscription with a NOTIFY
+        terminated;reason=timeout."""
+        self.subscribed()
+        response = self.alice.subscribe(expires=0, refresh=True)
+        self.assertEqual(response.code, 200)
+        [notify] = self.alice.notifies()
+        self.assertEqual(notify.header("subscription-state"), "terminated;reason=timeout")
+        self.alice.answer(notify)
+        self.bob.publish(pidf())
+        self.assertEqual(self.alice.notifies(), [])
+
+    def test_unknownDialog(self) -> None:
+        """RFC 3261 12.2.2: a SUBSCRIBE for an unknown dialog gets 481."""
+        self.alice.callId = "nope"
+        self.alice.toTag = "nope"
+        self.alice.presentity = "sip:bob@example.com"
+        response = self.alice.subscribe(refresh=True)
+        self.assertEqual(response.code, 481)
+
+    def test_tooBrief(self) -> None:
+        """RFC 6665 4.2.1.1: an Expires below the minimum gets 423 with Min-Expires."""
+        response = self.alice.subscribe(expires=5)
+        self.assertEqual((response.code, response.header("min-expires")), (423, "60"))
+
+    def test_tooLongLowered(self) -> None:
+        """RFC 6665 4.2.1.1: the notifier may shorten the expiry."""
+        response = self.alice.subscribe(expires=100000)
+        self.assertEqual(response.header("expires"), "7200")
+
+    def test_defaultExpires(self) -> None:
+        """RFC 6665 4.2.1.1: without Expires the package default applies."""
+        response = self.alice.subscribe(expires=None)
+        self.assertEqual(response.header("expires"), "3600")
+
+    def test_notAcceptable(self) -> None:
+        """RFC 6665 4.2.1.1: an Accept without the package's type gets 406."""
+        response = self.alice.subscribe(accept="text/plain")
+        self.assertEqual(response.code, 406)
+        ok = self.alice.subscribe(accept="application/*, text/plain")
+        self.assertEqual(ok.code, 200)
+
+    def test_badEvent(self) -> None:
+        """RFC 6665 4.2.1.1: an unknown package gets 489 with Allow-Events."""
+        response = self.alice.subscribe(event="foo")
+        self.assertEqual(response.code, 489)
+        self.assertIn("presence", response.header("allow-events") or "")
+
+    def test_eventIdsKeptApart(self) -> None:
+        """RFC 6665 4.2.1 / 8.2.1: Event ids keep subscriptions apart in one
+        dialog."""
+        self.subscribed(event="presence;id=1")
+        response = self.alice.subscribe(event="presence;id=2", refresh=True)
+        self.assertEqual(response.code, 200)
+        [notify] = self.alice.notifies()
+        self.assertEqual(notify.header("event"), "presence;id=2")
+        self.alice.answer(notify)
+        self.bob.publish(pidf())
+        events = sorted(n.header("event") or "" for n in self.alice.notifies())
+        self.assertEqual(events, ["presence;id=1", "presence;id=2"])
+
+    def test_mergedRequest(self) -> None:
+        """RFC 3261 8.2.2.2: the same SUBSCRIBE by two paths gets 482 on the second."""
+        headers = [("Event", "presence"), ("Expires", "600")]
+        data = self.alice.request("SUBSCRIBE", "sip:bob@example.com", headers, callId="m1", cseq=1, branch="z9hG4bK-m-a")
+        self.alice.send(data)
+        self.assertEqual(self.alice.response().code, 200)
+        self.alice.send(data.replace(b"z9hG4bK-m-a", b"z9hG4bK-m-b"))
+        self.assertEqual(self.alice.response().code, 482)
+
+    def test_notify481Drops(self) -> None:
+        """RFC 6665 4.2.2: a NOTIFY answered 481 removes the subscription."""
+        self.alice.subscribe()
+        [notify] = self.alice.notifies()
+        self.alice.answer(notify, 481)
+        self.bob.publish(pidf())
+        self.assertEqual(self.alice.notifies(), [])
+        self.assertEqual(self.server.stack.store.counts()["subscriptions"], 0)
+
+    def test_notifyTimeoutDrops(self) -> None:
+        """RFC 6665 4.2.2: a NOTIFY that times out (Timer F) removes the
+        subscription."""
+        self.alice.subscribe()
+        self.server.advance(33)
+        self.alice.notifies()
+        self.assertEqual(self.server.stack.store.counts()["subscriptions"], 0)
+
+    def test_oneNotifyOutstanding(self) -> None:
+        """RFC 6665 4.2.2: one NOTIFY in flight per dialog; newer states wait
+        and only the newest is sent."""
+        self.alice.subscribe()
+        [first] = self.alice.notifies()
+        etag = self.bob.publish(pidf("open", note="one")).header("sip-etag")
+        self.bob.publish(pidf("open", note="two"), etag=etag)
+        self.assertEqual(self.alice.notifies(), [])
+        self.alice.answer(first)
+        [second] = self.alice.notifies()
+        self.assertIn(b"two", second.body)
+        self.assertEqual(second.cseq.number, first.cseq.number + 1)
+
+    def test_subscriptionExpires(self) -> None:
+        """RFC 6665 4.1.3 / 4.2.2: an expired subscription gets a final NOTIFY
+        terminated;reason=timeout."""
+        self.subscribed(expires=60)
+        self.server.advance(61)
+        [notify] = [n for n in self.alice.notifies() if n.method == "NOTIFY"]
+        self.assertEqual(notify.header("subscription-state"), "terminated;reason=timeout")
+        self.assertEqual(self.server.stack.store.counts()["subscriptions"], 0)
+
+    def test_publicationExpires(self) -> None:
+        """RFC 3903 section 5: an unrefreshed publication expires and watchers
+        are notified."""
+        self.subscribed(expires=3600)
+        self.bob.publish(pidf(), expires=60)
+        [notify] = self.alice.notifies()
+        self.alice.answer(notify)
+        self.assertEqual(basics(notify), ["open"])
+        self.server.advance(61)
+        [notify] = self.alice.notifies()
+        self.assertEqual(basics(notify), ["closed"])
+        self.assertEqual(self.server.stack.store.counts()["publications"], 0)
+
+    def test_fetch(self) -> None:
+        """RFC 6665 4.4.3: a SUBSCRIBE with Expires 0 fetches the state once
+        and ends."""
+        self.bob.publish(pidf())
+        response = self.alice.subscribe(expires=0)
+        self.assertEqual((response.code, response.header("expires")), (200, "0"))
+        [notify] = self.alice.notifies()
+        self.assertEqual(notify.header("subscription-state"), "terminated;reason=timeout")
+        self.assertEqual(basics(notify), ["open"])
+
+    def test_recordRoute(self) -> None:
+        """RFC 3261 12.1.1: the route set comes from Record-Route and NOTIFYs
+        carry it as Route, sent to the first hop."""
+        self.alice.subscribe(
+            extra=[("Record-Route", "<sip:192.0.2.99:5080;lr>, <sip:198.51.100.1;lr>")]
+        )
+        sent = self.server.sent()
+        notifies = [(m, a) for m, a in sent if isinstance(m, SIPRequest)]
+        [(notify, addr)] = notifies
+        self.assertEqual(
+            notify.headerValues("route"),
+            ["<sip:192.0.2.99:5080;lr>", "<sip:198.51.100.1;lr>"],
+        )
+        self.assertEqual(addr, ("192.0.2.99", 5080))
+
+    def test_domainNotServed(self) -> None:
+        """A SUBSCRIBE for a domain the server does not serve gets 404."""
+        response = self.alice.subscribe("sip:bob@example.net")
+        self.assertEqual(response.code, 200)
+        server = Server(domains=("example.org",))
+        self.addCleanup(server.close)
+        alice = Subscriber(server, "alice", "192.0.2.20", 5070)
+        self.assertEqual(alice.subscribe("sip:bob@example.com").code, 404)
+
+    def test_presentityNormalised(self) -> None:
+        """RFC 3261 19.1.4: escaped user parts and host case name the same
+        presentity."""
+        self.bob.publish(pidf(), presentity="sip:%62ob@EXAMPLE.com")
+        notify = self.subscribed()
+        self.assertEqual(basics(notify), ["open"])
+
+
+class TCPTests(CoreTestCase):
+    """NOTIFYs over TCP go back over the SUBSCRIBE's connection."""
+
+    def test_notifyOverSameConnection(self) -> None:
+        """The NOTIFY reuses the connection the SUBSCRIBE came on, whatever the
+        Contact's port says."""
+        alice = Subscriber(self.server, "alice", "192.0.2.30", 40000, transport="TCP")
+        response = alice.subscribe()
+        self.assertEqual(response.code, 200)
+        [notify] = alice.notifies()
+        self.assertEqual(notify.method, "NOTIFY")
+        self.assertEqual(notify.topVia.transport, "TCP")
+        alice.answer(notify)
+        self.assertEqual(self.server.stack.notifier.stats.accepted, 1)
+
+
+class RegistrarTests(CoreTestCase):
+    """REGISTER, RFC 3261 section 10.3."""
+
+    def register(self, contact: str | None, expires: int | None = None, callId: str = "reg-1") -> object:
+        headers = []
+        if expires is not None:
+            headers.append(("Expires", str(expires)))
+        data = self.bob.request("REGISTER", "sip:example.com", headers, callId=callId, to=f"<{self.bob.aor}>")
+        if contact is not None:
+            data = data.replace(b"Contact: <sip:bob@192.0.2.21:5071>", f"Contact: {contact}".encode())
+        else:
+            data = data.replace(b"Contact: <sip:bob@192.0.2.21:5071>\r\n", b"")
+        self.bob.send(data)
+        return self.bob.response()
+
+    def test_bind(self) -> None:
+        """RFC 3261 10.3: a REGISTER binds the Contact and the 200 lists it
+        with its expiry."""
+        response = self.register("<sip:bob@192.0.2.21:5071>", 600)
+        self.assertEqual(response.code, 200)  # type: ignore[attr-defined]
+        self.assertEqual(response.headerValues("contact"), ["<sip:bob@192.0.2.21:5071>;expires=600"])  # type: ignore[attr-defined]
+
+    def test_contactExpiresParam(self) -> None:
+        """RFC 3261 10.2.1.1: a Contact expires parameter wins over Expires."""
+        response = self.register("<sip:bob@192.0.2.21:5071>;expires=120", 600)
+        self.assertEqual(response.headerValues("contact"), ["<sip:bob@192.0.2.21:5071>;expires=120"])  # type: ignore[attr-defined]
+
+    def test_tooBrief(self) -> None:
+        """RFC 3261 10.3 step 7: below the minimum gets 423 with Min-Expires."""
+        response = self.register("<sip:bob@192.0.2.21:5071>", 10)
+        self.assertEqual(response.code, 423)  # type: ignore[attr-defined]
+        self.assertEqual(response.header("min-expires"), "60")  # type: ignore[attr-defined]
+
+    def test_starRemovesAll(self) -> None:
+        """RFC 3261 10.2.2: Contact * with Expires 0 removes every binding."""
+        self.register("<sip:bob@192.0.2.21:5071>", 600)
+        response = self.register("*", 0)
+        self.assertEqual(response.code, 200)  # type: ignore[attr-defined]
+        self.assertEqual(response.headerValues("contact"), [])  # type: ignore[attr-defined]
+        self.assertEqual(self.register("*", 600).code, 400)  # type: ignore[attr-defined]
+
+    def test_query(self) -> None:
+        """RFC 3261 10.2.3: a REGISTER without Contact lists the bindings."""
+        self.register("<sip:bob@192.0.2.21:5071>", 600)
+        response = self.register(None)
+        self.assertEqual(len(response.headerValues("contact")), 1)  # type: ignore[attr-defined]
+
+    def test_expiry(self) -> None:
+        """A binding not refreshed expires."""
+        self.register("<sip:bob@192.0.2.21:5071>", 60)
+        self.server.advance(61)
+        self.assertEqual(self.register(None).headerValues("contact"), [])  # type: ignore[attr-defined]
