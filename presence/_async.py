@@ -12,9 +12,7 @@ from twisted.python.failure import Failure
 T = TypeVar("T")
 
 
-def detach(
-    coro: Coroutine[Any, Any, T], log: Logger, what: str
-) -> Deferred[T | None]:
+def detach(coro: Coroutine[Any, Any, T], log: Logger, what: str) -> Deferred[T | None]:
     """Run C{coro} to completion on its own, logging any failure.
 
     Args:

@@ -163,10 +163,16 @@ _KEYS: dict[str, tuple[str, Any]] = {
     "domain": ("domains", lambda v: tuple(d.lower() for d in _strings("domain", v))),
     "domains": ("domains", lambda v: tuple(d.lower() for d in _strings("domains", v))),
     "sip_trace": ("sipTrace", lambda v: _bool("sip_trace", v)),
-    "tcp_idle_timeout": ("tcpIdleTimeout", lambda v: float(_number("tcp_idle_timeout", v))),
+    "tcp_idle_timeout": (
+        "tcpIdleTimeout",
+        lambda v: float(_number("tcp_idle_timeout", v)),
+    ),
     "max_body_size": ("maxBodySize", lambda v: int(_number("max_body_size", v))),
     "offline_body": ("offlineBody", lambda v: _string("offline_body", v)),
-    "advertised_address": ("advertisedAddress", lambda v: _string("advertised_address", v)),
+    "advertised_address": (
+        "advertisedAddress",
+        lambda v: _string("advertised_address", v),
+    ),
 }
 
 

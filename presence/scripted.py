@@ -1,18 +1,24 @@
-"""For tests: a whole server over in-memory transports and a fake clock, and
-a scripted user agent to talk to it."""
+"""For tests.
+
+A whole server over in-memory transports and a fake clock, and a scripted user agent to
+talk to it.
+"""
 
 from __future__ import annotations
 
 import itertools
 from typing import Any
 
+from twisted.internet import defer
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.protocol import DatagramProtocol, Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
 from presence.config import Config
 from presence.sip.message import SIPMessage, SIPRequest, SIPResponse, responseTo
 from presence.sip.parser import StreamFramer, parseDatagram
 from presence.sip.transport import SIPStreamProtocol
-from presence.tap import Stack, buildStack
+from presence.tap import Options, Stack, StackService, buildStack, makeService
 from presence.testing import FakeDatagramTransport
 
 SERVER = ("192.0.2.10", 5060)
@@ -26,7 +32,9 @@ PIDF = (
 )
 
 
-def pidf(basic: str = "open", tuple: str = "t1", note: str = "", user: str = "bob") -> bytes:
+def pidf(
+    basic: str = "open", tuple: str = "t1", note: str = "", user: str = "bob"
+) -> bytes:
     """A small PIDF document."""
     return PIDF.format(basic=basic, tuple=tuple, note=note, user=user).encode()
 
@@ -35,20 +43,24 @@ class Server:
     """The server built by tap.buildStack, on a fake UDP socket and clock."""
 
     def __init__(self, **settings: Any) -> None:
+        """Build the server with these configuration settings."""
         self.reactor = MemoryReactorClock()
         self.reactor.advance(1_000_000)
         self.config = Config(**settings)
         self.stack: Stack = buildStack(self.config, self.reactor)
         self.udp = FakeDatagramTransport(*SERVER)
         self.protocol = self.stack.transports.datagramProtocol()
-        self.protocol.makeConnection(self.udp)  # type: ignore[arg-type]
+        self.protocol.makeConnection(self.udp)
         self.stack.sweeper.startService()
 
     def close(self) -> None:
+        """Stop the sweeper and every transaction timer."""
         self.stack.sweeper.stopService()
         self.stack.transactions.stop()
 
-    def receive(self, data: bytes, source: tuple[str, int] = ("192.0.2.20", 5070)) -> None:
+    def receive(
+        self, data: bytes, source: tuple[str, int] = ("192.0.2.20", 5070)
+    ) -> None:
         """A datagram arrives from C{source}."""
         self.protocol.datagramReceived(data, source)
 
@@ -66,7 +78,9 @@ class Server:
         if rest:
             self.reactor.advance(rest)
 
-    def tcp(self, host: str = "192.0.2.30", port: int = 40000) -> tuple[SIPStreamProtocol, StringTransport]:
+    def tcp(
+        self, host: str = "192.0.2.30", port: int = 40000
+    ) -> tuple[SIPStreamProtocol, StringTransport]:
         """Open a TCP connection from a client, as if accepted."""
         from twisted.internet.address import IPv4Address
 
@@ -74,7 +88,8 @@ class Server:
             IPv4Address("TCP", host, port)
         )
         transport = StringTransport(
-            hostAddress=IPv4Address("TCP", *SERVER), peerAddress=IPv4Address("TCP", host, port)
+            hostAddress=IPv4Address("TCP", *SERVER),
+            peerAddress=IPv4Address("TCP", host, port),
         )
         protocol.makeConnection(transport)
         self.stack.transports.tcpListening(5060)
@@ -92,6 +107,7 @@ class UA:
         port: int = 5070,
         transport: str = "UDP",
     ) -> None:
+        """A user agent for C{user} at C{host}:C{port} over C{transport}."""
         self.server = server
         self.user = user
         self.host = host
@@ -104,6 +120,7 @@ class UA:
 
     @property
     def aor(self) -> str:
+        """The UA's address of record."""
         return f"sip:{self.user}@example.com"
 
     def request(
@@ -129,7 +146,8 @@ class UA:
             to += f";tag={toTag}"
         lines = [
             f"{method} {uri} SIP/2.0",
-            f"Via: SIP/2.0/{self.transport} {self.host}:{self.port};branch={branch};rport",
+            f"Via: SIP/2.0/{self.transport} {self.host}:{self.port}"
+            f";branch={branch};rport",
             "Max-Forwards: 70",
             f"From: <{self.aor}>;tag={self.tag}",
             f"To: {to}",
@@ -156,9 +174,12 @@ class UA:
     def received(self) -> list[SIPMessage]:
         """What the server sent to this UA since the last call."""
         if self.transport == "UDP":
-            mine, others = [], []
+            mine: list[tuple[bytes, Any]] = []
+            others: list[tuple[bytes, Any]] = []
             for data, addr in self.server.udp.written:
-                (mine if addr == (self.host, self.port) else others).append((data, addr))
+                (mine if addr == (self.host, self.port) else others).append(
+                    (data, addr)
+                )
             self.server.udp.written[:] = others
             return [parseDatagram(d) for d, _ in mine]
         assert self.tcpClient is not None
@@ -240,10 +261,100 @@ class Subscriber(UA):
             self.presentity = presentity
         self.send(
             self.request(
-                "SUBSCRIBE", self.presentity, headers, callId=self.callId, toTag=self.toTag
+                "SUBSCRIBE",
+                self.presentity,
+                headers,
+                callId=self.callId,
+                toTag=self.toTag,
             )
         )
         response = self.response()
         if response.code == 200 and not refresh:
             self.toTag = response.toAddr.tag
         return response
+
+
+# -- over real sockets, for the end-to-end tests ---------------------------------
+
+
+def _reactor() -> Any:
+    from twisted.internet import reactor
+
+    return reactor
+
+
+class UDPClient(DatagramProtocol):
+    """Sends datagrams and queues what comes back."""
+
+    def __init__(self) -> None:
+        """Start with an empty queue."""
+        self.queue: defer.DeferredQueue[tuple[SIPMessage, Any]] = defer.DeferredQueue()
+
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+        """Queue the parsed datagram."""
+        self.queue.put((parseDatagram(datagram), addr))
+
+
+class TCPClient(Protocol):
+    """Writes bytes and queues the messages framed from what comes back."""
+
+    def __init__(self) -> None:
+        """Start with an empty queue."""
+        self.framer = StreamFramer()
+        self.queue: defer.DeferredQueue[SIPMessage] = defer.DeferredQueue()
+        self.lost: defer.Deferred[None] = defer.Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        """Queue every complete message."""
+        for item in self.framer.dataReceived(data):
+            if isinstance(item, SIPMessage):
+                self.queue.put(item)
+
+    def send(self, data: bytes) -> None:
+        """Write bytes to the server."""
+        assert self.transport is not None
+        self.transport.write(data)
+
+    def close(self) -> None:
+        """Close the connection."""
+        assert self.transport is not None
+        self.transport.loseConnection()
+
+    def connectionLost(self, reason: Any = None) -> None:
+        """Fire C{lost}."""
+        self.lost.callback(None)
+
+
+def startServer(*argv: str) -> tuple[StackService, int, int]:
+    """Start the server on ephemeral loopback ports; return it and its ports."""
+    options = Options()
+    options.parseOptions(
+        [
+            "--listen",
+            "udp:0:interface=127.0.0.1",
+            "--listen",
+            "tcp:0:interface=127.0.0.1",
+            *argv,
+        ]
+    )
+    server = makeService(options, _reactor())
+    server.startService()
+    transports = server.stack.transports
+    udpPort = transports.udp[0].transport.getHost().port  # type: ignore[union-attr]
+    tcpPort = transports.tcpPorts[0]
+    return server, udpPort, tcpPort
+
+
+async def connectTCP(port: int) -> TCPClient:
+    """Connect a TCP client to the server."""
+    endpoint = TCP4ClientEndpoint(_reactor(), "127.0.0.1", port)
+    client = TCPClient()
+    await connectProtocol(endpoint, client)
+    return client
+
+
+def listenUDP() -> tuple[UDPClient, Any]:
+    """Open a UDP client socket on loopback."""
+    client = UDPClient()
+    port = _reactor().listenUDP(0, client, interface="127.0.0.1")
+    return client, port

@@ -8,7 +8,7 @@ listen and stop them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from twisted.application import internet, service
 from twisted.internet import defer
@@ -42,12 +42,20 @@ class Options(usage.Options):
         "A SIP presence server. Settings come from --config (TOML) and the"
         " options below, which override the file."
     )
-    optParameters = [
+    optParameters: ClassVar[list[list[Any]]] = [
         ["config", "c", None, "TOML configuration file."],
         ["advertised-address", None, None, "Host to put in Via and Contact."],
-        ["tcp-idle-timeout", None, None, "Seconds before an idle TCP connection closes.", float],
+        [
+            "tcp-idle-timeout",
+            None,
+            None,
+            "Seconds before an idle TCP connection closes.",
+            float,
+        ],
     ]
-    optFlags = [["sip-trace", None, "Log every SIP message in and out."]]
+    optFlags: ClassVar[list[list[Any]]] = [
+        ["sip-trace", None, "Log every SIP message in and out."]
+    ]
 
     def __init__(self) -> None:
         """Start with no repeated options."""
@@ -57,8 +65,11 @@ class Options(usage.Options):
         self.config: Config = Config()
 
     def opt_listen(self, description: str) -> None:
-        """Listen on an address, e.g. udp:5060:interface=127.0.0.1 (repeatable;
-        given once or more, it replaces the default UDP and TCP on 5060)."""
+        """Listen on an address, e.g.
+
+        Udp:5060:interface=127.0.0.1 (repeatable; given once or more, it
+        replaces the default UDP and TCP on 5060).
+        """
         self.listen.append(description)
 
     def opt_domain(self, name: str) -> None:
@@ -151,7 +162,9 @@ def buildStack(config: Config, reactor: Any) -> Stack:
 class _RecordingEndpoint:
     """Wraps an endpoint to tell the transports which TCP port it got."""
 
-    def __init__(self, endpoint: IStreamServerEndpoint, transports: SIPTransports) -> None:
+    def __init__(
+        self, endpoint: IStreamServerEndpoint, transports: SIPTransports
+    ) -> None:
         self.endpoint = endpoint
         self.transports = transports
 
@@ -180,7 +193,8 @@ class StackService(service.MultiService):
         """Start listening."""
         super().startService()
         self.log.info(
-            "presence server listening on {listen}", listen=", ".join(self.stack.config.listen)
+            "presence server listening on {listen}",
+            listen=", ".join(self.stack.config.listen),
         )
 
     def stopService(self) -> defer.Deferred[None]:

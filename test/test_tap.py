@@ -36,8 +36,14 @@ class OptionsTests(SynchronousTestCase):
     def test_repeatable(self) -> None:
         """--listen and --domain may be repeated."""
         config = options(
-            "--listen", "udp:5070", "--listen", "tcp:5071",
-            "--domain", "Example.com", "--domain", "example.org",
+            "--listen",
+            "udp:5070",
+            "--listen",
+            "tcp:5071",
+            "--domain",
+            "Example.com",
+            "--domain",
+            "example.org",
         ).config
         self.assertEqual(config.listen, ("udp:5070", "tcp:5071"))
         self.assertEqual(config.domains, ("example.com", "example.org"))
@@ -98,7 +104,9 @@ class ListenTests(SynchronousTestCase):
             ("udp", 5060, "127.0.0.1"),
         )
         address = parseListen("tcp:5061")
-        self.assertEqual((address.transport, address.port, address.interface), ("tcp", 5061, ""))
+        self.assertEqual(
+            (address.transport, address.port, address.interface), ("tcp", 5061, "")
+        )
 
     def test_ipv6Interface(self) -> None:
         """An IPv6 interface may be written with or without escapes."""
@@ -130,7 +138,9 @@ class MakeServiceTests(SynchronousTestCase):
         children = list(top)
         self.assertEqual(len(children), 3)
         udp = [c for c in children if isinstance(c, internet.UDPServer)]
-        tcp = [c for c in children if isinstance(c, internet.StreamServerEndpointService)]
+        tcp = [
+            c for c in children if isinstance(c, internet.StreamServerEndpointService)
+        ]
         self.assertEqual(len(udp), 1)
         self.assertEqual(len(tcp), 1)
         self.assertEqual(udp[0].args[0], 5060)
@@ -142,8 +152,10 @@ class MakeServiceTests(SynchronousTestCase):
             MemoryReactorClock(),
         )
         udp = [c for c in top if isinstance(c, internet.UDPServer)]
-        self.assertEqual([(u.args[0], u.kwargs["interface"]) for u in udp],
-                         [(5070, "127.0.0.1"), (5071, "")])
+        self.assertEqual(
+            [(u.args[0], u.kwargs["interface"]) for u in udp],
+            [(5070, "127.0.0.1"), (5071, "")],
+        )
 
     def test_stackWired(self) -> None:
         """The transports feed the transaction layer, which feeds the dispatcher."""

@@ -66,13 +66,10 @@ def checkRequest(
         if not request.hasHeader(name):
             raise BadRequest(f"Missing {canonicalName(name)} header")
     try:
-        request.topVia
-        request.fromAddr
-        request.toAddr
-        request.callId
+        _ = (request.topVia, request.fromAddr, request.toAddr, request.callId)
+        _ = request.contentLength
         cseq = request.cseq
         maxForwards = request.maxForwards
-        request.contentLength
     except SIPParseError as e:
         raise BadRequest(e.reason) from None
     if cseq.method != request.method:
@@ -150,7 +147,7 @@ class Dispatcher:
             if not self.ready():
                 raise ServiceUnavailable()
             d = Deferred.fromCoroutine(_call(handler, request, transaction))
-        except Exception:  # noqa: BLE001 - the funnel: every error is answered
+        except Exception:
             self._answerError(transaction, Failure())
             return
         d.addErrback(lambda f: self._answerError(transaction, f))
@@ -166,7 +163,11 @@ class Dispatcher:
             return
         key = (fromTag, request.callId, request.cseq.number, request.method)
         other = self._outsideDialog.get(key)
-        if other is not None and other is not transaction and other.state != "terminated":
+        if (
+            other is not None
+            and other is not transaction
+            and other.state != "terminated"
+        ):
             raise LoopDetected()
         self._outsideDialog[key] = transaction
         if len(self._outsideDialog) > self._pruneAt:

@@ -39,7 +39,9 @@ class ExpirySweeper(Service):
         self.interval = interval
         self._loop: LoopingCall | None = None
         self._running = False
-        self.onSubscriptionExpired: Callable[[Subscription], Awaitable[Any]] | None = None
+        self.onSubscriptionExpired: Callable[[Subscription], Awaitable[Any]] | None = (
+            None
+        )
         self.onPublicationExpired: Callable[[str, str], Awaitable[Any]] | None = None
         self.expired = {"publications": 0, "subscriptions": 0, "bindings": 0}
 

@@ -20,9 +20,14 @@ from presence._async import detach
 from presence.core.dispatcher import SERVER
 from presence.packages.interfaces import IEventPackage, PackageRegistry
 from presence.sip.dialog import requestInDialog
-from presence.sip.message import SIPResponse, SIPURI
+from presence.sip.message import SIPURI, SIPResponse
 from presence.sip.transaction import TransactionLayer
-from presence.sip.transport import Peer, SIPStreamProtocol, SIPTransports, TransportError
+from presence.sip.transport import (
+    Peer,
+    SIPStreamProtocol,
+    SIPTransports,
+    TransportError,
+)
 from presence.storage.interfaces import IPresenceStore
 from presence.storage.records import (
     ACTIVE,
@@ -131,7 +136,9 @@ class Notifier:
             self._busy.discard(key)
             self._queued.pop(key, None)
 
-    async def _notifyOnce(self, subscription: Subscription, terminated: str | None) -> None:
+    async def _notifyOnce(
+        self, subscription: Subscription, terminated: str | None
+    ) -> None:
         package = self.packages.get(subscription.event)
         if package is None:
             return
@@ -197,7 +204,9 @@ class Notifier:
                 aorOf(subscription.presentity), subscription.event
             )
             version = subscription.version
-            body = package.notifyBody(subscription.presentity, subscription, publications)
+            body = package.notifyBody(
+                subscription.presentity, subscription, publications
+            )
             if subscription.version != version and terminated is None:
                 await self.store.putSubscription(subscription)
         if terminated is not None:

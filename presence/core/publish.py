@@ -18,7 +18,12 @@ from twisted.logger import Logger
 from presence.core.dispatcher import SERVER
 from presence.core.notify import Notifier
 from presence.core.subscribe import negotiateExpires, presentityOf
-from presence.errors import BadEvent, BadRequest, ConditionalRequestFailed, UnsupportedMediaType
+from presence.errors import (
+    BadEvent,
+    BadRequest,
+    ConditionalRequestFailed,
+    UnsupportedMediaType,
+)
 from presence.packages.interfaces import IEventPackage, PackageRegistry
 from presence.sip.message import SIPRequest
 from presence.sip.transaction import ServerTransaction
@@ -62,14 +67,18 @@ class PublishHandler:
         """
         try:
             event = request.event
-        except Exception:  # noqa: BLE001 - a malformed Event is an unknown one
+        except Exception:
             event = None
         package = self.packages.find(event) if event is not None else None
         if package is None or not package.acceptsPublish:
-            raise BadEvent([p.name.split(";")[0] for p in self.packages if p.acceptsPublish])
+            raise BadEvent(
+                [p.name.split(";")[0] for p in self.packages if p.acceptsPublish]
+            )
         return package
 
-    async def __call__(self, request: SIPRequest, transaction: ServerTransaction) -> None:
+    async def __call__(
+        self, request: SIPRequest, transaction: ServerTransaction
+    ) -> None:
         """Answer a PUBLISH (RFC 3903 section 6)."""
         package = self.package(request)
         aor, _ = presentityOf(request, self.domains)
@@ -153,6 +162,6 @@ class PublishHandler:
 def _sender(request: SIPRequest) -> str | None:
     try:
         contacts = request.contacts
-    except Exception:  # noqa: BLE001 - the sender is informative only
+    except Exception:
         return None
     return str(contacts[0].uri) if contacts else None

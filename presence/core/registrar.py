@@ -1,5 +1,6 @@
-"""REGISTER (RFC 3261 section 10): the bindings phones make before they
-publish or subscribe.
+"""REGISTER (RFC 3261 section 10).
+
+The bindings phones make before they publish or subscribe.
 
 Bindings are kept in the store (the C{location} table). Nothing else in the
 server requires a registration: PUBLISH and SUBSCRIBE work without one.
@@ -14,8 +15,14 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from presence.core.dispatcher import SERVER
-from presence.errors import BadRequest, IntervalTooBrief, NotFound, ServerInternalError, SIPParseError
-from presence.sip.message import SIPRequest, SIPURI, formatParams, parseInteger
+from presence.errors import (
+    BadRequest,
+    IntervalTooBrief,
+    NotFound,
+    ServerInternalError,
+    SIPParseError,
+)
+from presence.sip.message import SIPURI, SIPRequest, formatParams, parseInteger
 from presence.sip.transaction import ServerTransaction
 from presence.storage.interfaces import IPresenceStore
 from presence.storage.records import Binding
@@ -44,7 +51,9 @@ class Registrar:
         self.maxExpires = maxExpires
         self.registrations = 0
 
-    async def __call__(self, request: SIPRequest, transaction: ServerTransaction) -> None:
+    async def __call__(
+        self, request: SIPRequest, transaction: ServerTransaction
+    ) -> None:
         """Answer a REGISTER (RFC 3261 section 10.3)."""
         to = request.toAddr.uri
         if not isinstance(to, SIPURI) or not to.user:
@@ -87,14 +96,14 @@ class Registrar:
             old = existing.get(uri)
             if old is not None and old.callId == callId and cseq <= old.cseq:
                 raise ServerInternalError("CSeq out of order")
-            params = {k: v for k, v in contact.params.items() if k != "expires"}
+            kept = {k: v for k, v in contact.params.items() if k != "expires"}
             q = None
-            if "q" in params:
+            if "q" in kept:
                 try:
-                    q = float(params["q"] or "")
+                    q = float(kept["q"] or "")
                 except ValueError:
                     raise BadRequest("malformed q") from None
-            changes.append((uri, expires, old, formatParams(params), q))
+            changes.append((uri, expires, old, formatParams(kept), q))
         for uri, expires, _old, params, q in changes:
             if expires == 0:
                 await self.store.removeBinding(aor, uri)

@@ -26,7 +26,7 @@ from presence.errors import (
     ServerInternalError,
 )
 from presence.packages.interfaces import ExpiryRange, IEventPackage, PackageRegistry
-from presence.sip.message import SIPRequest, SIPURI, TokenParams, unescape
+from presence.sip.message import SIPURI, SIPRequest, TokenParams, unescape
 from presence.sip.transaction import ServerTransaction
 from presence.sip.transport import SIPTransports
 from presence.storage.interfaces import IPresenceStore
@@ -123,14 +123,16 @@ class SubscribeHandler:
         """
         try:
             event = request.event
-        except Exception:  # noqa: BLE001 - a malformed Event is an unknown one
+        except Exception:
             event = None
         package = self.packages.find(event) if event is not None else None
         if package is None:
             raise BadEvent(self.packages.allowEvents)
         return package
 
-    async def __call__(self, request: SIPRequest, transaction: ServerTransaction) -> None:
+    async def __call__(
+        self, request: SIPRequest, transaction: ServerTransaction
+    ) -> None:
         """Answer a SUBSCRIBE."""
         package = self.package(request)
         event = request.event
@@ -138,7 +140,7 @@ class SubscribeHandler:
         eventId = event.params.get("id") or ""
         try:
             accept = request.mediaTypes("accept")
-        except Exception:  # noqa: BLE001 - a malformed Accept is a bad request
+        except Exception:
             raise BadRequest("malformed Accept") from None
         if not acceptable(accept, package.notifyTypes):
             raise NotAcceptable(headers=[("Accept", ", ".join(package.notifyTypes))])
@@ -162,7 +164,7 @@ class SubscribeHandler:
         eventId: str,
         expires: int,
     ) -> None:
-        aor, uri = presentityOf(request, self.domains)
+        aor, _ = presentityOf(request, self.domains)
         presentity = f"sip:{aor}"
         contact = self._contact(request)
         fromAddr = request.fromAddr
@@ -211,7 +213,9 @@ class SubscribeHandler:
             fromHeader=request.header("from") or "",
             toHeader=f"{request.header('to')};tag={transaction.toTag}",
             createdTime=now,
-            connection=transaction.peer.connection if transaction.peer.reliable else None,
+            connection=transaction.peer.connection
+            if transaction.peer.reliable
+            else None,
         )
         if status == TERMINATED:
             # Refused outright (RFC 6665 4.2.1.1: a 403 would reveal the
@@ -271,14 +275,18 @@ class SubscribeHandler:
             removed = await self.store.removeSubscription(subscription.key)
             if removed is not None:
                 subscription.localCSeq = max(subscription.localCSeq, removed.localCSeq)
-            self._respond(transaction, 200, expires=0, contact=subscription.localContact)
+            self._respond(
+                transaction, 200, expires=0, contact=subscription.localContact
+            )
             self.ended += 1
             self.notifier.send(subscription, terminated="timeout")
             await self._watchersChanged(subscription)
             return
         subscription.expires = now + expires
         await self.store.putSubscription(subscription)
-        self._respond(transaction, 200, expires=expires, contact=subscription.localContact)
+        self._respond(
+            transaction, 200, expires=expires, contact=subscription.localContact
+        )
         self.refreshed += 1
         self.notifier.send(subscription)
 

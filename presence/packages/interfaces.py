@@ -44,16 +44,19 @@ class IEventPackage(Interface):
 
     name = Attribute(
         "The package's name as matched against Event headers: a token,"
-        " with a parameter where the package needs one (C{dialog;sla}).")
+        " with a parameter where the package needs one (C{dialog;sla})."
+    )
     acceptTypes = Attribute("The media types PUBLISH bodies may have (list of str).")
     notifyTypes = Attribute("The media types NOTIFY bodies have (list of str).")
     acceptsPublish = Attribute("Whether PUBLISH is accepted for this event.")
     needsAuthorisation = Attribute(
-        "Whether watchers go through the privacy policy (else always active).")
+        "Whether watchers go through the privacy policy (else always active)."
+    )
     publishExpires = Attribute("The L{ExpiryRange} of PUBLISH.")
     subscribeExpires = Attribute("The L{ExpiryRange} of SUBSCRIBE.")
     watcherInfo = Attribute(
-        "The name of the package that watches this one's watchers, or None.")
+        "The name of the package that watches this one's watchers, or None."
+    )
 
     def validate(body: bytes, contentType: str) -> None:
         """Check a PUBLISH body.

@@ -12,7 +12,7 @@ some phones read only unprefixed PIDF.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Final
+from typing import Any, Final
 
 from lxml import etree
 from zope.interface import implementer
@@ -25,6 +25,9 @@ from presence.storage.records import Publication, Subscription
 PIDF_NS: Final = "urn:ietf:params:xml:ns:pidf"
 PIDF_TYPE: Final = "application/pidf+xml"
 _PIDF: Final = "{" + PIDF_NS + "}"
+# lxml-stubs type nsmap keys as str, but None is how lxml names the default
+# namespace.
+_DEFAULT_NSMAP: Final[Any] = {None: PIDF_NS}
 
 #: What to send when nothing is published.
 OFFLINE_CLOSED: Final = "closed"
@@ -33,7 +36,7 @@ OFFLINE_EMPTY: Final = "empty"
 
 def offlineDocument(entity: str) -> bytes:
     """A PIDF with one closed tuple: OpenSIPS's body for an offline presentity."""
-    root = etree.Element(_PIDF + "presence", nsmap={None: PIDF_NS})
+    root = etree.Element(_PIDF + "presence", nsmap=_DEFAULT_NSMAP)
     root.set("entity", entity)
     tuple_ = etree.SubElement(root, _PIDF + "tuple", id="offline")
     status = etree.SubElement(tuple_, _PIDF + "status")
@@ -73,11 +76,11 @@ def aggregate(entity: str, documents: Sequence[bytes]) -> bytes:
             key: object = (child.tag, ident) if ident is not None else (n, i)
             children.pop(key, None)
             children[key] = child
-    root = etree.Element(_PIDF + "presence", nsmap=nsmap)
+    root = etree.Element(_PIDF + "presence", nsmap=nsmap)  # type: ignore[arg-type]
     root.set("entity", entity)
     for child in sorted(children.values(), key=_order):
         root.append(child)
-    etree.cleanup_namespaces(root, top_nsmap=nsmap)
+    etree.cleanup_namespaces(root, top_nsmap=nsmap)  # type: ignore[arg-type]
     return serialise(root)
 
 

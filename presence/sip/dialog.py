@@ -10,7 +10,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from presence.errors import SIPParseError
-from presence.sip.message import NameAddr, SIPRequest, URI, parseNameAddr, parseURI, splitList
+from presence.sip.message import (
+    URI,
+    NameAddr,
+    SIPRequest,
+    parseNameAddr,
+    parseURI,
+    splitList,
+)
 
 
 def routeSet(recordRoute: str) -> list[NameAddr]:

@@ -9,7 +9,8 @@ or a timeout as a 408 and a transport error as a 503 (RFC 3261 section
 from __future__ import annotations
 
 import secrets
-from typing import Any, Final, Protocol as TypingProtocol
+from typing import Any, Final
+from typing import Protocol as TypingProtocol
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -31,6 +32,17 @@ T2: Final = 4.0
 T4: Final = 5.0
 
 
+class SyntheticResponse(SIPResponse):
+    """A final response made here for a request that got none (RFC 3261 8.1.3.1).
+
+    A client transaction fires its Deferred with one of these on a timeout
+    (408) or a transport error (503); tell it from a response that came over
+    the network with C{isinstance}.
+    """
+
+    __slots__ = ()
+
+
 def newBranch() -> str:
     """A branch parameter unique in space and time (RFC 3261 8.1.1.7)."""
     return MAGIC_COOKIE + secrets.token_hex(8)
@@ -50,7 +62,11 @@ class TransactionUser(TypingProtocol):
         """Take a new request; answer it through C{transaction.respond}."""
 
     def malformedReceived(
-        self, request: SIPRequest, transaction: ServerTransaction, reason: str, code: int
+        self,
+        request: SIPRequest,
+        transaction: ServerTransaction,
+        reason: str,
+        code: int,
     ) -> None:
         """Take a request that failed to parse; answer it with an error."""
 
@@ -198,6 +214,7 @@ class InviteServerTransaction(ServerTransaction):
     def _timerG(self, interval: float) -> None:
         if self.state != "completed" or self.lastResponse is None:
             return
+        self.layer.stats.retransmissionsSent += 1
         self._send(self.lastResponse)
         interval = min(2 * interval, T2)
         self._schedule("G", interval, self._timerG, interval)
@@ -272,9 +289,11 @@ class ClientTransaction:
         if self.state not in ("trying", "proceeding"):
             return
         self.layer.stats.retransmissionsSent += 1
-        self._transmit()
         interval = T2 if self.state == "proceeding" else min(2 * interval, T2)
+        # Schedule before sending: a send that fails at once terminates the
+        # transaction, which must then cancel this timer too.
         self._schedule("E", interval, self._timerE, interval)
+        self._transmit()
 
     def _timerF(self) -> None:
         if self.state not in ("trying", "proceeding"):
@@ -300,10 +319,9 @@ class ClientTransaction:
         self.terminate()
         self.deferred.callback(response)
 
-    def _synthetic(self, code: int, phrase: str) -> SIPResponse:
-        response = responseTo(self.request, code, phrase)
-        response.synthetic = True  # type: ignore[attr-defined]
-        return response
+    def _synthetic(self, code: int, phrase: str) -> SyntheticResponse:
+        made = responseTo(self.request, code, phrase)
+        return SyntheticResponse(made.code, made.phrase, made.headers, made.body)
 
     def _schedule(self, name: str, delay: float, f: Any, *args: Any) -> None:
         self._cancel(name)
@@ -372,7 +390,9 @@ class TransactionLayer:
             key = _serverKey(message, "INVITE" if method == "ACK" else method)
         except SIPParseError as e:
             self.transports.stats.dropped += 1
-            self.log.warn("dropped request from {peer}: {reason}", peer=peer, reason=e.reason)
+            self.log.warn(
+                "dropped request from {peer}: {reason}", peer=peer, reason=e.reason
+            )
             return
         existing = self.server.get(key)
         if method == "ACK":
@@ -422,7 +442,9 @@ class TransactionLayer:
         self.stats.serverTransactions += 1
         return transaction
 
-    def _cancelReceived(self, cancel: SIPRequest, transaction: ServerTransaction) -> None:
+    def _cancelReceived(
+        self, cancel: SIPRequest, transaction: ServerTransaction
+    ) -> None:
         """Answer CANCEL (RFC 3261 section 9.2).
 
         Every INVITE is answered at once, so there is never anything left to

@@ -15,20 +15,37 @@ from __future__ import annotations
 import ipaddress
 import random
 import socket
-from typing import Any, Final, Protocol as TypingProtocol
+from typing import Any, Final, cast
+from typing import Protocol as TypingProtocol
 
 from twisted.internet import defer
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
-from twisted.internet.interfaces import IAddress, IReactorTime
-from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
+from twisted.internet.error import MessageLengthError
+from twisted.internet.interfaces import (
+    IAddress,
+    IDelayedCall,
+    IReactorTime,
+    ITCPTransport,
+)
+from twisted.internet.protocol import (
+    DatagramProtocol,
+    Factory,
+    Protocol,
+    connectionDone,
+)
 from twisted.logger import Logger
 from twisted.names import dns
-from twisted.names.error import DNSNameError, DNSServerError
-from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 
 from presence.errors import PresenceError, SIPParseError
-from presence.sip.message import SIPMessage, SIPRequest, SIPResponse, SIPURI, Via, splitList
+from presence.sip.message import (
+    SIPURI,
+    SIPMessage,
+    SIPRequest,
+    SIPResponse,
+    Via,
+    splitList,
+)
 from presence.sip.parser import KEEPALIVE, StreamFramer, parseDatagram
 
 RELIABLE: Final = frozenset({"TCP", "TLS", "SCTP", "WS", "WSS"})
@@ -136,13 +153,27 @@ class SIPDatagramProtocol(DatagramProtocol):
         self.transports.datagramReceived(self, datagram, addr[0], addr[1])
 
     def send(self, data: bytes, host: str, port: int) -> None:
-        """Send one datagram."""
+        """Send one datagram.
+
+        Raises:
+            TransportError: the socket refused it (too large, bad address,
+                or any socket error).
+        """
         assert self.transport is not None
-        self.transport.write(data, (host, port))
+        try:
+            self.transport.write(data, (host, port))
+        except (OSError, ValueError, MessageLengthError) as e:
+            raise TransportError(f"cannot send to {host}:{port}: {e}") from e
 
 
-class SIPStreamProtocol(Protocol, TimeoutMixin):
-    """A TCP connection carrying SIP messages framed by Content-Length."""
+class SIPStreamProtocol(Protocol):
+    """A TCP connection carrying SIP messages framed by Content-Length.
+
+    Attributes:
+        peer: the far end, set when the connection is made.
+        connected: whether messages may still be written; false once the
+            connection is lost or being closed by us.
+    """
 
     def __init__(self, transports: SIPTransports, idleTimeout: float | None) -> None:
         """Report to C{transports}; close after C{idleTimeout} idle seconds."""
@@ -151,49 +182,83 @@ class SIPStreamProtocol(Protocol, TimeoutMixin):
         self.idleTimeout = idleTimeout
         self.peer: Peer | None = None
         self.connected = False
+        self._idleCall: IDelayedCall | None = None
 
     def connectionMade(self) -> None:
         """Register the connection so that requests can reuse it."""
         self.connected = True
-        address = self.transport.getPeer()  # type: ignore[union-attr]
-        self.peer = Peer("TCP", address.host, address.port, self)
-        self.callLater = self.transports.clock.callLater  # type: ignore[assignment]
-        self.setTimeout(self.idleTimeout)
+        address = cast(ITCPTransport, self.transport).getPeer()
+        host = str(getattr(address, "host", ""))
+        port = int(getattr(address, "port", 0))
+        self.peer = Peer("TCP", host, port, self)
+        if self.idleTimeout is not None:
+            self._idleCall = self.transports.clock.callLater(
+                self.idleTimeout, self.timeoutConnection
+            )
         self.transports.connectionMade(self)
+
+    def _activity(self) -> None:
+        call = self._idleCall
+        if call is not None and call.active() and self.idleTimeout is not None:
+            call.reset(self.idleTimeout)
 
     def dataReceived(self, data: bytes) -> None:
         """Frame the bytes and hand each message on."""
-        self.resetTimeout()
+        if not self.connected:
+            return
+        self._activity()
         assert self.peer is not None
         for item in self.framer.dataReceived(data):
             if item is KEEPALIVE:
                 self.transports.stats.keepAlives += 1
-                self.transport.write(b"\r\n")  # type: ignore[union-attr]
+                self._write(b"\r\n")
             elif isinstance(item, SIPParseError):
                 self.transports.streamBroken(self, item)
-                self.transport.loseConnection()  # type: ignore[union-attr]
+                self.close()
                 return
-            else:
-                self.transports.messageReceived(item, self.peer)  # type: ignore[arg-type]
+            elif isinstance(item, SIPMessage):
+                self.transports.messageReceived(item, self.peer)
+            if not self.connected:
+                return
 
     def send(self, data: bytes) -> None:
         """Write one message."""
-        self.resetTimeout()
-        self.transport.write(data)  # type: ignore[union-attr]
+        self._activity()
+        self._write(data)
+
+    def _write(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(data)
+
+    def close(self) -> None:
+        """Close the connection; nothing more is written or read on it."""
+        if not self.connected:
+            return
+        self.connected = False
+        self._cancelIdle()
+        self.transports.connectionLost(self)
+        assert self.transport is not None
+        self.transport.loseConnection()
 
     def timeoutConnection(self) -> None:
         """Close an idle connection."""
+        self._idleCall = None
         self.transports.log.debug("closing idle connection to {peer}", peer=self.peer)
-        self.transport.loseConnection()  # type: ignore[union-attr]
+        self.close()
 
-    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
+    def _cancelIdle(self) -> None:
+        call, self._idleCall = self._idleCall, None
+        if call is not None and call.active():
+            call.cancel()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         """Forget the connection."""
         self.connected = False
-        self.setTimeout(None)
+        self._cancelIdle()
         self.transports.connectionLost(self)
 
 
-class SIPStreamFactory(Factory):
+class SIPStreamFactory(Factory[SIPStreamProtocol]):
     """Builds L{SIPStreamProtocol}s for listening and for connecting."""
 
     noisy = False
@@ -202,7 +267,7 @@ class SIPStreamFactory(Factory):
         """Build protocols reporting to C{transports}."""
         self.transports = transports
 
-    def buildProtocol(self, addr: IAddress) -> SIPStreamProtocol:
+    def buildProtocol(self, addr: IAddress | None) -> SIPStreamProtocol:
         """Build one connection's protocol."""
         return SIPStreamProtocol(self.transports, self.transports.idleTimeout)
 
@@ -249,6 +314,9 @@ class SIPTransports:
         self.udp: list[SIPDatagramProtocol] = []
         self.tcpPorts: list[int] = []
         self.connections: dict[tuple[str, int], SIPStreamProtocol] = {}
+        self._connecting: dict[
+            tuple[str, int], list[tuple[bytes, defer.Deferred[None]]]
+        ] = {}
         self.streamFactory = SIPStreamFactory(self)
         self._localHosts: dict[str, str] = {}
 
@@ -276,12 +344,12 @@ class SIPTransports:
         if data.strip(b"\r\n\x00 ") == b"":
             self.stats.keepAlives += 1
             return
+        if self.trace:
+            self._traceIn(data, peer)
         try:
             message = parseDatagram(data)
         except SIPParseError as e:
             self.stats.malformed += 1
-            if self.trace:
-                self._traceIn(data, peer)
             if e.request is None:
                 self.stats.dropped += 1
                 self.log.warn(
@@ -292,12 +360,18 @@ class SIPTransports:
                 return
             self.malformedReceived(e, peer)
             return
-        if self.trace:
-            self._traceIn(data, peer)
+        except Exception:
+            # The transport edge: a parser bug must not escape to the reactor.
+            self.stats.malformed += 1
+            self.stats.dropped += 1
+            self.log.failure("cannot parse a datagram from {peer}", peer=peer)
+            return
         self.messageReceived(message, peer)
 
     def messageReceived(self, message: SIPMessage, peer: Peer) -> None:
         """Stamp a request's top Via with received/rport and hand it on."""
+        if self.trace and peer.transport != "UDP":
+            self._traceIn(message.toBytes(), peer)
         if isinstance(message, SIPRequest):
             try:
                 _stampVia(message, peer)
@@ -309,8 +383,6 @@ class SIPTransports:
                     reason=e.reason,
                 )
                 return
-        if self.trace and peer.transport != "UDP":
-            self._traceIn(message.toBytes(), peer)
         assert self.sink is not None
         self.sink.messageReceived(message, peer)
 
@@ -354,7 +426,7 @@ class SIPTransports:
         self.connections[(protocol.peer.host, protocol.peer.port)] = protocol
 
     def connectionLost(self, protocol: SIPStreamProtocol) -> None:
-        """Forget a connection."""
+        """Forget a connection (lost, or being closed)."""
         if protocol.peer is None:
             return
         key = (protocol.peer.host, protocol.peer.port)
@@ -395,7 +467,15 @@ class SIPTransports:
             self.log.warn("no UDP socket to send a response to {host}", host=host)
             self.stats.sendErrors += 1
             return
-        self._writeDatagram(protocol, data, host, port)
+        try:
+            self._writeDatagram(protocol, data, host, port)
+        except TransportError as e:
+            self.stats.sendErrors += 1
+            self.log.warn(
+                "could not send a response to {peer}: {error}",
+                peer=Peer("UDP", host, port),
+                error=str(e),
+            )
 
     def _sendOrLog(self, target: Peer, data: bytes) -> None:
         d = self.sendBytes(data, target)
@@ -428,8 +508,8 @@ class SIPTransports:
                 return defer.fail(TransportError("no UDP socket"))
             try:
                 self._writeDatagram(protocol, data, target.host, target.port)
-            except OSError as e:
-                return defer.fail(TransportError(str(e)))
+            except TransportError as e:
+                return defer.fail(e)
             return defer.succeed(None)
         if target.transport != "TCP":
             return defer.fail(
@@ -438,26 +518,45 @@ class SIPTransports:
         connection = target.connection
         if not (isinstance(connection, SIPStreamProtocol) and connection.connected):
             connection = self.connections.get((target.host, target.port))
-        if connection is not None:
+        if connection is not None and connection.connected:
             self._writeStream(connection, data)
             return defer.succeed(None)
         return self._connectAndSend(data, target)
 
     def _connectAndSend(self, data: bytes, target: Peer) -> defer.Deferred[None]:
+        """Connect to C{target} and send; later sends wait for the same connection."""
         if self.reactor is None:
             return defer.fail(TransportError("no reactor to connect with"))
+        key = (target.host, target.port)
+        sent: defer.Deferred[None] = defer.Deferred()
+        waiting = self._connecting.get(key)
+        if waiting is not None:
+            waiting.append((data, sent))
+            return sent
+        waiting = self._connecting[key] = [(data, sent)]
         endpointClass = TCP6ClientEndpoint if ":" in target.host else TCP4ClientEndpoint
         endpoint = endpointClass(self.reactor, target.host, target.port, timeout=10)
-        d = endpoint.connect(self.streamFactory)
 
-        def connected(protocol: SIPStreamProtocol) -> None:
-            self._writeStream(protocol, data)
+        def connected(protocol: object) -> None:
+            assert isinstance(protocol, SIPStreamProtocol)
+            if self._connecting.get(key) is waiting:
+                del self._connecting[key]
+            for queued, d in waiting:
+                if protocol.connected:
+                    self._writeStream(protocol, queued)
+                    d.callback(None)
+                else:
+                    d.errback(TransportError(f"connection to {target} lost"))
 
         def failed(failure: Failure) -> None:
-            raise TransportError(f"cannot connect to {target}: {failure.getErrorMessage()}")
+            if self._connecting.get(key) is waiting:
+                del self._connecting[key]
+            reason = f"cannot connect to {target}: {failure.getErrorMessage()}"
+            for _, d in waiting:
+                d.errback(TransportError(reason))
 
-        d.addCallbacks(connected, failed)
-        return d
+        endpoint.connect(self.streamFactory).addCallbacks(connected, failed)
+        return sent
 
     def _writeStream(self, connection: SIPStreamProtocol, data: bytes) -> None:
         self.stats.sent += 1
@@ -480,7 +579,7 @@ class SIPTransports:
             transport = protocol.transport
             if transport is None:
                 continue
-            local = transport.getHost()  # type: ignore[attr-defined]
+            local = transport.getHost()
             if (":" in local.host) == family6 or local.host in ("", "::"):
                 return protocol
         return None
@@ -496,7 +595,7 @@ class SIPTransports:
             port = DEFAULT_PORT
             host = "127.0.0.1"
             if protocol is not None and protocol.transport is not None:
-                local = protocol.transport.getHost()  # type: ignore[attr-defined]
+                local = protocol.transport.getHost()
                 host, port = local.host, local.port
         else:
             port = self.tcpPorts[0] if self.tcpPorts else DEFAULT_PORT
@@ -505,7 +604,7 @@ class SIPTransports:
             if not isinstance(connection, SIPStreamProtocol):
                 connection = self.connections.get((target.host, target.port))
             if connection is not None and connection.transport is not None:
-                host = connection.transport.getHost().host  # type: ignore[attr-defined]
+                host = connection.transport.getHost().host
         if self.advertisedHost:
             return self.advertisedHost, port
         if host in ("0.0.0.0", "::", ""):
@@ -574,6 +673,9 @@ class SIPTransports:
             target = await self._lookupSRV(srvName)
             if target is not None:
                 srvHost, srvPort = target
+                if not srvHost:
+                    # RFC 2782: a target of "." means "no service here".
+                    raise TransportError(f"no SIP service at {host}")
                 address = await self._lookupAddress(srvHost)
                 return Peer(transport, address, srvPort, connection)
         address = await self._lookupAddress(host)
@@ -582,9 +684,8 @@ class SIPTransports:
     async def _lookupSRV(self, name: str) -> tuple[str, int] | None:
         try:
             answers, _, _ = await self.resolver.lookupService(name)
-        except (DNSNameError, DNSServerError, defer.TimeoutError, OSError):
-            return None
-        except Exception:  # noqa: BLE001 - any DNS failure means "no SRV"
+        except Exception:
+            # Any DNS failure means "no SRV": fall back to an address lookup.
             return None
         records = [
             a.payload for a in answers if a.type == dns.SRV and a.payload is not None
@@ -595,7 +696,7 @@ class SIPTransports:
         candidates = [r for r in records if r.priority == best]
         total = sum(r.weight for r in candidates)
         if total:
-            pick = random.uniform(0, total)  # noqa: S311 - load spreading only
+            pick = random.uniform(0, total)  # load spreading, not security
             for record in candidates:
                 pick -= record.weight
                 if pick <= 0:
@@ -607,7 +708,7 @@ class SIPTransports:
     async def _lookupAddress(self, host: str) -> str:
         try:
             address = await self.resolver.getHostByName(host)
-        except Exception as e:  # noqa: BLE001 - every failure is "cannot resolve"
+        except Exception as e:  # every failure is "cannot resolve"
             raise TransportError(f"cannot resolve {host}: {e}") from None
         return str(address)
 
@@ -628,6 +729,14 @@ class SIPTransports:
         )
 
 
+def _sameAddress(sentBy: str, source: str) -> bool:
+    """Whether a Via sent-by host is the IP address C{source}."""
+    try:
+        return ipaddress.ip_address(sentBy.strip("[]")) == ipaddress.ip_address(source)
+    except ValueError:
+        return False
+
+
 def _stampVia(request: SIPRequest, peer: Peer) -> None:
     """Add received and rport to the top Via (RFC 3261 18.2.1, RFC 3581 4).
 
@@ -637,10 +746,13 @@ def _stampVia(request: SIPRequest, peer: Peer) -> None:
     via = request.topVia
     params = via.params
     changed = False
-    if via.host.strip("[]") != peer.host:
+    # RFC 3581 section 4: an empty rport asks for the source port, and then
+    # received is added even when it equals the sent-by host.
+    askedRport = "rport" in params and params["rport"] is None
+    if askedRport or not _sameAddress(via.host, peer.host):
         params["received"] = peer.host
         changed = True
-    if "rport" in params and params["rport"] is None:
+    if askedRport:
         params["rport"] = str(peer.port)
         changed = True
     if not changed:

@@ -4,5 +4,8 @@ from presence.errors import PresenceError
 
 
 class StorageError(PresenceError):
-    """The store cannot do what was asked: the database is unreachable, or
-    refused the change. Requests that need the store are answered 503."""
+    """The store cannot do what was asked.
+
+    The database is unreachable, or refused the change. Requests that need the store
+    are answered 503.
+    """

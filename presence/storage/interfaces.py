@@ -33,10 +33,14 @@ class IPresenceStore(Interface):
     async def publication(presentity: str, event: str, etag: str) -> Publication | None:
         """The publication with this entity tag, or C{None}."""
 
-    async def putPublication(publication: Publication, replacing: str | None = None) -> None:
+    async def putPublication(
+        publication: Publication, replacing: str | None = None
+    ) -> None:
         """Insert a publication, or replace the one whose etag is C{replacing}."""
 
-    async def removePublication(presentity: str, event: str, etag: str) -> Publication | None:
+    async def removePublication(
+        presentity: str, event: str, etag: str
+    ) -> Publication | None:
         """Remove a publication; return it, or C{None} if there was none."""
 
     async def expiredPublications(now: float) -> list[Publication]:

@@ -1,5 +1,6 @@
-"""A store that keeps everything in memory: for tests and throw-away runs,
-and the cache that the database-backed modes sit behind.
+"""A store that keeps everything in memory.
+
+For tests and throw-away runs, and the cache that the database-backed modes sit behind.
 
 Expiry costs O(log n) per change and O(k) per sweep for k expired rows: each
 put pushes (expires, key) on a heap, and a sweep pops only what is due,
@@ -70,7 +71,9 @@ class MemoryStore:
         self._byPresentity: dict[tuple[str, str], dict[SubscriptionKey, None]] = {}
         self._byDialog: dict[DialogKey, dict[SubscriptionKey, None]] = {}
         self._subscriptionExpiry = _ExpiryHeap()
-        self._watchers: dict[tuple[str, str], dict[tuple[str, str, str, str], Watcher]] = {}
+        self._watchers: dict[
+            tuple[str, str], dict[tuple[str, str, str, str], Watcher]
+        ] = {}
         self._bindings: dict[str, dict[str, Binding]] = {}
         self._bindingExpiry = _ExpiryHeap()
 
@@ -155,9 +158,9 @@ class MemoryStore:
         ):
             self._unindex(old)
         self._subscriptions[key] = subscription.copy()
-        self._byPresentity.setdefault((subscription.presentity, subscription.event), {})[
-            key
-        ] = None
+        self._byPresentity.setdefault(
+            (subscription.presentity, subscription.event), {}
+        )[key] = None
         self._byDialog.setdefault(subscription.dialogKey, {})[key] = None
         self._subscriptionExpiry.set(key, subscription.expires)
 
@@ -200,7 +203,9 @@ class MemoryStore:
         row = self._subscriptions.get(key)
         if row is None:
             return None
-        siblings = [self._subscriptions[k] for k in self._byDialog.get(row.dialogKey, {})]
+        siblings = [
+            self._subscriptions[k] for k in self._byDialog.get(row.dialogKey, {})
+        ]
         cseq = max(s.localCSeq for s in siblings) + 1
         for sibling in siblings:
             sibling.localCSeq = cseq
@@ -234,7 +239,9 @@ class MemoryStore:
 
     async def putBinding(self, binding: Binding) -> None:
         """See L{IPresenceStore.putBinding}."""
-        self._bindings.setdefault(binding.aor, {})[binding.contact] = Binding(**vars(binding))
+        self._bindings.setdefault(binding.aor, {})[binding.contact] = Binding(
+            **vars(binding)
+        )
         self._bindingExpiry.set((binding.aor, binding.contact), binding.expires)
 
     async def removeBinding(self, aor: str, contact: str) -> None:

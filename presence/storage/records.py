@@ -15,7 +15,12 @@ PENDING: Final = 2
 TERMINATED: Final = 3
 WAITING: Final = 4
 
-STATUS_NAMES: Final = {ACTIVE: "active", PENDING: "pending", TERMINATED: "terminated", WAITING: "waiting"}
+STATUS_NAMES: Final = {
+    ACTIVE: "active",
+    PENDING: "pending",
+    TERMINATED: "terminated",
+    WAITING: "waiting",
+}
 
 #: A subscription's dialog, as the store indexes it: Call-ID, our tag (the To
 #: tag of the SUBSCRIBE's response) and the watcher's tag.

@@ -17,6 +17,7 @@ class FakeTransaction:
     """A server transaction that records the responses it is given."""
 
     def __init__(self, request: SIPRequest) -> None:
+        """Open for C{request}."""
         self.request = request
         self.peer = Peer("UDP", "192.0.2.1", 5060)
         self.state = "trying"
@@ -29,9 +30,11 @@ class FakeTransaction:
         headers: list[tuple[str, str]] | None = None,
         body: bytes = b"",
     ) -> SIPResponse:
+        """Build a response with a fixed To tag."""
         return responseTo(self.request, code, phrase, headers or (), body, "t1")
 
     def respond(self, response: SIPResponse) -> None:
+        """Record a response."""
         self.responses.append(response)
         if response.code >= 200:
             self.state = "completed"
@@ -74,10 +77,13 @@ class CheckRequestTests(SynchronousTestCase):
     """RFC 3261 section 8.2 checks made before routing."""
 
     def test_missingHeaderNamed(self) -> None:
-        """RFC 3261 8.1.1: a request without a mandatory header is answered
-        400 with a reason naming the header."""
+        """RFC 3261 8.1.1.
+
+        A request without a mandatory header is answered 400 with a reason
+        naming the header.
+        """
         for name in ["Via", "To", "From", "Call-ID", "CSeq", "Max-Forwards"]:
-            response = dispatch(Dispatcher(), request(**{name: None}))
+            response = dispatch(Dispatcher(), request("OPTIONS", **{name: None}))
             self.assertEqual(response.code, 400, name)
             self.assertIn(name, response.phrase)
 
@@ -129,7 +135,9 @@ class CheckRequestTests(SynchronousTestCase):
     def test_bodyTooLarge(self) -> None:
         """A body larger than the configured limit is answered 513."""
         dispatcher = Dispatcher(maxBodySize=10)
-        response = dispatch(dispatcher, request(body=b"x" * 11, Content_Type="text/plain"))
+        response = dispatch(
+            dispatcher, request(body=b"x" * 11, Content_Type="text/plain")
+        )
         self.assertEqual(response.code, 513)
 
     def test_checkPasses(self) -> None:
@@ -159,8 +167,10 @@ class RoutingTests(SynchronousTestCase):
         self.assertEqual(response.header("allow-events"), "presence, dialog")
 
     def test_unimplementedMethod(self) -> None:
-        """RFC 3261 8.2.1: a method the server does not implement gets 405
-        with Allow."""
+        """RFC 3261 8.2.1.
+
+        A method the server does not implement gets 405 with Allow.
+        """
         for method in ["INVITE", "MESSAGE", "NEWMETHOD"]:
             response = dispatch(Dispatcher(), request(method))
             self.assertEqual(response.code, 405)
@@ -182,6 +192,7 @@ class ErrorFunnelTests(SynchronousTestCase):
     """Every failure of a handler becomes a response."""
 
     def answer(self, error: Exception) -> SIPResponse:
+        """The response to a PUBLISH whose handler raises C{error}."""
         dispatcher = Dispatcher()
 
         async def handler(req: SIPRequest, transaction: Any) -> None:

@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 from twisted.internet import defer, reactor, task
 from twisted.trial.unittest import TestCase
 
-sys.path.insert(0, str(Path(__file__).parent))
-from sipclient import connectTCP, listenUDP, startServer  # noqa: E402
-
-from presence.sip.message import SIPResponse  # noqa: E402
+from presence.scripted import connectTCP, listenUDP, startServer
+from presence.sip.message import SIPResponse
 
 
 def options(port: int, transport: str, n: int, localPort: int = 5099) -> bytes:
     """An OPTIONS request numbered C{n}."""
     return (
         f"OPTIONS sip:bob@127.0.0.1:{port} SIP/2.0\r\n"
-        f"Via: SIP/2.0/{transport} 127.0.0.1:{localPort};branch=z9hG4bK-e2e-{n};rport\r\n"
+        f"Via: SIP/2.0/{transport} 127.0.0.1:{localPort}"
+        f";branch=z9hG4bK-e2e-{n};rport\r\n"
         "Max-Forwards: 70\r\n"
         "To: <sip:bob@127.0.0.1>\r\n"
         "From: <sip:alice@127.0.0.1>;tag=e2e\r\n"
@@ -40,6 +36,7 @@ class OptionsEndToEndTests(TestCase):
     timeout = 20
 
     def setUp(self) -> None:
+        """Start a server on ephemeral ports."""
         self.server, self.udpPort, self.tcpPort = startServer()
         self.addCleanup(self.server.stopService)
 
@@ -48,7 +45,7 @@ class OptionsEndToEndTests(TestCase):
         client, port = listenUDP()
         self.addCleanup(port.stopListening)
         port.write(options(self.udpPort, "UDP", 1), ("127.0.0.1", self.udpPort))
-        response, addr = await within(client.queue.get())
+        response, _ = await within(client.queue.get())
         self.assertIsInstance(response, SIPResponse)
         self.assertEqual(response.code, 200)
         self.assertIn("OPTIONS", response.header("allow"))
@@ -68,8 +65,8 @@ class OptionsEndToEndTests(TestCase):
     async def test_tcpTwoInOneSegment(self) -> None:
         """Two requests in one TCP segment get two responses, in order."""
         client = await connectTCP(self.tcpPort)
-        self.addCleanup(client.transport.loseConnection)
-        client.transport.write(
+        self.addCleanup(client.close)
+        client.send(
             options(self.tcpPort, "TCP", 1) + options(self.tcpPort, "TCP", 2)
         )
         first = await within(client.queue.get())
@@ -80,10 +77,10 @@ class OptionsEndToEndTests(TestCase):
     async def test_tcpSplitAcrossSegments(self) -> None:
         """A request split across several TCP segments is answered once."""
         client = await connectTCP(self.tcpPort)
-        self.addCleanup(client.transport.loseConnection)
+        self.addCleanup(client.close)
         data = options(self.tcpPort, "TCP", 3)
         for i in range(0, len(data), 40):
-            client.transport.write(data[i : i + 40])
+            client.send(data[i : i + 40])
             await task.deferLater(reactor, 0.01, lambda: None)
         response = await within(client.queue.get())
         self.assertEqual(response.code, 200)
@@ -92,7 +89,7 @@ class OptionsEndToEndTests(TestCase):
     async def test_tcpMalformedClosed(self) -> None:
         """A malformed TCP stream gets 400 and the connection is closed."""
         client = await connectTCP(self.tcpPort)
-        client.transport.write(
+        client.send(
             b"OPTIONS sip:bob@127.0.0.1 SIP/2.0\r\nVia SIP/2.0/TCP x\r\n\r\n"
         )
         await within(client.lost)
