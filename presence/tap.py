@@ -25,8 +25,10 @@ from presence.core.notify import Notifier
 from presence.core.publish import PublishHandler
 from presence.core.registrar import Registrar
 from presence.core.subscribe import SubscribeHandler
+from presence.core.watchers import WatcherTracker
 from presence.packages.interfaces import PackageRegistry
 from presence.packages.presence import PresencePackage
+from presence.packages.winfo import WatcherInfoPackage
 from presence.sip.resolver import LazyResolver
 from presence.sip.transaction import TransactionLayer
 from presence.sip.transport import SIPTransports
@@ -126,8 +128,14 @@ def buildStack(config: Config, reactor: Any) -> Stack:
     dispatcher = Dispatcher(maxBodySize=config.maxBodySize)
     transactions = TransactionLayer(reactor, transports, dispatcher)
     store = MemoryStore()
-    packages = PackageRegistry([PresencePackage(offline=config.offlineBody)])
+    packages = PackageRegistry(
+        [
+            PresencePackage(offline=config.offlineBody),
+            WatcherInfoPackage(reactor, store),
+        ]
+    )
     notifier = Notifier(reactor, store, packages, transactions, transports)
+    watchers = WatcherTracker(reactor, store, packages, notifier)
     policy = AllowAll()
     subscribe = SubscribeHandler(
         reactor, store, packages, policy, notifier, transports, config.domains
@@ -135,6 +143,9 @@ def buildStack(config: Config, reactor: Any) -> Stack:
     publish = PublishHandler(reactor, store, packages, notifier, config.domains)
     registrar = Registrar(reactor, store, config.domains)
     sweeper = ExpirySweeper(reactor, store, notifier)
+    subscribe.onWatcherChange = watchers.changed
+    notifier.onRemoved = lambda s, why: watchers.changed(s, "deactivated")
+    sweeper.onSubscriptionExpired = lambda s: watchers.changed(s, "timeout")
     dispatcher.register("SUBSCRIBE", subscribe)
     dispatcher.register("PUBLISH", publish)
     dispatcher.register("REGISTER", registrar)

@@ -9,6 +9,7 @@ dialog usage (RFC 5057) removes the subscription.
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 from typing import Any, Final
@@ -151,6 +152,7 @@ class Notifier:
             cseq = await self.store.nextCSeq(subscription.key)
             if cseq is None:
                 return
+            subscription.localCSeq = cseq
         else:
             cseq = subscription.localCSeq + 1
             subscription.localCSeq = cseq
@@ -207,6 +209,8 @@ class Notifier:
             body = package.notifyBody(
                 subscription.presentity, subscription, publications
             )
+            if inspect.isawaitable(body):
+                body = await body
             if subscription.version != version and terminated is None:
                 await self.store.putSubscription(subscription)
         if terminated is not None:

@@ -8,7 +8,7 @@ the first NOTIFY with the current state.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
@@ -20,6 +20,7 @@ from presence.errors import (
     BadEvent,
     BadRequest,
     CallOrTransactionDoesNotExist,
+    Forbidden,
     IntervalTooBrief,
     NotAcceptable,
     NotFound,
@@ -114,6 +115,10 @@ class SubscribeHandler:
         self.created = 0
         self.refreshed = 0
         self.ended = 0
+        #: Called with a subscription and a watcher event (RFC 3857 3.2).
+        self.onWatcherChange: Callable[[Subscription, str], Awaitable[Any]] | None = (
+            None
+        )
 
     def package(self, request: SIPRequest) -> IEventPackage:
         """The package the Event header names.
@@ -176,6 +181,11 @@ class SubscribeHandler:
         if isinstance(watcherURI, SIPURI):
             watcherUser = unescape(watcherURI.user or "")
             watcherDomain = watcherURI.host.lower()
+        if package.ownerOnly and (
+            not isinstance(watcherURI, SIPURI) or watcherURI.aor() != aor
+        ):
+            # RFC 3857 section 5: only the presentity watches its watchers.
+            raise Forbidden("only the presentity may subscribe")
         toURI = request.toAddr.uri
         toUser = unescape(toURI.user or "") if isinstance(toURI, SIPURI) else ""
         toDomain = toURI.host.lower() if isinstance(toURI, SIPURI) else ""
@@ -239,7 +249,7 @@ class SubscribeHandler:
             return
         await self.store.putSubscription(subscription)
         self.notifier.send(subscription)
-        await self._watchersChanged(subscription)
+        await self._watchersChanged(subscription, "subscribe")
 
     async def _inDialog(
         self,
@@ -280,7 +290,7 @@ class SubscribeHandler:
             )
             self.ended += 1
             self.notifier.send(subscription, terminated="timeout")
-            await self._watchersChanged(subscription)
+            await self._watchersChanged(subscription, "timeout")
             return
         subscription.expires = now + expires
         await self.store.putSubscription(subscription)
@@ -289,6 +299,7 @@ class SubscribeHandler:
         )
         self.refreshed += 1
         self.notifier.send(subscription)
+        await self._watchersChanged(subscription, "subscribe")
 
     def _newInDialog(
         self, sibling: Subscription, package: IEventPackage, eventId: str
@@ -301,11 +312,10 @@ class SubscribeHandler:
             connection=sibling.connection,
         )
 
-    async def _watchersChanged(self, subscription: Subscription) -> None:
-        """Hook for the watcher-info package: a watcher came or went."""
-        hook: Any = getattr(self, "onWatcherChange", None)
-        if hook is not None:
-            await hook(subscription)
+    async def _watchersChanged(self, subscription: Subscription, event: str) -> None:
+        """Tell the watcher tracker that a watcher came, stayed or went."""
+        if self.onWatcherChange is not None:
+            await self.onWatcherChange(subscription, event)
 
     def _respond(
         self,

@@ -7,7 +7,7 @@ to validate a body, how to build the body of a NOTIFY).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Iterator, Sequence
 from dataclasses import dataclass
 
 from zope.interface import Attribute, Interface
@@ -57,6 +57,9 @@ class IEventPackage(Interface):
     watcherInfo = Attribute(
         "The name of the package that watches this one's watchers, or None."
     )
+    ownerOnly = Attribute(
+        "Whether only the presentity itself may subscribe (others get 403)."
+    )
 
     def validate(body: bytes, contentType: str) -> None:
         """Check a PUBLISH body.
@@ -71,7 +74,7 @@ class IEventPackage(Interface):
         presentity: str,
         subscription: Subscription,
         publications: Sequence[Publication],
-    ) -> Body | None:
+    ) -> Body | Awaitable[Body | None] | None:
         """Build the body of a NOTIFY to an active subscription.
 
         Args:
@@ -82,7 +85,8 @@ class IEventPackage(Interface):
                 nothing is published).
 
         Returns:
-            The body, or C{None} for a NOTIFY without one.
+            The body, or C{None} for a NOTIFY without one; or an awaitable
+            of either, for packages that must read the store.
         """
 
 

@@ -94,6 +94,7 @@ class PresencePackage:
     acceptsPublish = True
     needsAuthorisation = True
     watcherInfo = "presence.winfo"
+    ownerOnly = False
 
     def __init__(
         self,

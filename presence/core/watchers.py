@@ -1,0 +1,86 @@
+"""Keeping track of watchers: the C{watchers} table and watcher information.
+
+When a subscription of a package that needs authorisation comes, is
+refreshed, or ends, its watcher's row in C{watchers} is updated, and if the
+package has a watcher-information package (C{presence} has
+C{presence.winfo}), the winfo subscribers of the presentity are notified.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from presence.core.notify import Notifier
+from presence.packages.interfaces import PackageRegistry
+from presence.storage.interfaces import IPresenceStore
+from presence.storage.records import TERMINATED, Subscription, Watcher
+
+
+class WatcherTracker:
+    """Updates watcher rows and feeds watcher-information packages."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        store: IPresenceStore,
+        packages: PackageRegistry,
+        notifier: Notifier,
+    ) -> None:
+        """Track watchers of the packages in C{packages}."""
+        self.clock = clock
+        self.store = store
+        self.packages = packages
+        self.notifier = notifier
+
+    async def changed(self, subscription: Subscription, event: str) -> None:
+        """A subscription came (C{subscribe}), was refreshed, or ended.
+
+        Args:
+            subscription: the subscription.
+            event: the watcher event of RFC 3857 section 3.2: C{subscribe},
+                C{approved}, C{timeout}, C{deactivated}, C{rejected}...
+        """
+        package = self.packages.get(subscription.event)
+        if package is None:
+            return
+        if package.ownerOnly:
+            await self._winfoEnded(subscription, event)
+            return
+        if package.needsAuthorisation:
+            ended = event in (
+                "timeout",
+                "deactivated",
+                "rejected",
+                "giveup",
+                "noresource",
+            )
+            await self.store.putWatcher(
+                Watcher(
+                    presentity=subscription.presentity,
+                    watcherUsername=subscription.watcherUsername,
+                    watcherDomain=subscription.watcherDomain,
+                    event=subscription.event,
+                    status=TERMINATED if ended else subscription.status,
+                    reason=event if ended else subscription.reason,
+                    insertedTime=subscription.createdTime or self.clock.seconds(),
+                )
+            )
+        if package.watcherInfo is None:
+            return
+        winfo: Any = self.packages.get(package.watcherInfo)
+        if winfo is None or not hasattr(winfo, "watcherChanged"):
+            return
+        for subscriber in await winfo.watcherChanged(subscription, event):
+            self.notifier.send(subscriber)
+
+    async def _winfoEnded(self, subscription: Subscription, event: str) -> None:
+        if event in ("timeout", "deactivated", "rejected", "giveup", "noresource"):
+            package: Any = self.packages.get(subscription.event)
+            forget = getattr(package, "forget", None)
+            if forget is not None:
+                forget(subscription)
