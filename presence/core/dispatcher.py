@@ -23,7 +23,6 @@ from presence.errors import (
     LoopDetected,
     MessageTooLarge,
     MethodNotAllowed,
-    PresenceError,
     ServiceUnavailable,
     SIPError,
     SIPParseError,
@@ -32,6 +31,7 @@ from presence.errors import (
 )
 from presence.sip.message import SIPRequest, SIPResponse, canonicalName
 from presence.sip.transaction import ServerTransaction
+from presence.storage.errors import StorageError
 
 #: A method handler: answers the request through the transaction, or raises.
 Handler = Callable[[SIPRequest, ServerTransaction], Awaitable[None]]
@@ -42,8 +42,8 @@ SERVER: Final = f"presence/{__version__}"
 MANDATORY: Final = ("via", "to", "from", "call-id", "cseq", "max-forwards")
 
 
-class StorageUnavailable(PresenceError):
-    """The store cannot serve now; the request is answered 503."""
+#: Kept for callers that name the old spelling.
+StorageUnavailable = StorageError
 
 
 def checkRequest(
@@ -215,7 +215,12 @@ class Dispatcher:
                 reason=error.reason,
             )
             return self._response(transaction, 400, error.reason)
-        if isinstance(error, StorageUnavailable):
+        if isinstance(error, StorageError):
+            self.log.debug(
+                "{method} answered 503: storage unavailable ({error})",
+                method=transaction.request.method,
+                error=str(error),
+            )
             return self._response(transaction, 503, "", [("Retry-After", "5")])
         self.log.failure(
             "unexpected error answering {method}",
