@@ -119,6 +119,14 @@ class Config:
         offlineBody: what a presence NOTIFY carries when nothing is
             published: C{"closed"} (a PIDF with a closed tuple) or
             C{"empty"} (no body).
+        database: C{"memory"}, C{"sqlite:PATH"} (relative to the working
+            directory, or C{sqlite:///ABSOLUTE}) or
+            C{"postgresql://user@host:port/name"}.
+        fallback2db: shared mode: every read and write goes to the database,
+            so that several servers can share it.
+        dbUpdatePeriod: seconds between flushes of the cache (cache mode).
+        cleanPeriod: seconds between sweeps of expired state.
+        createTables: create missing tables at start.
     """
 
     listen: tuple[str, ...] = DEFAULT_LISTEN
@@ -128,6 +136,11 @@ class Config:
     maxBodySize: int = 60000
     advertisedAddress: str | None = None
     offlineBody: str = "closed"
+    database: str = "sqlite:presence.sqlite"
+    fallback2db: bool = False
+    dbUpdatePeriod: float = 5.0
+    cleanPeriod: float = 1.0
+    createTables: bool = True
 
     @property
     def listenAddresses(self) -> list[ListenAddress]:
@@ -146,6 +159,11 @@ class Config:
             parseListen(description)
         if self.tcpIdleTimeout <= 0:
             raise ConfigError("tcp_idle_timeout must be positive")
+        databaseKind(self.database)
+        if self.fallback2db and self.database == "memory":
+            raise ConfigError("fallback2db needs a database, not memory")
+        if self.dbUpdatePeriod <= 0 or self.cleanPeriod <= 0:
+            raise ConfigError("db_update_period and clean_period must be positive")
         if self.offlineBody not in ("closed", "empty"):
             raise ConfigError('offline_body must be "closed" or "empty"')
         if not 0 < self.maxBodySize <= 65535:
@@ -169,11 +187,46 @@ _KEYS: dict[str, tuple[str, Any]] = {
     ),
     "max_body_size": ("maxBodySize", lambda v: int(_number("max_body_size", v))),
     "offline_body": ("offlineBody", lambda v: _string("offline_body", v)),
+    "database": ("database", lambda v: _string("database", v)),
+    "fallback2db": ("fallback2db", lambda v: _bool("fallback2db", v)),
+    "db_update_period": (
+        "dbUpdatePeriod",
+        lambda v: float(_number("db_update_period", v)),
+    ),
+    "clean_period": ("cleanPeriod", lambda v: float(_number("clean_period", v))),
+    "create_tables": ("createTables", lambda v: _bool("create_tables", v)),
     "advertised_address": (
         "advertisedAddress",
         lambda v: _string("advertised_address", v),
     ),
 }
+
+
+def databaseKind(url: str) -> str:
+    """C{"memory"}, C{"sqlite"} or C{"postgresql"}, from a database setting.
+
+    Raises:
+        ConfigError: the setting names no database this server knows.
+    """
+    if url == "memory":
+        return "memory"
+    if url.startswith("sqlite:") and len(url) > len("sqlite:"):
+        return "sqlite"
+    if url.startswith(("postgresql://", "postgres://")):
+        return "postgresql"
+    raise ConfigError(
+        f"database {url!r}: expected memory, sqlite:PATH or postgresql://..."
+    )
+
+
+def sqlitePath(url: str) -> str:
+    """The file of a C{sqlite:} setting: C{sqlite:rel} or C{sqlite:///abs}."""
+    rest = url[len("sqlite:") :]
+    if rest.startswith("///"):
+        return "/" + rest[3:]
+    if rest.startswith("//"):
+        return rest[2:]
+    return rest
 
 
 def _strings(key: str, value: Any) -> list[str]:

@@ -18,7 +18,14 @@ from twisted.logger import Logger
 from twisted.python import usage
 from zope.interface import implementer
 
-from presence.config import Config, ConfigError, fromMapping, loadFile
+from presence.config import (
+    Config,
+    ConfigError,
+    databaseKind,
+    fromMapping,
+    loadFile,
+    sqlitePath,
+)
 from presence.core.dispatcher import Dispatcher
 from presence.core.expiry import ExpirySweeper
 from presence.core.notify import Notifier
@@ -32,7 +39,10 @@ from presence.packages.winfo import WatcherInfoPackage
 from presence.sip.resolver import LazyResolver
 from presence.sip.transaction import TransactionLayer
 from presence.sip.transport import SIPTransports
+from presence.storage.cached import CachedStore
+from presence.storage.interfaces import IPresenceStore
 from presence.storage.memory import MemoryStore
+from presence.storage.service import CACHE, MEMORY, SHARED, StorageService
 from presence.xcap.policy import AllowAll
 
 
@@ -47,6 +57,12 @@ class Options(usage.Options):
     optParameters: ClassVar[list[list[Any]]] = [
         ["config", "c", None, "TOML configuration file."],
         ["advertised-address", None, None, "Host to put in Via and Contact."],
+        [
+            "database",
+            None,
+            None,
+            "memory, sqlite:PATH or postgresql://user@host:port/name.",
+        ],
         [
             "tcp-idle-timeout",
             None,
@@ -89,6 +105,8 @@ class Options(usage.Options):
                 overrides["domain"] = self.domains
             if self["sip-trace"]:
                 overrides["sip_trace"] = True
+            if self["database"]:
+                overrides["database"] = self["database"]
             if self["advertised-address"]:
                 overrides["advertised_address"] = self["advertised-address"]
             if self["tcp-idle-timeout"] is not None:
@@ -106,7 +124,8 @@ class Stack:
     transports: SIPTransports
     transactions: TransactionLayer
     dispatcher: Dispatcher
-    store: MemoryStore
+    store: IPresenceStore
+    storage: StorageService
     packages: PackageRegistry
     notifier: Notifier
     subscribe: SubscribeHandler
@@ -127,7 +146,8 @@ def buildStack(config: Config, reactor: Any) -> Stack:
     )
     dispatcher = Dispatcher(maxBodySize=config.maxBodySize)
     transactions = TransactionLayer(reactor, transports, dispatcher)
-    store = MemoryStore()
+    store, storage = buildStore(config, reactor)
+    dispatcher.ready = lambda: storage.serving
     packages = PackageRegistry(
         [
             PresencePackage(offline=config.offlineBody),
@@ -160,6 +180,7 @@ def buildStack(config: Config, reactor: Any) -> Stack:
         transactions,
         dispatcher,
         store,
+        storage,
         packages,
         notifier,
         subscribe,
@@ -167,6 +188,50 @@ def buildStack(config: Config, reactor: Any) -> Stack:
         registrar,
         sweeper,
     )
+
+
+def buildStore(config: Config, reactor: Any) -> tuple[IPresenceStore, StorageService]:
+    """The store the configuration asks for, and the service that runs it."""
+    kind = databaseKind(config.database)
+    if kind == "memory":
+        memory = MemoryStore()
+        return memory, StorageService(reactor, MEMORY, memory)
+    database: Any
+    if kind == "sqlite":
+        from presence.storage.sqlite import SQLiteStore
+
+        path = sqlitePath(config.database)
+        database = SQLiteStore(path)
+        description = f"sqlite:{path}"
+    else:
+        from presence.storage.postgres import PostgresStore
+
+        database = PostgresStore(config.database)
+        description = _withoutPassword(config.database)
+    store: IPresenceStore
+    if config.fallback2db:
+        store, mode = database, SHARED
+    else:
+        store, mode = CachedStore(database), CACHE
+    service = StorageService(
+        reactor,
+        mode,
+        store,
+        database,
+        flushPeriod=config.dbUpdatePeriod,
+        createTables=config.createTables,
+        description=description,
+    )
+    return store, service
+
+
+def _withoutPassword(url: str) -> str:
+    """A database URL fit for a log line."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if at and ":" in userinfo:
+        userinfo = userinfo.split(":", 1)[0] + ":***"
+    return f"{scheme}{sep}{userinfo}{at}{host}"
 
 
 @implementer(IStreamServerEndpoint)
@@ -201,7 +266,8 @@ class StackService(service.MultiService):
         self.stack = stack
 
     def startService(self) -> None:
-        """Start listening."""
+        """Open the store, then start listening."""
+        self.stack.storage.startService()
         super().startService()
         self.log.info(
             "presence server listening on {listen}",
@@ -209,9 +275,14 @@ class StackService(service.MultiService):
         )
 
     def stopService(self) -> defer.Deferred[None]:
-        """Stop listening, then cancel the transaction timers."""
+        """Stop listening, cancel the transaction timers, then close the store.
+
+        The store flushes what it holds before it closes; twistd waits for
+        that.
+        """
         d: defer.Deferred[None] = defer.maybeDeferred(super().stopService)
         d.addCallback(lambda _: self.stack.transactions.stop())
+        d.addCallback(lambda _: self.stack.storage.stopService())
         return d
 
 

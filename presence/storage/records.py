@@ -223,3 +223,35 @@ class Binding:
     def domain(self) -> str:
         """The domain of the address of record."""
         return self.aor.rpartition("@")[2]
+
+
+@dataclass
+class Batch:
+    """Changes written to a database in one transaction.
+
+    Rows to insert or replace, and keys of rows to delete. A key appears in at
+    most one of a table's two lists.
+    """
+
+    publications: list[Publication] = field(default_factory=list)
+    publicationDeletes: list[tuple[str, str, str]] = field(default_factory=list)
+    subscriptions: list[Subscription] = field(default_factory=list)
+    subscriptionDeletes: list[SubscriptionKey] = field(default_factory=list)
+    watchers: list[Watcher] = field(default_factory=list)
+    watcherDeletes: list[tuple[str, str, str, str]] = field(default_factory=list)
+    bindings: list[Binding] = field(default_factory=list)
+    bindingDeletes: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def size(self) -> int:
+        """How many rows the batch changes."""
+        return (
+            len(self.publications)
+            + len(self.publicationDeletes)
+            + len(self.subscriptions)
+            + len(self.subscriptionDeletes)
+            + len(self.watchers)
+            + len(self.watcherDeletes)
+            + len(self.bindings)
+            + len(self.bindingDeletes)
+        )

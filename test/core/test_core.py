@@ -335,7 +335,7 @@ class SubscribeTests(CoreTestCase):
         self.alice.answer(notify, 481)
         self.bob.publish(pidf())
         self.assertEqual(self.alice.notifies(), [])
-        self.assertEqual(self.server.stack.store.counts()["subscriptions"], 0)
+        self.assertEqual(self.server.store.counts()["subscriptions"], 0)
 
     def test_notifyTimeoutDrops(self) -> None:
         """RFC 6665 4.2.2.
@@ -345,7 +345,7 @@ class SubscribeTests(CoreTestCase):
         self.alice.subscribe()
         self.server.advance(33)
         self.alice.notifies()
-        self.assertEqual(self.server.stack.store.counts()["subscriptions"], 0)
+        self.assertEqual(self.server.store.counts()["subscriptions"], 0)
 
     def test_oneNotifyOutstanding(self) -> None:
         """RFC 6665 4.2.2.
@@ -374,7 +374,7 @@ class SubscribeTests(CoreTestCase):
         self.assertEqual(
             notify.header("subscription-state"), "terminated;reason=timeout"
         )
-        self.assertEqual(self.server.stack.store.counts()["subscriptions"], 0)
+        self.assertEqual(self.server.store.counts()["subscriptions"], 0)
 
     def test_publicationExpires(self) -> None:
         """RFC 3903 section 5.
@@ -389,7 +389,7 @@ class SubscribeTests(CoreTestCase):
         self.server.advance(61)
         [notify] = self.alice.notifies()
         self.assertEqual(basics(notify), ["closed"])
-        self.assertEqual(self.server.stack.store.counts()["publications"], 0)
+        self.assertEqual(self.server.store.counts()["publications"], 0)
 
     def test_fetch(self) -> None:
         """RFC 6665 4.4.3.

@@ -170,6 +170,6 @@ class WatcherInfoTests(SynchronousTestCase):
         """Each presence watcher has a row in the watchers table."""
         self.watchPresence(self.alice)
         rows = self.successResultOf(
-            self.server.stack.store.watchers("sip:bob@example.com", "presence")
+            self.server.store.watchers("sip:bob@example.com", "presence")
         )
         self.assertEqual([(r.watcherUsername, r.status) for r in rows], [("alice", 1)])

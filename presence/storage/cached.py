@@ -1,0 +1,332 @@
+"""Cache mode: every read and write in memory, the database behind it.
+
+Rows changed in memory are written to the database every
+C{db_update_period} seconds and on a clean stop, in one transaction per
+flush; at start every row is loaded back, so a restart loses nothing and a
+kill loses at most one flush period. While the database is unreachable the
+server keeps serving from memory, keeps the changes, and writes them when it
+is back.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from presence.storage.errors import StorageError
+from presence.storage.interfaces import IPresenceStore
+from presence.storage.memory import MemoryStore
+from presence.storage.records import (
+    Batch,
+    Binding,
+    DialogKey,
+    Publication,
+    Subscription,
+    SubscriptionKey,
+    Watcher,
+)
+
+
+@implementer(IPresenceStore)
+class CachedStore:
+    """A L{MemoryStore} whose changes are flushed to a database.
+
+    Attributes:
+        memory: the rows, all of them.
+        database: the database the changes go to (an C{SQLStore}).
+    """
+
+    log = Logger()
+
+    def __init__(self, database: Any) -> None:
+        """Cache the rows of C{database}."""
+        self.memory = MemoryStore()
+        self.database = database
+        self.ready = True
+        self._dirty = _Dirty()
+        self._flushing: defer.Deferred[None] | None = None
+        self._failing = False
+        self.flushes = 0
+        self.rowsWritten = 0
+
+    # -- the database side --------------------------------------------------
+
+    async def load(self) -> int:
+        """Load every row from the database into memory.
+
+        Returns:
+            How many rows were loaded.
+
+        Raises:
+            StorageError: the database cannot be read.
+        """
+        publications, subscriptions, watchers, bindings = await self.database.loadAll()
+        # Rows already in memory (made while the database was unreachable)
+        # are newer than the database's: keep them.
+        memory = self.memory
+        for publication in publications:
+            if (
+                await memory.publication(
+                    publication.presentity, publication.event, publication.etag
+                )
+                is None
+            ):
+                await memory.putPublication(publication)
+        for subscription in subscriptions:
+            if subscription.key not in memory._subscriptions:
+                await memory.putSubscription(subscription)
+        for watcher in watchers:
+            rows = memory._watchers.get((watcher.presentity, watcher.event), {})
+            if watcher.key not in rows:
+                await memory.putWatcher(watcher)
+        for binding in bindings:
+            if binding.contact not in memory._bindings.get(binding.aor, {}):
+                await memory.putBinding(binding)
+        count = len(publications) + len(subscriptions) + len(watchers) + len(bindings)
+        self.log.info(
+            "loaded {count} rows from the database: {publications} publications,"
+            " {subscriptions} subscriptions, {watchers} watchers, {bindings} bindings",
+            count=count,
+            publications=len(publications),
+            subscriptions=len(subscriptions),
+            watchers=len(watchers),
+            bindings=len(bindings),
+        )
+        return count
+
+    @property
+    def pending(self) -> int:
+        """How many changed rows wait to be written."""
+        return self._dirty.size
+
+    async def flush(self) -> int:
+        """Write the changed rows in one transaction.
+
+        A failure keeps the changes for the next flush and is logged once
+        until a flush succeeds again.
+
+        A flush asked for while another runs waits for it, then writes what
+        is left.
+
+        Returns:
+            How many rows were written (0 when the flush failed).
+        """
+        while self._flushing is not None:
+            await self._flushing
+        if not self._dirty.size:
+            return 0
+        self._flushing = defer.Deferred()
+        dirty = self._dirty
+        self._dirty = _Dirty()
+        batch = dirty.batch(self.memory)
+        try:
+            await self.database.applyBatch(batch)
+        except StorageError as e:
+            dirty.merge(self._dirty)
+            self._dirty = dirty
+            if not self._failing:
+                self._failing = True
+                self.log.error(
+                    "cannot write to the database ({error}); serving from memory"
+                    " and keeping {count} changed rows until it is back: check"
+                    " that the database server runs and is reachable",
+                    error=str(e),
+                    count=batch.size,
+                )
+            return 0
+        finally:
+            done, self._flushing = self._flushing, None
+            done.callback(None)
+        if self._failing:
+            self._failing = False
+            self.log.info("database reachable again; changes written")
+        self.flushes += 1
+        self.rowsWritten += batch.size
+        return batch.size
+
+    # -- publications -------------------------------------------------------------
+
+    async def publications(self, presentity: str, event: str) -> list[Publication]:
+        """See L{IPresenceStore.publications}."""
+        return await self.memory.publications(presentity, event)
+
+    async def publication(
+        self, presentity: str, event: str, etag: str
+    ) -> Publication | None:
+        """See L{IPresenceStore.publication}."""
+        return await self.memory.publication(presentity, event, etag)
+
+    async def putPublication(
+        self, publication: Publication, replacing: str | None = None
+    ) -> None:
+        """See L{IPresenceStore.putPublication}."""
+        await self.memory.putPublication(publication, replacing)
+        if replacing is not None and replacing != publication.etag:
+            self._dirty.publications[
+                (publication.presentity, publication.event, replacing)
+            ] = None
+        self._dirty.publications[
+            (publication.presentity, publication.event, publication.etag)
+        ] = None
+
+    async def removePublication(
+        self, presentity: str, event: str, etag: str
+    ) -> Publication | None:
+        """See L{IPresenceStore.removePublication}."""
+        self._dirty.publications[(presentity, event, etag)] = None
+        return await self.memory.removePublication(presentity, event, etag)
+
+    async def expiredPublications(self, now: float) -> list[Publication]:
+        """See L{IPresenceStore.expiredPublications}."""
+        rows = await self.memory.expiredPublications(now)
+        for row in rows:
+            self._dirty.publications[(row.presentity, row.event, row.etag)] = None
+        return rows
+
+    # -- subscriptions ----------------------------------------------------------------
+
+    async def subscription(self, key: SubscriptionKey) -> Subscription | None:
+        """See L{IPresenceStore.subscription}."""
+        return await self.memory.subscription(key)
+
+    async def dialogSubscriptions(self, dialog: DialogKey) -> list[Subscription]:
+        """See L{IPresenceStore.dialogSubscriptions}."""
+        return await self.memory.dialogSubscriptions(dialog)
+
+    async def subscriptions(self, presentity: str, event: str) -> list[Subscription]:
+        """See L{IPresenceStore.subscriptions}."""
+        return await self.memory.subscriptions(presentity, event)
+
+    async def putSubscription(self, subscription: Subscription) -> None:
+        """See L{IPresenceStore.putSubscription}."""
+        await self.memory.putSubscription(subscription)
+        self._dirty.subscriptions[subscription.key] = None
+
+    async def removeSubscription(self, key: SubscriptionKey) -> Subscription | None:
+        """See L{IPresenceStore.removeSubscription}."""
+        self._dirty.subscriptions[key] = None
+        return await self.memory.removeSubscription(key)
+
+    async def expiredSubscriptions(self, now: float) -> list[Subscription]:
+        """See L{IPresenceStore.expiredSubscriptions}."""
+        rows = await self.memory.expiredSubscriptions(now)
+        for row in rows:
+            self._dirty.subscriptions[row.key] = None
+        return rows
+
+    async def nextCSeq(self, key: SubscriptionKey) -> int | None:
+        """See L{IPresenceStore.nextCSeq}; every sibling in the dialog is saved."""
+        cseq = await self.memory.nextCSeq(key)
+        if cseq is not None:
+            row = self.memory._subscriptions[key]
+            for sibling in self.memory._byDialog.get(row.dialogKey, {}):
+                self._dirty.subscriptions[sibling] = None
+        return cseq
+
+    # -- watchers -------------------------------------------------------------------
+
+    async def watchers(self, presentity: str, event: str) -> list[Watcher]:
+        """See L{IPresenceStore.watchers}."""
+        return await self.memory.watchers(presentity, event)
+
+    async def putWatcher(self, watcher: Watcher) -> None:
+        """See L{IPresenceStore.putWatcher}."""
+        await self.memory.putWatcher(watcher)
+        self._dirty.watchers[watcher.key] = Watcher(**vars(watcher))
+
+    async def removeWatcher(self, watcher: Watcher) -> None:
+        """See L{IPresenceStore.removeWatcher}."""
+        await self.memory.removeWatcher(watcher)
+        self._dirty.watchers[watcher.key] = None
+
+    # -- bindings -------------------------------------------------------------------
+
+    async def bindings(self, aor: str) -> list[Binding]:
+        """See L{IPresenceStore.bindings}."""
+        return await self.memory.bindings(aor)
+
+    async def putBinding(self, binding: Binding) -> None:
+        """See L{IPresenceStore.putBinding}."""
+        await self.memory.putBinding(binding)
+        self._dirty.bindings[(binding.aor, binding.contact)] = None
+
+    async def removeBinding(self, aor: str, contact: str) -> None:
+        """See L{IPresenceStore.removeBinding}."""
+        await self.memory.removeBinding(aor, contact)
+        self._dirty.bindings[(aor, contact)] = None
+
+    async def expiredBindings(self, now: float) -> list[Binding]:
+        """See L{IPresenceStore.expiredBindings}."""
+        rows = await self.memory.expiredBindings(now)
+        for row in rows:
+            self._dirty.bindings[(row.aor, row.contact)] = None
+        return rows
+
+    def counts(self) -> dict[str, int]:
+        """How many rows of each kind are kept."""
+        return self.memory.counts()
+
+
+class _Dirty:
+    """The keys changed since the last flush (dicts used as ordered sets).
+
+    Rows are read from memory when the batch is made, so a key changed ten
+    times is written once, as it is then; a key no longer in memory is
+    deleted. Watchers carry their row (C{None}: delete), since the memory
+    store keeps no index to look them up by key alone.
+    """
+
+    def __init__(self) -> None:
+        self.publications: dict[tuple[str, str, str], None] = {}
+        self.subscriptions: dict[SubscriptionKey, None] = {}
+        self.watchers: dict[tuple[str, str, str, str], Watcher | None] = {}
+        self.bindings: dict[tuple[str, str], None] = {}
+
+    @property
+    def size(self) -> int:
+        return (
+            len(self.publications)
+            + len(self.subscriptions)
+            + len(self.watchers)
+            + len(self.bindings)
+        )
+
+    def merge(self, newer: _Dirty) -> None:
+        """Add the keys of C{newer}; its watcher rows win."""
+        self.publications.update(newer.publications)
+        self.subscriptions.update(newer.subscriptions)
+        self.watchers.update(newer.watchers)
+        self.bindings.update(newer.bindings)
+
+    def batch(self, memory: MemoryStore) -> Batch:
+        """The batch that makes the database match memory for these keys."""
+        batch = Batch()
+        for pkey in self.publications:
+            presentity, event, etag = pkey
+            publication = memory._publications.get((presentity, event), {}).get(etag)
+            if publication is None:
+                batch.publicationDeletes.append(pkey)
+            else:
+                batch.publications.append(publication.copy())
+        for skey in self.subscriptions:
+            subscription = memory._subscriptions.get(skey)
+            if subscription is None:
+                batch.subscriptionDeletes.append(skey)
+            else:
+                batch.subscriptions.append(subscription.copy())
+        for wkey, watcher in self.watchers.items():
+            if watcher is None:
+                batch.watcherDeletes.append(wkey)
+            else:
+                batch.watchers.append(watcher)
+        for bkey in self.bindings:
+            aor, contact = bkey
+            binding = memory._bindings.get(aor, {}).get(contact)
+            if binding is None:
+                batch.bindingDeletes.append(bkey)
+            else:
+                batch.bindings.append(Binding(**vars(binding)))
+        return batch

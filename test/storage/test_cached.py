@@ -1,0 +1,318 @@
+"""Cache mode (presence.storage.cached) and the storage service.
+
+Over a fake database that keeps its rows in dictionaries.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.task import Clock
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
+
+from presence.storage.cached import CachedStore
+from presence.storage.errors import StorageError
+from presence.storage.interfaces import IPresenceStore
+from presence.storage.records import Batch, Binding, Publication, Subscription, Watcher
+from presence.storage.service import CACHE, SHARED, StorageService
+
+
+class FakeDatabase:
+    """A database that keeps rows in dicts and can be made to fail."""
+
+    def __init__(self) -> None:
+        """Start empty and up."""
+        self.publications: dict[Any, Publication] = {}
+        self.subscriptions: dict[Any, Subscription] = {}
+        self.watchers: dict[Any, Watcher] = {}
+        self.bindings: dict[Any, Binding] = {}
+        self.down = False
+        self.batches: list[Batch] = []
+        self.started = 0
+        self.stopped = 0
+        self.ready = True
+
+    def _check(self) -> None:
+        if self.down:
+            self.ready = False
+            raise StorageError("connection refused")
+        self.ready = True
+
+    async def start(self) -> None:
+        """Connect."""
+        self.started += 1
+        self._check()
+
+    async def stop(self) -> None:
+        """Close."""
+        self.stopped += 1
+
+    async def ensureSchema(self, create: bool) -> None:
+        """Check the schema."""
+        self._check()
+
+    async def loadAll(self) -> tuple[list[Any], list[Any], list[Any], list[Any]]:
+        """Every row."""
+        self._check()
+        return (
+            list(self.publications.values()),
+            list(self.subscriptions.values()),
+            list(self.watchers.values()),
+            list(self.bindings.values()),
+        )
+
+    async def applyBatch(self, batch: Batch) -> None:
+        """Apply a batch."""
+        self._check()
+        self.batches.append(batch)
+        for p in batch.publications:
+            self.publications[(p.presentity, p.event, p.etag)] = p.copy()
+        for pkey in batch.publicationDeletes:
+            self.publications.pop(pkey, None)
+        for s in batch.subscriptions:
+            self.subscriptions[s.key] = s.copy()
+        for skey in batch.subscriptionDeletes:
+            self.subscriptions.pop(skey, None)
+        for w in batch.watchers:
+            self.watchers[w.key] = w
+        for wkey in batch.watcherDeletes:
+            self.watchers.pop(wkey, None)
+        for b in batch.bindings:
+            self.bindings[(b.aor, b.contact)] = b
+        for bkey in batch.bindingDeletes:
+            self.bindings.pop(bkey, None)
+
+
+def publication(etag: str = "e1", expires: float = 100.0) -> Publication:
+    """A publication of bob's presence."""
+    return Publication("bob@example.com", "presence", etag, expires, 0.0, b"<x/>")
+
+
+def subscription(callId: str = "c1", expires: float = 100.0) -> Subscription:
+    """A subscription of alice to bob's presence."""
+    return Subscription(
+        presentity="sip:bob@example.com",
+        event="presence",
+        eventId="",
+        callId=callId,
+        toTag="t",
+        fromTag="f",
+        watcherUsername="alice",
+        watcherDomain="example.com",
+        toUser="bob",
+        toDomain="example.com",
+        localCSeq=1,
+        remoteCSeq=1,
+        contact="sip:alice@192.0.2.1",
+        recordRoute="",
+        expires=expires,
+    )
+
+
+class CachedStoreTests(SynchronousTestCase):
+    """Writes go to memory at once and to the database on flush."""
+
+    def setUp(self) -> None:
+        """A cached store over a fake database."""
+        self.database = FakeDatabase()
+        self.store = CachedStore(self.database)
+
+    def test_interface(self) -> None:
+        """The cached store provides IPresenceStore."""
+        self.assertTrue(verifyObject(IPresenceStore, self.store))
+
+    def test_writesWaitForFlush(self) -> None:
+        """A change is in memory at once and in the database after a flush."""
+        self.successResultOf(self.store.putPublication(publication()))
+        self.assertEqual(self.database.publications, {})
+        self.assertEqual(self.store.pending, 1)
+        self.assertEqual(self.successResultOf(self.store.flush()), 1)
+        self.assertEqual(
+            list(self.database.publications), [("bob@example.com", "presence", "e1")]
+        )
+        self.assertEqual(self.store.pending, 0)
+
+    def test_oneWritePerKey(self) -> None:
+        """A row changed many times between flushes is written once, as it is."""
+        self.successResultOf(self.store.putSubscription(subscription()))
+        for _ in range(5):
+            self.successResultOf(self.store.nextCSeq(subscription().key))
+        self.successResultOf(self.store.flush())
+        [batch] = self.database.batches
+        self.assertEqual(len(batch.subscriptions), 1)
+        self.assertEqual(batch.subscriptions[0].localCSeq, 6)
+
+    def test_replacedETag(self) -> None:
+        """A refresh with a new entity tag deletes the old row and writes the new."""
+        self.successResultOf(self.store.putPublication(publication("e1")))
+        self.successResultOf(self.store.flush())
+        self.successResultOf(
+            self.store.putPublication(publication("e2"), replacing="e1")
+        )
+        self.successResultOf(self.store.flush())
+        self.assertEqual([k[2] for k in self.database.publications], ["e2"])
+
+    def test_deletesAndExpiry(self) -> None:
+        """Removed and expired rows are deleted from the database."""
+        self.successResultOf(self.store.putSubscription(subscription("c1", 10)))
+        self.successResultOf(self.store.putSubscription(subscription("c2", 100)))
+        self.successResultOf(
+            self.store.putBinding(
+                Binding("bob@example.com", "sip:b@h", 10, None, "r", 1)
+            )
+        )
+        self.successResultOf(self.store.flush())
+        self.successResultOf(self.store.removeSubscription(subscription("c2").key))
+        self.successResultOf(self.store.expiredSubscriptions(20))
+        self.successResultOf(self.store.expiredBindings(20))
+        self.successResultOf(self.store.flush())
+        self.assertEqual(self.database.subscriptions, {})
+        self.assertEqual(self.database.bindings, {})
+
+    def test_watchers(self) -> None:
+        """Watcher rows are written and deleted."""
+        watcher = Watcher(
+            "sip:bob@example.com", "alice", "example.com", "presence", 1, None, 0
+        )
+        self.successResultOf(self.store.putWatcher(watcher))
+        self.successResultOf(self.store.flush())
+        self.assertEqual(list(self.database.watchers), [watcher.key])
+        self.successResultOf(self.store.removeWatcher(watcher))
+        self.successResultOf(self.store.flush())
+        self.assertEqual(self.database.watchers, {})
+
+    def test_reload(self) -> None:
+        """A new cached store on the same database has every row back."""
+        self.successResultOf(self.store.putPublication(publication()))
+        self.successResultOf(self.store.putSubscription(subscription()))
+        self.successResultOf(self.store.nextCSeq(subscription().key))
+        self.successResultOf(self.store.flush())
+        again = CachedStore(self.database)
+        self.assertEqual(self.successResultOf(again.load()), 2)
+        row = self.successResultOf(again.subscription(subscription().key))
+        assert row is not None
+        self.assertEqual(row.localCSeq, 2)
+        self.assertIsNotNone(
+            self.successResultOf(again.publication("bob@example.com", "presence", "e1"))
+        )
+        self.assertEqual(again.pending, 0)
+
+    def test_loadKeepsNewerMemoryRows(self) -> None:
+        """Rows made in memory while the database was away win over loaded ones."""
+        self.database.subscriptions[subscription().key] = subscription()
+        newer = subscription()
+        newer.localCSeq = 40
+        self.successResultOf(self.store.putSubscription(newer))
+        self.successResultOf(self.store.load())
+        row = self.successResultOf(self.store.subscription(newer.key))
+        assert row is not None
+        self.assertEqual(row.localCSeq, 40)
+
+    def test_failedFlushKeepsChanges(self) -> None:
+        """A flush while the database is down keeps every change for later.
+
+        And the outage is logged once.
+        """
+        # Typed for trial's TestCase; a SynchronousTestCase has addCleanup too.
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)  # type: ignore[arg-type]
+        self.database.down = True
+        self.successResultOf(self.store.putPublication(publication()))
+        self.assertEqual(self.successResultOf(self.store.flush()), 0)
+        self.successResultOf(self.store.putSubscription(subscription()))
+        self.assertEqual(self.successResultOf(self.store.flush()), 0)
+        self.assertEqual(self.store.pending, 2)
+        errors = [
+            e
+            for e in events
+            if e.get("log_namespace", "").startswith("presence.storage.cached")
+            and e["log_level"].name == "error"
+        ]
+        self.assertEqual(len(errors), 1)
+        self.database.down = False
+        self.assertEqual(self.successResultOf(self.store.flush()), 2)
+        self.assertEqual(len(self.database.subscriptions), 1)
+        self.assertEqual(len(self.database.publications), 1)
+
+
+class StorageServiceTests(SynchronousTestCase):
+    """The service opens, loads, flushes periodically and on stop."""
+
+    def setUp(self) -> None:
+        """A clock and a fake database."""
+        self.clock = Clock()
+        self.database = FakeDatabase()
+
+    def service(self, mode: str = CACHE) -> StorageService:
+        """A storage service in C{mode} over the fake database."""
+        store = CachedStore(self.database) if mode == CACHE else self.database
+        return StorageService(self.clock, mode, store, self.database, flushPeriod=5)
+
+    def test_cacheLoadsAtStart(self) -> None:
+        """At start the cache loads the database and then serves."""
+        self.database.subscriptions[subscription().key] = subscription()
+        service = self.service()
+        self.assertFalse(service.serving)
+        service.startService()
+        self.assertTrue(service.serving)
+        row = self.successResultOf(service.store.subscription(subscription().key))
+        self.assertIsNotNone(row)
+        self.successResultOf(service.stopService())
+
+    def test_periodicFlush(self) -> None:
+        """Changes are written every flush period."""
+        service = self.service()
+        service.startService()
+        self.successResultOf(service.store.putPublication(publication()))
+        self.clock.advance(4)
+        self.assertEqual(self.database.publications, {})
+        self.clock.advance(1)
+        self.assertEqual(len(self.database.publications), 1)
+        self.successResultOf(service.stopService())
+
+    def test_stopFlushes(self) -> None:
+        """A clean stop writes everything and closes the database."""
+        service = self.service()
+        service.startService()
+        self.successResultOf(service.store.putPublication(publication()))
+        self.successResultOf(service.stopService())
+        self.assertEqual(len(self.database.publications), 1)
+        self.assertEqual(self.database.stopped, 1)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_cacheServesWhileDown(self) -> None:
+        """A database down at start.
+
+        Cache mode serves from memory, retries and merges what it loads when the
+        database is back.
+        """
+        self.flushLoggedErrors()
+        self.database.down = True
+        self.database.subscriptions[subscription("old").key] = subscription("old")
+        service = self.service()
+        service.startService()
+        self.assertTrue(service.serving)
+        self.assertFalse(service.loaded)
+        self.successResultOf(service.store.putPublication(publication()))
+        self.database.down = False
+        self.clock.advance(5)
+        self.assertTrue(service.loaded)
+        self.assertIsNotNone(
+            self.successResultOf(service.store.subscription(subscription("old").key))
+        )
+        self.clock.advance(5)
+        self.assertEqual(len(self.database.publications), 1)
+        self.successResultOf(service.stopService())
+
+    def test_sharedNotServingWhileDown(self) -> None:
+        """Shared mode answers 503 until the database is reachable."""
+        self.database.down = True
+        service = self.service(SHARED)
+        service.startService()
+        self.assertFalse(service.serving)
+        self.database.down = False
+        self.clock.advance(5)
+        self.assertTrue(service.serving)
+        self.successResultOf(service.stopService())
