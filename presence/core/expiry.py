@@ -16,6 +16,7 @@ from twisted.logger import Logger
 
 from presence._async import detach
 from presence.core.notify import Notifier
+from presence.storage.errors import StorageError
 from presence.storage.interfaces import IPresenceStore
 from presence.storage.records import Subscription
 
@@ -39,6 +40,7 @@ class ExpirySweeper(Service):
         self.interval = interval
         self._loop: LoopingCall | None = None
         self._running = False
+        self._storageDown = False
         self.onSubscriptionExpired: Callable[[Subscription], Awaitable[Any]] | None = (
             None
         )
@@ -64,8 +66,23 @@ class ExpirySweeper(Service):
         if self._running:
             return
         self._running = True
-        d = detach(self.sweep(), self.log, "expiry sweep")
+        d = detach(self._guardedSweep(), self.log, "expiry sweep")
         d.addBoth(self._done)
+
+    async def _guardedSweep(self) -> None:
+        """Sweep; a storage outage is logged once, not once a second."""
+        try:
+            await self.sweep()
+        except StorageError as e:
+            if not self._storageDown:
+                self._storageDown = True
+                self.log.warn(
+                    "expiry sweep paused: storage unavailable ({error})", error=str(e)
+                )
+            return
+        if self._storageDown:
+            self._storageDown = False
+            self.log.info("expiry sweep resumed")
 
     def _done(self, _: object) -> None:
         self._running = False

@@ -29,6 +29,7 @@ from presence.sip.transport import (
     SIPTransports,
     TransportError,
 )
+from presence.storage.errors import StorageError
 from presence.storage.interfaces import IPresenceStore
 from presence.storage.records import (
     ACTIVE,
@@ -128,7 +129,15 @@ class Notifier:
         key = subscription.key
         try:
             while True:
-                await self._notifyOnce(subscription, terminated)
+                try:
+                    await self._notifyOnce(subscription, terminated)
+                except StorageError as e:
+                    self.stats.failed += 1
+                    self.log.debug(
+                        "NOTIFY to {watcher} not sent: storage unavailable ({error})",
+                        watcher=subscription.watcher,
+                        error=str(e),
+                    )
                 queued = self._queued.pop(key, None)
                 if queued is None:
                     break
