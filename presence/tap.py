@@ -33,7 +33,9 @@ from presence.core.publish import PublishHandler
 from presence.core.registrar import Registrar
 from presence.core.subscribe import SubscribeHandler
 from presence.core.watchers import WatcherTracker
+from presence.packages.dialog import DialogPackage, SharedLineDialogPackage
 from presence.packages.interfaces import PackageRegistry
+from presence.packages.mwi import MessageSummaryPackage
 from presence.packages.presence import PresencePackage
 from presence.packages.winfo import WatcherInfoPackage
 from presence.sip.resolver import LazyResolver
@@ -152,6 +154,9 @@ def buildStack(config: Config, reactor: Any) -> Stack:
         [
             PresencePackage(offline=config.offlineBody),
             WatcherInfoPackage(reactor, store),
+            MessageSummaryPackage(),
+            DialogPackage(),
+            SharedLineDialogPackage(),
         ]
     )
     notifier = Notifier(reactor, store, packages, transactions, transports)

@@ -71,9 +71,12 @@ class PublishHandler:
             event = None
         package = self.packages.find(event) if event is not None else None
         if package is None or not package.acceptsPublish:
-            raise BadEvent(
-                [p.name.split(";")[0] for p in self.packages if p.acceptsPublish]
-            )
+            names: list[str] = []
+            for candidate in self.packages:
+                token = candidate.name.split(";", 1)[0]
+                if candidate.acceptsPublish and token not in names:
+                    names.append(token)
+            raise BadEvent(names)
         return package
 
     async def __call__(

@@ -48,7 +48,8 @@ class WatcherTracker:
         package = self.packages.get(subscription.event)
         if package is None:
             return
-        if package.ownerOnly:
+        if hasattr(package, "watcherChanged"):
+            # A watcher-information subscription: nobody watches those.
             await self._winfoEnded(subscription, event)
             return
         if package.needsAuthorisation:
