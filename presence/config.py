@@ -113,6 +113,9 @@ class Config:
         domains: the domains served; empty serves every domain.
         sipTrace: log every SIP message in and out with its peer.
         tcpIdleTimeout: seconds after which an idle TCP connection closes.
+            The default outlasts the longest subscription (7200 s), so that a
+            connection carrying one is kept until its refresh comes: NOTIFYs
+            go back over it, and a phone behind NAT is reachable no other way.
         maxBodySize: the largest body accepted, in bytes (larger: 513).
         advertisedAddress: the host put in Via and Contact, when the
             listening address is not what peers should use.
@@ -132,7 +135,7 @@ class Config:
     listen: tuple[str, ...] = DEFAULT_LISTEN
     domains: tuple[str, ...] = ()
     sipTrace: bool = False
-    tcpIdleTimeout: float = 600.0
+    tcpIdleTimeout: float = 7300.0
     maxBodySize: int = 60000
     advertisedAddress: str | None = None
     offlineBody: str = "closed"

@@ -249,6 +249,14 @@ class Notifier:
             self.stats.accepted += 1
             return
         self.stats.failed += 1
+        if terminated is not None:
+            self.log.debug(
+                "final NOTIFY to {watcher} for {presentity} got {statusCode}",
+                watcher=subscription.watcher,
+                presentity=subscription.presentity,
+                statusCode=code,
+            )
+            return
         if code in ENDING_CODES:
             self.log.info(
                 "NOTIFY to {watcher} for {presentity} got {statusCode}:"

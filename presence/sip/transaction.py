@@ -25,7 +25,12 @@ from presence.sip.message import (
     SIPResponse,
     responseTo,
 )
-from presence.sip.transport import Peer, SIPTransports
+from presence.sip.transport import (
+    Peer,
+    SIPStreamProtocol,
+    SIPTransports,
+    TransportError,
+)
 
 T1: Final = 0.5
 T2: Final = 4.0
@@ -262,6 +267,7 @@ class ClientTransaction:
         self.state = "trying"
         self._data = request.toBytes()
         self._timers: dict[str, IDelayedCall] = {}
+        self._connection: SIPStreamProtocol | None = None
 
     def start(self) -> None:
         """Send the request and start Timers E and F."""
@@ -272,7 +278,33 @@ class ClientTransaction:
 
     def _transmit(self) -> None:
         d = self.layer.transports.sendBytes(self._data, self.target)
-        d.addErrback(self._transportError)
+        d.addCallbacks(self._sent, self._transportError)
+
+    def _sent(self, _: object) -> None:
+        """Watch the TCP connection the request went over.
+
+        The peer answers over it (RFC 3261 18.2.2); its loss is reported as
+        a transport error (8.1.3.1) at once, rather than as a timeout when
+        Timer F fires 32 seconds later.
+        """
+        if self.target.transport == "UDP" or self.state not in (
+            "trying",
+            "proceeding",
+        ):
+            return
+        connection = self.layer.transports.connectionFor(self.target)
+        if connection is None:
+            # Not found: Timer F still ends the wait.
+            return
+        self._connection = connection
+        connection.watchers.add(self)
+
+    def streamLost(self, connection: SIPStreamProtocol) -> None:
+        """The connection the request went over was lost: a 503 made here."""
+        self._connection = None
+        self._transportError(
+            Failure(TransportError(f"connection to {self.target} lost"))
+        )
 
     def _transportError(self, failure: Failure) -> None:
         if self.state in ("completed", "terminated"):
@@ -337,6 +369,9 @@ class ClientTransaction:
         self.state = "terminated"
         for name in list(self._timers):
             self._cancel(name)
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.watchers.discard(self)
         self.layer._clientEnded(self)
 
 

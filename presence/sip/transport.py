@@ -117,6 +117,13 @@ class MessageSink(TypingProtocol):
         """Take a request that could not be parsed but can be answered."""
 
 
+class StreamWatcher(TypingProtocol):
+    """What wants to hear that a TCP connection it sent over was lost."""
+
+    def streamLost(self, connection: SIPStreamProtocol) -> None:
+        """The connection is gone: nothing more will come over it."""
+
+
 class Statistics:
     """Counters of the transport layer, read by the admin interface."""
 
@@ -173,6 +180,8 @@ class SIPStreamProtocol(Protocol):
         peer: the far end, set when the connection is made.
         connected: whether messages may still be written; false once the
             connection is lost or being closed by us.
+        watchers: told once when the connection is lost or closed (client
+            transactions waiting for a response over it).
     """
 
     def __init__(self, transports: SIPTransports, idleTimeout: float | None) -> None:
@@ -182,6 +191,7 @@ class SIPStreamProtocol(Protocol):
         self.idleTimeout = idleTimeout
         self.peer: Peer | None = None
         self.connected = False
+        self.watchers: set[StreamWatcher] = set()
         self._idleCall: IDelayedCall | None = None
 
     def connectionMade(self) -> None:
@@ -239,6 +249,7 @@ class SIPStreamProtocol(Protocol):
         self.transports.connectionLost(self)
         assert self.transport is not None
         self.transport.loseConnection()
+        self._tellWatchers()
 
     def timeoutConnection(self) -> None:
         """Close an idle connection."""
@@ -256,6 +267,12 @@ class SIPStreamProtocol(Protocol):
         self.connected = False
         self._cancelIdle()
         self.transports.connectionLost(self)
+        self._tellWatchers()
+
+    def _tellWatchers(self) -> None:
+        watchers, self.watchers = self.watchers, set()
+        for watcher in watchers:
+            watcher.streamLost(self)
 
 
 class SIPStreamFactory(Factory[SIPStreamProtocol]):
@@ -515,13 +532,25 @@ class SIPTransports:
             return defer.fail(
                 TransportError(f"unsupported transport {target.transport}")
             )
-        connection = target.connection
-        if not (isinstance(connection, SIPStreamProtocol) and connection.connected):
-            connection = self.connections.get((target.host, target.port))
-        if connection is not None and connection.connected:
+        connection = self.connectionFor(target)
+        if connection is not None:
             self._writeStream(connection, data)
             return defer.succeed(None)
         return self._connectAndSend(data, target)
+
+    def connectionFor(self, target: Peer) -> SIPStreamProtocol | None:
+        """The open TCP connection that bytes for C{target} go over, if any.
+
+        The one the target names while it is open, or else an open one to
+        the target's address.
+        """
+        named = target.connection
+        if isinstance(named, SIPStreamProtocol) and named.connected:
+            return named
+        connection = self.connections.get((target.host, target.port))
+        if connection is not None and connection.connected:
+            return connection
+        return None
 
     def _connectAndSend(self, data: bytes, target: Peer) -> defer.Deferred[None]:
         """Connect to C{target} and send; later sends wait for the same connection."""
@@ -783,5 +812,6 @@ __all__ = [
     "SIPStreamProtocol",
     "SIPTransports",
     "Statistics",
+    "StreamWatcher",
     "TransportError",
 ]

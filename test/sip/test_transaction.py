@@ -304,6 +304,57 @@ class ClientTransactionTCPTests(SynchronousTestCase):
         self.assertEqual(response.code, 503)
         self.assertEqual(self.stack.clock.getDelayedCalls(), [])
 
+    def test_connectionLostGives503(self) -> None:
+        """Losing the connection a request went over gives a 503 at once.
+
+        The peer answers over that connection (RFC 3261 18.2.2); waiting for
+        Timer F would only delay the TU 32 seconds.
+        """
+        self.stack.connect()
+        d = self.stack.layer.request(notify(), self.target)
+        protocol = self.stack.transports.connections[CLIENT]
+        self.assertNoResult(d)
+        protocol.connectionLost(Failure(ConnectionRefusedError()))
+        response = self.successResultOf(d)
+        self.assertIsInstance(response, SyntheticResponse)
+        self.assertEqual(response.code, 503)
+        self.assertEqual(self.stack.layer.client, {})
+        self.assertEqual(self.stack.clock.getDelayedCalls(), [])
+
+    def test_closedByUsGives503(self) -> None:
+        """Closing the connection (say, when idle) fails the request with a 503."""
+        self.stack.connect()
+        d = self.stack.layer.request(notify(), self.target)
+        self.stack.transports.connections[CLIENT].close()
+        self.assertEqual(self.successResultOf(d).code, 503)
+
+    def test_newConnectionWatched(self) -> None:
+        """A request that made its own connection fails when that one is lost."""
+        d = self.stack.layer.request(notify(), self.target)
+        [(host, port, factory, _, _)] = self.stack.clock.tcpClients
+        wrapper = factory.buildProtocol(IPv4Address("TCP", host, port))
+        assert wrapper is not None
+        transport = StringTransport(peerAddress=IPv4Address("TCP", host, port))
+        wrapper.makeConnection(transport)
+        protocol = self.stack.transports.connections[CLIENT]
+        self.assertTrue(transport.value().startswith(b"NOTIFY "))
+        self.assertNoResult(d)
+        protocol.connectionLost(Failure(ConnectionRefusedError()))
+        self.assertEqual(self.successResultOf(d).code, 503)
+
+    def test_answeredTransactionStopsWatching(self) -> None:
+        """Once answered, a transaction no longer watches its connection."""
+        transport = self.stack.connect()
+        d = self.stack.layer.request(notify(), self.target)
+        protocol = self.stack.transports.connections[CLIENT]
+        self.assertEqual(len(protocol.watchers), 1)
+        protocol.dataReceived(responseBytes(200, topVia(transport.value())))
+        self.assertEqual(self.successResultOf(d).code, 200)
+        self.stack.clock.advance(0)
+        self.assertEqual(protocol.watchers, set())
+        protocol.connectionLost(Failure(ConnectionRefusedError()))
+        self.assertEqual(self.stack.layer.client, {})
+
     def test_noReactorGives503(self) -> None:
         """Without a reactor to connect with, a TCP request fails at once with a 503."""
         clock = Clock()
