@@ -466,7 +466,16 @@ class SIPTransports:
         except SIPParseError as e:
             self.log.warn("cannot route a response: {reason}", reason=e.reason)
             return
-        data = response.toBytes()
+        self.sendResponseBytes(response.toBytes(), via, peer)
+
+    def sendResponseBytes(
+        self, data: bytes, via: Via, peer: Peer | None = None
+    ) -> None:
+        """Send a response's bytes where its top Via C{via} says.
+
+        See L{sendResponse}; transactions keep the bytes and the Via of their
+        last response, and send them again with this.
+        """
         host = via.received or via.host.strip("[]")
         if via.transport in RELIABLE:
             connection = peer.connection if peer is not None else None
