@@ -21,10 +21,10 @@ from twisted.python.failure import Failure
 from presence.errors import SIPParseError
 from presence.sip.message import (
     MAGIC_COOKIE,
-    Via,
     SIPMessage,
     SIPRequest,
     SIPResponse,
+    Via,
     responseTo,
 )
 from presence.sip.transport import (
