@@ -10,7 +10,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=[*find_packages(include=["presence", "presence.*"]), "twisted.plugins"],
-    include_package_data=True,
+    package_data={"presence.storage": ["schema/*.sql"]},
     install_requires=[
         "Twisted>=23.10",
         "lxml>=5.0",

@@ -206,12 +206,12 @@ def buildStore(config: Config, reactor: Any) -> tuple[IPresenceStore, StorageSer
         from presence.storage.sqlite import SQLiteStore
 
         path = sqlitePath(config.database)
-        database = SQLiteStore(path)
+        database = SQLiteStore(path, reactor=reactor)
         description = f"sqlite:{path}"
     else:
         from presence.storage.postgres import PostgresStore
 
-        database = PostgresStore(config.database)
+        database = PostgresStore(config.database, reactor=reactor)
         description = _withoutPassword(config.database)
     store: IPresenceStore
     if config.fallback2db:

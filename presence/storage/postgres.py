@@ -1,0 +1,366 @@
+"""The store in PostgreSQL, through txpostgres (no threads).
+
+Several servers may share one database: every method is one statement (see
+L{presence.storage.sql}), so each is atomic, and the expiry sweeps use
+C{DELETE ... RETURNING} so that an expired row goes to one server only.
+
+A connection that breaks (the server restarts, the network drops) fails the
+call that uses it with L{StorageError} and turns L{PostgresStore.ready}
+False. The pool replaces a broken connection on its next use, and the store
+probes the server with a growing delay until a call succeeds again, so it
+recovers by itself. A transaction of several statements is sent as one
+multi-statement query, which PostgreSQL runs as one transaction: one round
+trip.
+
+Give the server's address as an IP address: libpq resolves host names
+synchronously, which would block the reactor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Final, cast
+
+import psycopg2
+import psycopg2.extensions
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.error import ConnectionClosed
+from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.main import CONNECTION_LOST
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from txpostgres import txpostgres
+
+from presence._async import detach
+from presence.storage.errors import StorageError
+from presence.storage.sql import (
+    Row,
+    SQLStore,
+    Values,
+    compileStatement,
+    mergeStatements,
+)
+
+_TABLES: Final = (
+    "SELECT table_name FROM information_schema.tables"
+    " WHERE table_schema = current_schema()"
+)
+
+#: libpq options added to the DSN unless it sets them: notice a dead peer
+#: within about a minute even when the network drops silently.
+KEEPALIVES: Final = {
+    "keepalives": "1",
+    "keepalives_idle": "30",
+    "keepalives_interval": "10",
+    "keepalives_count": "3",
+}
+
+_ERRORS: Final[tuple[type[BaseException], ...]] = (
+    psycopg2.Error,
+    ConnectionClosed,
+    ConnectionError,
+    txpostgres.RollbackFailed,
+    txpostgres.AlreadyConnected,
+    txpostgres.AlreadyPolling,
+    txpostgres.UnexpectedPollResult,
+)
+
+
+def isDisconnection(error: BaseException) -> bool:
+    """Whether an error means that the connection to the server is lost.
+
+    Args:
+        error: what a call raised.
+
+    Returns:
+        C{True} for connection failures, C{False} for errors of a statement
+        (constraint violations, bad data, deadlocks, cancelled statements).
+    """
+    if isinstance(
+        error,
+        psycopg2.extensions.QueryCanceledError
+        | psycopg2.extensions.TransactionRollbackError,
+    ):
+        return False
+    return isinstance(
+        error,
+        psycopg2.OperationalError
+        | psycopg2.InterfaceError
+        | ConnectionClosed
+        | ConnectionError
+        | txpostgres.RollbackFailed,
+    )
+
+
+class _Connection(txpostgres.Connection):  # type: ignore[misc]  # txpostgres is untyped
+    """A connection that notes, rather than logs, being cut while idle.
+
+    txpostgres keeps each connection a reader of the reactor (for NOTIFY);
+    when the server closes an idle connection, the read raises, and the
+    reactor would log the error as a bug. After a failed connection attempt,
+    libpq has closed the socket but psycopg2 does not say the connection is
+    closed, and txpostgres fails to watch the socket again (C{ValueError}).
+    """
+
+    broken = False
+
+    def doRead(self) -> Any:
+        """Read from the socket; a failure marks the connection broken."""
+        try:
+            txpostgres.Connection.doRead(self)
+        except (psycopg2.Error, ValueError, OSError):
+            self.broken = True
+            return CONNECTION_LOST
+        return None
+
+    @property
+    def alive(self) -> bool:
+        """Whether the connection can run a statement."""
+        raw = self.pollable()
+        return (
+            not self.broken and raw is not None and not raw.closed and raw.fileno() >= 0
+        )
+
+    def abandon(self) -> None:
+        """Close the connection whatever its state, failing what waits on it."""
+        self.broken = True
+        raw = self.pollable()
+        if raw is None:
+            return
+        if raw.closed:
+            # psycopg2 leaves a broken connection's socket open until close().
+            try:
+                raw.close()
+            except psycopg2.Error:
+                pass
+        try:
+            self.close()
+        except psycopg2.Error:
+            pass
+
+
+class _ConnectionPool(txpostgres.ConnectionPool):  # type: ignore[misc]  # untyped
+    """txpostgres's pool, replacing a broken connection when it is next used."""
+
+    connectionFactory = _Connection
+    log = Logger()
+
+    def __init__(
+        self, reactor: Any, dsn: str, size: int, connectTimeout: float, **kw: str
+    ) -> None:
+        self.reactor = reactor
+        self.connectTimeout = connectTimeout
+        self.closed = False
+        super().__init__(None, dsn, min=size, **kw)
+
+    async def connect(self, connection: _Connection) -> None:
+        """Connect one connection, abandoning it after C{connectTimeout}."""
+        timeout = self.reactor.callLater(self.connectTimeout, connection.abandon)
+        try:
+            await connection.connect(*self.connargs, **self.connkw)
+        except BaseException:
+            connection.broken = True
+            raise
+        finally:
+            if timeout.active():
+                timeout.cancel()
+
+    async def connectAll(self) -> None:
+        """Connect every connection; raise the first failure."""
+        results = await DeferredList(
+            [Deferred.fromCoroutine(self.connect(c)) for c in self.connections],
+            consumeErrors=True,
+        )
+        for ok, result in results:
+            if not ok:
+                assert isinstance(result, Failure)
+                result.raiseException()
+
+    def closeAll(self) -> None:
+        """Close every idle connection; those in use close when they return."""
+        self.closed = True
+        for connection in self.connections:
+            connection.abandon()
+
+    def _runQuery(self, *args: Any, **kw: Any) -> Deferred[Any]:
+        return Deferred.fromCoroutine(self._use("runQuery", args, kw))
+
+    def _runOperation(self, *args: Any, **kw: Any) -> Deferred[Any]:
+        return Deferred.fromCoroutine(self._use("runOperation", args, kw))
+
+    def _runInteraction(self, *args: Any, **kw: Any) -> Deferred[Any]:
+        return Deferred.fromCoroutine(self._use("runInteraction", args, kw))
+
+    async def _use(self, method: str, args: Any, kw: Any) -> Any:
+        connection: _Connection = self.connections.pop()
+        try:
+            if not connection.alive:
+                connection.abandon()
+                connection = self.connectionFactory(self.reactor, self.cooperator)
+                await self.connect(connection)
+                self.log.info("PostgreSQL connection re-established")
+            try:
+                return await getattr(connection, method)(*args, **kw)
+            except BaseException as e:
+                if isDisconnection(e):
+                    connection.broken = True
+                raise
+        finally:
+            self.connections.add(connection)
+            if self.closed:
+                connection.abandon()
+
+
+class PostgresRunner:
+    """L{SQLRunner} over a txpostgres pool."""
+
+    errors = _ERRORS
+
+    def __init__(self, pool: txpostgres.ConnectionPool) -> None:
+        """Run statements in C{pool}."""
+        self.pool = pool
+
+    def runQuery(self, sql: str, values: Values) -> Deferred[list[Row]]:
+        """See L{SQLRunner.runQuery}."""
+        statement = compileStatement(sql, "pyformat")
+        return cast(
+            "Deferred[list[Row]]",
+            self.pool.runQuery(statement.text, statement.bind(values)),
+        )
+
+    def runOperation(self, sql: str, values: Values) -> Deferred[None]:
+        """See L{SQLRunner.runOperation}."""
+        statement = compileStatement(sql, "pyformat")
+        return cast(
+            "Deferred[None]",
+            self.pool.runOperation(statement.text, statement.bind(values)),
+        )
+
+    def runInteraction(
+        self, statements: Sequence[tuple[str, Values]], fetch: bool = False
+    ) -> Deferred[list[Row]]:
+        """See L{SQLRunner.runInteraction}.
+
+        The statements go as one query, one round trip: PostgreSQL runs the
+        statements of one query in one transaction, and psycopg2 returns the
+        rows of the last.
+        """
+        sql, values = mergeStatements(statements)
+        statement = compileStatement(sql, "pyformat")
+        parameters = statement.bind(values)
+        if fetch:
+            return cast(
+                "Deferred[list[Row]]", self.pool.runQuery(statement.text, parameters)
+            )
+        d = self.pool.runOperation(statement.text, parameters)
+        return cast("Deferred[list[Row]]", d.addCallback(lambda _: []))
+
+    def isDisconnection(self, error: BaseException) -> bool:
+        """See L{SQLRunner.isDisconnection}."""
+        return isDisconnection(error)
+
+
+class PostgresStore(SQLStore):
+    """L{IPresenceStore} in a PostgreSQL database, shareable by several servers."""
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        reactor: Any = None,
+        connections: int = 2,
+        connectTimeout: float = 10.0,
+        retryDelay: float = 1.0,
+        maxRetryDelay: float = 30.0,
+    ) -> None:
+        """Make a store of the database at C{dsn}; L{start} connects.
+
+        Args:
+            dsn: a libpq connection string or URI.
+            reactor: the reactor the connections and the timers use; C{None}
+                for the global reactor, imported when the store starts.
+            connections: how many connections the pool keeps.
+            connectTimeout: how long a connection attempt may take.
+            retryDelay: how long after losing the server the store first
+                probes it again; the delay doubles up to C{maxRetryDelay}.
+            maxRetryDelay: the longest delay between probes.
+        """
+        super().__init__("postgres", _TABLES)
+        self._reactor = reactor
+        self.dsn = dsn
+        self._size = connections
+        self._connectTimeout = connectTimeout
+        self._retryDelay = retryDelay
+        self._maxRetryDelay = maxRetryDelay
+        self._delay = retryDelay
+        self._pool: _ConnectionPool | None = None
+        self._probeCall: IDelayedCall | None = None
+        self._probing = False
+
+    async def start(self) -> None:
+        """Connect the pool.
+
+        Raises:
+            StorageError: the server cannot be reached, or refuses us.
+        """
+        if self._pool is not None:
+            return
+        if self._reactor is None:
+            from twisted.internet import reactor
+
+            self._reactor = reactor
+        try:
+            given = psycopg2.extensions.parse_dsn(self.dsn)
+        except psycopg2.Error as e:
+            raise StorageError(f"postgres: bad connection string: {e}") from e
+        extra = {k: v for k, v in KEEPALIVES.items() if k not in given}
+        pool = _ConnectionPool(
+            self._reactor, self.dsn, self._size, self._connectTimeout, **extra
+        )
+        try:
+            await pool.connectAll()
+        except _ERRORS as e:
+            pool.closeAll()
+            raise StorageError(f"postgres: cannot connect: {e}") from e
+        self._pool = pool
+        self.runner = PostgresRunner(pool)
+        self.ready = True
+        self.log.info("PostgreSQL pool of {n} connections ready", n=self._size)
+
+    async def stop(self) -> None:
+        """Close the pool; calls made afterwards raise L{StorageError}."""
+        pool, self._pool = self._pool, None
+        self.runner = None
+        self.ready = False
+        if self._probeCall is not None and self._probeCall.active():
+            self._probeCall.cancel()
+        self._probeCall = None
+        if pool is not None:
+            pool.closeAll()
+
+    def _disconnected(self, error: BaseException) -> None:
+        super()._disconnected(error)
+        self._scheduleProbe()
+
+    def _scheduleProbe(self) -> None:
+        if self._probeCall is not None or self._probing or self._pool is None:
+            return
+        self._probeCall = self._reactor.callLater(self._delay, self._probe)
+        self._delay = min(self._delay * 2, self._maxRetryDelay)
+
+    def _probe(self) -> None:
+        self._probeCall = None
+        self._probing = True
+        detach(self._probeOnce(), self.log, "PostgreSQL probe")
+
+    async def _probeOnce(self) -> None:
+        try:
+            await self._query("SELECT 1", {})
+        except StorageError:
+            pass
+        finally:
+            self._probing = False
+        if self.ready:
+            self._delay = self._retryDelay
+        else:
+            self._scheduleProbe()
