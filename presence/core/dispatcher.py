@@ -86,6 +86,9 @@ def checkRequest(
         raise BadRequest(e.reason) from None
     if uri.scheme not in ("sip", "sips"):
         raise UnsupportedURIScheme()
+    if getattr(uri, "headers", None) is not None:
+        # RFC 3261 19.1.1: headers are not allowed in a Request-URI.
+        raise BadRequest("headers are not allowed in the Request-URI")
     if request.method not in ("ACK", "CANCEL") and request.hasHeader("require"):
         try:
             required = request.tokens("require")

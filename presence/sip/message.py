@@ -5,10 +5,17 @@ RFC 3261 sections 7, 19, 20 and 25. A message keeps its headers in order as
 the value of a header is parsed into an object (a L{Via}, a L{NameAddr}, a
 L{CSeq}...) only when it is first asked for, and the result is kept. Parse
 errors found then raise L{SIPParseError}, which the dispatcher turns into 400.
+
+Values that repeat from message to message (URIs, the display-name-and-URI
+part of addresses, Event, Content-Type, Accept, numbers) are parsed once and
+kept in small module-level caches, emptied when they reach C{_CACHE_LIMIT}
+entries. The caches hold only immutable parts; every parse returns new
+objects, so changing a parsed value never affects another message.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
@@ -81,17 +88,21 @@ LIST_HEADERS: Final = frozenset(
     }
 )
 
+#: List headers whose value may be empty: an empty Accept accepts nothing,
+#: an empty Allow or Supported lists nothing (RFC 3261 sections 20.1, 20.5, 20.37).
+MAY_BE_EMPTY: Final = frozenset(
+    {"accept", "accept-encoding", "accept-language", "allow", "supported"}
+)
+
 _TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"
 _TOKEN_RE: Final = re.compile(_TOKEN)
-_LWS = r"[ \t]*"
 
 # Parameters: ;name[=value] where value is a token, a host or a quoted string.
-
-
-_PVALUE = r"(?:\"(?:[^\"\\\\]|\\\\.)*\"|[A-Za-z0-9\-.!%*_+`'~:\[\]]+)"
-_PARAMS_FULL_RE: Final = re.compile(
-    r"(?:[ \t]*;[ \t]*" + _TOKEN + r"(?:[ \t]*=[ \t]*" + _PVALUE + r")?)*[ \t]*"
-)
+# A quoted string (RFC 3261 25.1: qdtext or a backslash and any character).
+_QUOTED = r'"(?:[^"\\]|\\.)*"'
+_PVALUE = r"(?:" + _QUOTED + r"|[A-Za-z0-9\-.!%*_+`'~:\[\]]+)"
+_PARAMS = r"(?:[ \t]*;[ \t]*" + _TOKEN + r"(?:[ \t]*=[ \t]*" + _PVALUE + r")?)*"
+_PARAMS_FULL_RE: Final = re.compile(_PARAMS + r"[ \t]*")
 _PARAM_ITEM_RE: Final = re.compile(
     r";[ \t]*(" + _TOKEN + r")(?:[ \t]*(=)[ \t]*(" + _PVALUE + r"))?"
 )
@@ -169,10 +180,7 @@ def parseParams(text: str, pos: int = 0) -> dict[str, str | None]:
         return {}
     if _PARAMS_FULL_RE.fullmatch(text, pos) is None:
         raise SIPParseError(f"malformed parameters: {text[pos:]!r}")
-    return {
-        name.lower(): (value if eq else None)
-        for name, eq, value in _PARAM_ITEM_RE.findall(text, pos)
-    }
+    return _paramDict(text[pos:])
 
 
 def formatParams(params: dict[str, str | None]) -> str:
@@ -186,8 +194,15 @@ def formatParams(params: dict[str, str | None]) -> str:
 def unquote(text: str) -> str:
     """Remove the quotes and backslash escapes of a quoted string."""
     if len(text) >= 2 and text[0] == '"' and text[-1] == '"':
-        return re.sub(r"\\(.)", r"\1", text[1:-1])
+        return _unbackslash(text[1:-1])
     return text
+
+
+_BACKSLASH_RE: Final = re.compile(r"\\(.)", re.DOTALL)
+
+
+def _unbackslash(text: str) -> str:
+    return _BACKSLASH_RE.sub(r"\1", text) if "\\" in text else text
 
 
 def quote(text: str) -> str:
@@ -199,22 +214,12 @@ def unescape(text: str) -> str:
     """Decode C{%HH} escapes (RFC 3261 section 19.1.2) as UTF-8."""
     if "%" not in text:
         return text
-    raw = bytearray()
-    i = 0
     encoded = text.encode("utf-8", "surrogateescape")
-    n = len(encoded)
-    while i < n:
-        b = encoded[i]
-        if b == 0x25 and i + 2 < n:
-            try:
-                raw.append(int(encoded[i + 1 : i + 3], 16))
-                i += 3
-                continue
-            except ValueError:
-                pass
-        raw.append(b)
-        i += 1
+    raw = _ESCAPE_RE.sub(lambda m: bytes((int(m.group(1), 16),)), encoded)
     return raw.decode("utf-8", "surrogateescape")
+
+
+_ESCAPE_RE: Final = re.compile(rb"%([0-9A-Fa-f]{2})")
 
 
 # -- URIs -------------------------------------------------------------------
@@ -327,29 +332,54 @@ class SIPURI(URI):
         """Show the URI."""
         return f"SIPURI({str(self)!r})"
 
-    def _comparable(self) -> tuple[Any, ...]:
-        # RFC 3261 section 19.1.4, simplified: user and password compare
-        # case-sensitively after unescaping, host case-insensitively, and the
-        # parameters and headers by lower-cased names.
-        return (
-            self.scheme,
-            None if self.user is None else unescape(self.user),
-            None if self.password is None else unescape(self.password),
-            self.host.lower(),
-            self.port,
-            {k: (v.lower() if v is not None else None) for k, v in self.params.items()},
-            self.headers,
-        )
-
     def __eq__(self, other: object) -> bool:
-        """Compare as RFC 3261 section 19.1.4 says, in the common cases."""
+        """Compare as RFC 3261 section 19.1.4 says.
+
+        User and password compare case-sensitively, the host
+        case-insensitively, all after unescaping; a port, and the C{user},
+        C{ttl}, C{method}, C{maddr} and C{transport} parameters, must be in
+        both or neither; other parameters are compared only when in both;
+        headers must match as a set.
+        """
         if not isinstance(other, SIPURI):
             return NotImplemented
-        return self._comparable() == other._comparable()
+        if (
+            self.scheme != other.scheme
+            or self.port != other.port
+            or self.host.lower() != other.host.lower()
+        ):
+            return False
+        if self.user != other.user and (
+            self.user is None
+            or other.user is None
+            or unescape(self.user) != unescape(other.user)
+        ):
+            return False
+        if self.password != other.password and (
+            self.password is None
+            or other.password is None
+            or unescape(self.password) != unescape(other.password)
+        ):
+            return False
+        if self.headers != other.headers and _headerSet(self.headers) != _headerSet(
+            other.headers
+        ):
+            return False
+        mine, theirs = self.params, other.params
+        if not mine and not theirs:
+            return True
+        for name in _STRICT_URI_PARAMS:
+            if (name in mine) != (name in theirs):
+                return False
+        for name, value in mine.items():
+            if name in theirs and _paramValue(value) != _paramValue(theirs[name]):
+                return False
+        return True
 
     def __hash__(self) -> int:
-        """Hash what equality compares."""
-        return hash((self.scheme, self.user, self.host.lower(), self.port))
+        """Hash what every equal URI shares."""
+        user = None if self.user is None else unescape(self.user)
+        return hash((self.scheme, user, self.host.lower(), self.port))
 
     def aor(self) -> str:
         """The address of record: C{user@host} lower-cased host, no port.
@@ -383,13 +413,16 @@ def parseURI(text: str) -> URI:
     Raises:
         SIPParseError: the URI is malformed.
     """
+    cached = _URI_CACHE.get(text)
+    if cached is not None:
+        return _fromParts(cached)
     m = _SCHEME_RE.match(text)
     if m is None:
         raise SIPParseError(f"malformed URI: {text!r}")
     scheme = m.group(1).lower()
     rest = text[m.end() :]
     if scheme not in ("sip", "sips"):
-        if not rest or any(c in rest for c in " \t\r\n<>\""):
+        if not rest or any(c in rest for c in ' \t\r\n<>"'):
             raise SIPParseError(f"malformed URI: {text!r}")
         return URI(scheme, rest)
     return _parseSIPURI(scheme, rest, text)
@@ -399,40 +432,126 @@ _UCHAR = r"(?:[A-Za-z0-9\-_.!~*'()&=+$,;?/]|%[0-9A-Fa-f]{2})"
 _PCHAR = r"(?:[A-Za-z0-9\-_.!~*'()&=+$,]|%[0-9A-Fa-f]{2})"
 _PMCHAR = r"(?:[A-Za-z0-9\-_.!~*'()\[\]/:&+$]|%[0-9A-Fa-f]{2})"
 _HCHAR = r"(?:[A-Za-z0-9\-_.!~*'()\[\]/?:+$&=]|%[0-9A-Fa-f]{2})"
-_SIP_URI_RE: Final = re.compile(
+# The parts of a SIP URI after the scheme: userinfo, host, port, parameters
+# and headers. Every repetition ends at a character that cannot occur inside
+# it, so matching takes linear time.
+_SIP_URI_REST = (
     r"(?:(" + _UCHAR + r"+)(?::(" + _PCHAR + r"*))?@)?"
     r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-.]+)(?::([0-9]{1,5}))?"
     r"((?:;" + _PMCHAR + r"+(?:=" + _PMCHAR + r"*)?)*)"
     r"(?:\?(" + _HCHAR + r"*))?"
 )
+_SIP_URI_REST_RE: Final = re.compile(_SIP_URI_REST)
 _URI_PARAM_ITEM_RE: Final = re.compile(r";([^;=]+)(=?)([^;]*)")
 
+#: A parsed SIP URI: (scheme, user, password, host, port, parameters as
+#: pairs, headers). It is immutable, so it can be cached; L{_fromParts} builds
+#: a new L{SIPURI} from it each time, which callers may change freely.
+_URIParts = tuple[
+    str,
+    str | None,
+    str | None,
+    str,
+    int | None,
+    tuple[tuple[str, str | None], ...],
+    str | None,
+]
 
-def _parseSIPURI(scheme: str, rest: str, text: str) -> SIPURI:
-    m = _SIP_URI_RE.fullmatch(rest)
-    if m is None:
-        raise SIPParseError(f"malformed URI: {text!r}")
-    user, password, host, port, paramText, headers = m.groups()
+#: Parsed SIP URIs by text.
+_URI_CACHE: dict[str, _URIParts] = {}
+#: The size at which a cache of parsed values is emptied.
+_CACHE_LIMIT: Final = 4096
+
+
+def _fromParts(parts: _URIParts) -> SIPURI:
+    uri = SIPURI.__new__(SIPURI)
+    (
+        uri.scheme,
+        uri.user,
+        uri.password,
+        uri.host,
+        uri.port,
+        params,
+        uri.headers,
+    ) = parts
+    uri.params = dict(params)
+    return uri
+
+
+def _uriParts(
+    text: str,
+    scheme: str,
+    user: str | None,
+    password: str | None,
+    host: str,
+    port: str | None,
+    paramText: str,
+    headers: str | None,
+) -> _URIParts:
+    """Check and convert the groups of a SIP URI match.
+
+    Raises:
+        SIPParseError: the port, host or parameters are malformed.
+    """
     portNumber = None
     if port is not None:
         portNumber = int(port)
         if portNumber > 65535:
             raise SIPParseError(f"port out of range in URI: {text!r}")
-    if host[0] in ".-" or ".." in host:
+    if host[0] == "[":
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            raise SIPParseError(f"malformed IPv6 reference in URI: {text!r}") from None
+    elif host[0] in ".-" or ".." in host:
         raise SIPParseError(f"malformed host in URI: {text!r}")
-    params: dict[str, str | None] = (
-        {
-            name.lower(): (value if eq else None)
-            for name, eq, value in _URI_PARAM_ITEM_RE.findall(paramText)
-        }
-        if paramText
-        else {}
-    )
-    return SIPURI(host, user, portNumber, params, headers, password, scheme)
+    params: tuple[tuple[str, str | None], ...] = ()
+    if paramText:
+        items = _URI_PARAM_ITEM_RE.findall(paramText)
+        if len(items) == 1:
+            name, eq, value = items[0]
+            params = ((name.lower(), value if eq else None),)
+        else:
+            params = tuple(
+                [(name.lower(), (value if eq else None)) for name, eq, value in items]
+            )
+            if len(dict(params)) != len(params):
+                # RFC 3261 section 19.1.1: a parameter name appears at most once.
+                raise SIPParseError(f"repeated parameter in URI: {text!r}")
+    return (scheme, user, password, host, portNumber, params, headers)
+
+
+#: URI parameters that make two URIs differ when only one has them
+#: (RFC 3261 section 19.1.4).
+_STRICT_URI_PARAMS: Final = ("user", "ttl", "method", "maddr", "transport")
+
+
+def _paramValue(value: str | None) -> str | None:
+    return None if value is None else unescape(value).lower()
+
+
+def _headerSet(headers: str | None) -> frozenset[tuple[str, str]]:
+    if not headers:
+        return frozenset()
+    out = set()
+    for item in headers.split("&"):
+        name, _, value = item.partition("=")
+        out.add((unescape(name).lower(), unescape(value)))
+    return frozenset(out)
+
+
+def _parseSIPURI(scheme: str, rest: str, text: str) -> SIPURI:
+    m = _SIP_URI_REST_RE.fullmatch(rest)
+    if m is None:
+        raise SIPParseError(f"malformed URI: {text!r}")
+    parts = _uriParts(text, scheme, *m.groups())
+    if len(_URI_CACHE) >= _CACHE_LIMIT:
+        _URI_CACHE.clear()
+    _URI_CACHE[text] = parts
+    return _fromParts(parts)
 
 
 # -- name-addr / addr-spec ----------------------------------------------------
-
 
 
 class NameAddr:
@@ -502,50 +621,134 @@ class NameAddr:
 _TOKEN_DISPLAY_RE: Final = re.compile(_TOKEN + r"(?: " + _TOKEN + r")*")
 
 
-_NAME_ADDR_RE: Final = re.compile(
-    r"(?:\"((?:[^\"\\\\]|\\\\.)*)\"[ \t]*|(" + _TOKEN + r"(?:[ \t]+" + _TOKEN
-    + r")*)[ \t]*)?<([^<>\s]*)>"
+# An optional display name: a quoted string or tokens (RFC 3261 25.1).
+_DISPLAY = (
+    r"[ \t]*(?:(" + _QUOTED + r")[ \t]*|(" + _TOKEN + r"(?:[ \t]+" + _TOKEN + r")*)"
+    r"[ \t]*)?"
 )
+# A name-addr with any URI, and its header parameters.
+_NAME_ADDR_RE: Final = re.compile(_DISPLAY + r"<([^<>\s]*)>(" + _PARAMS + r")[ \t]*")
+# The common case in one match: a name-addr whose URI is a SIP or SIPS URI.
+_SIP_NAME_ADDR_RE: Final = re.compile(
+    _DISPLAY + r"<((?i:sips?)):" + _SIP_URI_REST + r">(" + _PARAMS + r")[ \t]*"
+)
+_ADDR_SPEC_RE: Final = re.compile(r"[ \t]*([^ \t;<>\"]+)(" + _PARAMS + r")[ \t]*")
+
+
+def _paramDict(paramText: str) -> dict[str, str | None]:
+    """The parameters of text already checked against C{_PARAMS}."""
+    if not paramText:
+        return {}
+    items = _PARAM_ITEM_RE.findall(paramText)
+    if len(items) == 1:
+        name, eq, value = items[0]
+        return {name.lower(): value if eq else None}
+    params = {name.lower(): (value if eq else None) for name, eq, value in items}
+    if len(params) != len(items):
+        # RFC 3261 section 7.3.1: a parameter name appears at most once.
+        raise SIPParseError(f"repeated parameter: {paramText!r}")
+    return params
+
+
+#: The part of a name-addr before its parameters (display name and URI in
+#: angle brackets) -> (display name, parsed SIP URI or None, URI text).
+#: Contacts, Record-Routes and initial To values repeat from message to
+#: message; From and To differ mostly in their tags, parsed each time.
+_NAME_ADDR_CACHE: dict[str, tuple[str | None, _URIParts | None, str]] = {}
+#: Header parameter text -> parameters as pairs (";lr", ";expires=3600").
+_PARAMS_CACHE: dict[str, tuple[tuple[str, str | None], ...]] = {}
+
+
+def _headerParams(text: str) -> dict[str, str | None]:
+    """Parse header parameters making up all of C{text}.
+
+    Raises:
+        SIPParseError: they are malformed.
+    """
+    cached = _PARAMS_CACHE.get(text)
+    if cached is not None:
+        return dict(cached)
+    if _PARAMS_FULL_RE.fullmatch(text) is None:
+        raise SIPParseError(f"malformed parameters: {text!r}")
+    params = _paramDict(text)
+    if len(_PARAMS_CACHE) >= _CACHE_LIMIT:
+        _PARAMS_CACHE.clear()
+    _PARAMS_CACHE[text] = tuple(params.items())
+    return params
 
 
 def parseNameAddr(text: str) -> NameAddr:
     """Parse a name-addr or addr-spec with parameters (RFC 3261 section 20.10).
 
+    After an addr-spec (no angle brackets) every parameter is the header's:
+    the URI runs to the first semicolon.
+
     Raises:
         SIPParseError: the value is malformed.
     """
-    m = _NAME_ADDR_RE.match(text)
-    if m is not None:
-        quoted, tokens, uriText = m.groups()
-        if quoted is not None:
-            displayName: str | None = (
-                re.sub(r"\\(.)", r"\1", quoted) if "\\" in quoted else quoted
+    end = text.rfind(">") + 1
+    if end:
+        cached = _NAME_ADDR_CACHE.get(text[:end] if end < len(text) else text)
+        if cached is not None:
+            # The head of text is a known name-addr without parameters, so
+            # the rest (which holds no ">") can only be its parameters.
+            displayName, known, uriText = cached
+            return NameAddr(
+                parseURI(uriText) if known is None else _fromParts(known),
+                displayName,
+                _headerParams(text[end:]) if end < len(text) else {},
             )
-        else:
-            displayName = tokens
-        end = m.end()
-        params = parseParams(text, end) if end < len(text) else {}
-        return NameAddr(parseURI(uriText), displayName, params)
-    text = text.strip()
-    if not text:
-        raise SIPParseError("empty address")
-    if "<" in text or '"' in text:
+    m = _SIP_NAME_ADDR_RE.fullmatch(text)
+    if m is not None:
+        g = m.groups()
+        quoted, tokens, paramText = g[0], g[1], g[9]
+        prefixEnd = m.start(10)
+        uriText = text[m.start(3) : prefixEnd - 1]
+        sipParts = _uriParts(uriText, g[2].lower(), g[3], g[4], g[5], g[6], g[7], g[8])
+        uri: URI = _fromParts(sipParts)
+        parts: _URIParts | None = sipParts
+        # The Request-URI is often the To URI: keep it for parseURI too.
+        if len(_URI_CACHE) >= _CACHE_LIMIT:
+            _URI_CACHE.clear()
+        _URI_CACHE[uriText] = sipParts
+    else:
+        m = _NAME_ADDR_RE.fullmatch(text)
+        if m is None:
+            return _parseAddrSpec(text)
+        quoted, tokens, uriText, paramText = m.groups()
+        uri = parseURI(uriText)
+        parts = None
+        prefixEnd = m.start(4)
+    displayName = tokens if quoted is None else _unbackslash(quoted[1:-1])
+    if len(_NAME_ADDR_CACHE) >= _CACHE_LIMIT:
+        _NAME_ADDR_CACHE.clear()
+    _NAME_ADDR_CACHE[text[:prefixEnd]] = (displayName, parts, uriText)
+    return NameAddr(uri, displayName, _paramDict(paramText))
+
+
+def _parseAddrSpec(text: str) -> NameAddr:
+    m = _ADDR_SPEC_RE.fullmatch(text)
+    if m is None or "?" in m.group(1):
+        # A URI holding "?" (or ";" or ",") must be in angle brackets.
+        if not text.strip():
+            raise SIPParseError("empty address")
         raise SIPParseError(f"malformed name-addr: {text!r}")
-    # addr-spec: the URI runs to the first semicolon (RFC 3261 section 20: a
-    # URI with ; , or ? must be in angle brackets).
-    semi = text.find(";")
-    uriText = (text if semi < 0 else text[:semi]).rstrip()
-    if " " in uriText or "\t" in uriText or "?" in uriText:
-        raise SIPParseError(f"malformed address: {text!r}")
-    params = {} if semi < 0 else parseParams(text, semi)
-    return NameAddr(parseURI(uriText), None, params)
+    uriText, paramText = m.groups()
+    return NameAddr(parseURI(uriText), None, _paramDict(paramText))
 
 
 # -- Via ----------------------------------------------------------------------
 
 _VIA_RE: Final = re.compile(
-    r"(" + _TOKEN + r")[ \t]*/[ \t]*(" + _TOKEN + r")[ \t]*/[ \t]*(" + _TOKEN + r")"
+    r"[ \t]*("
+    + _TOKEN
+    + r")[ \t]*/[ \t]*("
+    + _TOKEN
+    + r")[ \t]*/[ \t]*("
+    + _TOKEN
+    + r")"
     r"[ \t]+(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-.]+)(?:[ \t]*:[ \t]*([0-9]{1,5}))?"
+    r"(" + _PARAMS + r")[ \t]*"
 )
 
 
@@ -590,7 +793,7 @@ class Via:
     def rport(self) -> int | None:
         """The rport parameter's value, or C{None} when absent or empty."""
         value = self.params.get("rport")
-        if value is None or not value.isdigit():
+        if value is None or not value.isdigit() or not value.isascii():
             return None
         return int(value)
 
@@ -633,11 +836,11 @@ def parseVia(text: str) -> Via:
     Raises:
         SIPParseError: the value is malformed.
     """
-    m = _VIA_RE.match(text)
+    m = _VIA_RE.fullmatch(text)
     if m is None:
         raise SIPParseError(f"malformed Via: {text!r}")
-    name, version, transport, host, port = m.groups()
-    params = parseParams(text, m.end())
+    name, version, transport, host, port, paramText = m.groups()
+    params = _paramDict(paramText)
     portNumber = None
     if port is not None:
         portNumber = int(port)
@@ -645,7 +848,10 @@ def parseVia(text: str) -> Via:
             raise SIPParseError(f"Via port out of range: {text!r}")
     if "branch" in params and not params["branch"]:
         raise SIPParseError(f"empty branch: {text!r}")
-    return Via(transport, host, portNumber, params, f"{name.upper()}/{version}")
+    protocol = "SIP/2.0" if name == "SIP" and version == "2.0" else None
+    return Via(
+        transport, host, portNumber, params, protocol or f"{name.upper()}/{version}"
+    )
 
 
 # -- CSeq, Event, Content-Type -------------------------------------------------
@@ -702,9 +908,6 @@ def parseCSeq(text: str) -> CSeq:
     return CSeq(number, m.group(2))
 
 
-_TOKEN_PARAMS_RE: Final = re.compile(r"(" + _TOKEN + r")")
-
-
 class TokenParams:
     """A token with parameters: an Event, a Content-Type, an Accept element.
 
@@ -740,9 +943,34 @@ class TokenParams:
         return hash(self.value)
 
 
+_EVENT_RE: Final = re.compile(r"[ \t]*(" + _TOKEN + r")(" + _PARAMS + r")[ \t]*")
 _MEDIA_RE: Final = re.compile(
-    r"(" + _TOKEN + r"|\*)[ \t]*/[ \t]*(" + _TOKEN + r"|\*)"
+    r"[ \t]*(" + _TOKEN + r"|\*)[ \t]*/[ \t]*(" + _TOKEN + r"|\*)"
+    r"(" + _PARAMS + r")[ \t]*"
 )
+
+# Values that repeat from message to message (Event, Content-Type, Accept
+# elements) parsed once: text -> (value, parameters as pairs). The parts are
+# immutable; each parse builds a new TokenParams, which callers may change.
+_EVENT_CACHE: dict[str, tuple[str, tuple[tuple[str, str | None], ...]]] = {}
+_MEDIA_CACHE: dict[str, tuple[str, tuple[tuple[str, str | None], ...]]] = {}
+_INTEGER_CACHE: dict[str, int] = {}
+#: A whole Accept line -> its media types.
+_MEDIA_LIST_CACHE: dict[
+    str, tuple[tuple[str, tuple[tuple[str, str | None], ...]], ...]
+] = {}
+
+
+def _tokenParams(
+    cache: dict[str, tuple[str, tuple[tuple[str, str | None], ...]]],
+    text: str,
+    value: str,
+    params: dict[str, str | None],
+) -> TokenParams:
+    if len(cache) >= _CACHE_LIMIT:
+        cache.clear()
+    cache[text] = (value, tuple(params.items()))
+    return TokenParams(value, params)
 
 
 def parseEvent(text: str) -> TokenParams:
@@ -751,11 +979,13 @@ def parseEvent(text: str) -> TokenParams:
     Raises:
         SIPParseError: the value is malformed.
     """
-    m = _TOKEN_PARAMS_RE.match(text.strip())
+    cached = _EVENT_CACHE.get(text)
+    if cached is not None:
+        return TokenParams(cached[0], dict(cached[1]))
+    m = _EVENT_RE.fullmatch(text)
     if m is None:
         raise SIPParseError(f"malformed Event: {text!r}")
-    stripped = text.strip()
-    return TokenParams(m.group(1).lower(), parseParams(stripped, m.end()))
+    return _tokenParams(_EVENT_CACHE, text, m.group(1).lower(), _paramDict(m.group(2)))
 
 
 def parseMediaType(text: str) -> TokenParams:
@@ -764,12 +994,16 @@ def parseMediaType(text: str) -> TokenParams:
     Raises:
         SIPParseError: the value is malformed.
     """
-    stripped = text.strip()
-    m = _MEDIA_RE.match(stripped)
+    cached = _MEDIA_CACHE.get(text)
+    if cached is not None:
+        return TokenParams(cached[0], dict(cached[1]))
+    m = _MEDIA_RE.fullmatch(text)
     if m is None:
         raise SIPParseError(f"malformed media type: {text!r}")
-    value = f"{m.group(1)}/{m.group(2)}".lower()
-    return TokenParams(value, parseParams(stripped, m.end()))
+    kind, subtype, paramText = m.groups()
+    return _tokenParams(
+        _MEDIA_CACHE, text, f"{kind}/{subtype}".lower(), _paramDict(paramText)
+    )
 
 
 def parseInteger(text: str, name: str, limit: int = 2**32 - 1) -> int:
@@ -778,10 +1012,15 @@ def parseInteger(text: str, name: str, limit: int = 2**32 - 1) -> int:
     Raises:
         SIPParseError: not a number, or larger than C{limit}.
     """
-    text = text.strip()
-    if not text.isdigit() or not text.isascii() or len(text) > 10:
-        raise SIPParseError(f"malformed {name}: {text!r}")
-    value = int(text)
+    value = _INTEGER_CACHE.get(text)
+    if value is None:
+        digits = text.strip(" \t")
+        if not digits.isdigit() or not digits.isascii() or len(digits) > 10:
+            raise SIPParseError(f"malformed {name}: {text!r}")
+        value = int(digits)
+        if len(_INTEGER_CACHE) >= _CACHE_LIMIT:
+            _INTEGER_CACHE.clear()
+        _INTEGER_CACHE[text] = value
     if value > limit:
         raise SIPParseError(f"{name} too large: {text!r}")
     return value
@@ -857,10 +1096,10 @@ class SIPMessage:
         for line in lines:
             if "," in line:
                 out.extend(splitList(line))
-            else:
-                if not line:
-                    raise SIPParseError(f"empty {name} header")
+            elif line:
                 out.append(line)
+            elif name not in MAY_BE_EMPTY:
+                raise SIPParseError(f"empty {canonicalName(name)} header")
         return out
 
     def prependHeader(self, name: str, value: str) -> None:
@@ -893,7 +1132,7 @@ class SIPMessage:
         value = self._cache.get("via")
         if value is None:
             value = self._cache["via"] = [parseVia(v) for v in self.headerValues("via")]
-        return value  # type: ignore[no-any-return]
+        return value
 
     @property
     def topVia(self) -> Via:
@@ -925,7 +1164,7 @@ class SIPMessage:
         value = self._cache.get("from")
         if value is None:
             value = self._cache["from"] = parseNameAddr(self._single("from"))
-        return value  # type: ignore[no-any-return]
+        return value
 
     @property
     def toAddr(self) -> NameAddr:
@@ -937,7 +1176,7 @@ class SIPMessage:
         value = self._cache.get("to")
         if value is None:
             value = self._cache["to"] = parseNameAddr(self._single("to"))
-        return value  # type: ignore[no-any-return]
+        return value
 
     @property
     def callId(self) -> str:
@@ -961,7 +1200,7 @@ class SIPMessage:
         value = self._cache.get("cseq")
         if value is None:
             value = self._cache["cseq"] = parseCSeq(self._single("cseq"))
-        return value  # type: ignore[no-any-return]
+        return value
 
     @property
     def contacts(self) -> list[NameAddr]:
@@ -978,7 +1217,7 @@ class SIPMessage:
             else:
                 value = [parseNameAddr(v) for v in values]
             self._cache["contact"] = value
-        return value  # type: ignore[no-any-return]
+        return value
 
     @property
     def contactStar(self) -> bool:
@@ -998,7 +1237,7 @@ class SIPMessage:
             value = self._cache[key] = [
                 parseNameAddr(v) for v in self.headerValues(name)
             ]
-        return value  # type: ignore[no-any-return]
+        return value
 
     def integer(self, name: str, limit: int = 2**32 - 1) -> int | None:
         """Parse a single-valued integer header, or C{None} when absent.
@@ -1006,9 +1245,16 @@ class SIPMessage:
         Raises:
             SIPParseError: repeated, not a number, or over C{limit}.
         """
-        name = name.lower()
-        if name not in self._index:
-            return None
+        lines = self._index.get(name)
+        if lines is None:
+            name = name.lower()
+            lines = self._index.get(name)
+            if lines is None:
+                return None
+        if len(lines) == 1:
+            value = _INTEGER_CACHE.get(lines[0])
+            if value is not None and value <= limit:
+                return value
         return parseInteger(self._single(name), canonicalName(name), limit)
 
     @property
@@ -1046,7 +1292,7 @@ class SIPMessage:
         value = self._cache.get("event")
         if value is None:
             value = self._cache["event"] = parseEvent(self._single("event"))
-        return value  # type: ignore[no-any-return]
+        return value
 
     @property
     def contentType(self) -> TokenParams | None:
@@ -1062,7 +1308,7 @@ class SIPMessage:
             value = self._cache["content-type"] = parseMediaType(
                 self._single("content-type")
             )
-        return value  # type: ignore[no-any-return]
+        return value
 
     def tokens(self, name: str) -> list[str]:
         """The elements of a list header of tokens (Require, Supported...).
@@ -1083,7 +1329,22 @@ class SIPMessage:
         Raises:
             SIPParseError: an element is malformed.
         """
-        return [parseMediaType(v) for v in self.headerValues(name)]
+        name = name.lower()
+        lines = self._index.get(name)
+        if not lines:
+            return []
+        if len(lines) == 1:
+            cached = _MEDIA_LIST_CACHE.get(lines[0])
+            if cached is not None:
+                return [TokenParams(value, dict(params)) for value, params in cached]
+        types = [parseMediaType(v) for v in self.headerValues(name)]
+        if len(lines) == 1:
+            if len(_MEDIA_LIST_CACHE) >= _CACHE_LIMIT:
+                _MEDIA_LIST_CACHE.clear()
+            _MEDIA_LIST_CACHE[lines[0]] = tuple(
+                [(t.value, tuple(t.params.items())) for t in types]
+            )
+        return types
 
     # Serialisation
 
@@ -1150,7 +1411,7 @@ class SIPRequest(SIPMessage):
         value = self._cache.get("uri")
         if value is None:
             value = self._cache["uri"] = parseURI(self.uriText)
-        return value  # type: ignore[no-any-return]
+        return value
 
     def _startLine(self) -> str:
         return f"{self.method} {self.uriText} {self.version}"
@@ -1291,5 +1552,3 @@ def responseTo(
             out.append((name, value))
     out.extend((n.lower(), v) for n, v in headers)
     return SIPResponse(code, phrase, out, body)
-
-

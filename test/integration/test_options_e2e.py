@@ -66,9 +66,7 @@ class OptionsEndToEndTests(TestCase):
         """Two requests in one TCP segment get two responses, in order."""
         client = await connectTCP(self.tcpPort)
         self.addCleanup(client.close)
-        client.send(
-            options(self.tcpPort, "TCP", 1) + options(self.tcpPort, "TCP", 2)
-        )
+        client.send(options(self.tcpPort, "TCP", 1) + options(self.tcpPort, "TCP", 2))
         first = await within(client.queue.get())
         second = await within(client.queue.get())
         self.assertEqual([first.code, second.code], [200, 200])
@@ -89,7 +87,5 @@ class OptionsEndToEndTests(TestCase):
     async def test_tcpMalformedClosed(self) -> None:
         """A malformed TCP stream gets 400 and the connection is closed."""
         client = await connectTCP(self.tcpPort)
-        client.send(
-            b"OPTIONS sip:bob@127.0.0.1 SIP/2.0\r\nVia SIP/2.0/TCP x\r\n\r\n"
-        )
+        client.send(b"OPTIONS sip:bob@127.0.0.1 SIP/2.0\r\nVia SIP/2.0/TCP x\r\n\r\n")
         await within(client.lost)
