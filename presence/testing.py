@@ -7,14 +7,18 @@ Nothing here opens a socket or reads the real time.
 
 from __future__ import annotations
 
+import os
+import uuid
 from typing import Any
 
-from twisted.internet import defer
+from twisted.internet import defer, protocol
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.interfaces import IUDPTransport
 from twisted.names import dns
 from twisted.names.common import ResolverBase
 from twisted.names.error import DNSNameError
+from twisted.protocols import portforward
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from presence.errors import SIPParseError
@@ -249,3 +253,83 @@ __all__ = [
     "requestBytes",
     "responseBytes",
 ]
+
+
+# -- PostgreSQL test databases and a proxy that can cut them off ------------------
+
+#: The DSN of the test PostgreSQL server, or None: tests then skip.
+PG_DSN = os.environ.get("PRESENCE_TEST_PG_DSN")
+NO_PG = "PRESENCE_TEST_PG_DSN is not set: no PostgreSQL server to test against"
+
+
+def pgDSN(**changes: str) -> str:
+    """The test server's DSN with some parameters changed."""
+    assert PG_DSN is not None
+    import psycopg2.extensions
+
+    params = psycopg2.extensions.parse_dsn(PG_DSN)
+    params.update(changes)
+    return str(psycopg2.extensions.make_dsn(**params))
+
+
+class PostgresDatabase:
+    """A database of its own on the test server, for one test class."""
+
+    def __init__(self) -> None:
+        """Create it."""
+        self.name = f"presence_test_{uuid.uuid4().hex[:12]}"
+        self._admin("CREATE DATABASE " + self.name)
+        self.dsn = pgDSN(dbname=self.name)
+
+    def _admin(self, sql: str) -> None:
+        import psycopg2
+
+        connection = psycopg2.connect(PG_DSN)
+        try:
+            connection.autocommit = True
+            with connection.cursor() as cursor:
+                cursor.execute(sql)
+        finally:
+            connection.close()
+
+    def drop(self) -> None:
+        """Drop it, closing what is still connected."""
+        self._admin(f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)")
+
+
+class _CuttableServer(portforward.ProxyServer):
+    factory: CuttableProxy
+
+    def connectionMade(self) -> None:
+        self.factory.servers.add(self)
+        super().connectionMade()
+
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
+        self.factory.servers.discard(self)
+        super().connectionLost(reason)  # type: ignore[no-untyped-call]  # untyped Twisted
+
+
+class CuttableProxy(portforward.ProxyFactory):
+    """A TCP proxy whose connections can be cut, and which can refuse new ones."""
+
+    protocol = _CuttableServer
+    noisy = False
+
+    def __init__(self, host: str, port: int) -> None:
+        """Forward to C{host}, C{port}."""
+        super().__init__(host, port)
+        self.servers: set[_CuttableServer] = set()
+        self.refusing = False
+
+    def buildProtocol(self, addr: Any) -> portforward.ProxyServer | None:
+        """A forwarding connection, or None (closing it) while refusing."""
+        if self.refusing:
+            return None
+        return super().buildProtocol(addr)
+
+    def cut(self) -> None:
+        """Abort every connection, and refuse new ones."""
+        self.refusing = True
+        for server in list(self.servers):
+            transport: Any = server.transport
+            transport.abortConnection()

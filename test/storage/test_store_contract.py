@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import os
-import uuid
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -19,10 +17,7 @@ import psycopg2.extensions
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import IListeningPort
-from twisted.internet.protocol import connectionDone
 from twisted.internet.task import deferLater
-from twisted.protocols import portforward
-from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
@@ -42,13 +37,12 @@ from presence.storage.records import (
 )
 from presence.storage.sql import SCHEMA_VERSION
 from presence.storage.sqlite import SQLiteStore
+from presence.testing import NO_PG, PG_DSN, CuttableProxy, PostgresDatabase, pgDSN
 
 #: The tables emptied before each PostgreSQL test (DELETE is quicker than
 #: TRUNCATE on tables this small).
 EMPTIED = ("presentity", "active_watchers", "watchers", "xcap", "location")
 
-PG_DSN = os.environ.get("PRESENCE_TEST_PG_DSN")
-NO_PG = "PRESENCE_TEST_PG_DSN is not set: no PostgreSQL server to test against"
 
 if TYPE_CHECKING:
     _Base = TestCase
@@ -620,37 +614,6 @@ class SQLiteStoreContractTests(StoreContract, SQLStoreTests, TestCase):
 # -- PostgreSQL --------------------------------------------------------------
 
 
-def pgDSN(**changes: str) -> str:
-    """The test server's DSN with some parameters changed."""
-    assert PG_DSN is not None
-    params = psycopg2.extensions.parse_dsn(PG_DSN)
-    params.update(changes)
-    return str(psycopg2.extensions.make_dsn(**params))
-
-
-class PostgresDatabase:
-    """A database of its own on the test server, for one test class."""
-
-    def __init__(self) -> None:
-        """Create it."""
-        self.name = f"presence_test_{uuid.uuid4().hex[:12]}"
-        self._admin("CREATE DATABASE " + self.name)
-        self.dsn = pgDSN(dbname=self.name)
-
-    def _admin(self, sql: str) -> None:
-        connection = psycopg2.connect(PG_DSN)
-        try:
-            connection.autocommit = True
-            with connection.cursor() as cursor:
-                cursor.execute(sql)
-        finally:
-            connection.close()
-
-    def drop(self) -> None:
-        """Drop it, closing what is still connected."""
-        self._admin(f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)")
-
-
 class PostgresTestCase(TestCase):
     """A test case with a database of its own for the class."""
 
@@ -722,44 +685,6 @@ class PostgresStoreContractTests(StoreContract, SQLStoreTests, PostgresTestCase)
         ]
         got = await gatherResults(calls)
         self.assertEqual(sorted(got), list(range(5, 65)))
-
-
-class _CuttableServer(portforward.ProxyServer):
-    factory: CuttableProxy
-
-    def connectionMade(self) -> None:
-        self.factory.servers.add(self)
-        super().connectionMade()
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self.factory.servers.discard(self)
-        super().connectionLost(reason)
-
-
-class CuttableProxy(portforward.ProxyFactory):
-    """A TCP proxy whose connections can be cut, and which can refuse new ones."""
-
-    protocol = _CuttableServer
-    noisy = False
-
-    def __init__(self, host: str, port: int) -> None:
-        """Forward to C{host}, C{port}."""
-        super().__init__(host, port)
-        self.servers: set[_CuttableServer] = set()
-        self.refusing = False
-
-    def buildProtocol(self, addr: Any) -> portforward.ProxyServer | None:
-        """A forwarding connection, or None (closing it) while refusing."""
-        if self.refusing:
-            return None
-        return super().buildProtocol(addr)
-
-    def cut(self) -> None:
-        """Abort every connection, and refuse new ones."""
-        self.refusing = True
-        for server in list(self.servers):
-            transport: Any = server.transport
-            transport.abortConnection()
 
 
 class PostgresOutageTests(PostgresTestCase):
