@@ -66,7 +66,10 @@ def checkRequest(
         if not request.hasHeader(name):
             raise BadRequest(f"Missing {canonicalName(name)} header")
     try:
-        _ = (request.topVia, request.fromAddr, request.toAddr, request.callId)
+        # Every Via, not only the top one the response is routed by: RFC 4475
+        # section 3.1.2.1 asks for a 400 when any is malformed.
+        _ = (request.vias, request.topVia)
+        _ = (request.fromAddr, request.toAddr, request.callId)
         _ = request.contentLength
         cseq = request.cseq
         maxForwards = request.maxForwards

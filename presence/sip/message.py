@@ -167,6 +167,37 @@ def splitList(value: str) -> list[str]:
     return parts
 
 
+def firstElement(value: str) -> str:
+    """The first element of a list header value, without parsing the rest.
+
+    Commas inside quotes and angle brackets do not count; the element is
+    stripped of surrounding whitespace.
+    """
+    if "," not in value:
+        return value.strip()
+    if '"' not in value and "<" not in value:
+        return value.split(",", 1)[0].strip()
+    inQuote = inAngle = False
+    i, n = 0, len(value)
+    while i < n:
+        ch = value[i]
+        if inQuote:
+            if ch == "\\":
+                i += 1
+            elif ch == '"':
+                inQuote = False
+        elif ch == '"':
+            inQuote = True
+        elif ch == "<":
+            inAngle = True
+        elif ch == ">":
+            inAngle = False
+        elif ch == "," and not inAngle:
+            return value[:i].strip()
+        i += 1
+    return value.strip()
+
+
 def parseParams(text: str, pos: int = 0) -> dict[str, str | None]:
     """Parse C{;name=value} parameters from C{text} starting at C{pos}.
 
@@ -854,6 +885,42 @@ def parseVia(text: str) -> Via:
     )
 
 
+_VIA_SENT_BY_RE: Final = re.compile(
+    r"[ \t]*(" + _TOKEN + r")[ \t]*/[ \t]*(" + _TOKEN + r")[ \t]*/[ \t]*("
+    r"" + _TOKEN + r")[ \t]+(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-.]+)"
+    r"(?:[ \t]*:[ \t]*([0-9]{1,5}))?(?=[ \t;]|$)"
+)
+
+
+def salvageVia(text: str) -> Via | None:
+    """Read what can be read of a malformed Via value, to address a 400.
+
+    RFC 4475 section 3.1.2.1 asks for a 400 to a request whose Via holds empty
+    elements and parameters (C{SIP/2.0/UDP 192.0.2.15;;,;,,}); the response
+    goes where the sent-by of the first element says. This keeps the
+    sent-protocol, the sent-by and the well-formed parameters of the first
+    element (up to the first comma), and skips the rest.
+
+    Returns:
+        The Via, or C{None} when there is no sent-protocol and sent-by.
+    """
+    first = text.split(",", 1)[0]
+    m = _VIA_SENT_BY_RE.match(first)
+    if m is None:
+        return None
+    name, version, transport, host, port = m.groups()
+    portNumber = None if port is None else int(port)
+    if portNumber is not None and portNumber > 65535:
+        return None
+    params: dict[str, str | None] = {}
+    for pname, eq, value in _PARAM_ITEM_RE.findall(first, m.end()):
+        params.setdefault(pname.lower(), value if eq else None)
+    if not params.get("branch", "x"):
+        del params["branch"]
+    protocol = f"{name.upper()}/{version}"
+    return Via(transport, host, portNumber, params, protocol)
+
+
 # -- CSeq, Event, Content-Type -------------------------------------------------
 
 _CSEQ_RE: Final = re.compile(r"([0-9]{1,10})[ \t]+(" + _TOKEN + r")")
@@ -1108,6 +1175,7 @@ class SIPMessage:
         self.headers.insert(0, (name, value))
         self._index[name] = [value, *self._index.get(name, ())]
         self._cache.pop(name, None)
+        self._cache.pop(name + ":top", None)
 
     def addHeader(self, name: str, value: str) -> None:
         """Add a header below every other."""
@@ -1138,13 +1206,24 @@ class SIPMessage:
     def topVia(self) -> Via:
         """The topmost Via.
 
+        Only the first Via value is parsed, so that a response can be routed
+        even when a Via below it is malformed (L{vias} parses them all).
+
         Raises:
             SIPParseError: missing or malformed.
         """
-        vias = self.vias
-        if not vias:
-            raise SIPParseError("missing Via")
-        return vias[0]
+        vias: list[Via] | None = self._cache.get("via")
+        if vias is not None:
+            if not vias:
+                raise SIPParseError("missing Via")
+            return vias[0]
+        value: Via | None = self._cache.get("via:top")
+        if value is None:
+            lines = self._index.get("via")
+            if not lines:
+                raise SIPParseError("missing Via")
+            value = self._cache["via:top"] = parseVia(firstElement(lines[0]))
+        return value
 
     def _single(self, name: str) -> str:
         lines = self._index.get(name)

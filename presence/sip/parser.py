@@ -19,6 +19,7 @@ from presence.sip.message import (
     SIPRequest,
     SIPResponse,
     isToken,
+    salvageVia,
 )
 
 #: The largest message accepted (RFC 3261 section 18.1.1: a UDP datagram
@@ -218,7 +219,43 @@ def _parseHead(text: str, lines: int) -> tuple[SIPMessage, str | None, int]:
     elif version.upper() != "SIP/2.0":
         error = f"unsupported SIP version: {version!r}"
         code = 505
+    else:
+        error = _checkTopVia(request)
     return request, error, code
+
+
+def _checkTopVia(request: SIPRequest) -> str | None:
+    """Check the top Via, which every response to the request needs.
+
+    A request whose top Via is malformed (RFC 4475 section 3.1.2.1) but still
+    names a sent-protocol and sent-by is an error that can be answered: the
+    top Via value is replaced by what could be read of it (as a line of its
+    own, followed by the rest of its line), so that the 400 can be routed.
+    One without even a sent-by is left for the transport to drop.
+
+    Returns:
+        The error, or C{None} when the top Via is well formed or cannot be
+        salvaged.
+    """
+    try:
+        _ = request.topVia
+    except SIPParseError as e:
+        lines = request._index.get("via")
+        via = salvageVia(lines[0]) if lines else None
+        if via is None or lines is None:
+            return None
+        first = lines[0]
+        rest = first.split(",", 1)[1].strip() if "," in first else ""
+        replaced = [str(via), rest] if rest else [str(via)]
+        lines[0:1] = replaced
+        headers = request.headers
+        for i, (name, _value) in enumerate(headers):
+            if name == "via":
+                headers[i : i + 1] = [("via", value) for value in replaced]
+                break
+        request._cache["via:top"] = via
+        return e.reason
+    return None
 
 
 def _contentLength(message: SIPMessage) -> int | None:
