@@ -355,7 +355,11 @@ def startServer(*argv: str) -> tuple[StackService, int, int]:
             "udp:0:interface=127.0.0.1",
             "--listen",
             "tcp:0:interface=127.0.0.1",
-            *(() if "--database" in argv else ("--database", "memory")),
+            *(
+                ()
+                if {"--database", "--config"} & set(argv)
+                else ("--database", "memory")
+            ),
             *argv,
         ]
     )

@@ -74,7 +74,12 @@ class Options(usage.Options):
         ],
     ]
     optFlags: ClassVar[list[list[Any]]] = [
-        ["sip-trace", None, "Log every SIP message in and out."]
+        ["sip-trace", None, "Log every SIP message in and out."],
+        [
+            "fallback2db",
+            None,
+            "Shared mode: every read and write goes to the database.",
+        ],
     ]
 
     def __init__(self) -> None:
@@ -85,10 +90,10 @@ class Options(usage.Options):
         self.config: Config = Config()
 
     def opt_listen(self, description: str) -> None:
-        """Listen on an address, e.g.
+        """Listen on an address such as udp:5060:interface=127.0.0.1.
 
-        Udp:5060:interface=127.0.0.1 (repeatable; given once or more, it
-        replaces the default UDP and TCP on 5060).
+        Repeatable; given once or more, it replaces the default UDP and TCP
+        listeners on port 5060.
         """
         self.listen.append(description)
 
@@ -107,6 +112,8 @@ class Options(usage.Options):
                 overrides["domain"] = self.domains
             if self["sip-trace"]:
                 overrides["sip_trace"] = True
+            if self["fallback2db"]:
+                overrides["fallback2db"] = True
             if self["database"]:
                 overrides["database"] = self["database"]
             if self["advertised-address"]:
@@ -167,7 +174,7 @@ def buildStack(config: Config, reactor: Any) -> Stack:
     )
     publish = PublishHandler(reactor, store, packages, notifier, config.domains)
     registrar = Registrar(reactor, store, config.domains)
-    sweeper = ExpirySweeper(reactor, store, notifier)
+    sweeper = ExpirySweeper(reactor, store, notifier, interval=config.cleanPeriod)
     subscribe.onWatcherChange = watchers.changed
     notifier.onRemoved = lambda s, why: watchers.changed(s, "deactivated")
     sweeper.onSubscriptionExpired = lambda s: watchers.changed(s, "timeout")

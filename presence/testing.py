@@ -272,6 +272,34 @@ def pgDSN(**changes: str) -> str:
     return str(psycopg2.extensions.make_dsn(**params))
 
 
+def pgURL(**changes: str) -> str:
+    """The test server as a C{postgresql://} URL, with some parameters changed.
+
+    The server's C{database} setting takes URLs; the test DSN may be either
+    form.
+    """
+    import psycopg2.extensions
+
+    assert PG_DSN is not None
+    params = psycopg2.extensions.parse_dsn(PG_DSN)
+    params.update(changes)
+    user = params.get("user", "postgres")
+    password = params.get("password")
+    userinfo = f"{user}:{password}" if password else user
+    host = params.get("host", "127.0.0.1")
+    port = params.get("port", "5432")
+    return f"postgresql://{userinfo}@{host}:{port}/{params.get('dbname', 'test')}"
+
+
+def pgAddress() -> tuple[str, int]:
+    """The host and port of the test server."""
+    import psycopg2.extensions
+
+    assert PG_DSN is not None
+    params = psycopg2.extensions.parse_dsn(PG_DSN)
+    return params.get("host", "127.0.0.1"), int(params.get("port", 5432))
+
+
 class PostgresDatabase:
     """A database of its own on the test server, for one test class."""
 
@@ -280,6 +308,7 @@ class PostgresDatabase:
         self.name = f"presence_test_{uuid.uuid4().hex[:12]}"
         self._admin("CREATE DATABASE " + self.name)
         self.dsn = pgDSN(dbname=self.name)
+        self.url = pgURL(dbname=self.name)
 
     def _admin(self, sql: str) -> None:
         import psycopg2

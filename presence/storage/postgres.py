@@ -24,6 +24,7 @@ from typing import Any, Final, cast
 import psycopg2
 import psycopg2.extensions
 from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.internet.error import ConnectionClosed
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.main import CONNECTION_LOST
@@ -151,7 +152,24 @@ class _ConnectionPool(txpostgres.ConnectionPool):  # type: ignore[misc]  # untyp
         self.reactor = reactor
         self.connectTimeout = connectTimeout
         self.closed = False
+        self.inFlight = 0
+        self._idle: list[Deferred[None]] = []
         super().__init__(None, dsn, min=size, **kw)
+
+    async def drain(self, seconds: float = 5.0) -> None:
+        """Wait until no statement is under way, or C{seconds} at most."""
+        if not self.inFlight:
+            return
+        waiter: Deferred[None] = Deferred()
+        self._idle.append(waiter)
+        waiter.addTimeout(seconds, self.reactor)
+        try:
+            await waiter
+        except DeferredTimeout:
+            self.log.warn(
+                "closing the PostgreSQL pool with {n} statements under way",
+                n=self.inFlight,
+            )
 
     async def connect(self, connection: _Connection) -> None:
         """Connect one connection, abandoning it after C{connectTimeout}."""
@@ -192,6 +210,18 @@ class _ConnectionPool(txpostgres.ConnectionPool):  # type: ignore[misc]  # untyp
         return Deferred.fromCoroutine(self._use("runInteraction", args, kw))
 
     async def _use(self, method: str, args: Any, kw: Any) -> Any:
+        self.inFlight += 1
+        try:
+            return await self._useConnection(method, args, kw)
+        finally:
+            self.inFlight -= 1
+            if not self.inFlight:
+                waiters, self._idle = self._idle, []
+                for waiter in waiters:
+                    if not waiter.called:
+                        waiter.callback(None)
+
+    async def _useConnection(self, method: str, args: Any, kw: Any) -> Any:
         connection: _Connection = self.connections.pop()
         try:
             if not connection.alive:
@@ -336,6 +366,7 @@ class PostgresStore(SQLStore):
             self._probeCall.cancel()
         self._probeCall = None
         if pool is not None:
+            await pool.drain()
             pool.closeAll()
 
     def _disconnected(self, error: BaseException) -> None:

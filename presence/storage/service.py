@@ -171,6 +171,19 @@ class StorageService(Service):
         self._flushLoop = None
         return defer.Deferred.fromCoroutine(self._close())
 
+    async def abort(self) -> None:
+        """Stop at once without flushing, as a crash would; close the database."""
+        self.running = False
+        self._stopped = True
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        self._retry = None
+        if self._flushLoop is not None and self._flushLoop.running:
+            self._flushLoop.stop()
+        self._flushLoop = None
+        if self.mode != MEMORY:
+            await self._closeQuietly()
+
     async def _close(self) -> None:
         if self.mode == MEMORY:
             return

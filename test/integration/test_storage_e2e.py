@@ -1,0 +1,331 @@
+"""Persistence end to end over real sockets.
+
+Restart on SQLite, several servers sharing one PostgreSQL (fallback2db), and database
+outages.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from twisted.internet import defer, reactor, task
+from twisted.internet.interfaces import IListeningPort
+from twisted.trial.unittest import SkipTest, TestCase
+
+from presence.scripted import SocketUA, pidf, startServer
+from presence.storage.postgres import PostgresStore
+from presence.tap import StackService
+from presence.testing import (
+    NO_PG,
+    PG_DSN,
+    CuttableProxy,
+    PostgresDatabase,
+    pgAddress,
+    pgURL,
+)
+
+BOB = "sip:bob@example.com"
+
+
+async def eventually(predicate: Callable[[], bool], seconds: float = 10.0) -> None:
+    """Wait until C{predicate()} holds, polling every 20 ms, at most C{seconds}."""
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await task.deferLater(reactor, 0.02, lambda: None)
+
+
+async def pause(seconds: float) -> None:
+    """Let the reactor run for C{seconds}."""
+    await task.deferLater(reactor, seconds, lambda: None)
+
+
+class ServerTestCase(TestCase):
+    """Starts servers and user agents, and cleans them up."""
+
+    timeout = 40
+
+    def configFile(self, **settings: Any) -> str:
+        """A TOML configuration file with C{settings}."""
+        path = str(self.mktemp())
+        with open(path, "w") as f:
+            for key, value in settings.items():
+                if isinstance(value, str):
+                    f.write(f'{key} = "{value}"\n')
+                elif isinstance(value, bool):
+                    f.write(f"{key} = {'true' if value else 'false'}\n")
+                else:
+                    f.write(f"{key} = {value}\n")
+        return path
+
+    async def server(self, *argv: str, stop: bool = True) -> tuple[StackService, int]:
+        """Start a server; wait until it serves; return it and its UDP port."""
+        server, udpPort, _ = startServer(*argv)
+        if stop:
+            self.addCleanup(lambda: server.running and server.stopService())
+        await eventually(lambda: server.stack.storage.serving)
+        return server, udpPort
+
+    async def ua(self, user: str, port: int) -> SocketUA:
+        """A started user agent on UDP."""
+        agent = SocketUA(user, port)
+        await agent.start()
+        self.addCleanup(agent.close)
+        return agent
+
+
+class RestartTests(ServerTestCase):
+    """Cache mode on SQLite: a restart loses nothing."""
+
+    def setUp(self) -> None:
+        """A database file for the test."""
+        directory = self.mktemp()
+        os.makedirs(directory)
+        self.database = f"sqlite:{directory}/presence.sqlite"
+
+    async def test_cleanRestart(self) -> None:
+        """After a clean stop and a new start on the same database.
+
+        The old entity tag refreshes and the old dialog refreshes, and the
+        watcher's next NOTIFY has the next CSeq.
+        """
+        server, port = await self.server("--database", self.database)
+        bob = await self.ua("bob", port)
+        alice = await self.ua("alice", port)
+        published = await bob.publish(pidf("open"))
+        etag = published.header("sip-etag")
+        assert etag is not None
+        self.assertEqual((await alice.subscribe(BOB)).code, 200)
+        first = await alice.notify()
+        await server.stopService()
+
+        _, port = await self.server("--database", self.database)
+        bob.serverPort = alice.serverPort = port
+        refreshed = await bob.publish(etag=etag)
+        self.assertEqual(refreshed.code, 200)
+        again = await alice.subscribe()
+        self.assertEqual(again.code, 200)
+        notify = await alice.notify()
+        self.assertEqual(notify.cseq.number, first.cseq.number + 1)
+        self.assertIn(b"<basic>open</basic>", notify.body)
+        self.assertEqual(notify.toAddr.tag, alice.tag)
+
+    async def test_crashLosesAtMostOnePeriod(self) -> None:
+        """A server dying without a flush loses only what changed since then."""
+        config = self.configFile(database=self.database, db_update_period=0.2)
+        server, port = await self.server("--config", config, stop=False)
+        bob = await self.ua("bob", port)
+        etag = (await bob.publish(pidf("open"))).header("sip-etag")
+        store: Any = server.stack.store
+        await eventually(lambda: store.pending == 0)
+        # Die: the listeners go, the database closes, nothing is flushed.
+        self.assertEqual((await bob.publish(pidf("closed"), etag)).code, 200)
+        for child in list(server):
+            await defer.maybeDeferred(child.stopService)
+        server.stack.transactions.stop()
+        await server.stack.storage.abort()
+
+        _, port = await self.server("--config", config)
+        bob.serverPort = port
+        self.assertEqual((await bob.publish(etag=etag)).code, 200)
+
+
+class PostgresServerTestCase(ServerTestCase):
+    """A PostgreSQL database of its own for each test class."""
+
+    database: ClassVar[PostgresDatabase]
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        """Create the class's database, or skip without a server."""
+        if PG_DSN is None:
+            raise SkipTest(NO_PG)
+        cls.database = PostgresDatabase()
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        """Drop the class's database."""
+        if PG_DSN is not None:
+            cls.database.drop()
+
+    async def reader(self, dsn: str | None = None) -> PostgresStore:
+        """A store reading the class's database directly."""
+        store = PostgresStore(dsn or self.database.dsn, reactor=reactor)
+        await store.start()
+        self.addCleanup(store.stop)
+        return store
+
+    async def empty(self) -> None:
+        """Delete every row of the class's database."""
+        store = await self.reader()
+        await store.ensureSchema(create=True)
+        assert store.runner is not None
+        await store.runner.runInteraction(
+            [
+                (f"DELETE FROM {table}", {})
+                for table in ("presentity", "active_watchers", "watchers", "location")
+            ]
+        )
+
+
+class SharedModeTests(PostgresServerTestCase):
+    """Two servers in shared mode on one PostgreSQL behave as one."""
+
+    async def setUp(self) -> None:  # type: ignore[override]  # trial awaits it
+        """Start servers A and B on the class's database, emptied."""
+        await self.empty()
+        args = ("--database", self.database.url, "--fallback2db")
+        self.a, self.aPort = await self.server(*args)
+        self.b, self.bPort = await self.server(*args)
+
+    async def test_publishAtAReachesWatcherAtB(self) -> None:
+        """A PUBLISH at server A is notified to a watcher that subscribed at B."""
+        alice = await self.ua("alice", self.bPort)
+        bob = await self.ua("bob", self.aPort)
+        self.assertEqual((await alice.subscribe(BOB)).code, 200)
+        first = await alice.notify()
+        self.assertEqual((await bob.publish(pidf("open"))).code, 200)
+        update = await alice.notify()
+        self.assertIn(b"<basic>open</basic>", update.body)
+        self.assertEqual(update.cseq.number, first.cseq.number + 1)
+
+    async def test_refreshAndEndAtEither(self) -> None:
+        """A refresh at B and an unsubscribe at A work in a dialog made at A."""
+        alice = await self.ua("alice", self.aPort)
+        self.assertEqual((await alice.subscribe(BOB)).code, 200)
+        first = await alice.notify()
+        alice.serverPort = self.bPort
+        self.assertEqual((await alice.subscribe()).code, 200)
+        second = await alice.notify()
+        alice.serverPort = self.aPort
+        self.assertEqual((await alice.subscribe(expires=0)).code, 200)
+        last = await alice.notify()
+        self.assertEqual(
+            [second.cseq.number, last.cseq.number],
+            [first.cseq.number + 1, first.cseq.number + 2],
+        )
+        self.assertTrue(
+            (last.header("subscription-state") or "").startswith("terminated")
+        )
+
+    async def test_concurrentPublishes(self) -> None:
+        """PUBLISHes to both servers at once.
+
+        The watcher's NOTIFY CSeqs are unique and without gaps.
+        """
+        alice = await self.ua("alice", self.aPort)
+        self.assertEqual((await alice.subscribe(BOB)).code, 200)
+        first = await alice.notify()
+        desk = await self.ua("bob", self.aPort)
+        phone = await self.ua("bob", self.bPort)
+        etags: dict[int, str | None] = {}
+        for round in range(5):
+            responses = []
+            for n, agent in enumerate((desk, phone)):
+                # Both PUBLISHes are under way before either is answered.
+                responses.append(
+                    defer.Deferred.fromCoroutine(
+                        agent.publish(pidf("open", f"t{n}", f"r{round}"), etags.get(n))
+                    )
+                )
+            for n, pending in enumerate(responses):
+                response = await pending
+                self.assertEqual(response.code, 200)
+                etags[n] = response.header("sip-etag")
+        await alice.ping()
+        alice.serverPort = self.bPort
+        await alice.ping()
+        cseqs = []
+        while alice.notifications.pending:
+            cseqs.append((await alice.notify()).cseq.number)
+        self.assertEqual(len(cseqs), len(set(cseqs)))
+        self.assertEqual(
+            sorted(cseqs), list(range(first.cseq.number + 1, max(cseqs) + 1))
+        )
+
+    async def test_expiryRacedByBoth(self) -> None:
+        """An expired subscription is ended, with one final NOTIFY.
+
+        By exactly one of the servers.
+        """
+        alice = await self.ua("alice", self.aPort)
+        self.assertEqual((await alice.subscribe(BOB)).code, 200)
+        await alice.notify()
+        store = await self.reader()
+        assert store.runner is not None
+        await store.runner.runOperation(
+            "UPDATE active_watchers SET expires = :now", {"now": int(time.time()) - 1}
+        )
+        final = await alice.notify()
+        self.assertTrue(
+            (final.header("subscription-state") or "").startswith("terminated")
+        )
+        await pause(2.5)
+        self.assertEqual(alice.notifications.pending, [])
+
+
+class OutageTests(PostgresServerTestCase):
+    """The database lost while the server runs, through a proxy we can cut."""
+
+    async def setUp(self) -> None:  # type: ignore[override]  # trial awaits it
+        """A proxy in front of the class's database, emptied."""
+        await self.empty()
+        self.proxy = CuttableProxy(*pgAddress())
+        tcp: Any = reactor
+        self.port: IListeningPort = tcp.listenTCP(0, self.proxy, interface="127.0.0.1")
+        self.addCleanup(self.port.stopListening)
+        self.addCleanup(self.proxy.cut)
+        self.dsn = pgURL(
+            dbname=self.database.name,
+            host="127.0.0.1",
+            port=str(self.port.getHost().port),
+        )
+
+    async def test_cacheModeLosesNothing(self) -> None:
+        """Cache mode serves while the database is gone, then writes it all."""
+        config = self.configFile(database=self.dsn, db_update_period=0.2)
+        server, port = await self.server("--config", config)
+        bob = await self.ua("bob", port)
+        alice = await self.ua("alice", port)
+        etag = (await bob.publish(pidf("open"))).header("sip-etag")
+        store: Any = server.stack.store
+        await eventually(lambda: store.pending == 0)
+        self.proxy.cut()
+        modified = await bob.publish(pidf("closed"), etag)
+        self.assertEqual(modified.code, 200)
+        self.assertEqual((await alice.subscribe(BOB)).code, 200)
+        await alice.notify()
+        await pause(0.5)
+        self.assertGreater(store.pending, 0)
+        self.proxy.refusing = False
+        await eventually(lambda: store.pending == 0, 20)
+        rows = await (await self.reader()).loadAll()
+        publications, subscriptions = rows[0], rows[1]
+        self.assertEqual([p.etag for p in publications], [modified.header("sip-etag")])
+        self.assertEqual([s.callId for s in subscriptions], [alice.callId])
+
+    async def test_sharedModeAnswers503AndRecovers(self) -> None:
+        """Shared mode answers 503 with Retry-After while the database is gone.
+
+        And serves again by itself when it is back.
+        """
+        _, port = await self.server("--database", self.dsn, "--fallback2db")
+        bob = await self.ua("bob", port)
+        self.assertEqual((await bob.publish(pidf("open"))).code, 200)
+        self.proxy.cut()
+        refused = await bob.publish(pidf("open"))
+        self.assertEqual(refused.code, 503)
+        self.assertIsNotNone(refused.header("retry-after"))
+        self.proxy.refusing = False
+        deadline = time.monotonic() + 15
+        while True:
+            response = await bob.publish(pidf("open"))
+            if response.code == 200:
+                break
+            self.assertEqual(response.code, 503)
+            self.assertLess(time.monotonic(), deadline)
+            await pause(0.2)
