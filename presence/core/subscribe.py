@@ -235,14 +235,6 @@ class SubscribeHandler:
             return
         self._respond(transaction, 200, expires=expires, contact=localContact)
         self.created += 1
-        self.log.debug(
-            "SUBSCRIBE {event} from {watcher} to {presentity} accepted,"
-            " expires {expires}",
-            event=package.name,
-            watcher=subscription.watcher,
-            presentity=presentity,
-            expires=expires,
-        )
         if expires == 0:
             # A fetch (RFC 6665 4.4.3): the state once, then the end.
             self.notifier.send(subscription, terminated="timeout")

@@ -29,6 +29,9 @@ _PIDF: Final = "{" + PIDF_NS + "}"
 # namespace.
 _DEFAULT_NSMAP: Final[Any] = {None: PIDF_NS}
 
+#: How many aggregated bodies are kept (the cache empties when full).
+BODY_CACHE_SIZE: Final = 4096
+
 #: What to send when nothing is published.
 OFFLINE_CLOSED: Final = "closed"
 OFFLINE_EMPTY: Final = "empty"
@@ -115,6 +118,10 @@ class PresencePackage:
         self.offline = offline
         self.publishExpires = publishExpires
         self.subscribeExpires = subscribeExpires
+        # Bodies by presentity and entity tags: every watcher of a presentity
+        # gets the same document, and a new tag comes with every change, so
+        # a PUBLISH to thousands of watchers aggregates once.
+        self._bodies: dict[tuple[str, tuple[str, ...]], Body | None] = {}
 
     def validate(self, body: bytes, contentType: str) -> None:
         """Accept a well-formed PIDF document with an C{entity}."""
@@ -138,8 +145,20 @@ class PresencePackage:
         publications: Sequence[Publication],
     ) -> Body | None:
         """Aggregate the publications, or give the offline body."""
+        key = (presentity, tuple(p.etag for p in publications))
+        if key in self._bodies:
+            return self._bodies[key]
+        body: Body | None
         if not publications:
             if self.offline == OFFLINE_EMPTY:
-                return None
-            return Body(PIDF_TYPE, offlineDocument(presentity))
-        return Body(PIDF_TYPE, aggregate(presentity, [p.body for p in publications]))
+                body = None
+            else:
+                body = Body(PIDF_TYPE, offlineDocument(presentity))
+        else:
+            body = Body(
+                PIDF_TYPE, aggregate(presentity, [p.body for p in publications])
+            )
+        if len(self._bodies) >= BODY_CACHE_SIZE:
+            self._bodies.clear()
+        self._bodies[key] = body
+        return body

@@ -155,6 +155,23 @@ class SIPDatagramProtocol(DatagramProtocol):
         """Report to C{transports}."""
         self.transports = transports
 
+    #: Socket buffer sizes asked for: bursts (a NOTIFY to thousands of
+    #: watchers, and their thousands of 200s) overflow the kernel's default.
+    #: The kernel caps them at net.core.rmem_max and wmem_max.
+    bufferSize = 8 * 1024 * 1024
+
+    def startProtocol(self) -> None:
+        """Enlarge the socket's buffers."""
+        transport: Any = self.transport
+        handle = getattr(transport, "socket", None)
+        if handle is None:
+            return
+        for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            try:
+                handle.setsockopt(socket.SOL_SOCKET, option, self.bufferSize)
+            except OSError:
+                pass
+
     def datagramReceived(self, datagram: bytes, addr: Any) -> None:
         """Parse the datagram and hand the message on."""
         self.transports.datagramReceived(self, datagram, addr[0], addr[1])
@@ -769,6 +786,8 @@ class SIPTransports:
 
 def _sameAddress(sentBy: str, source: str) -> bool:
     """Whether a Via sent-by host is the IP address C{source}."""
+    if sentBy == source:
+        return True
     try:
         return ipaddress.ip_address(sentBy.strip("[]")) == ipaddress.ip_address(source)
     except ValueError:

@@ -10,6 +10,7 @@ is back.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from twisted.internet import defer
@@ -235,7 +236,7 @@ class CachedStore:
     async def putWatcher(self, watcher: Watcher) -> None:
         """See L{IPresenceStore.putWatcher}."""
         await self.memory.putWatcher(watcher)
-        self._dirty.watchers[watcher.key] = Watcher(**vars(watcher))
+        self._dirty.watchers[watcher.key] = dataclasses.replace(watcher)
 
     async def removeWatcher(self, watcher: Watcher) -> None:
         """See L{IPresenceStore.removeWatcher}."""
@@ -328,5 +329,5 @@ class _Dirty:
             if binding is None:
                 batch.bindingDeletes.append(bkey)
             else:
-                batch.bindings.append(Binding(**vars(binding)))
+                batch.bindings.append(dataclasses.replace(binding))
         return batch

@@ -9,6 +9,7 @@ skipping entries that a later put made stale.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 from collections.abc import Hashable
 from typing import Any
@@ -216,12 +217,12 @@ class MemoryStore:
     async def watchers(self, presentity: str, event: str) -> list[Watcher]:
         """See L{IPresenceStore.watchers}."""
         rows = self._watchers.get((presentity, event), {})
-        return [Watcher(**vars(w)) for w in rows.values()]
+        return [dataclasses.replace(w) for w in rows.values()]
 
     async def putWatcher(self, watcher: Watcher) -> None:
         """See L{IPresenceStore.putWatcher}."""
         rows = self._watchers.setdefault((watcher.presentity, watcher.event), {})
-        rows[watcher.key] = Watcher(**vars(watcher))
+        rows[watcher.key] = dataclasses.replace(watcher)
 
     async def removeWatcher(self, watcher: Watcher) -> None:
         """See L{IPresenceStore.removeWatcher}."""
@@ -235,12 +236,12 @@ class MemoryStore:
 
     async def bindings(self, aor: str) -> list[Binding]:
         """See L{IPresenceStore.bindings}."""
-        return [Binding(**vars(b)) for b in self._bindings.get(aor, {}).values()]
+        return [dataclasses.replace(b) for b in self._bindings.get(aor, {}).values()]
 
     async def putBinding(self, binding: Binding) -> None:
         """See L{IPresenceStore.putBinding}."""
-        self._bindings.setdefault(binding.aor, {})[binding.contact] = Binding(
-            **vars(binding)
+        self._bindings.setdefault(binding.aor, {})[binding.contact] = (
+            dataclasses.replace(binding)
         )
         self._bindingExpiry.set((binding.aor, binding.contact), binding.expires)
 

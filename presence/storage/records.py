@@ -30,7 +30,7 @@ DialogKey = tuple[str, str, str]
 SubscriptionKey = tuple[str, str, str, str, str]
 
 
-@dataclass
+@dataclass(slots=True)
 class Publication:
     """One published event state (a row of C{presentity}).
 
@@ -71,7 +71,7 @@ class Publication:
         return dataclasses.replace(self, **changes)
 
 
-@dataclass
+@dataclass(slots=True)
 class Subscription:
     """One subscription and its dialog (a row of C{active_watchers}).
 
@@ -155,7 +155,7 @@ class Subscription:
         return dataclasses.replace(self, **changes)
 
 
-@dataclass
+@dataclass(slots=True)
 class Watcher:
     """The authorisation of one watcher for one presentity (C{watchers}).
 
@@ -183,7 +183,7 @@ class Watcher:
         return (self.presentity, self.watcherUsername, self.watcherDomain, self.event)
 
 
-@dataclass
+@dataclass(slots=True)
 class Binding:
     """One registered contact of an address of record (C{location}).
 
