@@ -33,5 +33,5 @@ setup(
             "types-psycopg2",
         ],
     },
-    entry_points={},
+    entry_points={"console_scripts": ["presence-ctl = presence.ctl:main"]},
 )
