@@ -88,9 +88,11 @@ class OptionsTests(SynchronousTestCase):
         self.assertRaises(usage.UsageError, options, "--config", path)
 
     def test_exampleConfig(self) -> None:
-        """The example configuration in etc/ loads."""
-        config = loadFile("etc/presence.toml").validate()
-        self.assertIsInstance(config, Config)
+        """Every example configuration in etc/ loads and is valid."""
+        for name in ["presence.toml", "presence-shared.toml", "presence-memory.toml"]:
+            config = loadFile(f"etc/{name}").validate()
+            self.assertIsInstance(config, Config)
+        self.assertTrue(loadFile("etc/presence-shared.toml").fallback2db)
 
 
 class ListenTests(SynchronousTestCase):
