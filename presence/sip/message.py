@@ -110,10 +110,18 @@ _PARAM_ITEM_RE: Final = re.compile(
 
 def canonicalName(name: str) -> str:
     """Give the wire spelling of a lower-case header name."""
-    known = CANONICAL_NAMES.get(name)
-    if known is not None:
-        return known
-    return "-".join(part.capitalize() for part in name.split("-"))
+    known = _SPELLINGS.get(name)
+    if known is None:
+        known = CANONICAL_NAMES.get(name) or "-".join(
+            part.capitalize() for part in name.split("-")
+        )
+        if len(_SPELLINGS) < 4096:
+            _SPELLINGS[name] = known
+    return known
+
+
+# Header name -> wire spelling, filled as names are met.
+_SPELLINGS: dict[str, str] = {}
 
 
 def isToken(text: str) -> bool:
@@ -1111,16 +1119,20 @@ class SIPMessage:
 
     def __init__(self, headers: Iterable[tuple[str, str]], body: bytes) -> None:
         """Index the headers by name."""
-        self.headers = [
-            (COMPACT_FORMS.get(n.lower(), n.lower()), v) for n, v in headers
-        ]
-        self.body = body
+        compact = COMPACT_FORMS
+        out = []
         index: dict[str, list[str]] = {}
-        for name, value in self.headers:
-            if name in index:
-                index[name].append(value)
-            else:
+        for name, value in headers:
+            name = name.lower()
+            name = compact.get(name, name)
+            out.append((name, value))
+            values = index.get(name)
+            if values is None:
                 index[name] = [value]
+            else:
+                values.append(value)
+        self.headers = out
+        self.body = body
         self._index = index
         self._cache: dict[str, Any] = {}
 

@@ -291,13 +291,27 @@ class ClientTransaction:
     """
 
     def __init__(
-        self, layer: TransactionLayer, request: SIPRequest, target: Peer
+        self,
+        layer: TransactionLayer,
+        request: SIPRequest,
+        target: Peer,
+        branch: str | None = None,
     ) -> None:
-        """Prepare the transaction; L{start} sends."""
+        """Prepare the transaction; L{start} sends.
+
+        Args:
+            layer: the transaction layer.
+            request: the request, its Via on top.
+            target: where it goes.
+            branch: the top Via's branch, when the caller knows it (saves
+                parsing the Via just written).
+        """
         self.layer = layer
         self.request = request
         self.target = target
-        self.key = (request.topVia.branch, request.method)
+        if branch is None:
+            branch = request.topVia.branch
+        self.key = (branch, request.method)
         self.deferred: defer.Deferred[SIPResponse] = defer.Deferred()
         self.state = "trying"
         self._data = request.toBytes()
@@ -555,9 +569,10 @@ class TransactionLayer:
             A Deferred firing with the final response (a 408 made here on
             timeout, a 503 on a transport error); it never fails.
         """
-        via = self.transports.makeVia(target, newBranch())
+        branch = newBranch()
+        via = self.transports.makeVia(target, branch)
         request.prependHeader("via", str(via))
-        transaction = ClientTransaction(self, request, target)
+        transaction = ClientTransaction(self, request, target, branch)
         self.client[transaction.key] = transaction
         self.stats.clientTransactions += 1
         transaction.start()
