@@ -60,17 +60,21 @@ class WatcherTracker:
                 "giveup",
                 "noresource",
             )
-            await self.store.putWatcher(
-                Watcher(
-                    presentity=subscription.presentity,
-                    watcherUsername=subscription.watcherUsername,
-                    watcherDomain=subscription.watcherDomain,
-                    event=subscription.event,
-                    status=TERMINATED if ended else subscription.status,
-                    reason=event if ended else subscription.reason,
-                    insertedTime=subscription.createdTime or self.clock.seconds(),
-                )
+            row = Watcher(
+                presentity=subscription.presentity,
+                watcherUsername=subscription.watcherUsername,
+                watcherDomain=subscription.watcherDomain,
+                event=subscription.event,
+                status=TERMINATED if ended else subscription.status,
+                reason=event if ended else subscription.reason,
+                insertedTime=subscription.createdTime or self.clock.seconds(),
             )
+            if ended and not await self._stillWatching(subscription):
+                # Its last subscription is gone: the row goes too, or rows of
+                # watchers long gone would pile up for ever.
+                await self.store.removeWatcher(row)
+            else:
+                await self.store.putWatcher(row)
         if package.watcherInfo is None:
             return
         winfo: Any = self.packages.get(package.watcherInfo)
@@ -78,6 +82,19 @@ class WatcherTracker:
             return
         for subscriber in await winfo.watcherChanged(subscription, event):
             self.notifier.send(subscriber)
+
+    async def _stillWatching(self, subscription: Subscription) -> bool:
+        """Whether the watcher has another subscription to the presentity."""
+        for other in await self.store.subscriptions(
+            subscription.presentity, subscription.event
+        ):
+            if (
+                other.key != subscription.key
+                and other.watcherUsername == subscription.watcherUsername
+                and other.watcherDomain == subscription.watcherDomain
+            ):
+                return True
+        return False
 
     async def _winfoEnded(self, subscription: Subscription, event: str) -> None:
         if event in ("timeout", "deactivated", "rejected", "giveup", "noresource"):

@@ -173,3 +173,12 @@ class WatcherInfoTests(SynchronousTestCase):
             self.server.store.watchers("sip:bob@example.com", "presence")
         )
         self.assertEqual([(r.watcherUsername, r.status) for r in rows], [("alice", 1)])
+
+    def test_watcherRowRemovedWithLastSubscription(self) -> None:
+        """A watcher's row goes when its last subscription to the presentity ends."""
+        self.watchPresence(self.alice)
+        self.alice.subscribe(expires=0, refresh=True)
+        rows = self.successResultOf(
+            self.server.store.watchers("sip:bob@example.com", "presence")
+        )
+        self.assertEqual(rows, [])
