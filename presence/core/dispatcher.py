@@ -125,8 +125,6 @@ class Dispatcher:
         self.ready: Callable[[], bool] = lambda: True
         self.requests = 0
         self.errors = 0
-        self._outsideDialog: dict[tuple[str, str, int, str], ServerTransaction] = {}
-        self._pruneAt = 1024
 
     def register(self, method: str, handler: Handler) -> None:
         """Route requests of C{method} to C{handler}."""
@@ -163,24 +161,12 @@ class Dispatcher:
 
         A request outside a dialog with the From tag, Call-ID and CSeq of a
         transaction still under way, but another branch, arrived by two paths.
+        The transaction layer keeps the index, since it knows which
+        transactions are under way.
         """
-        fromTag = request.fromAddr.tag
-        if request.toAddr.tag is not None or fromTag is None:
-            return
-        key = (fromTag, request.callId, request.cseq.number, request.method)
-        other = self._outsideDialog.get(key)
-        if (
-            other is not None
-            and other is not transaction
-            and other.state != "terminated"
-        ):
+        layer = getattr(transaction, "layer", None)
+        if layer is not None and layer.merged(request, transaction):
             raise LoopDetected()
-        self._outsideDialog[key] = transaction
-        if len(self._outsideDialog) > self._pruneAt:
-            self._outsideDialog = {
-                k: t for k, t in self._outsideDialog.items() if t.state != "terminated"
-            }
-            self._pruneAt = 2 * len(self._outsideDialog) + 1024
 
     def malformedReceived(
         self,

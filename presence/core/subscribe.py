@@ -9,6 +9,7 @@ the first NOTIFY with the current state.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from sys import intern
 from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
@@ -198,17 +199,20 @@ class SubscribeHandler:
             status, reason = decision.status, decision.reason
         recordRoute = ", ".join(request.headerValues("record-route"))
         localContact = str(self.transports.contactURI(transaction.peer))
+        # Strings that many subscriptions share are interned: with tens of
+        # thousands of subscriptions, one copy of each domain, presentity
+        # and local contact instead of one per subscription.
         subscription = Subscription(
-            presentity=presentity,
+            presentity=intern(presentity),
             event=package.name,
             eventId=eventId,
             callId=request.callId,
             toTag=transaction.toTag,
             fromTag=fromAddr.tag,
             watcherUsername=watcherUser,
-            watcherDomain=watcherDomain,
-            toUser=toUser,
-            toDomain=toDomain,
+            watcherDomain=intern(watcherDomain),
+            toUser=intern(toUser),
+            toDomain=intern(toDomain),
             localCSeq=0,
             remoteCSeq=request.cseq.number,
             contact=contact,
@@ -216,8 +220,8 @@ class SubscribeHandler:
             expires=now + expires,
             status=status,
             reason=reason,
-            socketInfo=str(transaction.peer),
-            localContact=localContact,
+            socketInfo=intern(str(transaction.peer)),
+            localContact=intern(localContact),
             watcherURI=str(watcherURI),
             watcherDisplayName=fromAddr.displayName,
             fromHeader=request.header("from") or "",

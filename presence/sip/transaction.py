@@ -134,6 +134,7 @@ class ServerTransaction:
         self.toTag = newTag()
         self._timers: dict[str, IDelayedCall] = {}
         self._wire: tuple[bytes, Via] | None = None
+        self.mergeKey: tuple[str, str, int, str] | None = None
 
     def respond(self, response: SIPResponse) -> None:
         """Send a response; a final one completes the transaction."""
@@ -463,6 +464,7 @@ class TransactionLayer:
         # Timer J is the same for every UDP transaction, so the completed ones
         # wait in one queue, in order, behind one delayed call.
         self._timerJQueue: deque[tuple[float, ServerTransaction]] = deque()
+        self._outsideDialog: dict[tuple[str, str, int, str], ServerTransaction] = {}
         self._timerJCall: IDelayedCall | None = None
 
     # -- from the transports --------------------------------------------------
@@ -580,9 +582,34 @@ class TransactionLayer:
 
     # -- bookkeeping -------------------------------------------------------------
 
+    def merged(self, request: SIPRequest, transaction: ServerTransaction) -> bool:
+        """Whether C{request} was merged (RFC 3261 section 8.2.2.2).
+
+        A request outside a dialog (no To tag) is merged when another
+        transaction still under way has its From tag, Call-ID, CSeq and
+        method: the same request reached us by two paths. Otherwise it is
+        recorded, until its transaction ends.
+
+        Raises:
+            SIPParseError: From, To, Call-ID or CSeq is malformed.
+        """
+        fromTag = request.fromAddr.tag
+        if request.toAddr.tag is not None or fromTag is None:
+            return False
+        key = (fromTag, request.callId, request.cseq.number, request.method)
+        other = self._outsideDialog.get(key)
+        if other is not None and other is not transaction:
+            return True
+        self._outsideDialog[key] = transaction
+        transaction.mergeKey = key
+        return False
+
     def _serverEnded(self, transaction: ServerTransaction) -> None:
         if self.server.get(transaction.key) is transaction:
             del self.server[transaction.key]
+        key = transaction.mergeKey
+        if key is not None and self._outsideDialog.get(key) is transaction:
+            del self._outsideDialog[key]
 
     def _clientEnded(self, transaction: ClientTransaction) -> None:
         if self.client.get(transaction.key) is transaction:

@@ -223,7 +223,7 @@ class CachedStore:
         cseq = await self.memory.nextCSeq(key)
         if cseq is not None:
             row = self.memory._subscriptions[key]
-            for sibling in self.memory._byDialog.get(row.dialogKey, {}):
+            for sibling in self.memory._byDialog.get(row.dialogKey, ()):
                 self._dirty.subscriptions[sibling] = None
         return cseq
 
