@@ -593,19 +593,25 @@ class SocketUA:
         body: bytes | None = None,
         etag: str | None = None,
         expires: int | None = 3600,
+        event: str = "presence",
+        contentType: str = "application/pidf+xml",
     ) -> SIPResponse:
-        """PUBLISH presence for the address of record; return the response."""
-        headers = [("Event", "presence")]
+        """PUBLISH for the address of record; return the response."""
+        headers = [("Event", event)]
         if expires is not None:
             headers.append(("Expires", str(expires)))
         if etag is not None:
             headers.append(("SIP-If-Match", etag))
         if body:
-            headers.append(("Content-Type", "application/pidf+xml"))
+            headers.append(("Content-Type", contentType))
         return await self.request("PUBLISH", self.aor, headers, body or b"")
 
     async def subscribe(
-        self, presentity: str | None = None, expires: int = 600
+        self,
+        presentity: str | None = None,
+        expires: int = 600,
+        event: str = "presence",
+        accept: str = "application/pidf+xml",
     ) -> SIPResponse:
         """SUBSCRIBE to presence: a new dialog, or a refresh of this one.
 
@@ -613,9 +619,9 @@ class SocketUA:
         inside the dialog a previous 2xx made (C{expires=0} ends it).
         """
         headers = [
-            ("Event", "presence"),
+            ("Event", event),
             ("Expires", str(expires)),
-            ("Accept", "application/pidf+xml"),
+            ("Accept", accept),
         ]
         if presentity is not None:
             self.presentity = presentity
