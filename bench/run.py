@@ -58,7 +58,8 @@ KEEP_UP: Final = 0.95
 #: Lines of the server's log that count as trouble.
 LOG_TROUBLE: Final = ("#error]", "#critical]", "#warn]", "Traceback", "Unhandled")
 #: The server's configuration file: the in-memory store, whatever the default.
-SERVER_CONFIG: Final = 'database = "memory"\n'
+#: The server's configuration file; --database and --fallback2db change it.
+SERVER_CONFIG = 'database = "memory"\n'
 #: py-spy's sampling rate (per second) with --profile.
 PROFILE_RATE: Final = 250
 
@@ -1099,6 +1100,17 @@ def parseArguments(argv: Sequence[str]) -> argparse.Namespace:
         type=Path,
         help="sample the server with py-spy during sipp runs; stacks go to DIR",
     )
+    parser.add_argument(
+        "--database",
+        default="memory",
+        help="the server's database setting: memory (default), sqlite:PATH,"
+        " postgresql://user@host:port/name (cache mode unless --fallback2db)",
+    )
+    parser.add_argument(
+        "--fallback2db",
+        action="store_true",
+        help="shared mode: every read and write goes to the database",
+    )
     parser.add_argument("--list", action="store_true", help="list the scenarios")
     options = parser.parse_args(argv)
     unknown = [
@@ -1116,6 +1128,10 @@ def parseArguments(argv: Sequence[str]) -> argparse.Namespace:
 def main(argv: Sequence[str]) -> int:
     """Run the scenarios asked for and print the table; 0 if a rate was sustained."""
     options = parseArguments(argv)
+    global SERVER_CONFIG
+    SERVER_CONFIG = f'database = "{options.database}"\n' + (
+        "fallback2db = true\n" if options.fallback2db else ""
+    )
     if options.list:
         for s in SCENARIOS.values():
             print(f"{s.name:12} {s.xml:20} {s.description}")
