@@ -49,6 +49,8 @@ class CachedStore:
         self.ready = True
         self._dirty = _Dirty()
         self._flushing: defer.Deferred[None] | None = None
+        #: Rows written per transaction.
+        self.chunkSize = 1000
         self._failing = False
         self.flushes = 0
         self.rowsWritten = 0
@@ -109,35 +111,32 @@ class CachedStore:
         A failure keeps the changes for the next flush and is logged once
         until a flush succeeds again.
 
-        A flush asked for while another runs waits for it, then writes what
-        is left.
+        The rows go in chunks of L{chunkSize}, one transaction each. A flush
+        asked for while another runs waits for it, then writes what is left.
 
         Returns:
-            How many rows were written (0 when the flush failed).
+            How many rows were written before any failure.
         """
         while self._flushing is not None:
             await self._flushing
         if not self._dirty.size:
             return 0
         self._flushing = defer.Deferred()
-        dirty = self._dirty
+        chunks = self._dirty.chunks(self.chunkSize)
         self._dirty = _Dirty()
-        batch = dirty.batch(self.memory)
+        written = 0
         try:
-            await self.database.applyBatch(batch)
-        except StorageError as e:
-            dirty.merge(self._dirty)
-            self._dirty = dirty
-            if not self._failing:
-                self._failing = True
-                self.log.error(
-                    "cannot write to the database ({error}); serving from memory"
-                    " and keeping {count} changed rows until it is back: check"
-                    " that the database server runs and is reachable",
-                    error=str(e),
-                    count=batch.size,
-                )
-            return 0
+            for n, chunk in enumerate(chunks):
+                # One transaction per chunk: building and sending a period's
+                # rows at once would hold the reactor for hundreds of
+                # milliseconds (half a second for 15,000 rows on PostgreSQL).
+                batch = chunk.batch(self.memory)
+                try:
+                    await self.database.applyBatch(batch)
+                except StorageError as e:
+                    self._keep(chunks[n:], str(e))
+                    return written
+                written += batch.size
         finally:
             done, self._flushing = self._flushing, None
             done.callback(None)
@@ -145,8 +144,25 @@ class CachedStore:
             self._failing = False
             self.log.info("database reachable again; changes written")
         self.flushes += 1
-        self.rowsWritten += batch.size
-        return batch.size
+        self.rowsWritten += written
+        return written
+
+    def _keep(self, chunks: list[_Dirty], error: str) -> None:
+        """Keep the keys of C{chunks} for the next flush; log the outage once."""
+        kept = _Dirty()
+        for chunk in chunks:
+            kept.merge(chunk)
+        kept.merge(self._dirty)
+        self._dirty = kept
+        if not self._failing:
+            self._failing = True
+            self.log.error(
+                "cannot write to the database ({error}); serving from memory"
+                " and keeping {count} changed rows until it is back: check"
+                " that the database server runs and is reachable",
+                error=error,
+                count=kept.size,
+            )
 
     # -- publications -------------------------------------------------------------
 
@@ -294,6 +310,20 @@ class _Dirty:
             + len(self.watchers)
             + len(self.bindings)
         )
+
+    def chunks(self, size: int) -> list[_Dirty]:
+        """Split into parts of at most C{size} keys, in order."""
+        out: list[_Dirty] = []
+        current = _Dirty()
+        for table in ("publications", "subscriptions", "watchers", "bindings"):
+            for key, value in getattr(self, table).items():
+                if current.size >= size:
+                    out.append(current)
+                    current = _Dirty()
+                getattr(current, table)[key] = value
+        if current.size:
+            out.append(current)
+        return out
 
     def merge(self, newer: _Dirty) -> None:
         """Add the keys of C{newer}; its watcher rows win."""

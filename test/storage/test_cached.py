@@ -316,3 +316,39 @@ class StorageServiceTests(SynchronousTestCase):
         self.clock.advance(5)
         self.assertTrue(service.serving)
         self.successResultOf(service.stopService())
+
+
+class ChunkedFlushTests(SynchronousTestCase):
+    """A flush writes in chunks, one transaction each."""
+
+    def test_chunks(self) -> None:
+        """2,500 changed rows go in three transactions of at most 1,000."""
+        database = FakeDatabase()
+        store = CachedStore(database)
+        for i in range(2500):
+            self.successResultOf(store.putPublication(publication(f"e{i}")))
+        self.assertEqual(self.successResultOf(store.flush()), 2500)
+        self.assertEqual([b.size for b in database.batches], [1000, 1000, 500])
+        self.assertEqual(len(database.publications), 2500)
+
+    def test_failureMidway(self) -> None:
+        """A failure after the first chunk keeps the rest for the next flush."""
+        self.flushLoggedErrors()
+        database = FakeDatabase()
+        store = CachedStore(database)
+        for i in range(1500):
+            self.successResultOf(store.putPublication(publication(f"e{i}")))
+        real = database.applyBatch
+        calls = []
+
+        async def failSecond(batch: Batch) -> None:
+            calls.append(batch)
+            if len(calls) == 2:
+                raise StorageError("gone")
+            await real(batch)
+
+        database.applyBatch = failSecond  # type: ignore[method-assign]
+        self.assertEqual(self.successResultOf(store.flush()), 1000)
+        self.assertEqual(store.pending, 500)
+        self.assertEqual(self.successResultOf(store.flush()), 500)
+        self.assertEqual(len(database.publications), 1500)
