@@ -280,6 +280,8 @@ class StackService(service.MultiService):
 
     def startService(self) -> None:
         """Open the store, then start listening."""
+        if self.stack.storage.onRefused is None:
+            self.stack.storage.onRefused = self._refuse
         self.stack.storage.startService()
         super().startService()
         tuneGarbageCollector()
@@ -287,6 +289,13 @@ class StackService(service.MultiService):
             "presence server listening on {listen}",
             listen=", ".join(self.stack.config.listen),
         )
+
+    def _refuse(self, reason: str) -> None:
+        """The database cannot be used at all: stop the server."""
+        from twisted.internet import reactor
+
+        if reactor.running:
+            reactor.stop()
 
     def stopService(self) -> defer.Deferred[None]:
         """Stop listening, cancel the transaction timers, then close the store.

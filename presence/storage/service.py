@@ -16,6 +16,7 @@ merges what it loads later.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Final
 
 from twisted.application.service import Service
@@ -26,7 +27,7 @@ from twisted.logger import Logger
 
 from presence._async import detach
 from presence.storage.cached import CachedStore
-from presence.storage.errors import StorageError
+from presence.storage.errors import SchemaError, StorageError
 
 MEMORY: Final = "memory"
 CACHE: Final = "cache"
@@ -76,10 +77,17 @@ class StorageService(Service):
         self._retry: IDelayedCall | None = None
         self._starting: defer.Deferred[None] | None = None
         self._stopped = False
+        #: Why the server refused to start (an unknown schema), or None.
+        self.refused: str | None = None
+        #: Called with the reason when the database cannot be used at all;
+        #: C{tap} stops the reactor.
+        self.onRefused: Callable[[str], Any] | None = None
 
     @property
     def serving(self) -> bool:
         """Whether requests can be served now (else 503)."""
+        if self.refused is not None:
+            return False
         if self.mode == SHARED:
             return self.loaded and bool(getattr(self.database, "ready", True))
         return self.loaded or self._degraded
@@ -102,6 +110,17 @@ class StorageService(Service):
             await self.database.ensureSchema(self.createTables)
             if isinstance(self.store, CachedStore):
                 await self.store.load()
+        except SchemaError as e:
+            self.log.critical(
+                "refusing to start: {error} ({database})",
+                error=str(e),
+                database=self.description,
+            )
+            await self._closeQuietly()
+            self.refused = str(e)
+            if self.onRefused is not None:
+                self.onRefused(str(e))
+            return
         except StorageError as e:
             if self._stopped:
                 return

@@ -32,7 +32,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from presence.storage.errors import StorageError
+from presence.storage.errors import SchemaError, StorageError
 from presence.storage.interfaces import IPresenceStore
 from presence.storage.records import (
     Batch,
@@ -209,16 +209,15 @@ def checkSchemaVersion(found: int | None) -> None:
             no such row.
 
     Raises:
-        StorageError: the version is missing or is not L{SCHEMA_VERSION}.
+        SchemaError: the version is missing or is not L{SCHEMA_VERSION}.
     """
     if found is None:
-        raise StorageError(
+        raise SchemaError(
             f"the database has no {SCHEMA_NAME!r} row in its version table: "
-            "create the schema (storage create option, or "
-            "presence/storage/schema/*.sql)"
+            "create the schema (create_tables = true, or presence-ctl db init)"
         )
     if found != SCHEMA_VERSION:
-        raise StorageError(
+        raise SchemaError(
             f"the database schema is version {found}, this server knows only "
             f"version {SCHEMA_VERSION}: upgrade the server or migrate the database"
         )

@@ -352,3 +352,31 @@ class ChunkedFlushTests(SynchronousTestCase):
         self.assertEqual(store.pending, 500)
         self.assertEqual(self.successResultOf(store.flush()), 500)
         self.assertEqual(len(database.publications), 1500)
+
+
+class SchemaRefusalTests(SynchronousTestCase):
+    """An unknown schema version is not retried: the server refuses to start."""
+
+    def test_refused(self) -> None:
+        """An unknown schema version stops the server, and nothing is served.
+
+        It is logged once as critical, and the database is not retried.
+        """
+        from presence.storage.errors import SchemaError
+
+        clock = Clock()
+        database = FakeDatabase()
+
+        async def wrongVersion(create: bool) -> None:
+            raise SchemaError("the database schema is version 99")
+
+        database.ensureSchema = wrongVersion  # type: ignore[method-assign]
+        service = StorageService(clock, CACHE, CachedStore(database), database)
+        reasons: list[str] = []
+        service.onRefused = reasons.append
+        service.startService()
+        self.assertEqual(reasons, ["the database schema is version 99"])
+        self.assertFalse(service.serving)
+        clock.advance(60)
+        self.assertEqual(database.started, 1)
+        self.successResultOf(service.stopService())
