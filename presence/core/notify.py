@@ -19,6 +19,7 @@ from twisted.logger import Logger
 
 from presence._async import detach
 from presence.core.dispatcher import SERVER
+from presence.errors import SIPParseError
 from presence.packages.interfaces import IEventPackage, PackageRegistry
 from presence.sip.dialog import requestInDialog
 from presence.sip.message import SIPURI, SIPResponse
@@ -176,17 +177,27 @@ class Notifier:
         if body is not None:
             headers.append(("content-type", body.contentType))
             data = body.data
-        request, nextHop = requestInDialog(
-            "NOTIFY",
-            subscription.contact,
-            subscription.recordRoute,
-            subscription.toHeader,
-            subscription.fromHeader,
-            subscription.callId,
-            cseq,
-            headers,
-            data,
-        )
+        try:
+            request, nextHop = requestInDialog(
+                "NOTIFY",
+                subscription.contact,
+                subscription.recordRoute,
+                subscription.toHeader,
+                subscription.fromHeader,
+                subscription.callId,
+                cseq,
+                headers,
+                data,
+            )
+        except SIPParseError as e:
+            # A stored row this server did not write (shared database).
+            self.log.warn(
+                "cannot build a NOTIFY to {watcher}: {error}",
+                watcher=subscription.watcher,
+                error=e.reason,
+            )
+            await self._remove(subscription, "unroutable", terminated)
+            return
         try:
             target = await self._target(subscription, nextHop)
         except TransportError as e:

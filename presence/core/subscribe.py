@@ -197,7 +197,8 @@ class SubscribeHandler:
                 presentity, watcherUser, watcherDomain, package.name
             )
             status, reason = decision.status, decision.reason
-        recordRoute = ", ".join(request.headerValues("record-route"))
+        # The route set must parse now, or every NOTIFY would fail later.
+        recordRoute = ", ".join(str(r) for r in request.addressList("record-route"))
         localContact = str(self.transports.contactURI(transaction.peer))
         # Strings that many subscriptions share are interned: with tens of
         # thousands of subscriptions, one copy of each domain, presentity
