@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from presence.scripted import UA, Server, pidf
+from presence.scripted import UA, Server, Subscriber, pidf
 from presence.sip.message import SIPResponse
 
 HEADERS = [
@@ -88,3 +88,35 @@ class FuzzTests(SynchronousTestCase):
     def test_publishBody(self, body: bytes) -> None:
         """A PUBLISH with any body is answered, never 500."""
         self.check("PUBLISH", "Event", "presence", body)
+
+    @settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+    @given(st.sampled_from([*HEADERS, "Contact"]), values)
+    def test_register(self, name: str, value: str) -> None:
+        """A REGISTER with any one header replaced is answered, never 500."""
+        self.check("REGISTER", name, value, b"")
+
+    @settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+    @given(st.sampled_from(HEADERS), values)
+    def test_refresh(self, name: str, value: str) -> None:
+        """A SUBSCRIBE inside a dialog, with one header replaced, never gets 500."""
+        subscriber = Subscriber(self.server, "carol", "192.0.2.22", 5072)
+        if subscriber.subscribe("sip:bob@example.com").code != 200:
+            return
+        for notify in subscriber.notifies():
+            subscriber.answer(notify)
+        data = subscriber.request(
+            "SUBSCRIBE",
+            "sip:bob@example.com",
+            [("Event", "presence"), ("Expires", "600")],
+            callId=subscriber.callId,
+            toTag=subscriber.toTag,
+        )
+        lines = data.split(b"\r\n")
+        for i, line in enumerate(lines):
+            if line.lower().startswith(name.lower().encode() + b":"):
+                lines[i] = f"{name}: {value}".encode()
+        subscriber.send(b"\r\n".join(lines))
+        for message in subscriber.received():
+            if isinstance(message, SIPResponse):
+                self.assertNotEqual(message.code, 500, (name, value))
+        self.assertEqual(self.flushLoggedErrors(), [])
