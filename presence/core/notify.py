@@ -154,15 +154,12 @@ class Notifier:
         if package is None:
             return
         if terminated is None:
-            current = await self.store.subscription(subscription.key)
+            current = await self.store.claimNotify(subscription.key)
             if current is None:
                 return
             current.connection = subscription.connection or current.connection
             subscription = current
-            cseq = await self.store.nextCSeq(subscription.key)
-            if cseq is None:
-                return
-            subscription.localCSeq = cseq
+            cseq = subscription.localCSeq
         else:
             cseq = subscription.localCSeq + 1
             subscription.localCSeq = cseq

@@ -243,6 +243,12 @@ class CachedStore:
                 self._dirty.subscriptions[sibling] = None
         return cseq
 
+    async def claimNotify(self, key: SubscriptionKey) -> Subscription | None:
+        """See L{IPresenceStore.claimNotify}; every sibling in the dialog is saved."""
+        if await self.nextCSeq(key) is None:
+            return None
+        return self.memory._subscriptions[key].copy()
+
     # -- watchers -------------------------------------------------------------------
 
     async def watchers(self, presentity: str, event: str) -> list[Watcher]:

@@ -74,6 +74,17 @@ class IPresenceStore(Interface):
             dialog's) C{localCSeq}; C{None} if the subscription is gone.
         """
 
+    async def claimNotify(key: SubscriptionKey) -> Subscription | None:
+        """Take the next local CSeq, as L{nextCSeq}, and return the row.
+
+        One step for what a NOTIFY needs: the subscription as it is now, with
+        its C{localCSeq} already the CSeq to send (one database round trip
+        in shared mode instead of two).
+
+        Returns:
+            The subscription, or C{None} if it is gone.
+        """
+
     # Watchers (table watchers)
 
     async def watchers(presentity: str, event: str) -> list[Watcher]:

@@ -219,6 +219,12 @@ class MemoryStore:
             sibling.localCSeq = cseq
         return cseq
 
+    async def claimNotify(self, key: SubscriptionKey) -> Subscription | None:
+        """See L{IPresenceStore.claimNotify}."""
+        if await self.nextCSeq(key) is None:
+            return None
+        return self._subscriptions[key].copy()
+
     # -- watchers -------------------------------------------------------------------
 
     async def watchers(self, presentity: str, event: str) -> list[Watcher]:

@@ -672,6 +672,12 @@ NEXT_CSEQ: Final = (
     " RETURNING local_cseq",
 )
 
+CLAIM_NOTIFY: Final = (
+    NEXT_CSEQ[0],
+    f"UPDATE active_watchers SET local_cseq = local_cseq + 1 {_DIALOG_ROWS}"
+    f" {ACTIVE_WATCHERS.returning}",
+)
+
 SELECT_WATCHERS: Final = (
     f"{WATCHERS.select} WHERE presentity_uri = :presentity_uri AND event = :event"
     " ORDER BY id"
@@ -1011,6 +1017,22 @@ class SQLStore:
         if not rows:
             return None
         return max(int(row[0]) for row in rows)
+
+    async def claimNotify(self, key: SubscriptionKey) -> Subscription | None:
+        """See L{IPresenceStore.claimNotify}.
+
+        The two updates of L{nextCSeq}, the second returning the dialog's
+        rows: one transaction, one round trip on PostgreSQL.
+        """
+        values = subscriptionKeyValues(key)
+        rows = await self._transaction(
+            [(statement, values) for statement in CLAIM_NOTIFY], fetch=True
+        )
+        for row in rows:
+            subscription = subscriptionFromRow(row)
+            if subscription.key == key:
+                return subscription
+        return None
 
     # -- watchers -------------------------------------------------------------
 

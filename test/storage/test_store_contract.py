@@ -323,6 +323,19 @@ class StoreContract(_Base):
         assert other is not None
         self.assertEqual(other.localCSeq, 40)
 
+    async def test_claimNotify(self) -> None:
+        """claimNotify takes the next CSeq and returns the row carrying it."""
+        await self.store.putSubscription(subscription(eventId="1", localCSeq=5))
+        await self.store.putSubscription(
+            subscription(eventId="2", localCSeq=3, contact="sip:b@192.0.2.9")
+        )
+        row = await self.store.claimNotify(subscription(eventId="2").key)
+        assert row is not None
+        self.assertEqual((row.localCSeq, row.eventId), (6, "2"))
+        self.assertEqual(row.contact, "sip:b@192.0.2.9")
+        self.assertEqual(await self.store.nextCSeq(subscription(eventId="1").key), 7)
+        self.assertIsNone(await self.store.claimNotify(subscription(callId="x").key))
+
     async def test_nextCSeqGone(self) -> None:
         """The next CSeq of a subscription that is gone is None."""
         await self.store.putSubscription(subscription(eventId="1"))
