@@ -324,7 +324,7 @@ class StoreContract(_Base):
         self.assertEqual(other.localCSeq, 40)
 
     async def test_claimNotify(self) -> None:
-        """claimNotify takes the next CSeq and returns the row carrying it."""
+        """Claiming a NOTIFY takes the next CSeq and returns the row with it."""
         await self.store.putSubscription(subscription(eventId="1", localCSeq=5))
         await self.store.putSubscription(
             subscription(eventId="2", localCSeq=3, contact="sip:b@192.0.2.9")
