@@ -130,6 +130,8 @@ class Config:
         dbUpdatePeriod: seconds between flushes of the cache (cache mode).
         cleanPeriod: seconds between sweeps of expired state.
         createTables: create missing tables at start.
+        dbConnections: PostgreSQL connections in the pool; queries beyond
+            this many wait for a connection.
     """
 
     listen: tuple[str, ...] = DEFAULT_LISTEN
@@ -144,6 +146,7 @@ class Config:
     dbUpdatePeriod: float = 5.0
     cleanPeriod: float = 1.0
     createTables: bool = True
+    dbConnections: int = 8
 
     @property
     def listenAddresses(self) -> list[ListenAddress]:
@@ -165,6 +168,8 @@ class Config:
         databaseKind(self.database)
         if self.fallback2db and self.database == "memory":
             raise ConfigError("fallback2db needs a database, not memory")
+        if not 1 <= self.dbConnections <= 100:
+            raise ConfigError("db_connections must be between 1 and 100")
         if self.dbUpdatePeriod <= 0 or self.cleanPeriod <= 0:
             raise ConfigError("db_update_period and clean_period must be positive")
         if self.offlineBody not in ("closed", "empty"):
@@ -198,6 +203,7 @@ _KEYS: dict[str, tuple[str, Any]] = {
     ),
     "clean_period": ("cleanPeriod", lambda v: float(_number("clean_period", v))),
     "create_tables": ("createTables", lambda v: _bool("create_tables", v)),
+    "db_connections": ("dbConnections", lambda v: int(_number("db_connections", v))),
     "advertised_address": (
         "advertisedAddress",
         lambda v: _string("advertised_address", v),

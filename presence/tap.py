@@ -219,7 +219,9 @@ def buildStore(config: Config, reactor: Any) -> tuple[IPresenceStore, StorageSer
     else:
         from presence.storage.postgres import PostgresStore
 
-        database = PostgresStore(config.database, reactor=reactor)
+        database = PostgresStore(
+            config.database, reactor=reactor, connections=config.dbConnections
+        )
         description = _withoutPassword(config.database)
     store: IPresenceStore
     if config.fallback2db:
