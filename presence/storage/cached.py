@@ -11,7 +11,7 @@ is back.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Final
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -29,6 +29,14 @@ from presence.storage.records import (
     SubscriptionKey,
     Watcher,
 )
+
+#: The marker that says a server runs on the database (1), or stopped after
+#: its last flush (0).
+RUNNING: Final = "presence_running"
+
+#: How far NOTIFY CSeqs are raised after a server died between flushes: more
+#: than any dialog sends in one flush period.
+CSEQ_MARGIN: Final = 1000
 
 
 @implementer(IPresenceStore)
@@ -66,7 +74,20 @@ class CachedStore:
         Raises:
             StorageError: the database cannot be read.
         """
+        unclean = await self.database.marker(RUNNING) == 1
         publications, subscriptions, watchers, bindings = await self.database.loadAll()
+        if unclean and subscriptions:
+            # The last server died between flushes: NOTIFYs it sent after its
+            # last flush had CSeqs the database never saw, and a phone rejects
+            # a NOTIFY whose CSeq is not above the last it got.
+            for subscription in subscriptions:
+                subscription.localCSeq += CSEQ_MARGIN
+            self.log.warn(
+                "the last run did not stop cleanly: the NOTIFY CSeq of"
+                " {count} subscriptions raised by {margin}",
+                count=len(subscriptions),
+                margin=CSEQ_MARGIN,
+            )
         # Rows already in memory (made while the database was unreachable)
         # are newer than the database's: keep them.
         memory = self.memory
@@ -81,6 +102,8 @@ class CachedStore:
         for subscription in subscriptions:
             if subscription.key not in memory._subscriptions:
                 await memory.putSubscription(subscription)
+                if unclean:
+                    self._dirty.subscriptions[subscription.key] = None
         for watcher in watchers:
             rows = memory._watchers.get((watcher.presentity, watcher.event), {})
             if watcher.key not in rows:
@@ -88,6 +111,7 @@ class CachedStore:
         for binding in bindings:
             if binding.contact not in memory._bindings.get(binding.aor, {}):
                 await memory.putBinding(binding)
+        await self.database.setMarker(RUNNING, 1)
         count = len(publications) + len(subscriptions) + len(watchers) + len(bindings)
         self.log.info(
             "loaded {count} rows from the database: {publications} publications,"
@@ -99,6 +123,10 @@ class CachedStore:
             bindings=len(bindings),
         )
         return count
+
+    async def stopped(self) -> None:
+        """Record that everything was flushed at a clean stop."""
+        await self.database.setMarker(RUNNING, 0)
 
     @property
     def pending(self) -> int:

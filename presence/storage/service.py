@@ -216,4 +216,8 @@ class StorageService(Service):
                 )
             else:
                 self.log.info("flushed {count} rows at stop", count=written)
+                try:
+                    await self.store.stopped()
+                except StorageError:
+                    pass
         await self._closeQuietly()

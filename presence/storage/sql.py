@@ -699,6 +699,12 @@ SELECT_ALL_SUBSCRIPTIONS: Final = f"{ACTIVE_WATCHERS.select} ORDER BY id"
 SELECT_ALL_WATCHERS: Final = f"{WATCHERS.select} ORDER BY id"
 SELECT_ALL_BINDINGS: Final = f"{LOCATION.select} ORDER BY id"
 
+SELECT_MARKER: Final = "SELECT table_version FROM version WHERE table_name = :name"
+UPSERT_MARKER: Final = (
+    "INSERT INTO version (table_name, table_version) VALUES (:name, :value)"
+    " ON CONFLICT (table_name) DO UPDATE SET table_version = excluded.table_version"
+)
+
 SELECT_SCHEMA_VERSION: Final = (
     "SELECT table_version FROM version WHERE table_name = :table_name"
 )
@@ -870,6 +876,15 @@ class SQLStore:
             return None
         rows = await self._query(SELECT_SCHEMA_VERSION, {"table_name": SCHEMA_NAME})
         return int(rows[0][0]) if rows else None
+
+    async def marker(self, name: str) -> int | None:
+        """A named integer kept in the C{version} table, or C{None}."""
+        rows = await self._query(SELECT_MARKER, {"name": name})
+        return int(rows[0][0]) if rows else None
+
+    async def setMarker(self, name: str, value: int) -> None:
+        """Keep a named integer in the C{version} table."""
+        await self._execute(UPSERT_MARKER, {"name": name, "value": value})
 
     async def ensureSchema(self, create: bool) -> None:
         """Check the database's schema, creating what is missing if allowed.

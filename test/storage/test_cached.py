@@ -33,6 +33,7 @@ class FakeDatabase:
         self.batches: list[Batch] = []
         self.started = 0
         self.stopped = 0
+        self.markers: dict[str, int] = {}
         self.ready = True
 
     def _check(self) -> None:
@@ -49,6 +50,16 @@ class FakeDatabase:
     async def stop(self) -> None:
         """Close."""
         self.stopped += 1
+
+    async def marker(self, name: str) -> int | None:
+        """A named integer."""
+        self._check()
+        return self.markers.get(name)
+
+    async def setMarker(self, name: str, value: int) -> None:
+        """Keep a named integer."""
+        self._check()
+        self.markers[name] = value
 
     async def ensureSchema(self, create: bool) -> None:
         """Check the schema."""
@@ -380,3 +391,38 @@ class SchemaRefusalTests(SynchronousTestCase):
         clock.advance(60)
         self.assertEqual(database.started, 1)
         self.successResultOf(service.stopService())
+
+
+class UncleanStopTests(SynchronousTestCase):
+    """After a server died between flushes, NOTIFY CSeqs resume higher."""
+
+    def test_uncleanRaisesCSeq(self) -> None:
+        """RFC 3261 12.2.1.1: CSeqs only grow, even across a crash.
+
+        A reload after a run that never stopped cleanly raises every
+        subscription's CSeq by the margin; after a clean stop it does not.
+        """
+        from presence.storage.cached import CSEQ_MARGIN
+
+        clock = Clock()
+        database = FakeDatabase()
+        first = StorageService(clock, CACHE, CachedStore(database), database)
+        first.startService()
+        self.successResultOf(first.store.putSubscription(subscription()))
+        self.successResultOf(first.store.flush())
+        # The first server dies: no stopService, no clean-stop marker.
+        crashed = CachedStore(database)
+        self.successResultOf(crashed.load())
+        row = self.successResultOf(crashed.subscription(subscription().key))
+        assert row is not None
+        self.assertEqual(row.localCSeq, 1 + CSEQ_MARGIN)
+        self.assertEqual(crashed.pending, 1)
+        service = StorageService(clock, CACHE, crashed, database)
+        service.loaded = True
+        self.successResultOf(service.stopService())
+        again = CachedStore(database)
+        self.successResultOf(again.load())
+        row = self.successResultOf(again.subscription(subscription().key))
+        assert row is not None
+        self.assertEqual(row.localCSeq, 1 + CSEQ_MARGIN)
+        first._stopped = True
