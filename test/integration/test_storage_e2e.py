@@ -115,23 +115,34 @@ class RestartTests(ServerTestCase):
         self.assertEqual(notify.toAddr.tag, alice.tag)
 
     async def test_crashLosesAtMostOnePeriod(self) -> None:
-        """A server dying without a flush loses only what changed since then."""
+        """A server dying without a flush loses only what changed since then.
+
+        The watcher's dialog survives, and its next NOTIFY still has a CSeq
+        above every one it got (RFC 3261 12.2.2 makes it reject lower ones).
+        """
         config = self.configFile(database=self.database, db_update_period=0.2)
         server, port = await self.server("--config", config, stop=False)
         bob = await self.ua("bob", port)
+        alice = await self.ua("alice", port)
         etag = (await bob.publish(pidf("open"))).header("sip-etag")
+        self.assertEqual((await alice.subscribe(BOB)).code, 200)
+        await alice.notify()
         store: Any = server.stack.store
         await eventually(lambda: store.pending == 0)
         # Die: the listeners go, the database closes, nothing is flushed.
         self.assertEqual((await bob.publish(pidf("closed"), etag)).code, 200)
+        unflushed = await alice.notify()
         for child in list(server):
             await defer.maybeDeferred(child.stopService)
         server.stack.transactions.stop()
         await server.stack.storage.abort()
 
         _, port = await self.server("--config", config)
-        bob.serverPort = port
+        bob.serverPort = alice.serverPort = port
         self.assertEqual((await bob.publish(etag=etag)).code, 200)
+        self.assertEqual((await alice.subscribe()).code, 200)
+        resumed = await alice.notify()
+        self.assertGreater(resumed.cseq.number, unflushed.cseq.number)
 
 
 class PostgresServerTestCase(ServerTestCase):
