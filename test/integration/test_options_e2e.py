@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.internet import defer, reactor, task
 from twisted.trial.unittest import TestCase
 
@@ -89,3 +91,12 @@ class OptionsEndToEndTests(TestCase):
         client = await connectTCP(self.tcpPort)
         client.send(b"OPTIONS sip:bob@127.0.0.1 SIP/2.0\r\nVia SIP/2.0/TCP x\r\n\r\n")
         await within(client.lost)
+
+    def test_socketBuffers(self) -> None:
+        """The UDP socket's buffers are enlarged beyond the kernel's default."""
+        import socket
+
+        transport: Any = self.server.stack.transports.udp[0].transport
+        handle = transport.socket
+        for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            self.assertGreater(handle.getsockopt(socket.SOL_SOCKET, option), 212992)

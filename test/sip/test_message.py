@@ -872,3 +872,42 @@ class AccessorFuzzTests(SynchronousTestCase):
             "cseq": "1 ",
         }
         self._exercise(name, prefixes.get(name, "sip:") + value)
+
+
+class SalvageTests(SynchronousTestCase):
+    """What is read of a malformed top Via, so that a 400 can be routed."""
+
+    def test_firstElement(self) -> None:
+        """The first element of a list, commas in quotes and brackets ignored."""
+        from presence.sip.message import firstElement
+
+        self.assertEqual(firstElement(" a , b"), "a")
+        self.assertEqual(firstElement('"x, y" <sip:a@b>, c'), '"x, y" <sip:a@b>')
+        self.assertEqual(firstElement("<sip:a@b;p=1,2>, c"), "<sip:a@b;p=1,2>")
+        self.assertEqual(firstElement("single"), "single")
+
+    def test_salvageVia(self) -> None:
+        """RFC 4475 3.1.2.1: empty parameters are skipped, sent-by is kept."""
+        from presence.sip.message import salvageVia
+
+        via = salvageVia("SIP/2.0/UDP 192.0.2.15;;,;,,")
+        assert via is not None
+        self.assertEqual(
+            (via.transport, via.host, via.port), ("UDP", "192.0.2.15", None)
+        )
+        via = salvageVia("SIP/2.0/UDP 192.0.2.15:5070;branch=z9hG4bK1;;rport")
+        assert via is not None
+        self.assertEqual((via.port, via.branch), (5070, "z9hG4bK1"))
+        self.assertIsNone(salvageVia("garbage"))
+
+    def test_topViaOnlyFirst(self) -> None:
+        """The top Via is read alone: a bad lower Via leaves a response routable."""
+        from presence.sip.parser import parseDatagram
+
+        message = parseDatagram(
+            b"OPTIONS sip:a@b SIP/2.0\r\n"
+            b"Via: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1, junk junk\r\n"
+            b"Content-Length: 0\r\n\r\n"
+        )
+        self.assertEqual(message.topVia.branch, "z9hG4bK1")
+        self.assertRaises(SIPParseError, lambda: message.vias)
