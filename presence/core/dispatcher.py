@@ -42,10 +42,6 @@ SERVER: Final = f"presence/{__version__}"
 MANDATORY: Final = ("via", "to", "from", "call-id", "cseq", "max-forwards")
 
 
-#: Kept for callers that name the old spelling.
-StorageUnavailable = StorageError
-
-
 def checkRequest(
     request: SIPRequest,
     maxBodySize: int,

@@ -32,7 +32,7 @@ from presence.sip.message import SIPURI, SIPRequest, TokenParams, unescape
 from presence.sip.transaction import ServerTransaction
 from presence.sip.transport import SIPTransports
 from presence.storage.interfaces import IPresenceStore
-from presence.storage.records import ACTIVE, PENDING, TERMINATED, Subscription
+from presence.storage.records import ACTIVE, TERMINATED, Subscription
 from presence.xcap.policy import IPrivacyPolicy
 
 
@@ -335,7 +335,6 @@ class SubscribeHandler:
 
 
 __all__ = [
-    "PENDING",
     "SubscribeHandler",
     "acceptable",
     "negotiateExpires",

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from presence.errors import SIPParseError
 from presence.sip.message import (
     URI,
     NameAddr,
@@ -88,4 +87,4 @@ def requestInDialog(
     return SIPRequest(method, uri, out, body), nextHop
 
 
-__all__ = ["SIPParseError", "requestInDialog", "routeSet"]
+__all__ = ["requestInDialog", "routeSet"]

@@ -6,11 +6,12 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from presence.core.dispatcher import Dispatcher, StorageUnavailable, checkRequest
+from presence.core.dispatcher import Dispatcher, checkRequest
 from presence.errors import BadRequest, Forbidden
 from presence.sip.message import SIPRequest, SIPResponse, responseTo
 from presence.sip.parser import parseDatagram
 from presence.sip.transport import Peer
+from presence.storage.errors import StorageError
 
 
 class FakeTransaction:
@@ -213,7 +214,7 @@ class ErrorFunnelTests(SynchronousTestCase):
 
     def test_storageUnavailable(self) -> None:
         """A storage outage becomes 503 with Retry-After."""
-        response = self.answer(StorageUnavailable())
+        response = self.answer(StorageError("database unreachable"))
         self.assertEqual(response.code, 503)
         self.assertEqual(response.header("retry-after"), "5")
 
