@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from twisted.internet.interfaces import IReactorTime
@@ -35,6 +35,7 @@ from presence.storage.interfaces import IPresenceStore
 from presence.storage.records import (
     ACTIVE,
     PENDING,
+    Publication,
     Subscription,
     SubscriptionKey,
 )
@@ -92,7 +93,12 @@ class Notifier:
         """How many NOTIFYs are in flight."""
         return len(self._busy)
 
-    def send(self, subscription: Subscription, terminated: str | None = None) -> None:
+    def send(
+        self,
+        subscription: Subscription,
+        terminated: str | None = None,
+        publications: Sequence[Publication] | None = None,
+    ) -> None:
         """Send the current state of a subscription, or its end.
 
         Args:
@@ -101,6 +107,9 @@ class Notifier:
             terminated: the reason of a final NOTIFY (C{timeout},
                 C{deactivated}, C{noresource}, C{rejected}...), or C{None}
                 for the current state.
+            publications: the presentity's publications, read just now by
+                the caller, so that a change notified to thousands of
+                watchers reads them once; C{None} reads them at send time.
         """
         key = subscription.key
         if key in self._busy:
@@ -112,7 +121,7 @@ class Notifier:
             self._queued[key] = (subscription, terminated)
             return
         self._busy.add(key)
-        detach(self._run(subscription, terminated), self.log, "NOTIFY")
+        detach(self._run(subscription, terminated, publications), self.log, "NOTIFY")
 
     async def presentityChanged(self, presentity: str, event: str) -> int:
         """Notify every active or pending subscription to a presentity's event.
@@ -121,17 +130,25 @@ class Notifier:
             How many subscriptions were notified.
         """
         subscriptions = await self.store.subscriptions(presentity, event)
+        if not subscriptions:
+            return 0
+        publications = await self.store.publications(aorOf(presentity), event)
         for subscription in subscriptions:
             if subscription.status in (ACTIVE, PENDING):
-                self.send(subscription)
+                self.send(subscription, publications=publications)
         return len(subscriptions)
 
-    async def _run(self, subscription: Subscription, terminated: str | None) -> None:
+    async def _run(
+        self,
+        subscription: Subscription,
+        terminated: str | None,
+        publications: Sequence[Publication] | None,
+    ) -> None:
         key = subscription.key
         try:
             while True:
                 try:
-                    await self._notifyOnce(subscription, terminated)
+                    await self._notifyOnce(subscription, terminated, publications)
                 except StorageError as e:
                     self.stats.failed += 1
                     self.log.debug(
@@ -143,12 +160,17 @@ class Notifier:
                 if queued is None:
                     break
                 subscription, terminated = queued
+                # A newer state: read the publications when it is sent.
+                publications = None
         finally:
             self._busy.discard(key)
             self._queued.pop(key, None)
 
     async def _notifyOnce(
-        self, subscription: Subscription, terminated: str | None
+        self,
+        subscription: Subscription,
+        terminated: str | None,
+        publications: Sequence[Publication] | None = None,
     ) -> None:
         package = self.packages.get(subscription.event)
         if package is None:
@@ -163,7 +185,7 @@ class Notifier:
         else:
             cseq = subscription.localCSeq + 1
             subscription.localCSeq = cseq
-        state, body = await self._state(package, subscription, terminated)
+        state, body = await self._state(package, subscription, terminated, publications)
         headers: list[tuple[str, str]] = [
             ("contact", f"<{subscription.localContact}>"),
             ("event", _eventHeader(subscription)),
@@ -214,14 +236,16 @@ class Notifier:
         package: IEventPackage,
         subscription: Subscription,
         terminated: str | None,
+        publications: Sequence[Publication] | None = None,
     ) -> tuple[str, Any]:
         """The Subscription-State value and the body for a NOTIFY."""
         remaining = max(0, math.ceil(subscription.expires - self.clock.seconds()))
         body = None
         if subscription.status == ACTIVE:
-            publications = await self.store.publications(
-                aorOf(subscription.presentity), subscription.event
-            )
+            if publications is None:
+                publications = await self.store.publications(
+                    aorOf(subscription.presentity), subscription.event
+                )
             version = subscription.version
             body = package.notifyBody(
                 subscription.presentity, subscription, publications
