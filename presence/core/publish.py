@@ -22,6 +22,7 @@ from presence.errors import (
     BadEvent,
     BadRequest,
     ConditionalRequestFailed,
+    SIPParseError,
     UnsupportedMediaType,
 )
 from presence.packages.interfaces import IEventPackage, PackageRegistry
@@ -67,7 +68,8 @@ class PublishHandler:
         """
         try:
             event = request.event
-        except Exception:
+        except SIPParseError:
+            # A malformed Event names no package: 489 like an unknown one.
             event = None
         package = self.packages.find(event) if event is not None else None
         if package is None or not package.acceptsPublish:
@@ -165,6 +167,7 @@ class PublishHandler:
 def _sender(request: SIPRequest) -> str | None:
     try:
         contacts = request.contacts
-    except Exception:
+    except SIPParseError:
+        # The sender is informative only.
         return None
     return str(contacts[0].uri) if contacts else None

@@ -26,6 +26,7 @@ from presence.errors import (
     NotAcceptable,
     NotFound,
     ServerInternalError,
+    SIPParseError,
 )
 from presence.packages.interfaces import ExpiryRange, IEventPackage, PackageRegistry
 from presence.sip.message import SIPURI, SIPRequest, TokenParams, unescape
@@ -129,7 +130,8 @@ class SubscribeHandler:
         """
         try:
             event = request.event
-        except Exception:
+        except SIPParseError:
+            # A malformed Event names no package: 489 like an unknown one.
             event = None
         package = self.packages.find(event) if event is not None else None
         if package is None:
@@ -146,7 +148,7 @@ class SubscribeHandler:
         eventId = event.params.get("id") or ""
         try:
             accept = request.mediaTypes("accept")
-        except Exception:
+        except SIPParseError:
             raise BadRequest("malformed Accept") from None
         if not acceptable(accept, package.notifyTypes):
             raise NotAcceptable(headers=[("Accept", ", ".join(package.notifyTypes))])
