@@ -18,6 +18,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable, Sequence
+from itertools import pairwise
 from typing import Any, Final
 
 from presence.errors import SIPParseError
@@ -144,32 +145,11 @@ def splitList(value: str) -> list[str]:
     if '"' not in value and "<" not in value:
         parts = [p.strip() for p in value.split(",")]
     else:
-        parts = []
-        start = 0
-        inQuote = False
-        inAngle = False
-        i = 0
-        n = len(value)
-        while i < n:
-            ch = value[i]
-            if inQuote:
-                if ch == "\\":
-                    i += 1
-                elif ch == '"':
-                    inQuote = False
-            elif ch == '"':
-                inQuote = True
-            elif ch == "<":
-                inAngle = True
-            elif ch == ">":
-                inAngle = False
-            elif ch == "," and not inAngle:
-                parts.append(value[start:i].strip())
-                start = i + 1
-            i += 1
-        if inQuote:
+        commas, openQuote = _topLevelCommas(value)
+        if openQuote:
             raise SIPParseError("unterminated quoted string")
-        parts.append(value[start:].strip())
+        bounds = [-1, *commas, len(value)]
+        parts = [value[start + 1 : end].strip() for start, end in pairwise(bounds)]
     if "" in parts:
         raise SIPParseError("empty element in a list header")
     return parts
@@ -185,6 +165,21 @@ def firstElement(value: str) -> str:
         return value.strip()
     if '"' not in value and "<" not in value:
         return value.split(",", 1)[0].strip()
+    commas, _ = _topLevelCommas(value, first=True)
+    return value[: commas[0]].strip() if commas else value.strip()
+
+
+def _topLevelCommas(value: str, first: bool = False) -> tuple[list[int], bool]:
+    """The positions of the commas outside quotes and angle brackets.
+
+    Args:
+        value: a list header value.
+        first: stop at the first such comma.
+
+    Returns:
+        The positions, and whether a quoted string was left open.
+    """
+    commas: list[int] = []
     inQuote = inAngle = False
     i, n = 0, len(value)
     while i < n:
@@ -201,9 +196,11 @@ def firstElement(value: str) -> str:
         elif ch == ">":
             inAngle = False
         elif ch == "," and not inAngle:
-            return value[:i].strip()
+            commas.append(i)
+            if first:
+                break
         i += 1
-    return value.strip()
+    return commas, inQuote
 
 
 def parseParams(text: str, pos: int = 0) -> dict[str, str | None]:
