@@ -22,8 +22,8 @@ from twisted.internet.defer import Deferred
 from twisted.python import usage
 
 from presence.config import ConfigError, databaseKind, fromMapping, loadFile, sqlitePath
+from presence.status import STATUS_NAMES
 from presence.storage.errors import StorageError
-from presence.storage.records import STATUS_NAMES
 
 
 class DatabaseOptions(usage.Options):

@@ -21,7 +21,7 @@ from twisted.protocols import portforward
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from presence.errors import SIPParseError
+from presence.sip.errors import SIPParseError
 from presence.sip.message import SIPMessage, SIPRequest
 from presence.sip.transaction import ServerTransaction
 from presence.sip.transport import Peer

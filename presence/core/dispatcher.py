@@ -17,7 +17,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from presence import __version__
-from presence.errors import (
+from presence.sip.errors import (
     BadExtension,
     BadRequest,
     LoopDetected,

@@ -19,9 +19,9 @@ from twisted.logger import Logger
 
 from presence._async import detach
 from presence.core.dispatcher import SERVER
-from presence.errors import SIPParseError
 from presence.packages.interfaces import IEventPackage, PackageRegistry
 from presence.sip.dialog import requestInDialog
+from presence.sip.errors import SIPParseError
 from presence.sip.message import SIPURI, SIPResponse
 from presence.sip.transaction import TransactionLayer
 from presence.sip.transport import (
@@ -30,15 +30,10 @@ from presence.sip.transport import (
     SIPTransports,
     TransportError,
 )
+from presence.status import ACTIVE, PENDING
 from presence.storage.errors import StorageError
 from presence.storage.interfaces import IPresenceStore
-from presence.storage.records import (
-    ACTIVE,
-    PENDING,
-    Publication,
-    Subscription,
-    SubscriptionKey,
-)
+from presence.storage.records import Publication, Subscription, SubscriptionKey
 
 #: Responses to NOTIFY that end the subscription (RFC 6665 4.2.2, RFC 5057
 #: section 5.1: these end the dialog usage).

@@ -18,14 +18,14 @@ from twisted.logger import Logger
 from presence.core.dispatcher import SERVER
 from presence.core.notify import Notifier
 from presence.core.subscribe import negotiateExpires, presentityOf
-from presence.errors import (
+from presence.packages.interfaces import IEventPackage, PackageRegistry
+from presence.sip.errors import (
     BadEvent,
     BadRequest,
     ConditionalRequestFailed,
     SIPParseError,
     UnsupportedMediaType,
 )
-from presence.packages.interfaces import IEventPackage, PackageRegistry
 from presence.sip.message import SIPRequest
 from presence.sip.transaction import ServerTransaction
 from presence.storage.interfaces import IPresenceStore

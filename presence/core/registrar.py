@@ -15,7 +15,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from presence.core.dispatcher import SERVER
-from presence.errors import (
+from presence.sip.errors import (
     BadRequest,
     IntervalTooBrief,
     NotFound,

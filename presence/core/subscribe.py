@@ -17,7 +17,8 @@ from twisted.logger import Logger
 
 from presence.core.dispatcher import SERVER
 from presence.core.notify import Notifier
-from presence.errors import (
+from presence.packages.interfaces import ExpiryRange, IEventPackage, PackageRegistry
+from presence.sip.errors import (
     BadEvent,
     BadRequest,
     CallOrTransactionDoesNotExist,
@@ -28,12 +29,12 @@ from presence.errors import (
     ServerInternalError,
     SIPParseError,
 )
-from presence.packages.interfaces import ExpiryRange, IEventPackage, PackageRegistry
 from presence.sip.message import SIPURI, SIPRequest, TokenParams, unescape
 from presence.sip.transaction import ServerTransaction
 from presence.sip.transport import SIPTransports
+from presence.status import ACTIVE, TERMINATED
 from presence.storage.interfaces import IPresenceStore
-from presence.storage.records import ACTIVE, TERMINATED, Subscription
+from presence.storage.records import Subscription
 from presence.xcap.policy import IPrivacyPolicy
 
 

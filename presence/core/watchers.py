@@ -15,8 +15,9 @@ from twisted.logger import Logger
 
 from presence.core.notify import Notifier
 from presence.packages.interfaces import PackageRegistry
+from presence.status import TERMINATED
 from presence.storage.interfaces import IPresenceStore
-from presence.storage.records import TERMINATED, Subscription, Watcher
+from presence.storage.records import Subscription, Watcher
 
 
 class WatcherTracker:

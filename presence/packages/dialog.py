@@ -31,9 +31,9 @@ from typing import Any, Final
 from lxml import etree
 from zope.interface import implementer
 
-from presence.errors import BadRequest, UnsupportedMediaType
 from presence.packages.interfaces import Body, ExpiryRange, IEventPackage
 from presence.packages.xml import parseXML, serialise
+from presence.sip.errors import BadRequest, UnsupportedMediaType
 from presence.storage.records import Publication, Subscription
 
 DIALOG_INFO_NS: Final = "urn:ietf:params:xml:ns:dialog-info"

@@ -65,8 +65,8 @@ class IEventPackage(Interface):
         """Check a PUBLISH body.
 
         Raises:
-            presence.errors.UnsupportedMediaType: the type is not accepted.
-            presence.errors.BadRequest: the body is malformed; the reason
+            presence.sip.errors.UnsupportedMediaType: the type is not accepted.
+            presence.sip.errors.BadRequest: the body is malformed; the reason
                 says how.
         """
 

@@ -31,8 +31,8 @@ from typing import Final
 
 from zope.interface import implementer
 
-from presence.errors import BadRequest, UnsupportedMediaType
 from presence.packages.interfaces import Body, ExpiryRange, IEventPackage
+from presence.sip.errors import BadRequest, UnsupportedMediaType
 from presence.storage.records import Publication, Subscription
 
 MWI_TYPE: Final = "application/simple-message-summary"

@@ -19,16 +19,12 @@ from lxml import etree
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
-from presence.errors import UnsupportedMediaType
 from presence.packages.interfaces import Body, ExpiryRange, IEventPackage
 from presence.packages.xml import serialise
+from presence.sip.errors import UnsupportedMediaType
+from presence.status import STATUS_NAMES
 from presence.storage.interfaces import IPresenceStore
-from presence.storage.records import (
-    STATUS_NAMES,
-    Publication,
-    Subscription,
-    SubscriptionKey,
-)
+from presence.storage.records import Publication, Subscription, SubscriptionKey
 
 WINFO_NS: Final = "urn:ietf:params:xml:ns:watcherinfo"
 WINFO_TYPE: Final = "application/watcherinfo+xml"

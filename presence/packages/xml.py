@@ -6,7 +6,7 @@ from typing import Final
 
 from lxml import etree
 
-from presence.errors import BadRequest
+from presence.sip.errors import BadRequest
 
 _PARSER: Final = etree.XMLParser(
     resolve_entities=False,

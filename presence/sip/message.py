@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from itertools import pairwise
 from typing import Any, Final
 
-from presence.errors import SIPParseError
+from presence.sip.errors import SIPParseError
 
 SIP_VERSION: Final = "SIP/2.0"
 MAGIC_COOKIE: Final = "z9hG4bK"

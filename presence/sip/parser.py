@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import Final
 
-from presence.errors import SIPParseError
+from presence.sip.errors import SIPParseError
 from presence.sip.message import (
     COMPACT_FORMS,
     SIPMessage,

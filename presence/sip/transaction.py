@@ -18,7 +18,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from presence.errors import SIPParseError
+from presence.sip.errors import SIPParseError
 from presence.sip.message import (
     MAGIC_COOKIE,
     SIPMessage,

@@ -37,7 +37,7 @@ from twisted.logger import Logger
 from twisted.names import dns
 from twisted.python.failure import Failure
 
-from presence.errors import PresenceError, SIPParseError
+from presence.sip.errors import SIPParseError, TransportError
 from presence.sip.message import (
     SIPURI,
     SIPMessage,
@@ -50,10 +50,6 @@ from presence.sip.parser import KEEPALIVE, StreamFramer, parseDatagram
 
 RELIABLE: Final = frozenset({"TCP", "TLS", "SCTP", "WS", "WSS"})
 DEFAULT_PORT: Final = 5060
-
-
-class TransportError(PresenceError):
-    """A message could not be sent: no route, connection refused or lost."""
 
 
 class Peer:

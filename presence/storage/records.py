@@ -11,17 +11,7 @@ import operator
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-ACTIVE: Final = 1
-PENDING: Final = 2
-TERMINATED: Final = 3
-WAITING: Final = 4
-
-STATUS_NAMES: Final = {
-    ACTIVE: "active",
-    PENDING: "pending",
-    TERMINATED: "terminated",
-    WAITING: "waiting",
-}
+from presence.status import ACTIVE
 
 #: A subscription's dialog, as the store indexes it: Call-ID, our tag (the To
 #: tag of the SUBSCRIBE's response) and the watcher's tag.
@@ -33,10 +23,10 @@ SubscriptionKey = tuple[str, str, str, str, str]
 
 @dataclass(slots=True)
 class Publication:
-    """One published event state (a row of C{presentity}).
+    """One published event state (a row of `presentity`).
 
     Attributes:
-        presentity: the address of record, C{user@domain}.
+        presentity: the address of record, `user@domain`.
         event: the event package name.
         etag: the entity tag that names this publication.
         expires: when it expires.
@@ -76,12 +66,12 @@ class Publication:
 
 @dataclass(slots=True)
 class Subscription:
-    """One subscription and its dialog (a row of C{active_watchers}).
+    """One subscription and its dialog (a row of `active_watchers`).
 
     Attributes:
-        presentity: the presentity URI, C{sip:user@domain}.
-        event: the event package name (C{presence}, C{dialog;sla}...).
-        eventId: the Event header's C{id} parameter, C{""} when absent.
+        presentity: the presentity URI, `sip:user@domain`.
+        event: the event package name (`presence`, `dialog;sla`...).
+        eventId: the Event header's `id` parameter, `""` when absent.
         callId: the dialog's Call-ID.
         toTag: our tag, sent in the To of the SUBSCRIBE's response and in the
             From of each NOTIFY.
@@ -93,12 +83,12 @@ class Subscription:
         localCSeq: the CSeq of the last NOTIFY we sent.
         remoteCSeq: the CSeq of the last SUBSCRIBE received.
         contact: the remote target (the watcher's Contact URI).
-        recordRoute: the route set, as Route header text, or C{""}.
+        recordRoute: the route set, as Route header text, or `""`.
         expires: when it expires.
         status: 1 active, 2 pending, 3 terminated, 4 waiting.
-        reason: why it is terminated, or C{None}.
+        reason: why it is terminated, or `None`.
         version: the body version for packages that count (winfo, dialog).
-        socketInfo: where the SUBSCRIBE came from, C{transport:host:port}.
+        socketInfo: where the SUBSCRIBE came from, `transport:host:port`.
         localContact: the Contact we gave.
         watcherURI: the watcher's From URI as written.
         watcherDisplayName: the watcher's display name, when it gave one.
@@ -148,7 +138,7 @@ class Subscription:
 
     @property
     def watcher(self) -> str:
-        """The watcher's address of record, C{user@domain}."""
+        """The watcher's address of record, `user@domain`."""
         if self.watcherUsername:
             return f"{self.watcherUsername}@{self.watcherDomain}"
         return self.watcherDomain
@@ -158,7 +148,7 @@ class Subscription:
 
         Stores copy records on every read and write, so the plain copy is
         made the cheap way: one C-level getter for every field, positional
-        arguments to C{__init__} (five times faster than C{replace}).
+        arguments to `__init__` (five times faster than `replace`).
         """
         if changes:
             return dataclasses.replace(self, **changes)
@@ -175,7 +165,7 @@ _SUBSCRIPTION_FIELDS: Final = operator.attrgetter(
 
 @dataclass(slots=True)
 class Watcher:
-    """The authorisation of one watcher for one presentity (C{watchers}).
+    """The authorisation of one watcher for one presentity (`watchers`).
 
     Attributes:
         presentity: the presentity URI.
@@ -183,7 +173,7 @@ class Watcher:
         watcherDomain: the watcher's domain.
         event: the event package.
         status: 1 active, 2 pending, 3 terminated, 4 waiting.
-        reason: the reason of a terminated status, or C{None}.
+        reason: the reason of a terminated status, or `None`.
         insertedTime: when the watcher was first seen.
     """
 
@@ -203,16 +193,16 @@ class Watcher:
 
 @dataclass(slots=True)
 class Binding:
-    """One registered contact of an address of record (C{location}).
+    """One registered contact of an address of record (`location`).
 
     Attributes:
-        aor: the address of record, C{user@domain}.
+        aor: the address of record, `user@domain`.
         contact: the contact URI as registered.
         expires: when it expires.
-        q: the preference, 0 to 1, or C{None}.
+        q: the preference, 0 to 1, or `None`.
         callId: the Call-ID of the REGISTER that last changed it.
         cseq: that REGISTER's CSeq number.
-        received: where the REGISTER came from, C{transport:host:port}.
+        received: where the REGISTER came from, `transport:host:port`.
         path: the Path headers, as text.
         userAgent: the User-Agent of the REGISTER.
         methods: the methods the contact accepts, when it said.

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from zope.interface import Interface, implementer
 
-from presence.storage.records import ACTIVE
+from presence.status import ACTIVE
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from typing import Any
 from twisted.trial.unittest import SynchronousTestCase
 
 from presence.core.dispatcher import Dispatcher, checkRequest
-from presence.errors import BadRequest, Forbidden
+from presence.sip.errors import BadRequest, Forbidden
 from presence.sip.message import SIPRequest, SIPResponse, responseTo
 from presence.sip.parser import parseDatagram
 from presence.sip.transport import Peer

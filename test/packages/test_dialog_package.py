@@ -6,7 +6,6 @@ from lxml import etree
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from presence.errors import BadRequest, UnsupportedMediaType
 from presence.packages.dialog import (
     DIALOG_INFO_NS,
     DIALOG_INFO_TYPE,
@@ -17,6 +16,7 @@ from presence.packages.dialog import (
 )
 from presence.packages.interfaces import IEventPackage, PackageRegistry
 from presence.scripted import UA, Server, Subscriber
+from presence.sip.errors import BadRequest, UnsupportedMediaType
 from presence.sip.message import SIPRequest, TokenParams
 
 D = f"{{{DIALOG_INFO_NS}}}"

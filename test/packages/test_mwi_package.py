@@ -5,7 +5,6 @@ from __future__ import annotations
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from presence.errors import BadRequest, UnsupportedMediaType
 from presence.packages.interfaces import IEventPackage
 from presence.packages.mwi import (
     MWI_TYPE,
@@ -14,6 +13,7 @@ from presence.packages.mwi import (
     parseSummary,
 )
 from presence.scripted import UA, Server, Subscriber
+from presence.sip.errors import BadRequest, UnsupportedMediaType
 from presence.sip.message import SIPRequest
 
 #: The example of RFC 3842 section 5.2 (with urgent counts).

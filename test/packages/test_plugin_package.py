@@ -15,9 +15,9 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from presence.errors import BadRequest, UnsupportedMediaType
 from presence.packages.interfaces import Body, ExpiryRange, IEventPackage
 from presence.scripted import UA, Server, Subscriber
+from presence.sip.errors import BadRequest, UnsupportedMediaType
 from presence.sip.message import SIPRequest, SIPResponse
 from presence.storage.records import Publication, Subscription
 

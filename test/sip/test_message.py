@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from presence.errors import SIPParseError
+from presence.sip.errors import SIPParseError
 from presence.sip.message import (
     SIPURI,
     URI,

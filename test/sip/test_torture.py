@@ -21,8 +21,8 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from presence.errors import SIPParseError
 from presence.scripted import SERVER, Server
+from presence.sip.errors import SIPParseError
 from presence.sip.message import (
     COMPACT_FORMS,
     SIPURI,

@@ -21,20 +21,12 @@ from twisted.internet.task import deferLater
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
+from presence.status import ACTIVE, PENDING, TERMINATED
 from presence.storage.errors import StorageError
 from presence.storage.interfaces import IPresenceStore
 from presence.storage.memory import MemoryStore
 from presence.storage.postgres import PostgresStore
-from presence.storage.records import (
-    ACTIVE,
-    PENDING,
-    TERMINATED,
-    Batch,
-    Binding,
-    Publication,
-    Subscription,
-    Watcher,
-)
+from presence.storage.records import Batch, Binding, Publication, Subscription, Watcher
 from presence.storage.sql import SCHEMA_VERSION
 from presence.storage.sqlite import SQLiteStore
 from presence.testing import NO_PG, PG_DSN, CuttableProxy, PostgresDatabase, pgDSN
