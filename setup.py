@@ -31,6 +31,8 @@ setup(
             "mypy-zope>=1.0.5",
             "lxml-stubs",
             "types-psycopg2",
+            "pydoctor>=24.3",
+            "import-linter>=2.0",
         ],
     },
     entry_points={"console_scripts": ["presence-ctl = presence.ctl:main"]},

@@ -1,6 +1,6 @@
 """Watcher load that sipp cannot drive: fan-out, memory and PUBLISH latency.
 
-Run by C{bench/run.py} against a server it started, or by hand::
+Run by ``bench/run.py`` against a server it started, or by hand::
 
     python bench/load.py fanout --port 5060 --watchers 5000
     python bench/load.py memory --port 5060 --pid 1234 --first 10000 --total 50000
@@ -14,18 +14,18 @@ UDP an unanswered request is retransmitted with T1 = 500 ms doubling up to
 T2 = 4 s (RFC 3261 section 17.1.2.2).  The figures are printed as one JSON
 object on stdout; progress goes to stderr.
 
-C{fanout}: subscribe N watchers to one presentity (answering their first
+``fanout``: subscribe N watchers to one presentity (answering their first
 NOTIFYs), then send one PUBLISH, and time the NOTIFYs it causes: the first,
 the N-th, and the 200 to the PUBLISH.
 
-C{memory}: subscribe C{--first} watchers (to C{--presentities} presentities
+``memory``: subscribe ``--first`` watchers (to ``--presentities`` presentities
 in turn), wait until the server is quiet, read its resident memory from
-C{/proc}, subscribe up to C{--total}, read it again.  It uses TCP by default,
+``/proc``, subscribe up to ``--total``, read it again.  It uses TCP by default,
 because over TCP a finished transaction is gone at once (Timers J and K are
 zero), so the difference counts subscriptions, not transactions waiting in
 Timer J.
 
-C{latency}: send initial PUBLISHes at a steady rate, each to its own
+``latency``: send initial PUBLISHes at a steady rate, each to its own
 presentity, and time each 200 from the first transmission of its request.
 """
 
@@ -170,7 +170,7 @@ class Connection:
         raise ConnectionError("the UDP socket stayed full for 10 s")
 
     def receive(self, timeout: float) -> list[bytes]:
-        """The messages that arrive within C{timeout} seconds (maybe none)."""
+        """The messages that arrive within ``timeout`` seconds (maybe none)."""
         ready, _, _ = select.select([self.sock], [], [], max(timeout, 0))
         if not ready:
             return []
@@ -242,7 +242,7 @@ class Watchers:
     """Many watchers and publishers behind one socket, answering every NOTIFY."""
 
     def __init__(self, connection: Connection) -> None:
-        """Use C{connection} for everything."""
+        """Use ``connection`` for everything."""
         self.connection = connection
         self.pending: dict[tuple[str, int], Pending] = {}
         self.watches: dict[str, Watch] = {}
@@ -275,7 +275,7 @@ class Watchers:
         self.connection.send(data)
 
     def subscribe(self, index: int, presentity: str, expires: int = 3600) -> Watch:
-        """Send an initial SUBSCRIBE for watcher C{index} to C{presentity}."""
+        """Send an initial SUBSCRIBE for watcher ``index`` to ``presentity``."""
         watch = Watch(
             index, f"w{index}-{uuid.uuid4().hex[:12]}", f"t{index}", presentity
         )
@@ -305,7 +305,7 @@ class Watchers:
     def publish(
         self, aor: str, onFinal: Callable[[Message, float], None] | None = None
     ) -> str:
-        """Send an initial PUBLISH of a ~400-byte PIDF for C{aor}; its Call-ID."""
+        """Send an initial PUBLISH of a ~400-byte PIDF for ``aor``; its Call-ID."""
         callId = "p" + uuid.uuid4().hex[:16]
         body = PIDF.format(aor=aor, tag=callId[:8]).encode()
         branch = "z9hG4bK" + uuid.uuid4().hex[:16]
@@ -328,7 +328,7 @@ class Watchers:
     # -- the loop -----------------------------------------------------------------
 
     def pump(self, timeout: float) -> None:
-        """Handle what arrives within C{timeout}, and retransmit what is due."""
+        """Handle what arrives within ``timeout``, and retransmit what is due."""
         for data in self.connection.receive(timeout):
             self._received(data, time.perf_counter())
         if self.connection.reliable:
@@ -347,7 +347,7 @@ class Watchers:
             pending.nextRetransmit = now + pending.interval
 
     def pumpUntil(self, done: Callable[[], bool], seconds: float) -> bool:
-        """Pump until C{done()} or C{seconds} pass; whether C{done()}."""
+        """Pump until ``done()`` or ``seconds`` pass; whether ``done()``."""
         deadline = time.perf_counter() + seconds
         while not done():
             left = deadline - time.perf_counter()
@@ -401,7 +401,7 @@ class Watchers:
         window: int,
         seconds: float,
     ) -> float:
-        """Subscribe watchers C{indices}, C{window} at a time; the time taken.
+        """Subscribe watchers ``indices``, ``window`` at a time; the time taken.
 
         A watcher is done when its SUBSCRIBE got its 200 and its first NOTIFY
         came (and was answered).
@@ -445,7 +445,7 @@ def cpuSeconds(pid: int | None) -> float:
 
 
 def rssKiB(pid: int) -> int:
-    """Resident memory of a process in KiB, from C{/proc/PID/status}."""
+    """Resident memory of a process in KiB, from ``/proc/PID/status``."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
@@ -462,7 +462,7 @@ def udpReceiveErrors() -> int:
 
 
 def quiet(watchers: Watchers, seconds: float) -> None:
-    """Keep answering for C{seconds}, so that stragglers are dealt with."""
+    """Keep answering for ``seconds``, so that stragglers are dealt with."""
     end = time.perf_counter() + seconds
     while time.perf_counter() < end:
         watchers.pump(min(0.05, end - time.perf_counter()))
@@ -515,7 +515,7 @@ def fanout(options: argparse.Namespace) -> dict[str, Any]:
 
 
 def memory(options: argparse.Namespace) -> dict[str, Any]:
-    """Resident memory per subscription between C{--first} and C{--total}."""
+    """Resident memory per subscription between ``--first`` and ``--total``."""
     if options.pid is None:
         raise SystemExit("memory needs --pid")
     connection = Connection(options.transport, options.port)
@@ -558,7 +558,7 @@ def memory(options: argparse.Namespace) -> dict[str, Any]:
 
 
 def percentile(values: list[float], share: float) -> float:
-    """The nearest-rank percentile of C{values} (sorted or not)."""
+    """The nearest-rank percentile of ``values`` (sorted or not)."""
     ordered = sorted(values)
     rank = max(1, min(len(ordered), round(share * len(ordered) + 0.5)))
     return ordered[rank - 1]

@@ -1,7 +1,7 @@
 """Messages parsed per second, with the header access a presence server makes.
 
-Run as C{python bench/parse.py}; C{--profile} prints where the time goes,
-C{--seconds} sets how long each case runs. Each iteration parses one datagram
+Run as ``python bench/parse.py``; ``--profile`` prints where the time goes,
+``--seconds`` sets how long each case runs. Each iteration parses one datagram
 and reads every header the dispatcher, the transaction layer and the
 SUBSCRIBE/PUBLISH handlers read: the top Via and its branch, From and To with
 their URIs and tags, Call-ID, CSeq, Contact, Event, Expires, Max-Forwards,
@@ -73,7 +73,7 @@ CASES: dict[str, bytes] = {"SUBSCRIBE": SUBSCRIBE, "PUBLISH + PIDF": PUBLISH}
 
 
 def variants(data: bytes, count: int = 20000) -> list[bytes]:
-    """Copies of C{data} from C{count} users, each with its own dialog.
+    """Copies of ``data`` from ``count`` users, each with its own dialog.
 
     The users, tags, branches and Call-IDs differ from copy to copy, so no
     per-text cache in the parser can help with them; only the values every
@@ -121,7 +121,7 @@ def parseAndRead(data: bytes) -> object:
 
 
 def rate(fn: Callable[[bytes], object], data: list[bytes], seconds: float) -> float:
-    """Run C{fn} over C{data} for about C{seconds}; return calls per second.
+    """Run ``fn`` over ``data`` for about ``seconds``; return calls per second.
 
     The best of five runs, to keep out other processes' noise.
     """

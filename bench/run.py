@@ -11,8 +11,8 @@ rate for a bounded number of calls, reads the server's CPU time from
 ``/proc/PID/stat`` before and after, and stops the server.  The median of the
 repeats is printed for every step, and a table sums up at the end.
 
-Scenarios are entries of L{SCENARIOS}; each names a sipp XML file in
-``bench/scenarios/``.  Probes (L{PROBES}: NOTIFY fan-out, memory per
+Scenarios are entries of `SCENARIOS`; each names a sipp XML file in
+``bench/scenarios/``.  Probes (`PROBES`: NOTIFY fan-out, memory per
 subscription, PUBLISH latency) are driven by ``bench/load.py`` instead of
 sipp, three times each against fresh servers.  With ``--profile DIR``, py-spy
 samples the server during every sipp run and the busiest functions are
@@ -259,7 +259,7 @@ class Step:
     runs: list[RunResult]
 
     def median(self, name: str) -> float:
-        """The median over the repeats of a L{RunResult} attribute."""
+        """The median over the repeats of a `RunResult` attribute."""
         return statistics.median(float(getattr(r, name)) for r in self.runs)
 
     @property
@@ -328,7 +328,7 @@ def pinning() -> tuple[list[str], list[str]]:
 
 
 def cpuSeconds(pid: int) -> float:
-    """User plus system CPU time of a process, from C{/proc/PID/stat}."""
+    """User plus system CPU time of a process, from ``/proc/PID/stat``."""
     text = Path(f"/proc/{pid}/stat").read_text()
     fields = text[text.rindex(")") + 2 :].split()
     # fields[0] is field 3 (state); utime and stime are fields 14 and 15.
@@ -336,7 +336,7 @@ def cpuSeconds(pid: int) -> float:
 
 
 def rssMiB(pid: int) -> float:
-    """Resident memory of a process in MiB, from C{/proc/PID/status}."""
+    """Resident memory of a process in MiB, from ``/proc/PID/status``."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
@@ -346,7 +346,7 @@ def rssMiB(pid: int) -> float:
 def udpReceiveErrors() -> int:
     """The host's count of UDP datagrams dropped for a full receive buffer.
 
-    It counts every socket of the host (C{RcvbufErrors} in C{/proc/net/snmp}),
+    It counts every socket of the host (``RcvbufErrors`` in ``/proc/net/snmp``),
     so traffic other than the benchmark's can add to it.
     """
     lines = [line.split() for line in Path("/proc/net/snmp").read_text().splitlines()]
@@ -359,7 +359,7 @@ def udpReceiveErrors() -> int:
 def coreBusySeconds(core: int | None) -> float:
     """CPU seconds one core has spent busy since boot (0 for no core).
 
-    Busy is user, nice, system, irq, softirq and steal time in C{/proc/stat}.
+    Busy is user, nice, system, irq, softirq and steal time in ``/proc/stat``.
     """
     if core is None:
         return 0.0
@@ -398,10 +398,10 @@ def optionsRequest(port: int, localPort: int, branch: str) -> bytes:
 
 
 class Server:
-    """One C{twistd -n presence} child on a free loopback port."""
+    """One ``twistd -n presence`` child on a free loopback port."""
 
     def __init__(self, twistd: str, workdir: Path, pin: Sequence[str]) -> None:
-        """Prepare, without starting; C{workdir} gets the log and is the cwd."""
+        """Prepare, without starting; ``workdir`` gets the log and is the cwd."""
         self.twistd = twistd
         self.workdir = workdir
         self.pin = list(pin)
@@ -525,7 +525,7 @@ class Server:
 
 
 def readStatistics(path: Path) -> dict[str, str]:
-    """The last row of sipp's C{-trace_stat} CSV, by column name."""
+    """The last row of sipp's ``-trace_stat`` CSV, by column name."""
     rows = [line for line in path.read_text(errors="replace").splitlines() if line]
     if len(rows) < 2:
         return {}
@@ -556,7 +556,7 @@ def runSipp(
 ) -> RunResult:
     """Run sipp once against the server and collect the figures.
 
-    With C{profile}, py-spy samples the server while sipp runs and writes
+    With ``profile``, py-spy samples the server while sipp runs and writes
     its raw (folded) stacks there.
     """
     sipp = shutil.which("sipp")
@@ -686,7 +686,7 @@ def findPySpy() -> str | None:
 
 
 def startProfiler(pid: int, output: Path) -> subprocess.Popen[bytes] | None:
-    """Start py-spy sampling process C{pid} into C{output} (raw folded stacks)."""
+    """Start py-spy sampling process ``pid`` into ``output`` (raw folded stacks)."""
     pySpy = findPySpy()
     if pySpy is None:
         say("  py-spy not found (python3 -m venv /tmp/pyspy && /tmp/pyspy/bin/pip")
@@ -735,7 +735,7 @@ def profileSummary(paths: Sequence[Path], top: int = 15) -> str:
     """The functions with the most samples, on their own and with callees.
 
     Reads py-spy's raw format (``frame;frame;... count`` per line, outermost
-    frame first), sums over C{paths}, and leaves line numbers out so that a
+    frame first), sums over ``paths``, and leaves line numbers out so that a
     function counts once.
     """
     own: dict[str, int] = {}
@@ -807,7 +807,7 @@ class ProbeResult:
 def runProbe(
     probe: Probe, repeats: int, twistd: str, tempdir: Path, quick: bool
 ) -> ProbeResult:
-    """Run a probe C{repeats} times, each against a fresh server."""
+    """Run a probe ``repeats`` times, each against a fresh server."""
     serverPin, clientPin = pinning()
     result = ProbeResult(probe)
     args = probe.quickArgs if quick else probe.args
@@ -907,7 +907,7 @@ def runStep(
     tempdir: Path,
     profileDir: Path | None = None,
 ) -> Step:
-    """Run one rate C{repeats} times, each against a fresh server."""
+    """Run one rate ``repeats`` times, each against a fresh server."""
     serverPin, sippPin = pinning()
     calls = max(1, int(rate * seconds))
     runs = []
@@ -1036,7 +1036,7 @@ def summary(scenario: Scenario, steps: Sequence[Step]) -> str:
 def treeVersion() -> str:
     """The checkout's commit, with ``-dirty`` for uncommitted changes.
 
-    Read-only: C{--no-optional-locks} keeps git from refreshing its index.
+    Read-only: ``--no-optional-locks`` keeps git from refreshing its index.
     """
     try:
         done = subprocess.run(

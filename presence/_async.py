@@ -13,7 +13,7 @@ T = TypeVar("T")
 
 
 def detach(coro: Coroutine[Any, Any, T], log: Logger, what: str) -> Deferred[T | None]:
-    """Run C{coro} to completion on its own, logging any failure.
+    """Run ``coro`` to completion on its own, logging any failure.
 
     Args:
         coro: the coroutine to run.
@@ -21,7 +21,7 @@ def detach(coro: Coroutine[Any, Any, T], log: Logger, what: str) -> Deferred[T |
         what: a few words saying what failed, for the log line.
 
     Returns:
-        A Deferred that fires with the coroutine's result, or C{None} after a
+        A Deferred that fires with the coroutine's result, or ``None`` after a
         failure was logged; it never fails.
     """
 

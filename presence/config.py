@@ -1,7 +1,7 @@
 """The server's configuration: one frozen object, from TOML and the command line.
 
 Every setting has a default, so the server runs with no file at all. A TOML
-file names settings in snake case (C{sip_trace = true}); command-line options
+file names settings in snake case (``sip_trace = true``); command-line options
 given on top of it win.
 """
 
@@ -24,12 +24,12 @@ class ConfigError(PresenceError):
 
 @dataclass(frozen=True)
 class ListenAddress:
-    """One place to listen, parsed from C{udp:5060:interface=127.0.0.1}.
+    """One place to listen, parsed from ``udp:5060:interface=127.0.0.1``.
 
     Attributes:
-        transport: C{"udp"} or C{"tcp"}.
+        transport: ``"udp"`` or ``"tcp"``.
         port: the port (0 picks a free one).
-        interface: the address to bind, C{""} for all.
+        interface: the address to bind, ``""`` for all.
         description: the text it was parsed from.
     """
 
@@ -39,7 +39,7 @@ class ListenAddress:
     description: str
 
     def endpointDescription(self) -> str:
-        """The description for C{serverFromString} (TCP only)."""
+        """The description for ``serverFromString`` (TCP only)."""
         interface = self.interface.replace(":", "\\:")
         if self.interface:
             kind = "tcp6" if ":" in self.interface else "tcp"
@@ -68,7 +68,7 @@ def _splitEndpoint(description: str) -> list[str]:
 def parseListen(description: str) -> ListenAddress:
     """Parse a listen description in Twisted's endpoint style.
 
-    C{udp:5060}, C{tcp:5060:interface=127.0.0.1}, C{udp:5060:interface=::1}
+    ``udp:5060``, ``tcp:5060:interface=127.0.0.1``, ``udp:5060:interface=::1``
     (an IPv6 interface may be written with or without backslash escapes).
 
     Raises:
@@ -120,11 +120,11 @@ class Config:
         advertisedAddress: the host put in Via and Contact, when the
             listening address is not what peers should use.
         offlineBody: what a presence NOTIFY carries when nothing is
-            published: C{"closed"} (a PIDF with a closed tuple) or
-            C{"empty"} (no body).
-        database: C{"memory"}, C{"sqlite:PATH"} (relative to the working
-            directory, or C{sqlite:///ABSOLUTE}) or
-            C{"postgresql://user@host:port/name"}.
+            published: ``"closed"`` (a PIDF with a closed tuple) or
+            ``"empty"`` (no body).
+        database: ``"memory"``, ``"sqlite:PATH"`` (relative to the working
+            directory, or ``sqlite:///ABSOLUTE``) or
+            ``"postgresql://user@host:port/name"``.
         fallback2db: shared mode: every read and write goes to the database,
             so that several servers can share it.
         dbUpdatePeriod: seconds between flushes of the cache (cache mode).
@@ -154,7 +154,7 @@ class Config:
         return [parseListen(d) for d in self.listen]
 
     def validate(self) -> Config:
-        """Check every setting; return C{self}.
+        """Check every setting; return ``self``.
 
         Raises:
             ConfigError: a setting is invalid.
@@ -212,7 +212,7 @@ _KEYS: dict[str, tuple[str, Any]] = {
 
 
 def databaseKind(url: str) -> str:
-    """C{"memory"}, C{"sqlite"} or C{"postgresql"}, from a database setting.
+    """``"memory"``, ``"sqlite"`` or ``"postgresql"``, from a database setting.
 
     Raises:
         ConfigError: the setting names no database this server knows.
@@ -229,7 +229,7 @@ def databaseKind(url: str) -> str:
 
 
 def sqlitePath(url: str) -> str:
-    """The file of a C{sqlite:} setting: C{sqlite:rel} or C{sqlite:///abs}."""
+    """The file of a ``sqlite:`` setting: ``sqlite:rel`` or ``sqlite:///abs``."""
     rest = url[len("sqlite:") :]
     if rest.startswith("///"):
         return "/" + rest[3:]
@@ -265,7 +265,7 @@ def _number(key: str, value: Any) -> float:
 
 
 def fromMapping(data: Mapping[str, Any], base: Config | None = None) -> Config:
-    """Build a configuration from TOML-style keys on top of C{base}.
+    """Build a configuration from TOML-style keys on top of ``base``.
 
     Raises:
         ConfigError: an unknown key, or a value of the wrong type.

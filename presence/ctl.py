@@ -1,12 +1,12 @@
-"""C{presence-ctl}: the operator's command for the server's database.
+"""``presence-ctl``: the operator's command for the server's database.
 
     presence-ctl [--config FILE] [--database URL] db init
     presence-ctl [--config FILE] [--database URL] db upgrade
     presence-ctl [--config FILE] [--database URL] db dump
 
-It reads the same configuration file as the server. C{init} creates the
-tables that are missing, C{upgrade} brings an older schema to this version (or
-says there is nothing to do), C{dump} prints the presentities, subscriptions,
+It reads the same configuration file as the server. ``init`` creates the
+tables that are missing, ``upgrade`` brings an older schema to this version (or
+says there is nothing to do), ``dump`` prints the presentities, subscriptions,
 watchers and bindings the database holds.
 """
 
@@ -27,7 +27,7 @@ from presence.storage.errors import StorageError
 
 
 class DatabaseOptions(usage.Options):
-    """Options of C{presence-ctl db}."""
+    """Options of ``presence-ctl db``."""
 
     synopsis = "presence-ctl db init|upgrade|dump"
 
@@ -39,7 +39,7 @@ class DatabaseOptions(usage.Options):
 
 
 class Options(usage.Options):
-    """Options of C{presence-ctl}."""
+    """Options of ``presence-ctl``."""
 
     synopsis = "presence-ctl [--config FILE] [--database URL] db init|upgrade|dump"
     longdesc = (
@@ -87,7 +87,7 @@ def _when(seconds: float) -> str:
 
 
 def dump(rows: Any, out: TextIO) -> None:
-    """Write the rows of C{loadAll} as text."""
+    """Write the rows of ``loadAll`` as text."""
     publications, subscriptions, watchers, bindings = rows
     out.write(f"presentity: {len(publications)} publications\n")
     for p in sorted(publications, key=lambda p: (p.presentity, p.event)):

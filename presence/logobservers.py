@@ -1,10 +1,10 @@
-"""Log observers for twistd's C{--logger} option.
+"""Log observers for twistd's ``--logger`` option.
 
     twistd --logger presence.logobservers.jsonObserver -n presence
     twistd --logger presence.logobservers.infoObserver -n presence
 
-C{jsonObserver} writes one JSON event per line to standard output, with the
-fields of each event kept queryable. C{infoObserver} writes text like
+``jsonObserver`` writes one JSON event per line to standard output, with the
+fields of each event kept queryable. ``infoObserver`` writes text like
 twistd's default but leaves out debug events, which the server emits for
 every transaction.
 """

@@ -82,7 +82,7 @@ class Server:
     def receive(
         self, data: bytes, source: tuple[str, int] = ("192.0.2.20", 5070)
     ) -> None:
-        """A datagram arrives from C{source}."""
+        """A datagram arrives from ``source``."""
         self.protocol.datagramReceived(data, source)
 
     def sent(self) -> list[tuple[SIPMessage, tuple[str, int]]]:
@@ -128,7 +128,7 @@ class UA:
         port: int = 5070,
         transport: str = "UDP",
     ) -> None:
-        """A user agent for C{user} at C{host}:C{port} over C{transport}."""
+        """A user agent for ``user`` at ``host``:``port`` over ``transport``."""
         self.server = server
         self.user = user
         self.host = host
@@ -342,7 +342,7 @@ class TCPClient(Protocol):
         self.transport.loseConnection()
 
     def connectionLost(self, reason: Any = None) -> None:
-        """Fire C{lost}."""
+        """Fire ``lost``."""
         self.lost.callback(None)
 
 
@@ -424,10 +424,10 @@ class SocketUA:
     """A SIP user agent on a real loopback socket, for the end-to-end tests.
 
     It sends requests to the server and waits for their final response, and
-    answers every request the server sends it (NOTIFYs) with C{notifyCode},
-    queueing each new one in L{notifications}; a retransmission is answered
+    answers every request the server sends it (NOTIFYs) with ``notifyCode``,
+    queueing each new one in `notifications`; a retransmission is answered
     again but queued once. Over TCP everything goes over one connection, and
-    the Contact names C{contactPort} (by default the local port), so that a
+    the Contact names ``contactPort`` (by default the local port), so that a
     test can name a port where nothing listens.
 
     Attributes:
@@ -446,7 +446,7 @@ class SocketUA:
         contactPort: int | None = None,
         timeout: float = 5.0,
     ) -> None:
-        """A user agent for C{user@domain} talking to 127.0.0.1:C{serverPort}."""
+        """A user agent for ``user@domain`` talking to 127.0.0.1:``serverPort``."""
         self.user = user
         self.domain = domain
         self.serverPort = serverPort
@@ -523,7 +523,7 @@ class SocketUA:
     ) -> tuple[bytes, str]:
         """Build a request; return its bytes and its branch.
 
-        The To is C{to} (by default the Request-URI), with C{toTag}.
+        The To is ``to`` (by default the Request-URI), with ``toTag``.
         """
         self.cseq += 1
         branch = branch or f"z9hG4bK-ua-{next(_counter)}"
@@ -615,8 +615,8 @@ class SocketUA:
     ) -> SIPResponse:
         """SUBSCRIBE to presence: a new dialog, or a refresh of this one.
 
-        With C{presentity} a new dialog starts; without, the request goes
-        inside the dialog a previous 2xx made (C{expires=0} ends it).
+        With ``presentity`` a new dialog starts; without, the request goes
+        inside the dialog a previous 2xx made (``expires=0`` ends it).
         """
         headers = [
             ("Event", event),
@@ -643,7 +643,7 @@ class SocketUA:
         """The next request the server sent (a NOTIFY), waiting for it.
 
         Raises:
-            twisted.internet.defer.TimeoutError: none came in C{timeout}.
+            twisted.internet.defer.TimeoutError: none came in ``timeout``.
         """
         d = self.notifications.get()
         d.addTimeout(self.timeout, _reactor())

@@ -1,6 +1,6 @@
 """Subscription and watcher status codes, as OpenSIPS stores them.
 
-The `watchers` and `active_watchers` tables keep a status as an integer;
+The ``watchers`` and ``active_watchers`` tables keep a status as an integer;
 these are its values, shared by the store, the core and the privacy policy
 so that none of them needs another for its constants.
 """

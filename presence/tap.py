@@ -1,4 +1,4 @@
-"""The C{twistd presence} command: options, and the service tree they build.
+"""The ``twistd presence`` command: options, and the service tree they build.
 
 This is the one module that builds concrete objects: the transports, the
 transaction layer and the dispatcher, wired together, and the services that
@@ -50,7 +50,7 @@ from presence.xcap.policy import AllowAll
 
 
 class Options(usage.Options):
-    """Options of C{twistd presence}; they override the configuration file."""
+    """Options of ``twistd presence``; they override the configuration file."""
 
     synopsis = "[options]"
     longdesc = (

@@ -1,7 +1,7 @@
 """Fakes for tests: a datagram transport, a DNS resolver, a transaction user.
 
 Each fake is a real implementation of the interface it stands in for, so
-that tests can check it with C{verifyObject} and it cannot drift from it.
+that tests can check it with ``verifyObject`` and it cannot drift from it.
 Nothing here opens a socket or reads the real time.
 """
 
@@ -32,14 +32,14 @@ class FakeDatagramTransport:
     """An in-memory UDP socket that records what is written to it.
 
     Attributes:
-        written: every datagram written, as C{(bytes, (host, port))} pairs.
+        written: every datagram written, as ``(bytes, (host, port))`` pairs.
         host: the local address it claims to be bound to.
         port: the local port.
         error: when set, writes raise it (as a socket error would).
     """
 
     def __init__(self, host: str = "192.0.2.10", port: int = 5060) -> None:
-        """Pretend to be bound to C{host} and C{port}."""
+        """Pretend to be bound to ``host`` and ``port``."""
         self.written: list[tuple[bytes, tuple[str, int]]] = []
         self.host = host
         self.port = port
@@ -48,7 +48,7 @@ class FakeDatagramTransport:
         self._broadcast = False
 
     def write(self, packet: bytes, addr: tuple[str, int] | None = None) -> None:
-        """Record one datagram, or raise L{error}."""
+        """Record one datagram, or raise `error`."""
         if self.error is not None:
             raise self.error
         assert addr is not None, "an unconnected socket needs an address"
@@ -79,13 +79,13 @@ class FakeDatagramTransport:
 
 
 class FakeResolver(ResolverBase):
-    """An C{IResolver} answering from records given in advance.
+    """An ``IResolver`` answering from records given in advance.
 
-    Every lookup method, C{getHostByName} included, is Twisted's own
-    (L{ResolverBase}); only the final record lookup is fake.
+    Every lookup method, ``getHostByName`` included, is Twisted's own
+    (``ResolverBase``); only the final record lookup is fake.
 
     Attributes:
-        queries: every C{(name, type)} asked, in order.
+        queries: every ``(name, type)`` asked, in order.
         failures: names whose every lookup fails with the given exception.
     """
 
@@ -111,7 +111,7 @@ class FakeResolver(ResolverBase):
     def addService(
         self, name: str, target: str, port: int, priority: int = 0, weight: int = 0
     ) -> None:
-        """Add an SRV record: C{name} is served by C{target} on C{port}."""
+        """Add an SRV record: ``name`` is served by ``target`` on ``port``."""
         # Twisted's record classes are untyped.
         payload = dns.Record_SRV(priority, weight, port, target.encode("ascii"))
         self._add(name, dns.SRV, payload)
@@ -138,7 +138,7 @@ class FakeResolver(ResolverBase):
 
 
 class RecordingSink:
-    """A transport sink (L{presence.sip.transport.MessageSink}) that records.
+    """A transport sink (`presence.sip.transport.MessageSink`) that records.
 
     Attributes:
         messages: the messages received, with their peers.
@@ -166,11 +166,11 @@ class RecordingUser:
         requests: the new requests received, with their transactions.
         malformed: the malformed requests, with reason and status.
         answer: the status each new request is answered with at once, or
-            C{None} to leave it unanswered.
+            ``None`` to leave it unanswered.
     """
 
     def __init__(self, answer: int | None = 200) -> None:
-        """Answer every new request with C{answer}."""
+        """Answer every new request with ``answer``."""
         self.answer = answer
         self.requests: list[tuple[SIPRequest, ServerTransaction]] = []
         self.malformed: list[tuple[SIPRequest, ServerTransaction, str, int]] = []
@@ -190,7 +190,7 @@ class RecordingUser:
         reason: str,
         code: int,
     ) -> None:
-        """Record the request and answer it with C{code}."""
+        """Record the request and answer it with ``code``."""
         self.malformed.append((request, transaction, reason, code))
         transaction.respond(transaction.response(code, reason))
 
@@ -230,7 +230,7 @@ def responseBytes(
     callId: str = "call-1@192.0.2.10",
     cseq: int = 1,
 ) -> bytes:
-    """The bytes of a response to a request we sent with the Via C{via}."""
+    """The bytes of a response to a request we sent with the Via ``via``."""
     lines = [
         f"SIP/2.0 {code} Whatever",
         f"Via: {via}",
@@ -273,9 +273,9 @@ def pgDSN(**changes: str) -> str:
 
 
 def pgURL(**changes: str) -> str:
-    """The test server as a C{postgresql://} URL, with some parameters changed.
+    """The test server as a ``postgresql://`` URL, with some parameters changed.
 
-    The server's C{database} setting takes URLs; the test DSN may be either
+    The server's ``database`` setting takes URLs; the test DSN may be either
     form.
     """
     import psycopg2.extensions
@@ -345,7 +345,7 @@ class CuttableProxy(portforward.ProxyFactory):
     noisy = False
 
     def __init__(self, host: str, port: int) -> None:
-        """Forward to C{host}, C{port}."""
+        """Forward to ``host``, ``port``."""
         super().__init__(host, port)
         self.servers: set[_CuttableServer] = set()
         self.refusing = False

@@ -2,8 +2,8 @@
 
 The dispatcher is the transaction layer's user. It checks every new request
 as RFC 3261 section 8.2 asks, routes it by method to a handler, and turns
-whatever a handler raises into a response in L{Dispatcher.errorResponse}:
-a L{SIPError} becomes its own status, a L{SIPParseError} a 400, a storage
+whatever a handler raises into a response in `Dispatcher.errorResponse`:
+a `SIPError` becomes its own status, a `SIPParseError` a 400, a storage
 error a 503, and anything else is logged as a bug and answered with 500.
 """
 
@@ -52,11 +52,11 @@ def checkRequest(
     Raises:
         BadRequest: a mandatory header is missing or malformed, or the CSeq
             method differs from the request's.
-        MessageTooLarge: the body is larger than C{maxBodySize}.
+        MessageTooLarge: the body is larger than ``maxBodySize``.
         TooManyHops: Max-Forwards is 0 (OPTIONS excepted: RFC 3261 section
             16.3 lets the element answer it).
         UnsupportedURIScheme: the Request-URI is neither sip nor sips.
-        BadExtension: a Require names an option not in C{supported}.
+        BadExtension: a Require names an option not in ``supported``.
     """
     for name in MANDATORY:
         if not request.hasHeader(name):
@@ -103,7 +103,7 @@ class Dispatcher:
     """Checks requests, routes them by method, and answers errors.
 
     Attributes:
-        handlers: method -> handler; register more with L{register}.
+        handlers: method -> handler; register more with `register`.
         accept: the body types the server accepts, for OPTIONS and 415.
         allowEvents: the event packages served, for OPTIONS and 489.
         supported: the option tags the server supports.
@@ -123,7 +123,7 @@ class Dispatcher:
         self.errors = 0
 
     def register(self, method: str, handler: Handler) -> None:
-        """Route requests of C{method} to C{handler}."""
+        """Route requests of ``method`` to ``handler``."""
         self.handlers[method] = handler
 
     @property

@@ -33,7 +33,7 @@ class ExpirySweeper(Service):
         notifier: Notifier,
         interval: float = 1.0,
     ) -> None:
-        """Sweep C{store} every C{interval} seconds of C{clock}."""
+        """Sweep ``store`` every ``interval`` seconds of ``clock``."""
         self.clock = clock
         self.store = store
         self.notifier = notifier

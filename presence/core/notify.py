@@ -43,7 +43,7 @@ ENDING_CODES: Final = frozenset(
 
 
 def aorOf(presentityURI: str) -> str:
-    """The address of record of a presentity URI: C{sip:a@b} -> C{a@b}."""
+    """The address of record of a presentity URI: ``sip:a@b`` -> ``a@b``."""
     return presentityURI.partition(":")[2] if ":" in presentityURI else presentityURI
 
 
@@ -71,7 +71,7 @@ class Notifier:
         transactions: TransactionLayer,
         transports: SIPTransports,
     ) -> None:
-        """Notify through C{transactions}, reading state from C{store}."""
+        """Notify through ``transactions``, reading state from ``store``."""
         self.clock = clock
         self.store = store
         self.packages = packages
@@ -98,13 +98,13 @@ class Notifier:
 
         Args:
             subscription: the subscription (its current row, or the removed
-                row when C{terminated} is given).
-            terminated: the reason of a final NOTIFY (C{timeout},
-                C{deactivated}, C{noresource}, C{rejected}...), or C{None}
+                row when ``terminated`` is given).
+            terminated: the reason of a final NOTIFY (``timeout``,
+                ``deactivated``, ``noresource``, ``rejected``...), or ``None``
                 for the current state.
             publications: the presentity's publications, read just now by
                 the caller, so that a change notified to thousands of
-                watchers reads them once; C{None} reads them at send time.
+                watchers reads them once; ``None`` reads them at send time.
         """
         key = subscription.key
         if key in self._busy:

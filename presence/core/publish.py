@@ -50,7 +50,7 @@ class PublishHandler:
         notifier: Notifier,
         domains: Sequence[str] = (),
     ) -> None:
-        """Serve publications for C{domains} (all when empty)."""
+        """Serve publications for ``domains`` (all when empty)."""
         self.clock = clock
         self.store = store
         self.packages = packages

@@ -2,7 +2,7 @@
 
 The bindings phones make before they publish or subscribe.
 
-Bindings are kept in the store (the C{location} table). Nothing else in the
+Bindings are kept in the store (the ``location`` table). Nothing else in the
 server requires a registration: PUBLISH and SUBSCRIBE work without one.
 """
 
@@ -42,7 +42,7 @@ class Registrar:
         minExpires: int = 60,
         maxExpires: int = 7200,
     ) -> None:
-        """Serve C{domains} (all when empty) with these expiry bounds."""
+        """Serve ``domains`` (all when empty) with these expiry bounds."""
         self.clock = clock
         self.store = store
         self.domains = [d.lower() for d in domains]

@@ -60,7 +60,7 @@ def presentityOf(request: SIPRequest, domains: Sequence[str]) -> tuple[str, SIPU
     """The presentity a request is for: its Request-URI (RFC 3856 section 6).
 
     Returns:
-        The address of record (C{user@domain}, normalised per RFC 3261
+        The address of record (``user@domain``, normalised per RFC 3261
         section 19.1.4) and the URI.
 
     Raises:
@@ -79,7 +79,7 @@ def presentityOf(request: SIPRequest, domains: Sequence[str]) -> tuple[str, SIPU
 
 
 def acceptable(accept: list[TokenParams], offered: Sequence[str]) -> bool:
-    """Whether an Accept list admits one of the C{offered} types."""
+    """Whether an Accept list admits one of the ``offered`` types."""
     if not accept:
         return True
     for item in accept:
@@ -107,7 +107,7 @@ class SubscribeHandler:
         transports: SIPTransports,
         domains: Sequence[str] = (),
     ) -> None:
-        """Serve subscriptions for C{domains} (all when empty)."""
+        """Serve subscriptions for ``domains`` (all when empty)."""
         self.clock = clock
         self.store = store
         self.packages = packages

@@ -1,9 +1,9 @@
-"""Keeping track of watchers: the C{watchers} table and watcher information.
+"""Keeping track of watchers: the ``watchers`` table and watcher information.
 
 When a subscription of a package that needs authorisation comes, is
-refreshed, or ends, its watcher's row in C{watchers} is updated, and if the
-package has a watcher-information package (C{presence} has
-C{presence.winfo}), the winfo subscribers of the presentity are notified.
+refreshed, or ends, its watcher's row in ``watchers`` is updated, and if the
+package has a watcher-information package (``presence`` has
+``presence.winfo``), the winfo subscribers of the presentity are notified.
 """
 
 from __future__ import annotations
@@ -32,19 +32,19 @@ class WatcherTracker:
         packages: PackageRegistry,
         notifier: Notifier,
     ) -> None:
-        """Track watchers of the packages in C{packages}."""
+        """Track watchers of the packages in ``packages``."""
         self.clock = clock
         self.store = store
         self.packages = packages
         self.notifier = notifier
 
     async def changed(self, subscription: Subscription, event: str) -> None:
-        """A subscription came (C{subscribe}), was refreshed, or ended.
+        """A subscription came (``subscribe``), was refreshed, or ended.
 
         Args:
             subscription: the subscription.
-            event: the watcher event of RFC 3857 section 3.2: C{subscribe},
-                C{approved}, C{timeout}, C{deactivated}, C{rejected}...
+            event: the watcher event of RFC 3857 section 3.2: ``subscribe``,
+                ``approved``, ``timeout``, ``deactivated``, ``rejected``...
         """
         package = self.packages.get(subscription.event)
         if package is None:

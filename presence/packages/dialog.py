@@ -1,23 +1,23 @@
-"""The C{dialog} event package (RFC 4235) and its shared-line form C{dialog;sla}.
+"""The ``dialog`` event package (RFC 4235) and its shared-line form ``dialog;sla``.
 
-Bodies are C{application/dialog-info+xml}. A PUBLISH carries one
-C{dialog-info} document with the publisher's dialogs; a NOTIFY carries one
-document for the presentity (the C{entity}) holding the dialogs of every
-live publication, taken by C{id} from the newest publication that has it,
-always with C{state="full"}. Its C{version} counts the NOTIFY bodies of the
+Bodies are ``application/dialog-info+xml``. A PUBLISH carries one
+``dialog-info`` document with the publisher's dialogs; a NOTIFY carries one
+document for the presentity (the ``entity``) holding the dialogs of every
+live publication, taken by ``id`` from the newest publication that has it,
+always with ``state="full"``. Its ``version`` counts the NOTIFY bodies of the
 subscription, from 0 and without gaps (RFC 4235 section 4.1): the package
-reads C{subscription.version}, writes it, and raises it, and the core saves
+reads ``subscription.version``, writes it, and raises it, and the core saves
 the subscription. Dialog-info elements are written in the default
 namespace, never with a prefix; elements of other namespaces (the shared
 appearance extensions of the BLA draft, for instance) are carried through.
 A publication holds its publisher's whole state: one published with
-C{state="partial"} is accepted but replaces the previous one all the same
+``state="partial"`` is accepted but replaces the previous one all the same
 (RFC 3903 keeps no history to apply a partial document to).
 
-C{dialog;sla} (Bridged Line Appearance, draft-anil-sipping-bla) has the
+``dialog;sla`` (Bridged Line Appearance, draft-anil-sipping-bla) has the
 same bodies but is a separate package: the phones of a shared line publish
-and subscribe with C{Event: dialog;sla}, and their state is kept apart from
-the C{dialog} state of the same address.
+and subscribe with ``Event: dialog;sla``, and their state is kept apart from
+the ``dialog`` state of the same address.
 
 Watchers go through the privacy policy, as for presence: dialog state tells
 who the presentity is talking to.
@@ -40,7 +40,7 @@ DIALOG_INFO_NS: Final = "urn:ietf:params:xml:ns:dialog-info"
 DIALOG_INFO_TYPE: Final = "application/dialog-info+xml"
 _DI: Final = "{" + DIALOG_INFO_NS + "}"
 
-#: The values of a dialog's C{<state>} (RFC 4235 section 4.1.2).
+#: The values of a dialog's ``<state>`` (RFC 4235 section 4.1.2).
 DIALOG_STATES: Final = frozenset(
     {"trying", "proceeding", "early", "confirmed", "terminated"}
 )
@@ -83,7 +83,7 @@ def checkDialogInfo(body: bytes) -> etree._Element:
 
 
 def _copy(parent: etree._Element, source: etree._Element) -> etree._Element:
-    """Rebuild C{source} under C{parent}, so that it takes its prefixes.
+    """Rebuild ``source`` under ``parent``, so that it takes its prefixes.
 
     An element of a namespace no prefix in scope names declares it as its
     default namespace (rather than getting a made-up prefix).
@@ -103,13 +103,13 @@ def _copy(parent: etree._Element, source: etree._Element) -> etree._Element:
 
 
 def aggregate(entity: str, version: int, documents: Sequence[bytes]) -> bytes:
-    """One full dialog-info document for C{entity} from C{documents}.
+    """One full dialog-info document for ``entity`` from ``documents``.
 
     Args:
         entity: the presentity URI.
         version: the document's version.
         documents: dialog-info documents, oldest first; a dialog is taken
-            from the newest one that has its C{id}.
+            from the newest one that has its ``id``.
     """
     nsmap: dict[str | None, str] = {None: DIALOG_INFO_NS}
     dialogs: dict[str, etree._Element] = {}
@@ -168,9 +168,9 @@ class DialogPackage:
     def validate(self, body: bytes, contentType: str) -> None:
         """Accept a dialog-info document (RFC 4235 section 4).
 
-        Its root is C{dialog-info} with a C{version}, a C{state} (full or
-        partial) and an C{entity}; each C{dialog} has an C{id} and a
-        C{state}.
+        Its root is ``dialog-info`` with a ``version``, a ``state`` (full or
+        partial) and an ``entity``; each ``dialog`` has an ``id`` and a
+        ``state``.
         """
         if contentType != DIALOG_INFO_TYPE:
             raise UnsupportedMediaType(self.acceptTypes)
@@ -195,9 +195,9 @@ class DialogPackage:
 
 @implementer(IEventPackage)
 class SharedLineDialogPackage(DialogPackage):
-    """C{dialog;sla}: dialog state of a shared line (draft-anil-sipping-bla).
+    """``dialog;sla``: dialog state of a shared line (draft-anil-sipping-bla).
 
-    Chosen by the core when the Event header is C{dialog} with the C{sla}
+    Chosen by the core when the Event header is ``dialog`` with the ``sla``
     parameter; its publications and subscriptions are its own.
     """
 

@@ -44,7 +44,7 @@ class IEventPackage(Interface):
 
     name = Attribute(
         "The package's name as matched against Event headers: a token,"
-        " with a parameter where the package needs one (C{dialog;sla})."
+        " with a parameter where the package needs one (``dialog;sla``)."
     )
     acceptTypes = Attribute("The media types PUBLISH bodies may have (list of str).")
     notifyTypes = Attribute("The media types NOTIFY bodies have (list of str).")
@@ -52,8 +52,8 @@ class IEventPackage(Interface):
     needsAuthorisation = Attribute(
         "Whether watchers go through the privacy policy (else always active)."
     )
-    publishExpires = Attribute("The L{ExpiryRange} of PUBLISH.")
-    subscribeExpires = Attribute("The L{ExpiryRange} of SUBSCRIBE.")
+    publishExpires = Attribute("The `ExpiryRange` of PUBLISH.")
+    subscribeExpires = Attribute("The `ExpiryRange` of SUBSCRIBE.")
     watcherInfo = Attribute(
         "The name of the package that watches this one's watchers, or None."
     )
@@ -80,12 +80,12 @@ class IEventPackage(Interface):
         Args:
             presentity: the presentity URI.
             subscription: the subscription notified; packages that count
-                versions read and may raise C{subscription.version}.
+                versions read and may raise ``subscription.version``.
             publications: the live publications, oldest first (empty when
                 nothing is published).
 
         Returns:
-            The body, or C{None} for a NOTIFY without one; or an awaitable
+            The body, or ``None`` for a NOTIFY without one; or an awaitable
             of either, for packages that must read the store.
         """
 
@@ -94,7 +94,7 @@ class PackageRegistry:
     """The event packages the server serves, by name."""
 
     def __init__(self, packages: Sequence[IEventPackage] = ()) -> None:
-        """Register C{packages}."""
+        """Register ``packages``."""
         self._packages: dict[str, IEventPackage] = {}
         for package in packages:
             self.register(package)
@@ -104,9 +104,9 @@ class PackageRegistry:
         self._packages[package.name] = package
 
     def find(self, event: TokenParams) -> IEventPackage | None:
-        """The package an Event header names, or C{None}.
+        """The package an Event header names, or ``None``.
 
-        A package named with a parameter (C{dialog;sla}) is chosen when the
+        A package named with a parameter (``dialog;sla``) is chosen when the
         header carries that parameter; otherwise the bare token decides.
         """
         for param in event.params:
@@ -117,7 +117,7 @@ class PackageRegistry:
         return self._packages.get(event.value)
 
     def get(self, name: str) -> IEventPackage | None:
-        """The package of this name, or C{None}."""
+        """The package of this name, or ``None``."""
         return self._packages.get(name)
 
     @property

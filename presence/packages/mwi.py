@@ -1,8 +1,8 @@
-"""The C{message-summary} event package (RFC 3842), for message waiting.
+"""The ``message-summary`` event package (RFC 3842), for message waiting.
 
 A voicemail server PUBLISHes the state of a mailbox (as OpenSIPS's
-C{presence_mwi} accepts it) and the owner's phone SUBSCRIBEs to it. Bodies
-are C{application/simple-message-summary} text (RFC 3842 section 5.2)::
+``presence_mwi`` accepts it) and the owner's phone SUBSCRIBEs to it. Bodies
+are ``application/simple-message-summary`` text (RFC 3842 section 5.2)::
 
     Messages-Waiting: yes
     Message-Account: sip:alice@vmail.example.com
@@ -12,10 +12,10 @@ are C{application/simple-message-summary} text (RFC 3842 section 5.2)::
 
 A NOTIFY carries the newest publication's summary; there is nothing to
 merge, because one mailbox has one state. With nothing published the
-summary says C{Messages-Waiting: no} for the presentity's account.
+summary says ``Messages-Waiting: no`` for the presentity's account.
 
 Watchers are not authorised through the privacy policy (OpenSIPS's
-C{presence_mwi} sets C{req_auth} to 0 too): the state of a mailbox is for
+``presence_mwi`` sets ``req_auth`` to 0 too): the state of a mailbox is for
 its owner, so the package is owner-only, and a SUBSCRIBE whose From is not
 the presentity gets 403. That compares addresses and proves nothing: the
 proxy in front must authenticate subscribers, as OpenSIPS configurations
@@ -87,11 +87,11 @@ class MessageCounts:
 
 @dataclass(frozen=True)
 class MessageSummary:
-    """A parsed C{application/simple-message-summary} body.
+    """A parsed ``application/simple-message-summary`` body.
 
     Attributes:
-        waiting: the C{Messages-Waiting} status.
-        account: the C{Message-Account} URI, when given.
+        waiting: the ``Messages-Waiting`` status.
+        account: the ``Message-Account`` URI, when given.
         counts: message-context-class (lower case) -> its counts.
         headers: the optional extension headers, in order, as written.
     """
@@ -201,7 +201,7 @@ def parseSummary(body: bytes) -> MessageSummary:
 
 
 def noMessages(account: str) -> bytes:
-    """The summary of an empty mailbox, for C{account}."""
+    """The summary of an empty mailbox, for ``account``."""
     return f"Messages-Waiting: no\r\nMessage-Account: {account}\r\n".encode()
 
 
@@ -251,8 +251,8 @@ class MessageSummaryPackage:
     ) -> Body | None:
         """The newest publication's summary, every line ended with CRLF.
 
-        With nothing published: C{Messages-Waiting: no} with the
-        presentity as the C{Message-Account}.
+        With nothing published: ``Messages-Waiting: no`` with the
+        presentity as the ``Message-Account``.
         """
         if not publications:
             return Body(MWI_TYPE, noMessages(presentity))

@@ -1,9 +1,9 @@
-"""The C{presence} event package (RFC 3856), with PIDF bodies (RFC 3863).
+"""The ``presence`` event package (RFC 3856), with PIDF bodies (RFC 3863).
 
 A PUBLISH carries one PIDF document; a NOTIFY carries one document that
-aggregates every live publication of the presentity: one C{<presence>}
+aggregates every live publication of the presentity: one ``<presence>``
 holding the tuples, notes, persons and devices of all of them. Elements with
-the same C{id} are taken from the newest publication; extensions (RPID, the
+the same ``id`` are taken from the newest publication; extensions (RPID, the
 data model's persons and devices...) are carried through untouched. PIDF
 elements are written in the default namespace, never with a prefix, because
 some phones read only unprefixed PIDF.
@@ -57,10 +57,10 @@ def _order(element: etree._Element) -> int:
 
 
 def aggregate(entity: str, documents: Sequence[bytes]) -> bytes:
-    """Merge PIDF documents, oldest first, into one for C{entity}.
+    """Merge PIDF documents, oldest first, into one for ``entity``.
 
-    Children with an C{id} replace earlier children with the same tag and
-    C{id}; children without one are all kept.
+    Children with an ``id`` replace earlier children with the same tag and
+    ``id``; children without one are all kept.
     """
     nsmap: dict[str | None, str] = {None: PIDF_NS}
     children: dict[object, etree._Element] = {}
@@ -108,8 +108,8 @@ class PresencePackage:
         """Configure the offline body and the expiry bounds.
 
         Args:
-            offline: C{"closed"} for a PIDF with a closed tuple when nothing
-                is published, C{"empty"} for a NOTIFY without a body.
+            offline: ``"closed"`` for a PIDF with a closed tuple when nothing
+                is published, ``"empty"`` for a NOTIFY without a body.
             publishExpires: bounds of PUBLISH expiry.
             subscribeExpires: bounds of SUBSCRIBE expiry.
         """
@@ -124,7 +124,7 @@ class PresencePackage:
         self._bodies: dict[tuple[str, tuple[str, ...]], Body | None] = {}
 
     def validate(self, body: bytes, contentType: str) -> None:
-        """Accept a well-formed PIDF document with an C{entity}."""
+        """Accept a well-formed PIDF document with an ``entity``."""
         if contentType != PIDF_TYPE:
             raise UnsupportedMediaType(self.acceptTypes)
         root = parseXML(body, "PIDF")

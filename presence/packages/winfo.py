@@ -1,9 +1,9 @@
-"""The C{presence.winfo} event package (RFC 3857), bodies RFC 3858.
+"""The ``presence.winfo`` event package (RFC 3857), bodies RFC 3858.
 
 Only the presentity itself may watch its watchers. The first NOTIFY of a
-winfo subscription carries C{state="full"} with every watcher of the
-presentity's presence; later ones carry C{state="partial"} with the watchers
-that changed since the last NOTIFY to that subscription. The C{version}
+winfo subscription carries ``state="full"`` with every watcher of the
+presentity's presence; later ones carry ``state="partial"`` with the watchers
+that changed since the last NOTIFY to that subscription. The ``version``
 attribute counts up per winfo subscription, from 0, without gaps.
 """
 
@@ -56,7 +56,7 @@ def watcherId(subscription: Subscription) -> str:
 
 @dataclass(frozen=True)
 class WatcherEntry:
-    """One C{<watcher>} element of a watcher-list."""
+    """One ``<watcher>`` element of a watcher-list."""
 
     id: str
     status: str
@@ -124,7 +124,7 @@ class WatcherInfoPackage:
     """RFC 3857 watcher information for the presence package.
 
     It keeps, for each winfo subscription, the watcher changes not yet sent;
-    the core reports changes through L{watcherChanged}.
+    the core reports changes through `watcherChanged`.
     """
 
     name = "presence.winfo"
@@ -142,7 +142,7 @@ class WatcherInfoPackage:
         watched: str = "presence",
         subscribeExpires: ExpiryRange = ExpiryRange(3600, 60, 7200),  # noqa: B008
     ) -> None:
-        """Watch the watchers of the C{watched} package, reading C{store}."""
+        """Watch the watchers of the ``watched`` package, reading ``store``."""
         self.clock = clock
         self.store = store
         self.watched = watched
@@ -161,8 +161,8 @@ class WatcherInfoPackage:
 
         Args:
             subscription: the watched package's subscription that changed.
-            event: what happened, a watcher event of RFC 3857 (C{subscribe},
-                C{approved}, C{timeout}, C{deactivated}...).
+            event: what happened, a watcher event of RFC 3857 (``subscribe``,
+                ``approved``, ``timeout``, ``deactivated``...).
 
         Returns:
             The winfo subscriptions to notify.

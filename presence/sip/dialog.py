@@ -43,7 +43,7 @@ def requestInDialog(
 ) -> tuple[SIPRequest, URI]:
     """Build a request inside a dialog, and say where it must be sent.
 
-    With a loose-routing first hop (C{lr}) the Request-URI is the remote
+    With a loose-routing first hop (``lr``) the Request-URI is the remote
     target and the Route headers are the route set; with a strict router the
     Request-URI is the first route and the remote target goes last.
 

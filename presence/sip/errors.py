@@ -32,8 +32,8 @@ class SIPParseError(SIPStackError):
         reason: what is wrong, fit for a reason phrase or a log line.
         request: the part of the request that could be parsed, when enough of it
             (start line and headers) survived that a 400 can be addressed; else
-            C{None}, and the message is dropped.
-        code: the status to answer with when C{request} is set.
+            ``None``, and the message is dropped.
+        code: the status to answer with when ``request`` is set.
     """
 
     def __init__(
@@ -227,7 +227,7 @@ class ServiceUnavailable(SIPError):
     REASON = "Service Unavailable"
 
     def __init__(self, retryAfter: int = 5, reason: str | None = None) -> None:
-        """Ask the client to retry after C{retryAfter} seconds."""
+        """Ask the client to retry after ``retryAfter`` seconds."""
         super().__init__(reason, headers=[("Retry-After", str(retryAfter))])
 
 

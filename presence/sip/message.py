@@ -2,13 +2,13 @@
 
 RFC 3261 sections 7, 19, 20 and 25. A message keeps its headers in order as
 (name, value) pairs of text, the name lower case with compact forms expanded;
-the value of a header is parsed into an object (a L{Via}, a L{NameAddr}, a
-L{CSeq}...) only when it is first asked for, and the result is kept. Parse
-errors found then raise L{SIPParseError}, which the dispatcher turns into 400.
+the value of a header is parsed into an object (a `Via`, a `NameAddr`, a
+`CSeq`...) only when it is first asked for, and the result is kept. Parse
+errors found then raise `SIPParseError`, which the dispatcher turns into 400.
 
 Values that repeat from message to message (URIs, the display-name-and-URI
 part of addresses, Event, Content-Type, Accept, numbers) are parsed once and
-kept in small module-level caches, emptied when they reach C{_CACHE_LIMIT}
+kept in small module-level caches, emptied when they reach ``_CACHE_LIMIT``
 entries. The caches hold only immutable parts; every parse returns new
 objects, so changing a parsed value never affects another message.
 """
@@ -126,7 +126,7 @@ _SPELLINGS: dict[str, str] = {}
 
 
 def isToken(text: str) -> bool:
-    """Tell whether C{text} is a non-empty RFC 3261 token."""
+    """Tell whether ``text`` is a non-empty RFC 3261 token."""
     return _TOKEN_RE.fullmatch(text) is not None
 
 
@@ -204,7 +204,7 @@ def _topLevelCommas(value: str, first: bool = False) -> tuple[list[int], bool]:
 
 
 def parseParams(text: str, pos: int = 0) -> dict[str, str | None]:
-    """Parse C{;name=value} parameters from C{text} starting at C{pos}.
+    """Parse ``;name=value`` parameters from ``text`` starting at ``pos``.
 
     Names are lower-cased; values keep their case, quoted strings keep their
     quotes. Whatever follows the parameters must be whitespace only.
@@ -220,7 +220,7 @@ def parseParams(text: str, pos: int = 0) -> dict[str, str | None]:
 
 
 def formatParams(params: dict[str, str | None]) -> str:
-    """Write parameters as C{;name=value}, in order."""
+    """Write parameters as ``;name=value``, in order."""
     return "".join(
         f";{name}" if value is None else f";{name}={value}"
         for name, value in params.items()
@@ -242,12 +242,12 @@ def _unbackslash(text: str) -> str:
 
 
 def quote(text: str) -> str:
-    """Write C{text} as a quoted string."""
+    """Write ``text`` as a quoted string."""
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def unescape(text: str) -> str:
-    """Decode C{%HH} escapes (RFC 3261 section 19.1.2) as UTF-8."""
+    """Decode ``%HH`` escapes (RFC 3261 section 19.1.2) as UTF-8."""
     if "%" not in text:
         return text
     encoded = text.encode("utf-8", "surrogateescape")
@@ -301,13 +301,13 @@ class SIPURI(URI):
     """A SIP or SIPS URI (RFC 3261 section 19.1).
 
     Attributes:
-        user: the user part as written (escapes kept), or C{None}.
-        password: the password as written, or C{None}.
+        user: the user part as written (escapes kept), or ``None``.
+        password: the password as written, or ``None``.
         host: the host: a name, an IPv4 address, or an IPv6 reference in
             brackets; as written.
-        port: the port, or C{None} when absent.
+        port: the port, or ``None`` when absent.
         params: the URI parameters, names lower case, in order.
-        headers: the header part after C{?}, as written, or C{None}.
+        headers: the header part after ``?``, as written, or ``None``.
     """
 
     __slots__ = ("headers", "host", "params", "password", "port", "user")
@@ -343,7 +343,7 @@ class SIPURI(URI):
 
     @property
     def transport(self) -> str | None:
-        """The C{transport} parameter, upper case, or C{None}."""
+        """The ``transport`` parameter, upper case, or ``None``."""
         value = self.params.get("transport")
         return value.upper() if value else None
 
@@ -372,8 +372,8 @@ class SIPURI(URI):
         """Compare as RFC 3261 section 19.1.4 says.
 
         User and password compare case-sensitively, the host
-        case-insensitively, all after unescaping; a port, and the C{user},
-        C{ttl}, C{method}, C{maddr} and C{transport} parameters, must be in
+        case-insensitively, all after unescaping; a port, and the ``user``,
+        ``ttl``, ``method``, ``maddr`` and ``transport`` parameters, must be in
         both or neither; other parameters are compared only when in both;
         headers must match as a set.
         """
@@ -418,10 +418,10 @@ class SIPURI(URI):
         return hash((self.scheme, user, self.host.lower(), self.port))
 
     def aor(self) -> str:
-        """The address of record: C{user@host} lower-cased host, no port.
+        """The address of record: ``user@host`` lower-cased host, no port.
 
-        The user is unescaped (RFC 3261 section 19.1.4), so C{sip:%61lice@x}
-        and C{sip:alice@X} name the same presentity.
+        The user is unescaped (RFC 3261 section 19.1.4), so ``sip:%61lice@x``
+        and ``sip:alice@X`` name the same presentity.
         """
         host = self.host.lower()
         if self.user is None:
@@ -481,8 +481,8 @@ _SIP_URI_REST_RE: Final = re.compile(_SIP_URI_REST)
 _URI_PARAM_ITEM_RE: Final = re.compile(r";([^;=]+)(=?)([^;]*)")
 
 #: A parsed SIP URI: (scheme, user, password, host, port, parameters as
-#: pairs, headers). It is immutable, so it can be cached; L{_fromParts} builds
-#: a new L{SIPURI} from it each time, which callers may change freely.
+#: pairs, headers). It is immutable, so it can be cached; `_fromParts` builds
+#: a new `SIPURI` from it each time, which callers may change freely.
 _URIParts = tuple[
     str,
     str | None,
@@ -595,8 +595,8 @@ class NameAddr:
 
     Attributes:
         uri: the URI.
-        displayName: the display name, unquoted, or C{None}.
-        params: the header parameters (C{tag}, C{expires}, C{q}...), names
+        displayName: the display name, unquoted, or ``None``.
+        params: the header parameters (``tag``, ``expires``, ``q``...), names
             lower case.
     """
 
@@ -615,7 +615,7 @@ class NameAddr:
 
     @property
     def tag(self) -> str | None:
-        """The C{tag} parameter, or C{None}."""
+        """The ``tag`` parameter, or ``None``."""
         return self.params.get("tag")
 
     def withParams(self, **params: str | None) -> NameAddr:
@@ -672,7 +672,7 @@ _ADDR_SPEC_RE: Final = re.compile(r"[ \t]*([^ \t;<>\"]+)(" + _PARAMS + r")[ \t]*
 
 
 def _paramDict(paramText: str) -> dict[str, str | None]:
-    """The parameters of text already checked against C{_PARAMS}."""
+    """The parameters of text already checked against ``_PARAMS``."""
     if not paramText:
         return {}
     items = _PARAM_ITEM_RE.findall(paramText)
@@ -696,7 +696,7 @@ _PARAMS_CACHE: dict[str, tuple[tuple[str, str | None], ...]] = {}
 
 
 def _headerParams(text: str) -> dict[str, str | None]:
-    """Parse header parameters making up all of C{text}.
+    """Parse header parameters making up all of ``text``.
 
     Raises:
         SIPParseError: they are malformed.
@@ -794,7 +794,7 @@ class Via:
     Attributes:
         transport: the transport, upper case (UDP, TCP, TLS...).
         host: the sent-by host.
-        port: the sent-by port, or C{None}.
+        port: the sent-by port, or ``None``.
         params: the parameters, names lower case, in order.
     """
 
@@ -817,17 +817,17 @@ class Via:
 
     @property
     def branch(self) -> str | None:
-        """The branch parameter, or C{None}."""
+        """The branch parameter, or ``None``."""
         return self.params.get("branch")
 
     @property
     def received(self) -> str | None:
-        """The received parameter, or C{None}."""
+        """The received parameter, or ``None``."""
         return self.params.get("received")
 
     @property
     def rport(self) -> int | None:
-        """The rport parameter's value, or C{None} when absent or empty."""
+        """The rport parameter's value, or ``None`` when absent or empty."""
         value = self.params.get("rport")
         if value is None or not value.isdigit() or not value.isascii():
             return None
@@ -901,13 +901,13 @@ def salvageVia(text: str) -> Via | None:
     """Read what can be read of a malformed Via value, to address a 400.
 
     RFC 4475 section 3.1.2.1 asks for a 400 to a request whose Via holds empty
-    elements and parameters (C{SIP/2.0/UDP 192.0.2.15;;,;,,}); the response
+    elements and parameters (``SIP/2.0/UDP 192.0.2.15;;,;,,``); the response
     goes where the sent-by of the first element says. This keeps the
     sent-protocol, the sent-by and the well-formed parameters of the first
     element (up to the first comma), and skips the rest.
 
     Returns:
-        The Via, or C{None} when there is no sent-protocol and sent-by.
+        The Via, or ``None`` when there is no sent-protocol and sent-by.
     """
     first = text.split(",", 1)[0]
     m = _VIA_SENT_BY_RE.match(first)
@@ -1082,7 +1082,7 @@ def parseInteger(text: str, name: str, limit: int = 2**32 - 1) -> int:
     """Parse a decimal header value such as Expires or Max-Forwards.
 
     Raises:
-        SIPParseError: not a number, or larger than C{limit}.
+        SIPParseError: not a number, or larger than ``limit``.
     """
     value = _INTEGER_CACHE.get(text)
     if value is None:
@@ -1148,7 +1148,7 @@ class SIPMessage:
     # Raw access
 
     def header(self, name: str) -> str | None:
-        """The first value of a header, as text, or C{None} when absent."""
+        """The first value of a header, as text, or ``None`` when absent."""
         values = self._index.get(name.lower())
         return values[0] if values else None
 
@@ -1216,7 +1216,7 @@ class SIPMessage:
         """The topmost Via.
 
         Only the first Via value is parsed, so that a response can be routed
-        even when a Via below it is malformed (L{vias} parses them all).
+        even when a Via below it is malformed (`vias` parses them all).
 
         Raises:
             SIPParseError: missing or malformed.
@@ -1292,7 +1292,7 @@ class SIPMessage:
 
     @property
     def contacts(self) -> list[NameAddr]:
-        """Every Contact (empty for C{Contact: *}, see L{contactStar}).
+        """Every Contact (empty for ``Contact: *``, see `contactStar`).
 
         Raises:
             SIPParseError: a Contact is malformed.
@@ -1309,7 +1309,7 @@ class SIPMessage:
 
     @property
     def contactStar(self) -> bool:
-        """Whether the Contact is the single C{*} of a REGISTER removal."""
+        """Whether the Contact is the single ``*`` of a REGISTER removal."""
         lines = self._index.get("contact")
         return lines is not None and [v.strip() for v in lines] == ["*"]
 
@@ -1328,10 +1328,10 @@ class SIPMessage:
         return value
 
     def integer(self, name: str, limit: int = 2**32 - 1) -> int | None:
-        """Parse a single-valued integer header, or C{None} when absent.
+        """Parse a single-valued integer header, or ``None`` when absent.
 
         Raises:
-            SIPParseError: repeated, not a number, or over C{limit}.
+            SIPParseError: repeated, not a number, or over ``limit``.
         """
         lines = self._index.get(name)
         if lines is None:
@@ -1347,7 +1347,7 @@ class SIPMessage:
 
     @property
     def expires(self) -> int | None:
-        """The Expires header, or C{None} when absent.
+        """The Expires header, or ``None`` when absent.
 
         Raises:
             SIPParseError: malformed or over 2**32-1 (RFC 3261 section 20.19).
@@ -1356,7 +1356,7 @@ class SIPMessage:
 
     @property
     def maxForwards(self) -> int | None:
-        """The Max-Forwards header, or C{None} when absent.
+        """The Max-Forwards header, or ``None`` when absent.
 
         Raises:
             SIPParseError: malformed or over 255 (RFC 3261 section 20.22).
@@ -1365,12 +1365,12 @@ class SIPMessage:
 
     @property
     def contentLength(self) -> int | None:
-        """The Content-Length header, or C{None} when absent."""
+        """The Content-Length header, or ``None`` when absent."""
         return self.integer("content-length")
 
     @property
     def event(self) -> TokenParams | None:
-        """The Event header, or C{None} when absent.
+        """The Event header, or ``None`` when absent.
 
         Raises:
             SIPParseError: malformed or repeated.
@@ -1384,7 +1384,7 @@ class SIPMessage:
 
     @property
     def contentType(self) -> TokenParams | None:
-        """The Content-Type header, or C{None} when absent.
+        """The Content-Type header, or ``None`` when absent.
 
         Raises:
             SIPParseError: malformed or repeated.
@@ -1481,7 +1481,7 @@ class SIPRequest(SIPMessage):
         body: bytes = b"",
         version: str = SIP_VERSION,
     ) -> None:
-        """Build a request; C{uri} may be text or a parsed URI."""
+        """Build a request; ``uri`` may be text or a parsed URI."""
         super().__init__(headers, body)
         self.method = method
         self.uriText = str(uri)
@@ -1607,10 +1607,10 @@ def responseTo(
     body: bytes = b"",
     toTag: str | None = None,
 ) -> SIPResponse:
-    """Build a response to C{request} (RFC 3261 section 8.2.6.2).
+    """Build a response to ``request`` (RFC 3261 section 8.2.6.2).
 
     Via, From, To, Call-ID and CSeq are copied as written; a To tag is added
-    when the To has none and C{toTag} is given (every response but 100).
+    when the To has none and ``toTag`` is given (every response but 100).
 
     Args:
         request: the request answered.

@@ -2,8 +2,8 @@
 
 The parser is pure: it knows nothing of transports, time or logging. It finds
 the start line and the header boundaries at once and leaves the header values
-as text; L{presence.sip.message} parses a value when it is first asked for.
-Every error is a L{SIPParseError}; when the start line was a readable request
+as text; `presence.sip.message` parses a value when it is first asked for.
+Every error is a `SIPParseError`; when the start line was a readable request
 the error carries what could be parsed, so that a 400 can still be addressed.
 """
 
@@ -22,8 +22,8 @@ from presence.sip.message import (
     salvageVia,
 )
 
-#: The largest message accepted (RFC 3261 section 18.1.1: a UDP datagram
-#: cannot carry more; the same bound keeps one TCP message in memory).
+#: The largest message accepted. RFC 3261 section 18.1.1: a UDP datagram
+#: cannot carry more; the same bound keeps one TCP message in memory.
 MAX_MESSAGE_SIZE: Final = 65535
 
 _FOLD_RE: Final = re.compile(r"[ \t]*\r\n[ \t]+")
@@ -80,15 +80,15 @@ def _badLine(lines: list[str]) -> str:
 
 
 def _splitHead(data: bytes | bytearray, start: int = 0) -> tuple[str | None, int, int]:
-    """Find the head of the message at the start of C{data} and decode it.
+    """Find the head of the message at the start of ``data`` and decode it.
 
     The head ends at the first empty line; bare LFs are accepted as line ends
-    (RFC 3261 7.5 leniency). C{start} is where to resume the search for it.
+    (RFC 3261 7.5 leniency). ``start`` is where to resume the search for it.
 
     Returns:
         The head as text, every line ending in CRLF (the empty line not
         included), the number of its lines, and where the body starts; or
-        C{(None, 0, -1)} when there is no empty line yet.
+        ``(None, 0, -1)`` when there is no empty line yet.
     """
     end = data.find(b"\r\n\r\n", start)
     if end >= 0:
@@ -113,11 +113,11 @@ def _normalise(head: bytes | bytearray) -> str:
 def _parseHeaders(
     text: str, nl: int, lines: int
 ) -> tuple[list[tuple[str, str]], dict[str, list[str]], str | None]:
-    """Parse the header lines of C{text}, which start at index C{nl}.
+    """Parse the header lines of ``text``, which start at index ``nl``.
 
     Returns:
         The (name, value) pairs, the index of values by name, and the first
-        error found or C{None}.
+        error found or ``None``.
     """
     pairs = _HEADER_RE.findall(text, nl)
     headers: list[tuple[str, str]] = []
@@ -152,11 +152,11 @@ def _parseHead(text: str, lines: int) -> tuple[SIPMessage, str | None, int]:
     Args:
         text: the start line and header lines, each ending in CRLF; the empty
             line that ends them is not included.
-        lines: how many lines C{text} has.
+        lines: how many lines ``text`` has.
 
     Returns:
         The message with an empty body, the first error found in the header
-        lines or C{None}, and the status to answer that error with.
+        lines or ``None``, and the status to answer that error with.
 
     Raises:
         SIPParseError: the start line is unreadable, or the message is a
@@ -234,7 +234,7 @@ def _checkTopVia(request: SIPRequest) -> str | None:
     One without even a sent-by is left for the transport to drop.
 
     Returns:
-        The error, or C{None} when the top Via is well formed or cannot be
+        The error, or ``None`` when the top Via is well formed or cannot be
         salvaged.
     """
     try:
@@ -324,12 +324,12 @@ class StreamFramer:
     """Frames SIP messages in a byte stream by Content-Length (RFC 3261 18.3).
 
     Feed it bytes as they arrive; it returns the complete messages and
-    keep-alive pings. Once it has returned a L{SIPParseError} the stream is
+    keep-alive pings. Once it has returned a `SIPParseError` the stream is
     broken and the framer returns nothing more.
     """
 
     def __init__(self, maxSize: int = MAX_MESSAGE_SIZE) -> None:
-        """Frame messages of at most C{maxSize} bytes."""
+        """Frame messages of at most ``maxSize`` bytes."""
         self.maxSize = maxSize
         self._buffer = bytearray()
         # Where to resume looking for the end of the head being received.
@@ -347,7 +347,7 @@ class StreamFramer:
         """Take more bytes and return what they complete.
 
         Returns:
-            Messages, L{KEEPALIVE} pings, and at most one L{SIPParseError},
+            Messages, `KEEPALIVE` pings, and at most one `SIPParseError`,
             always last, after which the stream must be closed.
         """
         if self._broken:

@@ -1,6 +1,6 @@
 """The DNS resolver the transports use for RFC 3263 look-ups.
 
-Twisted's default resolver re-reads C{/etc/resolv.conf} every minute on a
+Twisted's default resolver re-reads ``/etc/resolv.conf`` every minute on a
 timer of its own; this one reads the name servers once, when the first look-up
 is made, so that a server that never resolves a name never schedules anything.
 """
@@ -14,7 +14,7 @@ from twisted.names import cache, client, hosts, resolve
 
 
 def readNameServers(path: str = "/etc/resolv.conf") -> list[tuple[str, int]]:
-    """The C{nameserver} lines of a resolv.conf, or the loopback server."""
+    """The ``nameserver`` lines of a resolv.conf, or the loopback server."""
     servers: list[tuple[str, int]] = []
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
@@ -30,8 +30,8 @@ def readNameServers(path: str = "/etc/resolv.conf") -> list[tuple[str, int]]:
 class LazyResolver:
     """Builds a hosts-file, cache and DNS resolver chain on first use.
 
-    It offers the two look-ups the transports make: C{lookupService} and
-    C{getHostByName}, with the signatures of C{IResolver}.
+    It offers the two look-ups the transports make: ``lookupService`` and
+    ``getHostByName``, with the signatures of ``IResolver``.
     """
 
     def __init__(

@@ -44,7 +44,7 @@ class SyntheticResponse(SIPResponse):
 
     A client transaction fires its Deferred with one of these on a timeout
     (408) or a transport error (503); tell it from a response that came over
-    the network with C{isinstance}.
+    the network with ``isinstance``.
     """
 
     __slots__ = ()
@@ -66,7 +66,7 @@ class TransactionUser(TypingProtocol):
     def requestReceived(
         self, request: SIPRequest, transaction: ServerTransaction
     ) -> None:
-        """Take a new request; answer it through C{transaction.respond}."""
+        """Take a new request; answer it through ``transaction.respond``."""
 
     def malformedReceived(
         self,
@@ -112,9 +112,9 @@ class ServerTransaction:
     Attributes:
         request: the request that opened the transaction.
         peer: where it came from.
-        state: C{"trying"}, C{"proceeding"}, C{"completed"}, C{"confirmed"}
-            or C{"terminated"}.
-        lastResponse: the last response sent, or C{None}.
+        state: ``"trying"``, ``"proceeding"``, ``"completed"``, ``"confirmed"``
+            or ``"terminated"``.
+        lastResponse: the last response sent, or ``None``.
     """
 
     def __init__(
@@ -287,8 +287,8 @@ class ClientTransaction:
         target: where it goes.
         deferred: fires with the final response; a timeout gives a 408 and a
             transport error a 503, both made here.
-        state: C{"trying"}, C{"proceeding"}, C{"completed"} or
-            C{"terminated"}.
+        state: ``"trying"``, ``"proceeding"``, ``"completed"`` or
+            ``"terminated"``.
     """
 
     def __init__(
@@ -298,7 +298,7 @@ class ClientTransaction:
         target: Peer,
         branch: str | None = None,
     ) -> None:
-        """Prepare the transaction; L{start} sends.
+        """Prepare the transaction; `start` sends.
 
         Args:
             layer: the transaction layer.
@@ -442,7 +442,7 @@ class TransactionLayer:
     """Matches messages to transactions and hands new requests to the user.
 
     It is the transports' sink, and the user (the dispatcher) answers through
-    the server transactions and sends requests through L{request}.
+    the server transactions and sends requests through `request`.
     """
 
     log = Logger()
@@ -453,7 +453,7 @@ class TransactionLayer:
         transports: SIPTransports,
         user: TransactionUser | None = None,
     ) -> None:
-        """Sit between C{transports} and C{user}."""
+        """Sit between ``transports`` and ``user``."""
         self.clock = clock
         self.transports = transports
         self.user = user
@@ -583,7 +583,7 @@ class TransactionLayer:
     # -- bookkeeping -------------------------------------------------------------
 
     def merged(self, request: SIPRequest, transaction: ServerTransaction) -> bool:
-        """Whether C{request} was merged (RFC 3261 section 8.2.2.2).
+        """Whether ``request`` was merged (RFC 3261 section 8.2.2.2).
 
         A request outside a dialog (no To tag) is merged when another
         transaction still under way has its From tag, Call-ID, CSeq and
@@ -616,7 +616,7 @@ class TransactionLayer:
             del self.client[transaction.key]
 
     def _startTimerJ(self, transaction: ServerTransaction) -> None:
-        """End C{transaction} after Timer J (64*T1) unless it ends before."""
+        """End ``transaction`` after Timer J (64*T1) unless it ends before."""
         self._timerJQueue.append((self.clock.seconds() + 64 * T1, transaction))
         if self._timerJCall is None:
             self._timerJCall = self.clock.callLater(64 * T1, self._timerJ)

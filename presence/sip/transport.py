@@ -1,12 +1,12 @@
 """UDP and TCP transports (RFC 3261 section 18, RFC 3581, RFC 5626 3.5.1).
 
 The protocols here only move bytes: a datagram or a Content-Length framed
-stream becomes a message handed to one sink, with the L{Peer} it came from.
-L{SIPTransports} owns the listening sockets and the TCP connections, and
+stream becomes a message handed to one sink, with the `Peer` it came from.
+`SIPTransports` owns the listening sockets and the TCP connections, and
 sends: responses where the top Via says (over the request's own connection
 for TCP), requests over an existing connection to the target when there is
 one and otherwise over a new one. Host names resolve through an injected
-C{IResolver} (RFC 3263: SRV, then A; IP literals and explicit ports skip the
+``IResolver`` (RFC 3263: SRV, then A; IP literals and explicit ports skip the
 SRV lookup).
 """
 
@@ -56,11 +56,11 @@ class Peer:
     """The far end of a hop: where a message came from or goes to.
 
     Attributes:
-        transport: C{"UDP"} or C{"TCP"}.
+        transport: ``"UDP"`` or ``"TCP"``.
         host: the IP address.
         port: the port.
         connection: the TCP connection it came on or should go over, or the
-            UDP listener it came on; C{None} when any will do.
+            UDP listener it came on; ``None`` when any will do.
     """
 
     __slots__ = ("connection", "host", "port", "transport")
@@ -80,7 +80,7 @@ class Peer:
         return self.transport in RELIABLE
 
     def __str__(self) -> str:
-        """Write as C{transport:host:port}."""
+        """Write as ``transport:host:port``."""
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{self.transport.lower()}:{host}:{self.port}"
 
@@ -134,7 +134,7 @@ class Statistics:
 
 
 def isIPAddress(host: str) -> bool:
-    """Whether C{host} is an IPv4 address or an IPv6 reference or address."""
+    """Whether ``host`` is an IPv4 address or an IPv6 reference or address."""
     try:
         ipaddress.ip_address(host.strip("[]"))
     except ValueError:
@@ -148,7 +148,7 @@ class SIPDatagramProtocol(DatagramProtocol):
     noisy = False
 
     def __init__(self, transports: SIPTransports) -> None:
-        """Report to C{transports}."""
+        """Report to ``transports``."""
         self.transports = transports
 
     #: Socket buffer sizes asked for: bursts (a NOTIFY to thousands of
@@ -198,7 +198,7 @@ class SIPStreamProtocol(Protocol):
     """
 
     def __init__(self, transports: SIPTransports, idleTimeout: float | None) -> None:
-        """Report to C{transports}; close after C{idleTimeout} idle seconds."""
+        """Report to ``transports``; close after ``idleTimeout`` idle seconds."""
         self.transports = transports
         self.framer = StreamFramer()
         self.idleTimeout = idleTimeout
@@ -289,12 +289,12 @@ class SIPStreamProtocol(Protocol):
 
 
 class SIPStreamFactory(Factory[SIPStreamProtocol]):
-    """Builds L{SIPStreamProtocol}s for listening and for connecting."""
+    """Builds `SIPStreamProtocol` instances for listening and for connecting."""
 
     noisy = False
 
     def __init__(self, transports: SIPTransports) -> None:
-        """Build protocols reporting to C{transports}."""
+        """Build protocols reporting to ``transports``."""
         self.transports = transports
 
     def buildProtocol(self, addr: IAddress | None) -> SIPStreamProtocol:
@@ -327,7 +327,7 @@ class SIPTransports:
         Args:
             clock: the reactor's clock, for idle timeouts.
             reactor: the reactor that makes outgoing TCP connections.
-            resolver: an C{IResolver} for host names (RFC 3263).
+            resolver: an ``IResolver`` for host names (RFC 3263).
             idleTimeout: seconds after which an idle TCP connection closes.
             trace: log every message in and out with its peer.
             advertisedHost: the host to put in Via and Contact; by default
@@ -484,9 +484,9 @@ class SIPTransports:
     def sendResponseBytes(
         self, data: bytes, via: Via, peer: Peer | None = None
     ) -> None:
-        """Send a response's bytes where its top Via C{via} says.
+        """Send a response's bytes where its top Via ``via`` says.
 
-        See L{sendResponse}; transactions keep the bytes and the Via of their
+        See `sendResponse`; transactions keep the bytes and the Via of their
         last response, and send them again with this.
         """
         host = via.received or via.host.strip("[]")
@@ -537,7 +537,7 @@ class SIPTransports:
 
         Returns:
             A Deferred that fires when the bytes were handed to a socket, or
-            fails with L{TransportError}.
+            fails with `TransportError`.
         """
         if target.transport == "UDP":
             protocol = target.connection
@@ -561,7 +561,7 @@ class SIPTransports:
         return self._connectAndSend(data, target)
 
     def connectionFor(self, target: Peer) -> SIPStreamProtocol | None:
-        """The open TCP connection that bytes for C{target} go over, if any.
+        """The open TCP connection that bytes for ``target`` go over, if any.
 
         The one the target names while it is open, or else an open one to
         the target's address.
@@ -575,7 +575,7 @@ class SIPTransports:
         return None
 
     def _connectAndSend(self, data: bytes, target: Peer) -> defer.Deferred[None]:
-        """Connect to C{target} and send; later sends wait for the same connection."""
+        """Connect to ``target`` and send; later sends wait for the same connection."""
         if self.reactor is None:
             return defer.fail(TransportError("no reactor to connect with"))
         key = (target.host, target.port)
@@ -638,7 +638,7 @@ class SIPTransports:
     # -- addresses of our own -------------------------------------------------
 
     def localAddress(self, target: Peer) -> tuple[str, int]:
-        """The host and port to put in Via and Contact for C{target}."""
+        """The host and port to put in Via and Contact for ``target``."""
         if target.transport == "UDP":
             protocol = target.connection
             if not isinstance(protocol, SIPDatagramProtocol):
@@ -663,7 +663,7 @@ class SIPTransports:
         return host, port
 
     def _routeTo(self, host: str) -> str:
-        """The local address the kernel would use to reach C{host}."""
+        """The local address the kernel would use to reach ``host``."""
         cached = self._localHosts.get(host)
         if cached is not None:
             return cached
@@ -681,14 +681,14 @@ class SIPTransports:
         return local
 
     def makeVia(self, target: Peer, branch: str) -> Via:
-        """The Via for a request we send to C{target}."""
+        """The Via for a request we send to ``target``."""
         host, port = self.localAddress(target)
         if ":" in host:
             host = f"[{host}]"
         return Via(target.transport, host, port, {"branch": branch, "rport": None})
 
     def contactURI(self, target: Peer, user: str | None = None) -> SIPURI:
-        """A URI that reaches this server over the transport of C{target}."""
+        """A URI that reaches this server over the transport of ``target``."""
         host, port = self.localAddress(target)
         if ":" in host:
             host = f"[{host}]"
@@ -700,12 +700,12 @@ class SIPTransports:
     # -- resolution (RFC 3263) --------------------------------------------------
 
     async def resolve(self, uri: SIPURI, connection: Any = None) -> Peer:
-        """Find where to send a request for C{uri} (RFC 3263 section 4).
+        """Find where to send a request for ``uri`` (RFC 3263 section 4).
 
-        The transport is the URI's C{transport} parameter, else UDP. An IP
+        The transport is the URI's ``transport`` parameter, else UDP. An IP
         literal is used as it is; a host with a port is looked up for its
-        address; a host without a port is looked up as C{_sip._udp} (or
-        C{_tcp}) SRV first and then as an address on port 5060.
+        address; a host without a port is looked up as ``_sip._udp`` (or
+        ``_tcp``) SRV first and then as an address on port 5060.
 
         Raises:
             TransportError: the host cannot be resolved.
@@ -781,7 +781,7 @@ class SIPTransports:
 
 
 def _sameAddress(sentBy: str, source: str) -> bool:
-    """Whether a Via sent-by host is the IP address C{source}."""
+    """Whether a Via sent-by host is the IP address ``source``."""
     if sentBy == source:
         return True
     try:

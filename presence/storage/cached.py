@@ -1,7 +1,7 @@
 """Cache mode: every read and write in memory, the database behind it.
 
 Rows changed in memory are written to the database every
-C{db_update_period} seconds and on a clean stop, in one transaction per
+``db_update_period`` seconds and on a clean stop, in one transaction per
 flush; at start every row is loaded back, so a restart loses nothing and a
 kill loses at most one flush period. While the database is unreachable the
 server keeps serving from memory, keeps the changes, and writes them when it
@@ -41,17 +41,17 @@ CSEQ_MARGIN: Final = 1000
 
 @implementer(IPresenceStore)
 class CachedStore:
-    """A L{MemoryStore} whose changes are flushed to a database.
+    """A `MemoryStore` whose changes are flushed to a database.
 
     Attributes:
         memory: the rows, all of them.
-        database: the database the changes go to (an C{SQLStore}).
+        database: the database the changes go to (an ``SQLStore``).
     """
 
     log = Logger()
 
     def __init__(self, database: Any) -> None:
-        """Cache the rows of C{database}."""
+        """Cache the rows of ``database``."""
         self.memory = MemoryStore()
         self.database = database
         self.ready = True
@@ -139,7 +139,7 @@ class CachedStore:
         A failure keeps the changes for the next flush and is logged once
         until a flush succeeds again.
 
-        The rows go in chunks of L{chunkSize}, one transaction each. A flush
+        The rows go in chunks of `chunkSize`, one transaction each. A flush
         asked for while another runs waits for it, then writes what is left.
 
         Returns:
@@ -176,7 +176,7 @@ class CachedStore:
         return written
 
     def _keep(self, chunks: list[_Dirty], error: str) -> None:
-        """Keep the keys of C{chunks} for the next flush; log the outage once."""
+        """Keep the keys of ``chunks`` for the next flush; log the outage once."""
         kept = _Dirty()
         for chunk in chunks:
             kept.merge(chunk)
@@ -195,19 +195,19 @@ class CachedStore:
     # -- publications -------------------------------------------------------------
 
     async def publications(self, presentity: str, event: str) -> list[Publication]:
-        """See L{IPresenceStore.publications}."""
+        """See `IPresenceStore.publications`."""
         return await self.memory.publications(presentity, event)
 
     async def publication(
         self, presentity: str, event: str, etag: str
     ) -> Publication | None:
-        """See L{IPresenceStore.publication}."""
+        """See `IPresenceStore.publication`."""
         return await self.memory.publication(presentity, event, etag)
 
     async def putPublication(
         self, publication: Publication, replacing: str | None = None
     ) -> None:
-        """See L{IPresenceStore.putPublication}."""
+        """See `IPresenceStore.putPublication`."""
         await self.memory.putPublication(publication, replacing)
         if replacing is not None and replacing != publication.etag:
             self._dirty.publications[
@@ -220,12 +220,12 @@ class CachedStore:
     async def removePublication(
         self, presentity: str, event: str, etag: str
     ) -> Publication | None:
-        """See L{IPresenceStore.removePublication}."""
+        """See `IPresenceStore.removePublication`."""
         self._dirty.publications[(presentity, event, etag)] = None
         return await self.memory.removePublication(presentity, event, etag)
 
     async def expiredPublications(self, now: float) -> list[Publication]:
-        """See L{IPresenceStore.expiredPublications}."""
+        """See `IPresenceStore.expiredPublications`."""
         rows = await self.memory.expiredPublications(now)
         for row in rows:
             self._dirty.publications[(row.presentity, row.event, row.etag)] = None
@@ -234,36 +234,36 @@ class CachedStore:
     # -- subscriptions ----------------------------------------------------------------
 
     async def subscription(self, key: SubscriptionKey) -> Subscription | None:
-        """See L{IPresenceStore.subscription}."""
+        """See `IPresenceStore.subscription`."""
         return await self.memory.subscription(key)
 
     async def dialogSubscriptions(self, dialog: DialogKey) -> list[Subscription]:
-        """See L{IPresenceStore.dialogSubscriptions}."""
+        """See `IPresenceStore.dialogSubscriptions`."""
         return await self.memory.dialogSubscriptions(dialog)
 
     async def subscriptions(self, presentity: str, event: str) -> list[Subscription]:
-        """See L{IPresenceStore.subscriptions}."""
+        """See `IPresenceStore.subscriptions`."""
         return await self.memory.subscriptions(presentity, event)
 
     async def putSubscription(self, subscription: Subscription) -> None:
-        """See L{IPresenceStore.putSubscription}."""
+        """See `IPresenceStore.putSubscription`."""
         await self.memory.putSubscription(subscription)
         self._dirty.subscriptions[subscription.key] = None
 
     async def removeSubscription(self, key: SubscriptionKey) -> Subscription | None:
-        """See L{IPresenceStore.removeSubscription}."""
+        """See `IPresenceStore.removeSubscription`."""
         self._dirty.subscriptions[key] = None
         return await self.memory.removeSubscription(key)
 
     async def expiredSubscriptions(self, now: float) -> list[Subscription]:
-        """See L{IPresenceStore.expiredSubscriptions}."""
+        """See `IPresenceStore.expiredSubscriptions`."""
         rows = await self.memory.expiredSubscriptions(now)
         for row in rows:
             self._dirty.subscriptions[row.key] = None
         return rows
 
     async def nextCSeq(self, key: SubscriptionKey) -> int | None:
-        """See L{IPresenceStore.nextCSeq}; every sibling in the dialog is saved."""
+        """See `IPresenceStore.nextCSeq`; every sibling in the dialog is saved."""
         cseq = await self.memory.nextCSeq(key)
         if cseq is not None:
             row = self.memory._subscriptions[key]
@@ -272,7 +272,7 @@ class CachedStore:
         return cseq
 
     async def claimNotify(self, key: SubscriptionKey) -> Subscription | None:
-        """See L{IPresenceStore.claimNotify}; every sibling in the dialog is saved."""
+        """See `IPresenceStore.claimNotify`; every sibling in the dialog is saved."""
         if await self.nextCSeq(key) is None:
             return None
         return self.memory._subscriptions[key].copy()
@@ -280,37 +280,37 @@ class CachedStore:
     # -- watchers -------------------------------------------------------------------
 
     async def watchers(self, presentity: str, event: str) -> list[Watcher]:
-        """See L{IPresenceStore.watchers}."""
+        """See `IPresenceStore.watchers`."""
         return await self.memory.watchers(presentity, event)
 
     async def putWatcher(self, watcher: Watcher) -> None:
-        """See L{IPresenceStore.putWatcher}."""
+        """See `IPresenceStore.putWatcher`."""
         await self.memory.putWatcher(watcher)
         self._dirty.watchers[watcher.key] = dataclasses.replace(watcher)
 
     async def removeWatcher(self, watcher: Watcher) -> None:
-        """See L{IPresenceStore.removeWatcher}."""
+        """See `IPresenceStore.removeWatcher`."""
         await self.memory.removeWatcher(watcher)
         self._dirty.watchers[watcher.key] = None
 
     # -- bindings -------------------------------------------------------------------
 
     async def bindings(self, aor: str) -> list[Binding]:
-        """See L{IPresenceStore.bindings}."""
+        """See `IPresenceStore.bindings`."""
         return await self.memory.bindings(aor)
 
     async def putBinding(self, binding: Binding) -> None:
-        """See L{IPresenceStore.putBinding}."""
+        """See `IPresenceStore.putBinding`."""
         await self.memory.putBinding(binding)
         self._dirty.bindings[(binding.aor, binding.contact)] = None
 
     async def removeBinding(self, aor: str, contact: str) -> None:
-        """See L{IPresenceStore.removeBinding}."""
+        """See `IPresenceStore.removeBinding`."""
         await self.memory.removeBinding(aor, contact)
         self._dirty.bindings[(aor, contact)] = None
 
     async def expiredBindings(self, now: float) -> list[Binding]:
-        """See L{IPresenceStore.expiredBindings}."""
+        """See `IPresenceStore.expiredBindings`."""
         rows = await self.memory.expiredBindings(now)
         for row in rows:
             self._dirty.bindings[(row.aor, row.contact)] = None
@@ -326,7 +326,7 @@ class _Dirty:
 
     Rows are read from memory when the batch is made, so a key changed ten
     times is written once, as it is then; a key no longer in memory is
-    deleted. Watchers carry their row (C{None}: delete), since the memory
+    deleted. Watchers carry their row (``None``: delete), since the memory
     store keeps no index to look them up by key alone.
     """
 
@@ -346,7 +346,7 @@ class _Dirty:
         )
 
     def chunks(self, size: int) -> list[_Dirty]:
-        """Split into parts of at most C{size} keys, in order."""
+        """Split into parts of at most ``size`` keys, in order."""
         out: list[_Dirty] = []
         current = _Dirty()
         for table in ("publications", "subscriptions", "watchers", "bindings"):
@@ -360,7 +360,7 @@ class _Dirty:
         return out
 
     def merge(self, newer: _Dirty) -> None:
-        """Add the keys of C{newer}; its watcher rows win."""
+        """Add the keys of ``newer``; its watcher rows win."""
         self.publications.update(newer.publications)
         self.subscriptions.update(newer.subscriptions)
         self.watchers.update(newer.watchers)

@@ -20,7 +20,7 @@ class IPresenceStore(Interface):
     Every method may do I/O and is a coroutine; a memory store answers at
     once. Records handed out are the caller's to change: a change is kept
     only when the record is put back. Every method may raise
-    L{presence.storage.errors.StorageError}.
+    `presence.storage.errors.StorageError`.
     """
 
     ready = Attribute("Whether the store can serve requests now.")
@@ -31,25 +31,25 @@ class IPresenceStore(Interface):
         """The live publications of a presentity for an event, oldest first."""
 
     async def publication(presentity: str, event: str, etag: str) -> Publication | None:
-        """The publication with this entity tag, or C{None}."""
+        """The publication with this entity tag, or ``None``."""
 
     async def putPublication(
         publication: Publication, replacing: str | None = None
     ) -> None:
-        """Insert a publication, or replace the one whose etag is C{replacing}."""
+        """Insert a publication, or replace the one whose etag is ``replacing``."""
 
     async def removePublication(
         presentity: str, event: str, etag: str
     ) -> Publication | None:
-        """Remove a publication; return it, or C{None} if there was none."""
+        """Remove a publication; return it, or ``None`` if there was none."""
 
     async def expiredPublications(now: float) -> list[Publication]:
-        """Remove and return the publications that expired at C{now} or before."""
+        """Remove and return the publications that expired at ``now`` or before."""
 
     # Subscriptions (table active_watchers)
 
     async def subscription(key: SubscriptionKey) -> Subscription | None:
-        """The subscription with this key, or C{None}."""
+        """The subscription with this key, or ``None``."""
 
     async def dialogSubscriptions(dialog: DialogKey) -> list[Subscription]:
         """Every subscription sharing one dialog."""
@@ -61,28 +61,28 @@ class IPresenceStore(Interface):
         """Insert or replace a subscription."""
 
     async def removeSubscription(key: SubscriptionKey) -> Subscription | None:
-        """Remove a subscription; return it, or C{None} if there was none."""
+        """Remove a subscription; return it, or ``None`` if there was none."""
 
     async def expiredSubscriptions(now: float) -> list[Subscription]:
-        """Remove and return the subscriptions that expired at C{now} or before."""
+        """Remove and return the subscriptions that expired at ``now`` or before."""
 
     async def nextCSeq(key: SubscriptionKey) -> int | None:
         """Take the next local CSeq of a subscription's dialog, atomically.
 
         Returns:
             The CSeq for the next NOTIFY, saved as the subscription's (and its
-            dialog's) C{localCSeq}; C{None} if the subscription is gone.
+            dialog's) ``localCSeq``; ``None`` if the subscription is gone.
         """
 
     async def claimNotify(key: SubscriptionKey) -> Subscription | None:
-        """Take the next local CSeq, as L{nextCSeq}, and return the row.
+        """Take the next local CSeq, as `nextCSeq`, and return the row.
 
         One step for what a NOTIFY needs: the subscription as it is now, with
-        its C{localCSeq} already the CSeq to send (one database round trip
+        its ``localCSeq`` already the CSeq to send (one database round trip
         in shared mode instead of two).
 
         Returns:
-            The subscription, or C{None} if it is gone.
+            The subscription, or ``None`` if it is gone.
         """
 
     # Watchers (table watchers)
@@ -102,10 +102,10 @@ class IPresenceStore(Interface):
         """The live bindings of an address of record."""
 
     async def putBinding(binding: Binding) -> None:
-        """Insert or replace the binding of C{binding.aor} and C{binding.contact}."""
+        """Insert or replace the binding of ``binding.aor`` and ``binding.contact``."""
 
     async def removeBinding(aor: str, contact: str) -> None:
         """Remove a binding, if present."""
 
     async def expiredBindings(now: float) -> list[Binding]:
-        """Remove and return the bindings that expired at C{now} or before."""
+        """Remove and return the bindings that expired at ``now`` or before."""

@@ -83,7 +83,7 @@ class MemoryStore:
     # -- publications -----------------------------------------------------------
 
     async def publications(self, presentity: str, event: str) -> list[Publication]:
-        """See L{IPresenceStore.publications}."""
+        """See `IPresenceStore.publications`."""
         rows = self._publications.get((presentity, event))
         if not rows:
             return []
@@ -92,14 +92,14 @@ class MemoryStore:
     async def publication(
         self, presentity: str, event: str, etag: str
     ) -> Publication | None:
-        """See L{IPresenceStore.publication}."""
+        """See `IPresenceStore.publication`."""
         row = self._publications.get((presentity, event), {}).get(etag)
         return None if row is None else row.copy()
 
     async def putPublication(
         self, publication: Publication, replacing: str | None = None
     ) -> None:
-        """See L{IPresenceStore.putPublication}."""
+        """See `IPresenceStore.putPublication`."""
         key = (publication.presentity, publication.event)
         rows = self._publications.setdefault(key, {})
         if replacing is not None and replacing != publication.etag:
@@ -111,7 +111,7 @@ class MemoryStore:
     async def removePublication(
         self, presentity: str, event: str, etag: str
     ) -> Publication | None:
-        """See L{IPresenceStore.removePublication}."""
+        """See `IPresenceStore.removePublication`."""
         return self._dropPublication((presentity, event, etag))
 
     def _dropPublication(self, key: Any) -> Publication | None:
@@ -126,7 +126,7 @@ class MemoryStore:
         return row
 
     async def expiredPublications(self, now: float) -> list[Publication]:
-        """See L{IPresenceStore.expiredPublications}."""
+        """See `IPresenceStore.expiredPublications`."""
         out = []
         for key in self._publicationExpiry.popDue(now):
             row = self._dropPublication(key)
@@ -137,22 +137,22 @@ class MemoryStore:
     # -- subscriptions ------------------------------------------------------------
 
     async def subscription(self, key: SubscriptionKey) -> Subscription | None:
-        """See L{IPresenceStore.subscription}."""
+        """See `IPresenceStore.subscription`."""
         row = self._subscriptions.get(key)
         return None if row is None else row.copy()
 
     async def dialogSubscriptions(self, dialog: DialogKey) -> list[Subscription]:
-        """See L{IPresenceStore.dialogSubscriptions}."""
+        """See `IPresenceStore.dialogSubscriptions`."""
         keys = self._byDialog.get(dialog, ())
         return [self._subscriptions[k].copy() for k in keys]
 
     async def subscriptions(self, presentity: str, event: str) -> list[Subscription]:
-        """See L{IPresenceStore.subscriptions}."""
+        """See `IPresenceStore.subscriptions`."""
         keys = self._byPresentity.get((presentity, event), {})
         return [self._subscriptions[k].copy() for k in keys]
 
     async def putSubscription(self, subscription: Subscription) -> None:
-        """See L{IPresenceStore.putSubscription}."""
+        """See `IPresenceStore.putSubscription`."""
         key = subscription.key
         old = self._subscriptions.get(key)
         if old is not None and (old.presentity, old.event) != (
@@ -186,7 +186,7 @@ class MemoryStore:
                 del self._byDialog[row.dialogKey]
 
     async def removeSubscription(self, key: SubscriptionKey) -> Subscription | None:
-        """See L{IPresenceStore.removeSubscription}."""
+        """See `IPresenceStore.removeSubscription`."""
         return self._dropSubscription(key)
 
     def _dropSubscription(self, key: Any) -> Subscription | None:
@@ -198,7 +198,7 @@ class MemoryStore:
         return row
 
     async def expiredSubscriptions(self, now: float) -> list[Subscription]:
-        """See L{IPresenceStore.expiredSubscriptions}."""
+        """See `IPresenceStore.expiredSubscriptions`."""
         out = []
         for key in self._subscriptionExpiry.popDue(now):
             row = self._dropSubscription(key)
@@ -207,7 +207,7 @@ class MemoryStore:
         return out
 
     async def nextCSeq(self, key: SubscriptionKey) -> int | None:
-        """See L{IPresenceStore.nextCSeq}."""
+        """See `IPresenceStore.nextCSeq`."""
         row = self._subscriptions.get(key)
         if row is None:
             return None
@@ -220,7 +220,7 @@ class MemoryStore:
         return cseq
 
     async def claimNotify(self, key: SubscriptionKey) -> Subscription | None:
-        """See L{IPresenceStore.claimNotify}."""
+        """See `IPresenceStore.claimNotify`."""
         if await self.nextCSeq(key) is None:
             return None
         return self._subscriptions[key].copy()
@@ -228,17 +228,17 @@ class MemoryStore:
     # -- watchers -------------------------------------------------------------------
 
     async def watchers(self, presentity: str, event: str) -> list[Watcher]:
-        """See L{IPresenceStore.watchers}."""
+        """See `IPresenceStore.watchers`."""
         rows = self._watchers.get((presentity, event), {})
         return [dataclasses.replace(w) for w in rows.values()]
 
     async def putWatcher(self, watcher: Watcher) -> None:
-        """See L{IPresenceStore.putWatcher}."""
+        """See `IPresenceStore.putWatcher`."""
         rows = self._watchers.setdefault((watcher.presentity, watcher.event), {})
         rows[watcher.key] = dataclasses.replace(watcher)
 
     async def removeWatcher(self, watcher: Watcher) -> None:
-        """See L{IPresenceStore.removeWatcher}."""
+        """See `IPresenceStore.removeWatcher`."""
         rows = self._watchers.get((watcher.presentity, watcher.event))
         if rows is not None:
             rows.pop(watcher.key, None)
@@ -248,18 +248,18 @@ class MemoryStore:
     # -- bindings -------------------------------------------------------------------
 
     async def bindings(self, aor: str) -> list[Binding]:
-        """See L{IPresenceStore.bindings}."""
+        """See `IPresenceStore.bindings`."""
         return [dataclasses.replace(b) for b in self._bindings.get(aor, {}).values()]
 
     async def putBinding(self, binding: Binding) -> None:
-        """See L{IPresenceStore.putBinding}."""
+        """See `IPresenceStore.putBinding`."""
         self._bindings.setdefault(binding.aor, {})[binding.contact] = (
             dataclasses.replace(binding)
         )
         self._bindingExpiry.set((binding.aor, binding.contact), binding.expires)
 
     async def removeBinding(self, aor: str, contact: str) -> None:
-        """See L{IPresenceStore.removeBinding}."""
+        """See `IPresenceStore.removeBinding`."""
         self._dropBinding((aor, contact))
 
     def _dropBinding(self, key: Any) -> Binding | None:
@@ -274,7 +274,7 @@ class MemoryStore:
         return row
 
     async def expiredBindings(self, now: float) -> list[Binding]:
-        """See L{IPresenceStore.expiredBindings}."""
+        """See `IPresenceStore.expiredBindings`."""
         out = []
         for key in self._bindingExpiry.popDue(now):
             row = self._dropBinding(key)

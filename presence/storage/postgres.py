@@ -1,11 +1,11 @@
 """The store in PostgreSQL, through txpostgres (no threads).
 
 Several servers may share one database: every method is one statement (see
-L{presence.storage.sql}), so each is atomic, and the expiry sweeps use
-C{DELETE ... RETURNING} so that an expired row goes to one server only.
+`presence.storage.sql`), so each is atomic, and the expiry sweeps use
+``DELETE ... RETURNING`` so that an expired row goes to one server only.
 
 A connection that breaks (the server restarts, the network drops) fails the
-call that uses it with L{StorageError} and turns L{PostgresStore.ready}
+call that uses it with `StorageError` and turns `PostgresStore.ready`
 False. The pool replaces a broken connection on its next use, and the store
 probes the server with a growing delay until a call succeeds again, so it
 recovers by itself. A transaction of several statements is sent as one
@@ -74,7 +74,7 @@ def isDisconnection(error: BaseException) -> bool:
         error: what a call raised.
 
     Returns:
-        C{True} for connection failures, C{False} for errors of a statement
+        ``True`` for connection failures, ``False`` for errors of a statement
         (constraint violations, bad data, deadlocks, cancelled statements).
     """
     if isinstance(
@@ -100,7 +100,7 @@ class _Connection(txpostgres.Connection):  # type: ignore[misc]  # txpostgres is
     when the server closes an idle connection, the read raises, and the
     reactor would log the error as a bug. After a failed connection attempt,
     libpq has closed the socket but psycopg2 does not say the connection is
-    closed, and txpostgres fails to watch the socket again (C{ValueError}).
+    closed, and txpostgres fails to watch the socket again (``ValueError``).
     """
 
     broken = False
@@ -157,7 +157,7 @@ class _ConnectionPool(txpostgres.ConnectionPool):  # type: ignore[misc]  # untyp
         super().__init__(None, dsn, min=size, **kw)
 
     async def drain(self, seconds: float = 5.0) -> None:
-        """Wait until no statement is under way, or C{seconds} at most."""
+        """Wait until no statement is under way, or ``seconds`` at most."""
         if not self.inFlight:
             return
         waiter: Deferred[None] = Deferred()
@@ -172,7 +172,7 @@ class _ConnectionPool(txpostgres.ConnectionPool):  # type: ignore[misc]  # untyp
             )
 
     async def connect(self, connection: _Connection) -> None:
-        """Connect one connection, abandoning it after C{connectTimeout}."""
+        """Connect one connection, abandoning it after ``connectTimeout``."""
         timeout = self.reactor.callLater(self.connectTimeout, connection.abandon)
         try:
             await connection.connect(*self.connargs, **self.connkw)
@@ -242,16 +242,16 @@ class _ConnectionPool(txpostgres.ConnectionPool):  # type: ignore[misc]  # untyp
 
 
 class PostgresRunner:
-    """L{SQLRunner} over a txpostgres pool."""
+    """`SQLRunner` over a txpostgres pool."""
 
     errors = _ERRORS
 
     def __init__(self, pool: txpostgres.ConnectionPool) -> None:
-        """Run statements in C{pool}."""
+        """Run statements in ``pool``."""
         self.pool = pool
 
     def runQuery(self, sql: str, values: Values) -> Deferred[list[Row]]:
-        """See L{SQLRunner.runQuery}."""
+        """See `SQLRunner.runQuery`."""
         statement = compileStatement(sql, "pyformat")
         return cast(
             "Deferred[list[Row]]",
@@ -259,7 +259,7 @@ class PostgresRunner:
         )
 
     def runOperation(self, sql: str, values: Values) -> Deferred[None]:
-        """See L{SQLRunner.runOperation}."""
+        """See `SQLRunner.runOperation`."""
         statement = compileStatement(sql, "pyformat")
         return cast(
             "Deferred[None]",
@@ -269,7 +269,7 @@ class PostgresRunner:
     def runInteraction(
         self, statements: Sequence[tuple[str, Values]], fetch: bool = False
     ) -> Deferred[list[Row]]:
-        """See L{SQLRunner.runInteraction}.
+        """See `SQLRunner.runInteraction`.
 
         The statements go as one query, one round trip: PostgreSQL runs the
         statements of one query in one transaction, and psycopg2 returns the
@@ -286,12 +286,12 @@ class PostgresRunner:
         return cast("Deferred[list[Row]]", d.addCallback(lambda _: []))
 
     def isDisconnection(self, error: BaseException) -> bool:
-        """See L{SQLRunner.isDisconnection}."""
+        """See `SQLRunner.isDisconnection`."""
         return isDisconnection(error)
 
 
 class PostgresStore(SQLStore):
-    """L{IPresenceStore} in a PostgreSQL database, shareable by several servers."""
+    """`IPresenceStore` in a PostgreSQL database, shareable by several servers."""
 
     def __init__(
         self,
@@ -303,16 +303,16 @@ class PostgresStore(SQLStore):
         retryDelay: float = 1.0,
         maxRetryDelay: float = 30.0,
     ) -> None:
-        """Make a store of the database at C{dsn}; L{start} connects.
+        """Make a store of the database at ``dsn``; `start` connects.
 
         Args:
             dsn: a libpq connection string or URI.
-            reactor: the reactor the connections and the timers use; C{None}
+            reactor: the reactor the connections and the timers use; ``None``
                 for the global reactor, imported when the store starts.
             connections: how many connections the pool keeps.
             connectTimeout: how long a connection attempt may take.
             retryDelay: how long after losing the server the store first
-                probes it again; the delay doubles up to C{maxRetryDelay}.
+                probes it again; the delay doubles up to ``maxRetryDelay``.
             maxRetryDelay: the longest delay between probes.
         """
         super().__init__("postgres", _TABLES)
@@ -358,7 +358,7 @@ class PostgresStore(SQLStore):
         self.log.info("PostgreSQL pool of {n} connections ready", n=self._size)
 
     async def stop(self) -> None:
-        """Close the pool; calls made afterwards raise L{StorageError}."""
+        """Close the pool; calls made afterwards raise `StorageError`."""
         pool, self._pool = self._pool, None
         self.runner = None
         self.ready = False

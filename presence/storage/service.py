@@ -3,13 +3,13 @@
 Three modes, chosen by the configuration:
 
 - memory: no database at all;
-- cache (the default): a L{CachedStore} in front of the database, loaded at
-  start, flushed every C{db_update_period} seconds and on stop;
-- shared (C{fallback2db}): every read and write goes to the database, so
+- cache (the default): a `CachedStore` in front of the database, loaded at
+  start, flushed every ``db_update_period`` seconds and on stop;
+- shared (``fallback2db``): every read and write goes to the database, so
   several servers can share one PostgreSQL.
 
-twistd does not wait for C{startService}; until the store can serve, the
-dispatcher answers 503 (L{StorageService.serving}). A database that cannot be
+twistd does not wait for ``startService``; until the store can serve, the
+dispatcher answers 503 (`StorageService.serving`). A database that cannot be
 reached at start is retried; cache mode serves from memory meanwhile and
 merges what it loads later.
 """
@@ -52,14 +52,14 @@ class StorageService(Service):
         createTables: bool = True,
         description: str = "",
     ) -> None:
-        """Run the C{mode} store C{store} over C{database}.
+        """Run the ``mode`` store ``store`` over ``database``.
 
         Args:
             clock: the reactor's clock.
-            mode: L{MEMORY}, L{CACHE} or L{SHARED}.
-            store: the store the server uses (a L{CachedStore} in cache mode,
+            mode: `MEMORY`, `CACHE` or `SHARED`.
+            store: the store the server uses (a `CachedStore` in cache mode,
                 the database's own store in shared mode).
-            database: the SQL store (C{None} in memory mode).
+            database: the SQL store (``None`` in memory mode).
             flushPeriod: seconds between flushes in cache mode.
             createTables: create missing tables at start.
             description: the database, for log lines (no password).
@@ -80,7 +80,7 @@ class StorageService(Service):
         #: Why the server refused to start (an unknown schema), or None.
         self.refused: str | None = None
         #: Called with the reason when the database cannot be used at all;
-        #: C{tap} stops the reactor.
+        #: ``tap`` stops the reactor.
         self.onRefused: Callable[[str], Any] | None = None
 
     @property

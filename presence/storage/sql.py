@@ -1,17 +1,17 @@
 """What the SQL stores share: statements, row mapping and the store itself.
 
-Statements are written once, with C{:name} placeholders, and converted to the
-driver's paramstyle by L{compileStatement}, the one place that does it. Values
+Statements are written once, with ``:name`` placeholders, and converted to the
+driver's paramstyle by `compileStatement`, the one place that does it. Values
 are never formatted into SQL; only column and table names, which are constants
 of this module, are joined into the statements built at import time.
 
-L{SQLStore} implements L{IPresenceStore} over an L{SQLRunner}, a tiny
+`SQLStore` implements `IPresenceStore` over an `SQLRunner`, a tiny
 asynchronous interface to a connection pool. The SQLite and PostgreSQL
 backends provide only the runner (and their start and stop).
 
-Both databases run the same statements: C{INSERT ... ON CONFLICT ... DO
-UPDATE} for puts and C{... RETURNING} for removals, expiry sweeps and
-L{SQLStore.nextCSeq}, so that each of those is one statement, atomic on its
+Both databases run the same statements: ``INSERT ... ON CONFLICT ... DO
+UPDATE`` for puts and ``... RETURNING`` for removals, expiry sweeps and
+`SQLStore.nextCSeq`, so that each of those is one statement, atomic on its
 own (SQLite 3.35 and PostgreSQL 10 understand both).
 
 Times are kept to the second, as in OpenSIPS: expiry times are rounded up (a
@@ -49,14 +49,14 @@ T = TypeVar("T")
 #: A row as the driver returns it.
 Row = Sequence[Any]
 
-#: Values for the C{:name} placeholders of a statement.
+#: Values for the ``:name`` placeholders of a statement.
 Values = Mapping[str, object]
 
-#: The version of the schema in C{schema/*.sql}, kept in the C{version} table
-#: under L{SCHEMA_NAME}.
+#: The version of the schema in ``schema/*.sql``, kept in the ``version`` table
+#: under `SCHEMA_NAME`.
 SCHEMA_VERSION: Final = 1
 
-#: The C{version.table_name} of our schema as a whole.
+#: The ``version.table_name`` of our schema as a whole.
 SCHEMA_NAME: Final = "presence_schema"
 
 #: The tables of the schema.
@@ -85,7 +85,7 @@ class CompiledStatement:
     Attributes:
         text: the SQL the driver executes.
         names: the placeholder names, in the order they appear.
-        paramstyle: the DB-API paramstyle of C{text}.
+        paramstyle: the DB-API paramstyle of ``text``.
     """
 
     text: str
@@ -93,7 +93,7 @@ class CompiledStatement:
     paramstyle: str
 
     def bind(self, values: Values) -> Sequence[object] | dict[str, object]:
-        """The parameters to pass with C{text} for these values.
+        """The parameters to pass with ``text`` for these values.
 
         Args:
             values: a value for each placeholder name.
@@ -108,14 +108,14 @@ class CompiledStatement:
 
 @cache
 def compileStatement(sql: str, paramstyle: str) -> CompiledStatement:
-    """Convert a statement's C{:name} placeholders to a driver's paramstyle.
+    """Convert a statement's ``:name`` placeholders to a driver's paramstyle.
 
     This is the one function that knows paramstyles. String literals are left
-    alone; a literal C{%} is doubled for the C{format} styles.
+    alone; a literal ``%`` is doubled for the ``format`` styles.
 
     Args:
-        sql: a statement with C{:name} placeholders.
-        paramstyle: C{qmark} (sqlite3), C{named}, C{format} or C{pyformat}
+        sql: a statement with ``:name`` placeholders.
+        paramstyle: ``qmark`` (sqlite3), ``named``, ``format`` or ``pyformat``
             (psycopg2).
 
     Returns:
@@ -152,7 +152,7 @@ def mergeStatements(statements: Sequence[tuple[str, Values]]) -> tuple[str, Valu
     Placeholder names get a suffix per statement so that they stay distinct.
 
     Args:
-        statements: statements with C{:name} placeholders, and their values.
+        statements: statements with ``:name`` placeholders, and their values.
 
     Returns:
         One text with the statements separated by semicolons, and its values.
@@ -178,7 +178,7 @@ def splitScript(script: str) -> list[str]:
     """The statements of a schema file, without comments.
 
     Args:
-        script: SQL statements ending with semicolons, with C{--} comments and
+        script: SQL statements ending with semicolons, with ``--`` comments and
             no semicolon inside a statement.
 
     Returns:
@@ -189,10 +189,10 @@ def splitScript(script: str) -> list[str]:
 
 
 def loadSchema(dialect: str) -> str:
-    """The schema file of a database, shipped in C{presence/storage/schema}.
+    """The schema file of a database, shipped in ``presence/storage/schema``.
 
     Args:
-        dialect: C{sqlite} or C{postgres}.
+        dialect: ``sqlite`` or ``postgres``.
 
     Returns:
         The file's text.
@@ -205,11 +205,11 @@ def checkSchemaVersion(found: int | None) -> None:
     """Check that a database holds the schema this server knows.
 
     Args:
-        found: the C{table_version} of L{SCHEMA_NAME}, or C{None} if there is
+        found: the ``table_version`` of `SCHEMA_NAME`, or ``None`` if there is
             no such row.
 
     Raises:
-        SchemaError: the version is missing or is not L{SCHEMA_VERSION}.
+        SchemaError: the version is missing or is not `SCHEMA_VERSION`.
     """
     if found is None:
         raise SchemaError(
@@ -228,7 +228,7 @@ def checkSchemaVersion(found: int | None) -> None:
 
 @dataclass(frozen=True)
 class _Table:
-    """A table's stored columns (all but C{id}) and its unique key."""
+    """A table's stored columns (all but ``id``) and its unique key."""
 
     name: str
     columns: tuple[str, ...]
@@ -250,8 +250,8 @@ class _Table:
         """An insert that updates the rows already there.
 
         Args:
-            rows: C{None} for one row whose placeholders are the column names;
-                otherwise how many rows, with placeholders C{column_<row>}.
+            rows: ``None`` for one row whose placeholders are the column names;
+                otherwise how many rows, with placeholders ``column_<row>``.
         """
         groups = []
         for i in range(rows or 1):
@@ -267,7 +267,7 @@ class _Table:
         )
 
     def deleteMany(self, rows: int) -> str:
-        """A delete of the rows with C{rows} keys."""
+        """A delete of the rows with ``rows`` keys."""
         tuples = ", ".join(
             "(" + ", ".join(f":{c}_{i}" for c in self.key) + ")" for i in range(rows)
         )
@@ -358,7 +358,7 @@ LOCATION: Final = _Table(
     ("username", "domain", "contact"),
 )
 
-#: OpenSIPS's bits for C{location.methods} (parser/msg_parser.h).
+#: OpenSIPS's bits for ``location.methods`` (parser/msg_parser.h).
 METHOD_BITS: Final = {
     "INVITE": 1,
     "CANCEL": 2,
@@ -379,7 +379,7 @@ _OTHER_METHOD: Final = 16384
 
 
 def methodBits(methods: str) -> int | None:
-    """OpenSIPS's bit mask for a list of methods, C{None} when it is empty.
+    """OpenSIPS's bit mask for a list of methods, ``None`` when it is empty.
 
     Args:
         methods: method names separated by commas (an Allow header's value).
@@ -420,7 +420,7 @@ def _bytes(value: Any) -> bytes:
 
 
 def publicationRow(publication: Publication) -> dict[str, object]:
-    """The C{presentity} columns of a publication."""
+    """The ``presentity`` columns of a publication."""
     username, domain = _split(publication.presentity)
     return {
         "username": username,
@@ -437,7 +437,7 @@ def publicationRow(publication: Publication) -> dict[str, object]:
 
 
 def publicationFromRow(row: Row) -> Publication:
-    """A publication from a C{presentity} row, in L{PRESENTITY} column order."""
+    """A publication from a ``presentity`` row, in `PRESENTITY` column order."""
     (username, domain, event, etag, expires, received, body, extra, sender, ctype) = row
     return Publication(
         presentity=_join(username, domain),
@@ -453,7 +453,7 @@ def publicationFromRow(row: Row) -> Publication:
 
 
 def subscriptionRow(subscription: Subscription) -> dict[str, object]:
-    """The C{active_watchers} columns of a subscription."""
+    """The ``active_watchers`` columns of a subscription."""
     s = subscription
     return {
         "presentity_uri": s.presentity,
@@ -486,7 +486,7 @@ def subscriptionRow(subscription: Subscription) -> dict[str, object]:
 
 
 def subscriptionFromRow(row: Row) -> Subscription:
-    """A subscription from an C{active_watchers} row, in column order."""
+    """A subscription from an ``active_watchers`` row, in column order."""
     v = dict(zip(ACTIVE_WATCHERS.columns, row, strict=True))
     return Subscription(
         presentity=v["presentity_uri"],
@@ -531,7 +531,7 @@ def subscriptionKeyValues(key: SubscriptionKey) -> dict[str, object]:
 
 
 def watcherRow(watcher: Watcher) -> dict[str, object]:
-    """The C{watchers} columns of a watcher."""
+    """The ``watchers`` columns of a watcher."""
     return {
         "presentity_uri": watcher.presentity,
         "watcher_username": watcher.watcherUsername,
@@ -544,7 +544,7 @@ def watcherRow(watcher: Watcher) -> dict[str, object]:
 
 
 def watcherFromRow(row: Row) -> Watcher:
-    """A watcher from a C{watchers} row, in column order."""
+    """A watcher from a ``watchers`` row, in column order."""
     presentity, username, domain, event, status, reason, inserted = row
     return Watcher(
         presentity=presentity,
@@ -563,7 +563,7 @@ def watcherKeyValues(key: tuple[str, str, str, str]) -> dict[str, object]:
 
 
 def bindingRow(binding: Binding) -> dict[str, object]:
-    """The C{location} columns of a binding."""
+    """The ``location`` columns of a binding."""
     username, domain = _split(binding.aor)
     return {
         "username": username,
@@ -583,7 +583,7 @@ def bindingRow(binding: Binding) -> dict[str, object]:
 
 
 def bindingFromRow(row: Row) -> Binding:
-    """A binding from a C{location} row, in column order."""
+    """A binding from a ``location`` row, in column order."""
     v = dict(zip(LOCATION.columns, row, strict=True))
     return Binding(
         aor=_join(v["username"], v["domain"]),
@@ -716,12 +716,12 @@ SELECT_SCHEMA_VERSION: Final = (
 class SQLRunner(Protocol):
     """A connection pool, as the SQL store uses it.
 
-    Statements come with C{:name} placeholders; the runner converts them with
-    L{compileStatement} to its driver's paramstyle.
+    Statements come with ``:name`` placeholders; the runner converts them with
+    `compileStatement` to its driver's paramstyle.
     """
 
     #: The exceptions of the driver and pool that mean a statement failed;
-    #: the store turns them into L{StorageError}.
+    #: the store turns them into `StorageError`.
     errors: tuple[type[BaseException], ...]
 
     def runQuery(self, sql: str, values: Values) -> Deferred[list[Row]]:
@@ -736,7 +736,7 @@ class SQLRunner(Protocol):
         """Run statements in one transaction.
 
         Returns:
-            The rows of the last statement when C{fetch} is true (it must
+            The rows of the last statement when ``fetch`` is true (it must
             return rows then), otherwise an empty list.
         """
 
@@ -795,15 +795,15 @@ def _deletes(
 
 @implementer(IPresenceStore)
 class SQLStore:
-    """L{IPresenceStore} over an SQL database.
+    """`IPresenceStore` over an SQL database.
 
     Each method is one statement, so one round trip to the database, except
-    C{putPublication} with C{replacing} (a delete and an insert) and
-    C{nextCSeq} (two updates), each in one transaction, and the bulk
-    L{applyBatch} (one transaction) and L{loadAll} (four queries).
+    ``putPublication`` with ``replacing`` (a delete and an insert) and
+    ``nextCSeq`` (two updates), each in one transaction, and the bulk
+    `applyBatch` (one transaction) and `loadAll` (four queries).
 
     Attributes:
-        runner: the connection pool; C{None} while the store is stopped.
+        runner: the connection pool; ``None`` while the store is stopped.
         ready: whether the last call reached the database.
     """
 
@@ -813,7 +813,7 @@ class SQLStore:
         """Make a store that is not started yet.
 
         Args:
-            dialect: the name of the schema file, C{sqlite} or C{postgres}.
+            dialect: the name of the schema file, ``sqlite`` or ``postgres``.
             tablesQuery: a statement listing the names of the tables there are.
         """
         self.dialect = dialect
@@ -829,7 +829,7 @@ class SQLStore:
         return self.runner
 
     async def _guard(self, runner: SQLRunner, d: Deferred[T]) -> T:
-        """Await C{d}, turning database errors into L{StorageError}."""
+        """Await ``d``, turning database errors into `StorageError`."""
         try:
             result = await d
         except runner.errors as e:
@@ -870,7 +870,7 @@ class SQLStore:
     # -- schema ---------------------------------------------------------------
 
     async def schemaVersion(self) -> int | None:
-        """The schema version the database holds, C{None} if there is none."""
+        """The schema version the database holds, ``None`` if there is none."""
         tables = {row[0] for row in await self._query(self._tablesQuery, {})}
         if "version" not in tables:
             return None
@@ -878,12 +878,12 @@ class SQLStore:
         return int(rows[0][0]) if rows else None
 
     async def marker(self, name: str) -> int | None:
-        """A named integer kept in the C{version} table, or C{None}."""
+        """A named integer kept in the ``version`` table, or ``None``."""
         rows = await self._query(SELECT_MARKER, {"name": name})
         return int(rows[0][0]) if rows else None
 
     async def setMarker(self, name: str, value: int) -> None:
-        """Keep a named integer in the C{version} table."""
+        """Keep a named integer in the ``version`` table."""
         await self._execute(UPSERT_MARKER, {"name": name, "value": value})
 
     async def ensureSchema(self, create: bool) -> None:
@@ -926,7 +926,7 @@ class SQLStore:
     # -- publications ---------------------------------------------------------
 
     async def publications(self, presentity: str, event: str) -> list[Publication]:
-        """See L{IPresenceStore.publications}."""
+        """See `IPresenceStore.publications`."""
         username, domain = _split(presentity)
         rows = await self._query(
             SELECT_PUBLICATIONS,
@@ -937,7 +937,7 @@ class SQLStore:
     async def publication(
         self, presentity: str, event: str, etag: str
     ) -> Publication | None:
-        """See L{IPresenceStore.publication}."""
+        """See `IPresenceStore.publication`."""
         rows = await self._query(
             SELECT_PUBLICATION, _publicationKey(presentity, event, etag)
         )
@@ -946,7 +946,7 @@ class SQLStore:
     async def putPublication(
         self, publication: Publication, replacing: str | None = None
     ) -> None:
-        """See L{IPresenceStore.putPublication}."""
+        """See `IPresenceStore.putPublication`."""
         row = publicationRow(publication)
         if replacing is None or replacing == publication.etag:
             await self._execute(UPSERT_PUBLICATION, row)
@@ -962,16 +962,16 @@ class SQLStore:
     async def removePublication(
         self, presentity: str, event: str, etag: str
     ) -> Publication | None:
-        """See L{IPresenceStore.removePublication}."""
+        """See `IPresenceStore.removePublication`."""
         rows = await self._query(
             DELETE_PUBLICATION, _publicationKey(presentity, event, etag)
         )
         return publicationFromRow(rows[0]) if rows else None
 
     async def expiredPublications(self, now: float) -> list[Publication]:
-        """See L{IPresenceStore.expiredPublications}.
+        """See `IPresenceStore.expiredPublications`.
 
-        One C{DELETE ... RETURNING}: with several servers on one database, each
+        One ``DELETE ... RETURNING``: with several servers on one database, each
         expired row goes to exactly one of them.
         """
         rows = await self._query(EXPIRE_PUBLICATIONS, {"now": now})
@@ -982,12 +982,12 @@ class SQLStore:
     # -- subscriptions --------------------------------------------------------
 
     async def subscription(self, key: SubscriptionKey) -> Subscription | None:
-        """See L{IPresenceStore.subscription}."""
+        """See `IPresenceStore.subscription`."""
         rows = await self._query(SELECT_SUBSCRIPTION, subscriptionKeyValues(key))
         return subscriptionFromRow(rows[0]) if rows else None
 
     async def dialogSubscriptions(self, dialog: DialogKey) -> list[Subscription]:
-        """See L{IPresenceStore.dialogSubscriptions}."""
+        """See `IPresenceStore.dialogSubscriptions`."""
         callId, toTag, fromTag = dialog
         rows = await self._query(
             SELECT_DIALOG, {"callid": callId, "to_tag": toTag, "from_tag": fromTag}
@@ -995,25 +995,25 @@ class SQLStore:
         return [subscriptionFromRow(row) for row in rows]
 
     async def subscriptions(self, presentity: str, event: str) -> list[Subscription]:
-        """See L{IPresenceStore.subscriptions}."""
+        """See `IPresenceStore.subscriptions`."""
         rows = await self._query(
             SELECT_SUBSCRIPTIONS, {"presentity_uri": presentity, "event": event}
         )
         return [subscriptionFromRow(row) for row in rows]
 
     async def putSubscription(self, subscription: Subscription) -> None:
-        """See L{IPresenceStore.putSubscription}."""
+        """See `IPresenceStore.putSubscription`."""
         await self._execute(UPSERT_SUBSCRIPTION, subscriptionRow(subscription))
 
     async def removeSubscription(self, key: SubscriptionKey) -> Subscription | None:
-        """See L{IPresenceStore.removeSubscription}."""
+        """See `IPresenceStore.removeSubscription`."""
         rows = await self._query(DELETE_SUBSCRIPTION, subscriptionKeyValues(key))
         return subscriptionFromRow(rows[0]) if rows else None
 
     async def expiredSubscriptions(self, now: float) -> list[Subscription]:
-        """See L{IPresenceStore.expiredSubscriptions}.
+        """See `IPresenceStore.expiredSubscriptions`.
 
-        One C{DELETE ... RETURNING}, as for publications.
+        One ``DELETE ... RETURNING``, as for publications.
         """
         rows = await self._query(EXPIRE_SUBSCRIPTIONS, {"now": now})
         return sorted(
@@ -1021,7 +1021,7 @@ class SQLStore:
         )
 
     async def nextCSeq(self, key: SubscriptionKey) -> int | None:
-        """See L{IPresenceStore.nextCSeq}.
+        """See `IPresenceStore.nextCSeq`.
 
         Two updates of every row of the dialog, in one transaction.
         """
@@ -1034,9 +1034,9 @@ class SQLStore:
         return max(int(row[0]) for row in rows)
 
     async def claimNotify(self, key: SubscriptionKey) -> Subscription | None:
-        """See L{IPresenceStore.claimNotify}.
+        """See `IPresenceStore.claimNotify`.
 
-        The two updates of L{nextCSeq}, the second returning the dialog's
+        The two updates of `nextCSeq`, the second returning the dialog's
         rows: one transaction, one round trip on PostgreSQL.
         """
         values = subscriptionKeyValues(key)
@@ -1052,24 +1052,24 @@ class SQLStore:
     # -- watchers -------------------------------------------------------------
 
     async def watchers(self, presentity: str, event: str) -> list[Watcher]:
-        """See L{IPresenceStore.watchers}."""
+        """See `IPresenceStore.watchers`."""
         rows = await self._query(
             SELECT_WATCHERS, {"presentity_uri": presentity, "event": event}
         )
         return [watcherFromRow(row) for row in rows]
 
     async def putWatcher(self, watcher: Watcher) -> None:
-        """See L{IPresenceStore.putWatcher}."""
+        """See `IPresenceStore.putWatcher`."""
         await self._execute(UPSERT_WATCHER, watcherRow(watcher))
 
     async def removeWatcher(self, watcher: Watcher) -> None:
-        """See L{IPresenceStore.removeWatcher}."""
+        """See `IPresenceStore.removeWatcher`."""
         await self._execute(DELETE_WATCHER, watcherKeyValues(watcher.key))
 
     # -- bindings -------------------------------------------------------------
 
     async def bindings(self, aor: str) -> list[Binding]:
-        """See L{IPresenceStore.bindings}."""
+        """See `IPresenceStore.bindings`."""
         username, domain = _split(aor)
         rows = await self._query(
             SELECT_BINDINGS, {"username": username, "domain": domain}
@@ -1077,15 +1077,15 @@ class SQLStore:
         return [bindingFromRow(row) for row in rows]
 
     async def putBinding(self, binding: Binding) -> None:
-        """See L{IPresenceStore.putBinding}."""
+        """See `IPresenceStore.putBinding`."""
         await self._execute(UPSERT_BINDING, bindingRow(binding))
 
     async def removeBinding(self, aor: str, contact: str) -> None:
-        """See L{IPresenceStore.removeBinding}."""
+        """See `IPresenceStore.removeBinding`."""
         await self._execute(DELETE_BINDING, bindingKeyValues(aor, contact))
 
     async def expiredBindings(self, now: float) -> list[Binding]:
-        """See L{IPresenceStore.expiredBindings}."""
+        """See `IPresenceStore.expiredBindings`."""
         rows = await self._query(EXPIRE_BINDINGS, {"now": now})
         return sorted((bindingFromRow(row) for row in rows), key=lambda b: b.expires)
 
@@ -1112,7 +1112,7 @@ class SQLStore:
 
         Puts are upserts by each table's unique key; deletes go first (a key
         should be in only one of a table's two lists; if it is put twice, the
-        last wins). Rows are written C{BATCH_ROWS} to a statement.
+        last wins). Rows are written ``BATCH_ROWS`` to a statement.
 
         Args:
             batch: what to write and delete.

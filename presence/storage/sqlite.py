@@ -2,9 +2,9 @@
 
 Every statement runs in adbapi's thread pool, never in the reactor thread.
 The pool has one connection: SQLite serialises writes anyway, and one
-connection makes each statement (and each L{SQLStore.nextCSeq}) atomic
+connection makes each statement (and each `SQLStore.nextCSeq`) atomic
 without retries on a busy database. The journal is in WAL mode, so that
-readers in other processes (an operator's C{sqlite3} shell) do not block the
+readers in other processes (an operator's ``sqlite3`` shell) do not block the
 server.
 """
 
@@ -47,7 +47,7 @@ def _runAll(
 
 
 class SQLiteRunner:
-    """L{SQLRunner} over an adbapi pool of sqlite3 connections."""
+    """`SQLRunner` over an adbapi pool of sqlite3 connections."""
 
     errors: tuple[type[BaseException], ...] = (
         sqlite3.Error,
@@ -56,11 +56,11 @@ class SQLiteRunner:
     )
 
     def __init__(self, pool: adbapi.ConnectionPool) -> None:
-        """Run statements in C{pool}."""
+        """Run statements in ``pool``."""
         self.pool = pool
 
     def runQuery(self, sql: str, values: Values) -> Deferred[list[Row]]:
-        """See L{SQLRunner.runQuery}."""
+        """See `SQLRunner.runQuery`."""
         statement = compileStatement(sql, "qmark")
         return cast(
             "Deferred[list[Row]]",
@@ -68,7 +68,7 @@ class SQLiteRunner:
         )
 
     def runOperation(self, sql: str, values: Values) -> Deferred[None]:
-        """See L{SQLRunner.runOperation}."""
+        """See `SQLRunner.runOperation`."""
         statement = compileStatement(sql, "qmark")
         return cast(
             "Deferred[None]",
@@ -78,7 +78,7 @@ class SQLiteRunner:
     def runInteraction(
         self, statements: Sequence[tuple[str, Values]], fetch: bool = False
     ) -> Deferred[list[Row]]:
-        """See L{SQLRunner.runInteraction}."""
+        """See `SQLRunner.runInteraction`."""
         compiled = []
         for sql, values in statements:
             statement = compileStatement(sql, "qmark")
@@ -88,20 +88,20 @@ class SQLiteRunner:
         )
 
     def isDisconnection(self, error: BaseException) -> bool:
-        """See L{SQLRunner.isDisconnection}: a file is never disconnected."""
+        """See `SQLRunner.isDisconnection`: a file is never disconnected."""
         return False
 
 
 class SQLiteStore(SQLStore):
-    """L{IPresenceStore} in an SQLite database file."""
+    """`IPresenceStore` in an SQLite database file."""
 
     def __init__(self, path: str, *, reactor: Any = None) -> None:
-        """Make a store of the database at C{path}; L{start} opens it.
+        """Make a store of the database at ``path``; `start` opens it.
 
         Args:
             path: the database file, created if missing.
             reactor: the reactor whose thread pool runs the statements;
-                C{None} for the global reactor, which adbapi then imports.
+                ``None`` for the global reactor, which adbapi then imports.
         """
         super().__init__("sqlite", _TABLES)
         self._reactor = reactor
@@ -141,7 +141,7 @@ class SQLiteStore(SQLStore):
         self.log.info("SQLite database {path} open", path=self.path)
 
     async def stop(self) -> None:
-        """Close the database; calls made afterwards raise L{StorageError}."""
+        """Close the database; calls made afterwards raise `StorageError`."""
         pool, self._pool = self._pool, None
         self.runner = None
         self.ready = False

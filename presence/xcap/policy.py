@@ -1,7 +1,7 @@
 """Privacy policy: whether a watcher may see a presentity, and how much.
 
-The core asks an C{IPrivacyPolicy} for the status of each new watcher. The
-C{force_active} policy allows everybody; the pres-rules policy (RFC 5025 on
+The core asks an ``IPrivacyPolicy`` for the status of each new watcher. The
+``force_active`` policy allows everybody; the pres-rules policy (RFC 5025 on
 RFC 4745) plugs in here.
 """
 
@@ -20,7 +20,7 @@ class Decision:
 
     Attributes:
         status: 1 active, 2 pending, 3 terminated, 4 waiting.
-        reason: the reason of a terminated status (C{rejected}...).
+        reason: the reason of a terminated status (``rejected``...).
         transformations: what to strip from the state the watcher sees.
     """
 
@@ -41,7 +41,7 @@ class IPrivacyPolicy(Interface):
         """The decision for one watcher.
 
         Args:
-            presentity: the presentity URI, C{sip:user@domain}.
+            presentity: the presentity URI, ``sip:user@domain``.
             watcherUsername: the watcher's user part.
             watcherDomain: the watcher's domain.
             event: the event package.
@@ -50,7 +50,7 @@ class IPrivacyPolicy(Interface):
 
 @implementer(IPrivacyPolicy)
 class AllowAll:
-    """C{force_active}: every watcher is active, no rules are read."""
+    """``force_active``: every watcher is active, no rules are read."""
 
     async def authorise(
         self, presentity: str, watcherUsername: str, watcherDomain: str, event: str

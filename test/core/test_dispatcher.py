@@ -18,7 +18,7 @@ class FakeTransaction:
     """A server transaction that records the responses it is given."""
 
     def __init__(self, request: SIPRequest) -> None:
-        """Open for C{request}."""
+        """Open for ``request``."""
         self.request = request
         self.peer = Peer("UDP", "192.0.2.1", 5060)
         self.state = "trying"
@@ -193,7 +193,7 @@ class ErrorFunnelTests(SynchronousTestCase):
     """Every failure of a handler becomes a response."""
 
     def answer(self, error: Exception) -> SIPResponse:
-        """The response to a PUBLISH whose handler raises C{error}."""
+        """The response to a PUBLISH whose handler raises ``error``."""
         dispatcher = Dispatcher()
 
         async def handler(req: SIPRequest, transaction: Any) -> None:

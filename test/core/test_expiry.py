@@ -15,7 +15,7 @@ from presence.storage.memory import MemoryStore
 
 
 class FlakyStore(MemoryStore):
-    """A memory store whose sweeps fail while C{down} is set."""
+    """A memory store whose sweeps fail while ``down`` is set."""
 
     down = False
 

@@ -49,7 +49,7 @@ class FuzzTests(SynchronousTestCase):
         self.ua = UA(self.server, "alice", "192.0.2.20", 5070)
 
     def check(self, method: str, name: str, value: str, body: bytes) -> None:
-        """Send the request with C{name} replaced; check the answer and health."""
+        """Send the request with ``name`` replaced; check the answer and health."""
         headers = [("Event", "presence"), ("Expires", "600")]
         if body:
             headers.append(("Content-Type", "application/pidf+xml"))

@@ -42,7 +42,7 @@ class WatcherInfoTests(SynchronousTestCase):
         self.carol = Subscriber(self.server, "carol", "192.0.2.22", 5072)
 
     def watchPresence(self, watcher: Subscriber, **kw: object) -> None:
-        """Subscribe C{watcher} to bob's presence, answering its NOTIFY."""
+        """Subscribe ``watcher`` to bob's presence, answering its NOTIFY."""
         self.assertEqual(watcher.subscribe(**kw).code, 200)  # type: ignore[arg-type]
         for notify in watcher.notifies():
             watcher.answer(notify)

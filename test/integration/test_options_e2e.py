@@ -12,7 +12,7 @@ from presence.sip.message import SIPResponse
 
 
 def options(port: int, transport: str, n: int, localPort: int = 5099) -> bytes:
-    """An OPTIONS request numbered C{n}."""
+    """An OPTIONS request numbered ``n``."""
     return (
         f"OPTIONS sip:bob@127.0.0.1:{port} SIP/2.0\r\n"
         f"Via: SIP/2.0/{transport} 127.0.0.1:{localPort}"
@@ -27,7 +27,7 @@ def options(port: int, transport: str, n: int, localPort: int = 5099) -> bytes:
 
 
 async def within(d: defer.Deferred, seconds: float = 5.0):  # type: ignore[type-arg,no-untyped-def]
-    """Wait for C{d}, failing after C{seconds}."""
+    """Wait for ``d``, failing after ``seconds``."""
     d.addTimeout(seconds, reactor)
     return await d
 

@@ -22,7 +22,7 @@ WINFO_NS = "{urn:ietf:params:xml:ns:watcherinfo}"
 
 
 def dialogInfo(*ids: str, state: str = "confirmed") -> bytes:
-    """A dialog-info document of bob with dialogs C{ids}."""
+    """A dialog-info document of bob with dialogs ``ids``."""
     dialogs = "".join(
         f'<dialog id="{i}" call-id="c-{i}" direction="initiator">'
         f"<state>{state}</state></dialog>"
@@ -61,13 +61,13 @@ class PackagesEndToEndTests(TestCase):
         return agent
 
     async def expirePublications(self, event: str) -> None:
-        """Make bob's publications of C{event} due now; the sweep ends them."""
+        """Make bob's publications of ``event`` due now; the sweep ends them."""
         store: Any = self.server.stack.store
         for publication in await store.publications("bob@example.com", event):
             await store.putPublication(publication.copy(expires=time.time() - 1))
 
     async def expireSubscriptions(self, presentity: str, event: str) -> None:
-        """Make the subscriptions to C{presentity} due now."""
+        """Make the subscriptions to ``presentity`` due now."""
         store: Any = self.server.stack.store
         for subscription in await store.subscriptions(presentity, event):
             subscription.expires = time.time() - 1

@@ -77,7 +77,7 @@ class PresenceEndToEndTests(TestCase):
         return tuples(notify)
 
     async def flow(self, transport: str) -> None:
-        """Publish, subscribe, modify, remove and unsubscribe over C{transport}."""
+        """Publish, subscribe, modify, remove and unsubscribe over ``transport``."""
         contactPort = await unusedTCPPort() if transport == "TCP" else None
         bob = await self.ua("bob", transport)
         alice = await self.ua("alice", transport, contactPort=contactPort)

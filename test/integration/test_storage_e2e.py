@@ -31,7 +31,7 @@ BOB = "sip:bob@example.com"
 
 
 async def eventually(predicate: Callable[[], bool], seconds: float = 10.0) -> None:
-    """Wait until C{predicate()} holds, polling every 20 ms, at most C{seconds}."""
+    """Wait until ``predicate()`` holds, polling every 20 ms, at most ``seconds``."""
     deadline = time.monotonic() + seconds
     while not predicate():
         if time.monotonic() > deadline:
@@ -40,7 +40,7 @@ async def eventually(predicate: Callable[[], bool], seconds: float = 10.0) -> No
 
 
 async def pause(seconds: float) -> None:
-    """Let the reactor run for C{seconds}."""
+    """Let the reactor run for ``seconds``."""
     await task.deferLater(reactor, seconds, lambda: None)
 
 
@@ -50,7 +50,7 @@ class ServerTestCase(TestCase):
     timeout = 40
 
     def configFile(self, **settings: Any) -> str:
-        """A TOML configuration file with C{settings}."""
+        """A TOML configuration file with ``settings``."""
         path = str(self.mktemp())
         with open(path, "w") as f:
             for key, value in settings.items():

@@ -1,8 +1,8 @@
 """An event package written outside the project runs on the unchanged core.
 
-C{x-weather} is made up: a weather station PUBLISHes a one-line forecast as
-C{text/plain}, and anyone may SUBSCRIBE to it. The package is defined here,
-in the test, and registered on a running server; nothing in C{presence/}
+``x-weather`` is made up: a weather station PUBLISHes a one-line forecast as
+``text/plain``, and anyone may SUBSCRIBE to it. The package is defined here,
+in the test, and registered on a running server; nothing in ``presence/``
 names it.
 """
 
@@ -26,7 +26,7 @@ TEXT: Final = "text/plain"
 
 @implementer(IEventPackage)
 class WeatherPackage:
-    """C{x-weather}: the newest one-line forecast of a weather station."""
+    """``x-weather``: the newest one-line forecast of a weather station."""
 
     name = "x-weather"
     acceptTypes: Final = [TEXT]
@@ -55,7 +55,7 @@ class WeatherPackage:
         subscription: Subscription,
         publications: Sequence[Publication],
     ) -> Body | None:
-        """The newest forecast, or C{unknown} when none is published."""
+        """The newest forecast, or ``unknown`` when none is published."""
         if not publications:
             return Body(TEXT, b"unknown")
         return Body(TEXT, publications[-1].body)

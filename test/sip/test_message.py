@@ -1,4 +1,4 @@
-"""Tests for L{presence.sip.message}: header grammar, URIs, addresses, Via."""
+"""Tests for `presence.sip.message`: header grammar, URIs, addresses, Via."""
 
 from __future__ import annotations
 

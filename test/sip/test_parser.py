@@ -1,4 +1,4 @@
-"""Tests for L{presence.sip.parser}: datagrams and stream framing."""
+"""Tests for `presence.sip.parser`: datagrams and stream framing."""
 
 from __future__ import annotations
 
@@ -480,7 +480,7 @@ messages = st.one_of(requests, responses)
 
 
 def framed(data: bytes) -> list[object]:
-    """Feed C{data} to a new framer and return what comes out."""
+    """Feed ``data`` to a new framer and return what comes out."""
     return list(StreamFramer().dataReceived(data))
 
 

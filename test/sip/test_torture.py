@@ -1,7 +1,7 @@
 """The RFC 4475 torture messages, through the parser and through the server.
 
-The messages are in C{test/sip/torture/} byte for byte, with what each must
-give in C{expected.py} (loaded by path: C{test/} is not a package).
+The messages are in ``test/sip/torture/`` byte for byte, with what each must
+give in ``expected.py`` (loaded by path: ``test/`` is not a package).
 
 Valid messages (RFC 4475 section 3.1.1) must parse, give the fields listed
 for them through the message API, and be answered as a UAS answers them;
@@ -56,7 +56,7 @@ INVALID: dict[str, dict[str, Any]] = _EXPECTED.INVALID
 
 
 def torture(kind: str, name: str) -> bytes:
-    """The bytes of one torture message (C{kind} is valid or invalid)."""
+    """The bytes of one torture message (``kind`` is valid or invalid)."""
     return (TORTURE / kind / f"{name}.dat").read_bytes()
 
 
@@ -85,7 +85,7 @@ def _optionsOverTCP() -> bytes:
 
 
 def rawHeaders(data: bytes) -> dict[str, list[str]]:
-    """The header lines of C{data} by lower-case full name, unfolded.
+    """The header lines of ``data`` by lower-case full name, unfolded.
 
     A deliberately naive reading of the bytes, so that tests can compare what
     the server sent back with what the client wrote.
@@ -146,7 +146,7 @@ def _nth(params: dict[str, str | None], index: int) -> tuple[str, str]:
 
 
 def _addressField(address: NameAddr, raw: str, rest: str) -> object:
-    """One field of a To, From or Contact value (C{rest} names it)."""
+    """One field of a To, From or Contact value (``rest`` names it)."""
     uri = address.uri
     assert isinstance(uri, SIPURI), uri
     if rest == "uri":
@@ -770,7 +770,7 @@ class InvalidTCPTests(_Checks):
     def connect(
         self, data: bytes, bytewise: bool
     ) -> tuple[Server, Any, StringTransport]:
-        """Send C{data} on a new connection, at once or one byte at a time."""
+        """Send ``data`` on a new connection, at once or one byte at a time."""
         server = startServer(self)
         protocol, transport = server.tcp()
         if bytewise:
@@ -781,7 +781,7 @@ class InvalidTCPTests(_Checks):
         return server, protocol, transport
 
     def check(self, name: str) -> list[tuple[Server, Any, StringTransport]]:
-        """Send the message both ways; expect what L{STREAM} says.
+        """Send the message both ways; expect what `STREAM` says.
 
         Returns:
             The server, protocol and transport of each way, for more checks.

@@ -1,4 +1,4 @@
-"""Tests for L{presence.sip.transaction}: matching, timers, synthetic responses."""
+"""Tests for `presence.sip.transaction`: matching, timers, synthetic responses."""
 
 # trial's assertions and Twisted's test doubles are untyped.
 # mypy: allow-untyped-calls
@@ -54,7 +54,7 @@ class Stack:
         self.layer = TransactionLayer(self.clock, self.transports, user)
 
     def receive(self, data: bytes, source: tuple[str, int] = CLIENT) -> None:
-        """Deliver a datagram from C{source}."""
+        """Deliver a datagram from ``source``."""
         self.protocol.datagramReceived(data, source)
 
     def sentResponses(self) -> list[SIPResponse]:
@@ -67,14 +67,14 @@ class Stack:
         return out
 
     def connect(self, host: str = CLIENT[0], port: int = CLIENT[1]) -> StringTransport:
-        """Open a TCP connection from C{host}:C{port}; return its transport."""
+        """Open a TCP connection from ``host``:``port``; return its transport."""
         protocol = self.transports.streamFactory.buildProtocol(None)
         transport = StringTransport(peerAddress=IPv4Address("TCP", host, port))
         protocol.makeConnection(transport)
         return transport
 
     def writeTimes(self, until: float, step: float = 0.5) -> list[float]:
-        """Advance the clock to C{until} and note when datagrams were written."""
+        """Advance the clock to ``until`` and note when datagrams were written."""
         times = []
         count = len(self.udp.written)
         while self.clock.seconds() < until:

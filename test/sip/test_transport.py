@@ -1,4 +1,4 @@
-"""Tests for L{presence.sip.transport}: framing, Via stamping, routing, DNS."""
+"""Tests for `presence.sip.transport`: framing, Via stamping, routing, DNS."""
 
 # trial's assertions and Twisted's test doubles are untyped.
 # mypy: allow-untyped-calls
@@ -63,7 +63,7 @@ def udpTransports(
 def streamConnection(
     transports: SIPTransports, host: str = SOURCE[0], port: int = SOURCE[1]
 ) -> tuple[SIPStreamProtocol, StringTransport]:
-    """A TCP connection from C{host}:C{port} on an in-memory transport."""
+    """A TCP connection from ``host``:``port`` on an in-memory transport."""
     protocol = transports.streamFactory.buildProtocol(None)
     transport = StringTransport(peerAddress=IPv4Address("TCP", host, port))
     protocol.makeConnection(transport)
@@ -71,17 +71,17 @@ def streamConnection(
 
 
 class FakeTests(SynchronousTestCase):
-    """The fakes in L{presence.testing} match the interfaces they stand for."""
+    """The fakes in `presence.testing` match the interfaces they stand for."""
 
     def test_datagramTransport(self) -> None:
-        """The fake datagram transport provides C{IUDPTransport} and records writes."""
+        """The fake datagram transport provides ``IUDPTransport`` and records writes."""
         udp = FakeDatagramTransport()
         self.assertTrue(verifyObject(IUDPTransport, udp))
         udp.write(b"x", ("192.0.2.1", 5060))
         self.assertEqual(udp.written, [(b"x", ("192.0.2.1", 5060))])
 
     def test_resolver(self) -> None:
-        """The fake resolver provides C{IResolver}."""
+        """The fake resolver provides ``IResolver``."""
         self.assertTrue(verifyObject(IResolver, FakeResolver()))
 
 
@@ -156,7 +156,7 @@ class ViaStampingTests(SynchronousTestCase):
     """received and rport on the top Via (RFC 3261 18.2.1, RFC 3581 section 4)."""
 
     def stamp(self, via: str, source: tuple[str, int] = SOURCE) -> str:
-        """Receive a request with top Via C{via}; return the stamped value."""
+        """Receive a request with top Via ``via``; return the stamped value."""
         _, protocol, _, sink = udpTransports()
         extra = ("Via: SIP/2.0/UDP 203.0.113.1;branch=z9hG4bKlower",)
         protocol.datagramReceived(requestBytes(via=via, extra=extra), source)
@@ -244,7 +244,7 @@ class ResponseRoutingTests(SynchronousTestCase):
     def answer(
         self, via: str, source: tuple[str, int] = SOURCE
     ) -> list[tuple[bytes, tuple[str, int]]]:
-        """Receive a request with top Via C{via}, answer it, return what was sent."""
+        """Receive a request with top Via ``via``, answer it, return what was sent."""
         transports, protocol, udp, sink = udpTransports()
         protocol.datagramReceived(requestBytes(via=via), source)
         [(request, peer)] = sink.messages
@@ -346,7 +346,7 @@ class StreamTests(SynchronousTestCase):
         self.tcpVia = "SIP/2.0/TCP 198.51.100.7:40000;branch=z9hG4bK{}"
 
     def message(self, n: int, body: bytes = b"") -> bytes:
-        """A request over TCP with branch C{n}."""
+        """A request over TCP with branch ``n``."""
         return requestBytes(via=self.tcpVia.format(n), body=body)
 
     def test_twoMessagesInOneRead(self) -> None:
@@ -478,7 +478,7 @@ class RequestSendingTests(SynchronousTestCase):
         self.assertEqual(transport.value(), b"ONETWO")
 
     def test_connectionRefused(self) -> None:
-        """A refused connection fails every waiting send with L{TransportError}."""
+        """A refused connection fails every waiting send with `TransportError`."""
         first = self.transports.sendBytes(b"ONE", self.target)
         second = self.transports.sendBytes(b"TWO", self.target)
         _, _, factory, _, _ = self.reactor.tcpClients[0]
@@ -524,12 +524,12 @@ class RequestSendingTests(SynchronousTestCase):
             )
 
     def test_udpWithoutSocket(self) -> None:
-        """A UDP request with no socket to send on fails with L{TransportError}."""
+        """A UDP request with no socket to send on fails with `TransportError`."""
         d = self.transports.sendBytes(b"NOTIFY", Peer("UDP", *SOURCE))
         self.failureResultOf(d, TransportError)
 
     def test_unsupportedTransport(self) -> None:
-        """A transport other than UDP and TCP fails with L{TransportError}."""
+        """A transport other than UDP and TCP fails with `TransportError`."""
         d = self.transports.sendBytes(b"NOTIFY", Peer("SCTP", *SOURCE))
         self.failureResultOf(d, TransportError)
 
@@ -552,7 +552,7 @@ class ResolveTests(SynchronousTestCase):
         self.transports = SIPTransports(Clock(), resolver=self.resolver)
 
     def resolve(self, uri: SIPURI) -> Peer:
-        """Resolve C{uri}, which must succeed at once."""
+        """Resolve ``uri``, which must succeed at once."""
         peer = self.successResultOf(self.transports.resolve(uri))
         assert isinstance(peer, Peer)
         return peer
@@ -641,7 +641,7 @@ class ResolveTests(SynchronousTestCase):
         )
 
     def test_failure(self) -> None:
-        """A name that does not resolve gives L{TransportError}."""
+        """A name that does not resolve gives `TransportError`."""
         self.failureResultOf(
             self.transports.resolve(SIPURI("nowhere.example")), TransportError
         )
@@ -651,12 +651,12 @@ class ResolveTests(SynchronousTestCase):
         )
 
     def test_noResolver(self) -> None:
-        """A host name without a resolver gives L{TransportError}."""
+        """A host name without a resolver gives `TransportError`."""
         transports = SIPTransports(Clock())
         self.failureResultOf(transports.resolve(SIPURI("example.com")), TransportError)
 
     def test_unsupportedTransport(self) -> None:
-        """A sips URI (TLS) cannot be served and gives L{TransportError}."""
+        """A sips URI (TLS) cannot be served and gives `TransportError`."""
         uri = SIPURI("192.0.2.5", scheme="sips")
         self.failureResultOf(self.transports.resolve(uri), TransportError)
 

@@ -257,7 +257,7 @@ class StorageServiceTests(SynchronousTestCase):
         self.database = FakeDatabase()
 
     def service(self, mode: str = CACHE) -> StorageService:
-        """A storage service in C{mode} over the fake database."""
+        """A storage service in ``mode`` over the fake database."""
         store = CachedStore(self.database) if mode == CACHE else self.database
         return StorageService(self.clock, mode, store, self.database, flushPeriod=5)
 

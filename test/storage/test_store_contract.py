@@ -1,8 +1,8 @@
 """The store contract, run against every backend, and the SQL stores' extras.
 
-The contract is written once, as L{StoreContract}, and run against the
+The contract is written once, as `StoreContract`, and run against the
 memory store (synchronously), SQLite (in a temporary file) and PostgreSQL (a
-database created for each test class, when C{PRESENCE_TEST_PG_DSN} is set).
+database created for each test class, when ``PRESENCE_TEST_PG_DSN`` is set).
 """
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ def binding(contact: str = "sip:alice@192.0.2.1", **kw: Any) -> Binding:
 
 
 class StoreContract(_Base):
-    """What every L{IPresenceStore} promises; mixed into a test case per store."""
+    """What every `IPresenceStore` promises; mixed into a test case per store."""
 
     store: Any
 
@@ -179,7 +179,7 @@ class StoreContract(_Base):
         self.assertEqual(got, [publication(body=b"\x00two", expires=2000.0)])
 
     async def test_putPublicationReplacing(self) -> None:
-        """Putting with C{replacing} removes the publication of the old etag."""
+        """Putting with ``replacing`` removes the publication of the old etag."""
         await self.store.putPublication(publication("e1"))
         await self.store.putPublication(publication("e2"), replacing="e1")
         got = await self.store.publications("alice@example.com", "presence")
@@ -407,7 +407,7 @@ class StoreContract(_Base):
 
 
 def synchronously(cls: type[SynchronousTestCase]) -> type[SynchronousTestCase]:
-    """Run a class's C{async def} tests to completion at once.
+    """Run a class's ``async def`` tests to completion at once.
 
     For stores that never wait (the memory store): each test coroutine must
     have finished when it is first run, or the test fails.
