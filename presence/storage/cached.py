@@ -57,6 +57,8 @@ class CachedStore:
         self.ready = True
         self._dirty = _Dirty()
         self._flushing: defer.Deferred[None] | None = None
+        #: Keys taken by the running flush and not yet committed.
+        self._unwritten = 0
         #: Rows written per transaction.
         self.chunkSize = 1000
         self._failing = False
@@ -130,8 +132,12 @@ class CachedStore:
 
     @property
     def pending(self) -> int:
-        """How many changed rows wait to be written."""
-        return self._dirty.size
+        """How many changed rows wait to be written.
+
+        Rows a running flush has taken but not yet committed count: zero means
+        the database has every change.
+        """
+        return self._dirty.size + self._unwritten
 
     async def flush(self) -> int:
         """Write the changed rows in one transaction.
@@ -152,6 +158,7 @@ class CachedStore:
         self._flushing = defer.Deferred()
         chunks = self._dirty.chunks(self.chunkSize)
         self._dirty = _Dirty()
+        self._unwritten = sum(chunk.size for chunk in chunks)
         written = 0
         try:
             for n, chunk in enumerate(chunks):
@@ -165,7 +172,9 @@ class CachedStore:
                     self._keep(chunks[n:], str(e))
                     return written
                 written += batch.size
+                self._unwritten -= chunk.size
         finally:
+            self._unwritten = 0
             done, self._flushing = self._flushing, None
             done.callback(None)
         if self._failing:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
@@ -341,6 +342,49 @@ class ChunkedFlushTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(store.flush()), 2500)
         self.assertEqual([b.size for b in database.batches], [1000, 1000, 500])
         self.assertEqual(len(database.publications), 2500)
+
+    def test_pendingUntilCommitted(self) -> None:
+        """Rows a running flush has taken still count as pending until committed."""
+        database = FakeDatabase()
+        store = CachedStore(database)
+        self.successResultOf(store.putPublication(publication()))
+        real = database.applyBatch
+        commit: defer.Deferred[None] = defer.Deferred()
+
+        async def slow(batch: Batch) -> None:
+            await commit
+            await real(batch)
+
+        database.applyBatch = slow  # type: ignore[method-assign]
+        flushed = defer.Deferred.fromCoroutine(store.flush())
+        self.assertNoResult(flushed)
+        self.assertEqual(store.pending, 1)
+        self.successResultOf(store.putPublication(publication("e2")))
+        self.assertEqual(store.pending, 2)
+        commit.callback(None)
+        self.assertEqual(self.successResultOf(flushed), 1)
+        self.assertEqual(store.pending, 1)
+        self.assertEqual(self.successResultOf(store.flush()), 1)
+        self.assertEqual(store.pending, 0)
+
+    def test_pendingKeptAfterFailedCommit(self) -> None:
+        """A flush failing while under way leaves its rows pending."""
+        self.flushLoggedErrors()
+        database = FakeDatabase()
+        store = CachedStore(database)
+        self.successResultOf(store.putPublication(publication()))
+        commit: defer.Deferred[None] = defer.Deferred()
+
+        async def failing(batch: Batch) -> None:
+            await commit
+            raise StorageError("gone")
+
+        database.applyBatch = failing  # type: ignore[method-assign]
+        flushed = defer.Deferred.fromCoroutine(store.flush())
+        self.assertEqual(store.pending, 1)
+        commit.callback(None)
+        self.assertEqual(self.successResultOf(flushed), 0)
+        self.assertEqual(store.pending, 1)
 
     def test_failureMidway(self) -> None:
         """A failure after the first chunk keeps the rest for the next flush."""
