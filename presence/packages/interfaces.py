@@ -64,8 +64,12 @@ class IEventPackage(Interface):
     def validate(body: bytes, contentType: str) -> None:
         """Check a PUBLISH body.
 
+        The core calls it only with a ``contentType`` that is one of
+        ``acceptTypes``: it answers 415 with Accept itself to a PUBLISH
+        without a Content-Type or with another one, so a package checks the
+        body alone.
+
         Raises:
-            presence.sip.errors.UnsupportedMediaType: the type is not accepted.
             presence.sip.errors.BadRequest: the body is malformed; the reason
                 says how.
         """

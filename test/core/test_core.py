@@ -101,6 +101,40 @@ class PublishTests(CoreTestCase):
             self.assertEqual(response.code, 400, body)
             self.assertTrue(response.phrase)
 
+    def test_wrongTypeRefusedByCore(self) -> None:
+        """RFC 3903 6 step 5: the core answers 415 before a package sees the body.
+
+        "If the content type of the request does not match the event
+        package, or is not understood by the ESC, the ESC MUST reject the
+        request with an appropriate response, such as 415 (Unsupported Media
+        Type), and skip the remainder of the steps." For every package that
+        accepts PUBLISH, a body of another type or without a Content-Type
+        gets 415 with the package's types in Accept, and the package's
+        ``validate`` is never called.
+        """
+        validated: list[str] = []
+        for package in self.server.stack.packages:
+            if not package.acceptsPublish:
+                continue
+
+            def validate(
+                body: bytes, contentType: str, name: str = package.name
+            ) -> None:
+                validated.append(name)
+
+            self.patch(package, "validate", validate)
+            for contentType in ("text/plain", None):
+                response = self.bob.publish(
+                    b"<x/>", event=package.name, contentType=contentType
+                )
+                self.assertEqual(response.code, 415, (package.name, contentType))
+                self.assertEqual(
+                    response.header("accept"), ", ".join(package.acceptTypes)
+                )
+        self.assertEqual(validated, [])
+        self.assertEqual(self.bob.publish(pidf()).code, 200)
+        self.assertEqual(validated, ["presence"])
+
     def test_refresh(self) -> None:
         """RFC 3903 6 step 4.
 
