@@ -20,7 +20,12 @@ from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
 from presence.packages.base import DEFAULT_EXPIRES, NO_EXPIRES, EventPackage
-from presence.packages.interfaces import Body, ExpiryRange, IEventPackage
+from presence.packages.interfaces import (
+    ENDING_WATCHER_EVENTS,
+    Body,
+    ExpiryRange,
+    IWatcherInfoPackage,
+)
 from presence.packages.xml import serialise
 from presence.status import STATUS_NAMES
 from presence.storage.interfaces import IPresenceStore
@@ -84,7 +89,7 @@ class WatcherEntry:
 def entryFor(subscription: Subscription, event: str, now: float) -> WatcherEntry:
     """The watcher entry describing one presence subscription."""
     status = STATUS_NAMES.get(subscription.status, "pending")
-    if event in ("timeout", "deactivated", "rejected", "giveup", "noresource"):
+    if event in ENDING_WATCHER_EVENTS:
         status = "terminated"
     expiration = None
     if status != "terminated":
@@ -119,7 +124,7 @@ def document(
     return serialise(root)
 
 
-@implementer(IEventPackage)
+@implementer(IWatcherInfoPackage)
 class WatcherInfoPackage(EventPackage):
     """RFC 3857 watcher information for the presence package.
 

@@ -6,7 +6,11 @@ from lxml import etree
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from presence.packages.interfaces import ExpiryRange, IEventPackage
+from presence.packages.interfaces import (
+    ExpiryRange,
+    IEventPackage,
+    IWatcherInfoPackage,
+)
 from presence.packages.winfo import WINFO_NS, WINFO_TYPE, WatcherInfoPackage
 from presence.scripted import Server, Subscriber
 from presence.sip.message import SIPRequest
@@ -66,6 +70,15 @@ class WatcherInfoTests(SynchronousTestCase):
         self.assertTrue(
             verifyObject(
                 IEventPackage, WatcherInfoPackage(self.server.reactor, MemoryStore())
+            )
+        )
+
+    def test_watcherInfoInterface(self) -> None:
+        """The package provides IWatcherInfoPackage, which the tracker feeds."""
+        self.assertTrue(
+            verifyObject(
+                IWatcherInfoPackage,
+                WatcherInfoPackage(self.server.reactor, MemoryStore()),
             )
         )
 
