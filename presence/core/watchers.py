@@ -8,13 +8,15 @@ package has a watcher-information package (``presence`` has
 
 from __future__ import annotations
 
-from typing import Any
-
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from presence.core.notify import Notifier
-from presence.packages.interfaces import PackageRegistry
+from presence.packages.interfaces import (
+    ENDING_WATCHER_EVENTS,
+    IWatcherInfoPackage,
+    PackageRegistry,
+)
 from presence.status import TERMINATED
 from presence.storage.interfaces import IPresenceStore
 from presence.storage.records import Subscription, Watcher
@@ -49,18 +51,14 @@ class WatcherTracker:
         package = self.packages.get(subscription.event)
         if package is None:
             return
-        if hasattr(package, "watcherChanged"):
-            # A watcher-information subscription: nobody watches those.
-            await self._winfoEnded(subscription, event)
+        if IWatcherInfoPackage.providedBy(package):
+            # A watcher-information subscription: nobody watches those, and
+            # the package forgets what it kept for one that ended.
+            if event in ENDING_WATCHER_EVENTS:
+                package.forget(subscription)
             return
         if package.needsAuthorisation:
-            ended = event in (
-                "timeout",
-                "deactivated",
-                "rejected",
-                "giveup",
-                "noresource",
-            )
+            ended = event in ENDING_WATCHER_EVENTS
             row = Watcher(
                 presentity=subscription.presentity,
                 watcherUsername=subscription.watcherUsername,
@@ -78,8 +76,8 @@ class WatcherTracker:
                 await self.store.putWatcher(row)
         if package.watcherInfo is None:
             return
-        winfo: Any = self.packages.get(package.watcherInfo)
-        if winfo is None or not hasattr(winfo, "watcherChanged"):
+        winfo = self.packages.get(package.watcherInfo)
+        if not IWatcherInfoPackage.providedBy(winfo):
             return
         for subscriber in await winfo.watcherChanged(subscription, event):
             self.notifier.send(subscriber)
@@ -96,10 +94,3 @@ class WatcherTracker:
             ):
                 return True
         return False
-
-    async def _winfoEnded(self, subscription: Subscription, event: str) -> None:
-        if event in ("timeout", "deactivated", "rejected", "giveup", "noresource"):
-            package: Any = self.packages.get(subscription.event)
-            forget = getattr(package, "forget", None)
-            if forget is not None:
-                forget(subscription)

@@ -26,14 +26,15 @@ who the presentity is talking to.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 from lxml import etree
 from zope.interface import implementer
 
-from presence.packages.interfaces import Body, ExpiryRange, IEventPackage
+from presence.packages.base import EventPackage
+from presence.packages.interfaces import Body, IEventPackage
 from presence.packages.xml import parseXML, serialise
-from presence.sip.errors import BadRequest, UnsupportedMediaType
+from presence.sip.errors import BadRequest
 from presence.storage.records import Publication, Subscription
 
 DIALOG_INFO_NS: Final = "urn:ietf:params:xml:ns:dialog-info"
@@ -140,30 +141,12 @@ def aggregate(entity: str, version: int, documents: Sequence[bytes]) -> bytes:
 
 
 @implementer(IEventPackage)
-class DialogPackage:
+class DialogPackage(EventPackage):
     """RFC 4235 dialog state with dialog-info bodies."""
 
     name = "dialog"
-    acceptTypes: Final = [DIALOG_INFO_TYPE]
-    notifyTypes: Final = [DIALOG_INFO_TYPE]
-    acceptsPublish = True
-    needsAuthorisation = True
-    watcherInfo = None
-    ownerOnly = False
-
-    def __init__(
-        self,
-        publishExpires: ExpiryRange = ExpiryRange(3600, 60, 7200),  # noqa: B008
-        subscribeExpires: ExpiryRange = ExpiryRange(3600, 60, 7200),  # noqa: B008
-    ) -> None:
-        """Configure the expiry bounds.
-
-        Args:
-            publishExpires: bounds of PUBLISH expiry.
-            subscribeExpires: bounds of SUBSCRIBE expiry.
-        """
-        self.publishExpires = publishExpires
-        self.subscribeExpires = subscribeExpires
+    acceptTypes: ClassVar[list[str]] = [DIALOG_INFO_TYPE]
+    notifyTypes: ClassVar[list[str]] = [DIALOG_INFO_TYPE]
 
     def validate(self, body: bytes, contentType: str) -> None:
         """Accept a dialog-info document (RFC 4235 section 4).
@@ -172,8 +155,6 @@ class DialogPackage:
         partial) and an ``entity``; each ``dialog`` has an ``id`` and a
         ``state``.
         """
-        if contentType != DIALOG_INFO_TYPE:
-            raise UnsupportedMediaType(self.acceptTypes)
         checkDialogInfo(body)
 
     def notifyBody(

@@ -1,4 +1,4 @@
-"""The interface of an event package, and the registry the core looks them up in.
+"""The interfaces of event packages, and the registry the core looks them up in.
 
 The core never names a package: it finds one by the Event header of a
 request, and asks it what the event means (accepted types, expiry bounds, how
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Final
 
 from zope.interface import Attribute, Interface
 
@@ -64,8 +65,12 @@ class IEventPackage(Interface):
     def validate(body: bytes, contentType: str) -> None:
         """Check a PUBLISH body.
 
+        The core calls it only with a ``contentType`` that is one of
+        ``acceptTypes``: it answers 415 with Accept itself to a PUBLISH
+        without a Content-Type or with another one, so a package checks the
+        body alone.
+
         Raises:
-            presence.sip.errors.UnsupportedMediaType: the type is not accepted.
             presence.sip.errors.BadRequest: the body is malformed; the reason
                 says how.
         """
@@ -88,6 +93,39 @@ class IEventPackage(Interface):
             The body, or ``None`` for a NOTIFY without one; or an awaitable
             of either, for packages that must read the store.
         """
+
+
+#: The watcher events of RFC 3857 section 3.2 that end a subscription.
+ENDING_WATCHER_EVENTS: Final = frozenset(
+    {"timeout", "deactivated", "rejected", "giveup", "noresource"}
+)
+
+
+class IWatcherInfoPackage(IEventPackage):
+    """A watcher-information package (RFC 3857): it reports another's watchers.
+
+    A package whose ``watcherInfo`` names this one tells it, through
+    `watcherChanged`, of every watcher that comes, is refreshed or goes;
+    this one keeps what its own subscribers have not been sent yet, and
+    `forget` drops that when one of them ends.
+    """
+
+    async def watcherChanged(
+        subscription: Subscription, event: str
+    ) -> list[Subscription]:
+        """Record a change of one watcher for every subscriber of this package.
+
+        Args:
+            subscription: the watched package's subscription that changed.
+            event: what happened, a watcher event of RFC 3857 section 3.2
+                (``subscribe``, ``approved``, ``timeout``, ``deactivated``...).
+
+        Returns:
+            The subscriptions of this package to notify.
+        """
+
+    def forget(subscription: Subscription) -> None:
+        """Drop what is kept for one of this package's subscriptions, now ended."""
 
 
 class PackageRegistry:

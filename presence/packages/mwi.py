@@ -27,12 +27,13 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import ClassVar, Final
 
 from zope.interface import implementer
 
-from presence.packages.interfaces import Body, ExpiryRange, IEventPackage
-from presence.sip.errors import BadRequest, UnsupportedMediaType
+from presence.packages.base import EventPackage
+from presence.packages.interfaces import Body, IEventPackage
+from presence.sip.errors import BadRequest
 from presence.storage.records import Publication, Subscription
 
 MWI_TYPE: Final = "application/simple-message-summary"
@@ -212,35 +213,17 @@ def _crlf(body: bytes) -> bytes:
 
 
 @implementer(IEventPackage)
-class MessageSummaryPackage:
+class MessageSummaryPackage(EventPackage):
     """RFC 3842 message-summary with simple-message-summary bodies."""
 
     name = "message-summary"
-    acceptTypes: Final = [MWI_TYPE]
-    notifyTypes: Final = [MWI_TYPE]
-    acceptsPublish = True
+    acceptTypes: ClassVar[list[str]] = [MWI_TYPE]
+    notifyTypes: ClassVar[list[str]] = [MWI_TYPE]
     needsAuthorisation = False
-    watcherInfo = None
     ownerOnly = True
-
-    def __init__(
-        self,
-        publishExpires: ExpiryRange = ExpiryRange(3600, 60, 7200),  # noqa: B008
-        subscribeExpires: ExpiryRange = ExpiryRange(3600, 60, 7200),  # noqa: B008
-    ) -> None:
-        """Configure the expiry bounds.
-
-        Args:
-            publishExpires: bounds of PUBLISH expiry.
-            subscribeExpires: bounds of SUBSCRIBE expiry.
-        """
-        self.publishExpires = publishExpires
-        self.subscribeExpires = subscribeExpires
 
     def validate(self, body: bytes, contentType: str) -> None:
         """Accept a summary that follows RFC 3842 section 5.2."""
-        if contentType != MWI_TYPE:
-            raise UnsupportedMediaType(self.acceptTypes)
         parseSummary(body)
 
     def notifyBody(

@@ -12,14 +12,15 @@ some phones read only unprefixed PIDF.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 from lxml import etree
 from zope.interface import implementer
 
+from presence.packages.base import DEFAULT_EXPIRES, EventPackage
 from presence.packages.interfaces import Body, ExpiryRange, IEventPackage
 from presence.packages.xml import parseXML, serialise
-from presence.sip.errors import BadRequest, UnsupportedMediaType
+from presence.sip.errors import BadRequest
 from presence.storage.records import Publication, Subscription
 
 PIDF_NS: Final = "urn:ietf:params:xml:ns:pidf"
@@ -88,22 +89,19 @@ def aggregate(entity: str, documents: Sequence[bytes]) -> bytes:
 
 
 @implementer(IEventPackage)
-class PresencePackage:
+class PresencePackage(EventPackage):
     """RFC 3856 presence with PIDF bodies."""
 
     name = "presence"
-    acceptTypes: Final = [PIDF_TYPE]
-    notifyTypes: Final = [PIDF_TYPE]
-    acceptsPublish = True
-    needsAuthorisation = True
+    acceptTypes: ClassVar[list[str]] = [PIDF_TYPE]
+    notifyTypes: ClassVar[list[str]] = [PIDF_TYPE]
     watcherInfo = "presence.winfo"
-    ownerOnly = False
 
     def __init__(
         self,
         offline: str = OFFLINE_CLOSED,
-        publishExpires: ExpiryRange = ExpiryRange(3600, 60, 7200),  # noqa: B008
-        subscribeExpires: ExpiryRange = ExpiryRange(3600, 60, 7200),  # noqa: B008
+        publishExpires: ExpiryRange = DEFAULT_EXPIRES,
+        subscribeExpires: ExpiryRange = DEFAULT_EXPIRES,
     ) -> None:
         """Configure the offline body and the expiry bounds.
 
@@ -115,9 +113,8 @@ class PresencePackage:
         """
         if offline not in (OFFLINE_CLOSED, OFFLINE_EMPTY):
             raise ValueError(f"offline body must be closed or empty, not {offline!r}")
+        super().__init__(publishExpires, subscribeExpires)
         self.offline = offline
-        self.publishExpires = publishExpires
-        self.subscribeExpires = subscribeExpires
         # Bodies by presentity and entity tags: every watcher of a presentity
         # gets the same document, and a new tag comes with every change, so
         # a PUBLISH to thousands of watchers aggregates once.
@@ -125,8 +122,6 @@ class PresencePackage:
 
     def validate(self, body: bytes, contentType: str) -> None:
         """Accept a well-formed PIDF document with an ``entity``."""
-        if contentType != PIDF_TYPE:
-            raise UnsupportedMediaType(self.acceptTypes)
         root = parseXML(body, "PIDF")
         if root.tag != _PIDF + "presence":
             raise BadRequest("PIDF root must be presence in the PIDF namespace")

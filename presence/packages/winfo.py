@@ -13,15 +13,20 @@ import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 from lxml import etree
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
-from presence.packages.interfaces import Body, ExpiryRange, IEventPackage
+from presence.packages.base import DEFAULT_EXPIRES, NO_EXPIRES, EventPackage
+from presence.packages.interfaces import (
+    ENDING_WATCHER_EVENTS,
+    Body,
+    ExpiryRange,
+    IWatcherInfoPackage,
+)
 from presence.packages.xml import serialise
-from presence.sip.errors import UnsupportedMediaType
 from presence.status import STATUS_NAMES
 from presence.storage.interfaces import IPresenceStore
 from presence.storage.records import Publication, Subscription, SubscriptionKey
@@ -84,7 +89,7 @@ class WatcherEntry:
 def entryFor(subscription: Subscription, event: str, now: float) -> WatcherEntry:
     """The watcher entry describing one presence subscription."""
     status = STATUS_NAMES.get(subscription.status, "pending")
-    if event in ("timeout", "deactivated", "rejected", "giveup", "noresource"):
+    if event in ENDING_WATCHER_EVENTS:
         status = "terminated"
     expiration = None
     if status != "terminated":
@@ -119,20 +124,20 @@ def document(
     return serialise(root)
 
 
-@implementer(IEventPackage)
-class WatcherInfoPackage:
+@implementer(IWatcherInfoPackage)
+class WatcherInfoPackage(EventPackage):
     """RFC 3857 watcher information for the presence package.
 
     It keeps, for each winfo subscription, the watcher changes not yet sent;
-    the core reports changes through `watcherChanged`.
+    the core reports changes through `watcherChanged`. Watcher information
+    is never published, so every PUBLISH body is refused.
     """
 
     name = "presence.winfo"
-    acceptTypes: Final[list[str]] = []
-    notifyTypes: Final = [WINFO_TYPE]
+    acceptTypes: ClassVar[list[str]] = []
+    notifyTypes: ClassVar[list[str]] = [WINFO_TYPE]
     acceptsPublish = False
     needsAuthorisation = False
-    watcherInfo = None
     ownerOnly = True
 
     def __init__(
@@ -140,19 +145,14 @@ class WatcherInfoPackage:
         clock: IReactorTime,
         store: IPresenceStore,
         watched: str = "presence",
-        subscribeExpires: ExpiryRange = ExpiryRange(3600, 60, 7200),  # noqa: B008
+        subscribeExpires: ExpiryRange = DEFAULT_EXPIRES,
     ) -> None:
         """Watch the watchers of the ``watched`` package, reading ``store``."""
+        super().__init__(NO_EXPIRES, subscribeExpires)
         self.clock = clock
         self.store = store
         self.watched = watched
-        self.publishExpires = ExpiryRange(0, 0, 0)
-        self.subscribeExpires = subscribeExpires
         self._pending: dict[SubscriptionKey, dict[str, WatcherEntry]] = {}
-
-    def validate(self, body: bytes, contentType: str) -> None:
-        """Refuse: watcher information is never published."""
-        raise UnsupportedMediaType(self.acceptTypes)
 
     async def watcherChanged(
         self, subscription: Subscription, event: str

@@ -6,8 +6,12 @@ from lxml import etree
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from presence.packages.interfaces import IEventPackage
-from presence.packages.winfo import WINFO_NS, WatcherInfoPackage
+from presence.packages.interfaces import (
+    ExpiryRange,
+    IEventPackage,
+    IWatcherInfoPackage,
+)
+from presence.packages.winfo import WINFO_NS, WINFO_TYPE, WatcherInfoPackage
 from presence.scripted import Server, Subscriber
 from presence.sip.message import SIPRequest
 from presence.storage.memory import MemoryStore
@@ -68,6 +72,29 @@ class WatcherInfoTests(SynchronousTestCase):
                 IEventPackage, WatcherInfoPackage(self.server.reactor, MemoryStore())
             )
         )
+
+    def test_watcherInfoInterface(self) -> None:
+        """The package provides IWatcherInfoPackage, which the tracker feeds."""
+        self.assertTrue(
+            verifyObject(
+                IWatcherInfoPackage,
+                WatcherInfoPackage(self.server.reactor, MemoryStore()),
+            )
+        )
+
+    def test_attributes(self) -> None:
+        """RFC 3857 4.1, 4.5, 4.6: the event, its type, owner-only; never published."""
+        package = WatcherInfoPackage(self.server.reactor, MemoryStore())
+        self.assertEqual(package.name, "presence.winfo")
+        self.assertEqual(package.acceptTypes, [])
+        self.assertEqual(package.notifyTypes, [WINFO_TYPE])
+        self.assertFalse(package.acceptsPublish)
+        self.assertFalse(package.needsAuthorisation)
+        self.assertTrue(package.ownerOnly)
+        self.assertIsNone(package.watcherInfo)
+        self.assertEqual(package.watched, "presence")
+        self.assertEqual(package.publishExpires, ExpiryRange(0, 0, 0))
+        self.assertEqual(package.subscribeExpires, ExpiryRange(3600, 60, 7200))
 
     def test_foreignWatcherForbidden(self) -> None:
         """RFC 3857 4.6: only the presentity may watch its watchers; others get 403."""

@@ -16,7 +16,7 @@ from presence.packages.dialog import (
 )
 from presence.packages.interfaces import IEventPackage, PackageRegistry
 from presence.scripted import UA, Server, Subscriber
-from presence.sip.errors import BadRequest, UnsupportedMediaType
+from presence.sip.errors import BadRequest
 from presence.sip.message import SIPRequest, TokenParams
 
 D = f"{{{DIALOG_INFO_NS}}}"
@@ -155,12 +155,19 @@ class DialogPackageTests(SynchronousTestCase):
         self.assertIs(registry.find(TokenParams("dialog")), dialog)
         self.assertEqual(registry.allowEvents, ["dialog"])
 
-    def test_validateWrongType(self) -> None:
-        """RFC 3903 6 step 3: another media type raises UnsupportedMediaType."""
+    def test_validateChecksTheBody(self) -> None:
+        """RFC 4235 4.1: validate checks the document; the media type is the core's.
+
+        The core answers 415 to another Content-Type before it calls validate
+        (see ``test_wrongType``), so validate checks the body alone: a
+        dialog-info document passes, one off the format raises BadRequest.
+        """
+        package = DialogPackage()
+        package.validate(dialogInfo(("a", "confirmed")), DIALOG_INFO_TYPE)
         error = self.assertRaises(
-            UnsupportedMediaType, DialogPackage().validate, dialogInfo(), "text/xml"
+            BadRequest, package.validate, dialogInfo(state="some"), DIALOG_INFO_TYPE
         )
-        self.assertEqual(error.headers, [("Accept", DIALOG_INFO_TYPE)])
+        self.assertIn("full or partial", error.reason)
 
 
 class DialogServerTests(SynchronousTestCase):

@@ -13,7 +13,7 @@ from presence.packages.mwi import (
     parseSummary,
 )
 from presence.scripted import UA, Server, Subscriber
-from presence.sip.errors import BadRequest, UnsupportedMediaType
+from presence.sip.errors import BadRequest
 from presence.sip.message import SIPRequest
 
 #: The example of RFC 3842 section 5.2 (with urgent counts).
@@ -141,15 +141,19 @@ class MessageSummaryPackageTests(SynchronousTestCase):
         self.assertTrue(package.ownerOnly)
         self.assertIsNone(package.watcherInfo)
 
-    def test_validateWrongType(self) -> None:
-        """RFC 3903 6 step 3: another media type raises UnsupportedMediaType."""
+    def test_validateChecksTheBody(self) -> None:
+        """RFC 3842 5.2: validate parses the summary; the media type is the core's.
+
+        The core answers 415 to another Content-Type before it calls validate
+        (see ``test_wrongType``), so validate checks the body alone: a summary
+        passes, one off the grammar raises BadRequest saying why.
+        """
+        package = MessageSummaryPackage()
+        package.validate(SUMMARY, MWI_TYPE)
         error = self.assertRaises(
-            UnsupportedMediaType,
-            MessageSummaryPackage().validate,
-            SUMMARY,
-            "text/plain",
+            BadRequest, package.validate, b"Voice-Message: 1/2\r\n", MWI_TYPE
         )
-        self.assertEqual(error.headers, [("Accept", MWI_TYPE)])
+        self.assertIn("Messages-Waiting", error.reason)
 
 
 class MessageSummaryServerTests(SynchronousTestCase):

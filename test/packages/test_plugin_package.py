@@ -17,7 +17,7 @@ from zope.interface.verify import verifyObject
 
 from presence.packages.interfaces import Body, ExpiryRange, IEventPackage
 from presence.scripted import UA, Server, Subscriber
-from presence.sip.errors import BadRequest, UnsupportedMediaType
+from presence.sip.errors import BadRequest
 from presence.sip.message import SIPRequest, SIPResponse
 from presence.storage.records import Publication, Subscription
 
@@ -39,9 +39,7 @@ class WeatherPackage:
     subscribeExpires = ExpiryRange(default=3600, minimum=60, maximum=7200)
 
     def validate(self, body: bytes, contentType: str) -> None:
-        """Accept one line of UTF-8 text."""
-        if contentType != TEXT:
-            raise UnsupportedMediaType(self.acceptTypes)
+        """Accept one line of UTF-8 text (the core has checked the type)."""
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError:
