@@ -9,8 +9,8 @@ from __future__ import annotations
 from lxml import etree
 from twisted.trial.unittest import SynchronousTestCase
 
-from presence.scripted import UA, Server, Subscriber, pidf
 from presence.sip.message import SIPRequest, SIPResponse
+from presence.testing import UA, Server, Subscriber, pidf
 
 PIDF_NS = "urn:ietf:params:xml:ns:pidf"
 

@@ -8,9 +8,9 @@ from zope.interface.verify import verifyObject
 
 from presence.packages.interfaces import IEventPackage
 from presence.packages.winfo import WINFO_NS, WatcherInfoPackage
-from presence.scripted import Server, Subscriber
 from presence.sip.message import SIPRequest
 from presence.storage.memory import MemoryStore
+from presence.testing import Server, Subscriber
 
 W = f"{{{WINFO_NS}}}"
 

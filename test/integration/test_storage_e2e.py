@@ -15,17 +15,12 @@ from twisted.internet import defer, reactor, task
 from twisted.internet.interfaces import IListeningPort
 from twisted.trial.unittest import SkipTest, TestCase
 
-from presence.scripted import SocketUA, pidf, startServer
 from presence.storage.postgres import PostgresStore
 from presence.tap import StackService
-from presence.testing import (
-    NO_PG,
-    PG_DSN,
-    CuttableProxy,
-    PostgresDatabase,
-    pgAddress,
-    pgURL,
-)
+from presence.testing import pidf
+from test.support.postgres import NO_PG, PG_DSN, PostgresDatabase, pgAddress, pgURL
+from test.support.proxy import CuttableProxy
+from test.support.sockets import SocketUA, startServer
 
 BOB = "sip:bob@example.com"
 
@@ -64,7 +59,7 @@ class ServerTestCase(TestCase):
 
     async def server(self, *argv: str, stop: bool = True) -> tuple[StackService, int]:
         """Start a server; wait until it serves; return it and its UDP port."""
-        server, udpPort, _ = startServer(*argv)
+        server, udpPort, _ = startServer(reactor, *argv)
         if stop:
             self.addCleanup(lambda: server.running and server.stopService())
         await eventually(lambda: server.stack.storage.serving)
@@ -72,7 +67,7 @@ class ServerTestCase(TestCase):
 
     async def ua(self, user: str, port: int) -> SocketUA:
         """A started user agent on UDP."""
-        agent = SocketUA(user, port)
+        agent = SocketUA(reactor, user, port)
         await agent.start()
         self.addCleanup(agent.close)
         return agent

@@ -1,0 +1,418 @@
+"""The server and user agents over real loopback sockets, for end-to-end tests.
+
+Each takes the reactor it runs on; the tests give the global one, which trial
+runs.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.protocol import DatagramProtocol, Protocol
+
+from presence.sip.message import SIPMessage, SIPRequest, SIPResponse, responseTo
+from presence.sip.parser import StreamFramer, parseDatagram
+from presence.tap import Options, StackService, makeService
+
+_counter = itertools.count(1)
+
+
+class UDPClient(DatagramProtocol):
+    """Sends datagrams and queues what comes back."""
+
+    def __init__(self) -> None:
+        """Start with an empty queue."""
+        self.queue: defer.DeferredQueue[tuple[SIPMessage, Any]] = defer.DeferredQueue()
+
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+        """Queue the parsed datagram."""
+        self.queue.put((parseDatagram(datagram), addr))
+
+
+class TCPClient(Protocol):
+    """Writes bytes and queues the messages framed from what comes back."""
+
+    def __init__(self) -> None:
+        """Start with an empty queue."""
+        self.framer = StreamFramer()
+        self.queue: defer.DeferredQueue[SIPMessage] = defer.DeferredQueue()
+        self.lost: defer.Deferred[None] = defer.Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        """Queue every complete message."""
+        for item in self.framer.dataReceived(data):
+            if isinstance(item, SIPMessage):
+                self.queue.put(item)
+
+    def send(self, data: bytes) -> None:
+        """Write bytes to the server."""
+        assert self.transport is not None
+        self.transport.write(data)
+
+    def close(self) -> None:
+        """Close the connection."""
+        assert self.transport is not None
+        self.transport.loseConnection()
+
+    def connectionLost(self, reason: Any = None) -> None:
+        """Fire ``lost``."""
+        self.lost.callback(None)
+
+
+def startServer(reactor: Any, *argv: str) -> tuple[StackService, int, int]:
+    """Start the server on ``reactor``, on ephemeral loopback ports.
+
+    Args:
+        reactor: the reactor the server runs on.
+        argv: more command-line options; without ``--database`` or
+            ``--config`` the store is in memory.
+
+    Returns:
+        The running service, its UDP port and its TCP port.
+    """
+    options = Options()
+    options.parseOptions(
+        [
+            "--listen",
+            "udp:0:interface=127.0.0.1",
+            "--listen",
+            "tcp:0:interface=127.0.0.1",
+            *(
+                ()
+                if {"--database", "--config"} & set(argv)
+                else ("--database", "memory")
+            ),
+            *argv,
+        ]
+    )
+    server = makeService(options, reactor)
+    server.startService()
+    transports = server.stack.transports
+    udpPort = transports.udp[0].transport.getHost().port  # type: ignore[union-attr]
+    tcpPort = transports.tcpPorts[0]
+    return server, udpPort, tcpPort
+
+
+async def connectTCP(reactor: Any, port: int) -> TCPClient:
+    """Connect a TCP client to the server on loopback ``port``."""
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+    client = TCPClient()
+    await connectProtocol(endpoint, client)
+    return client
+
+
+def listenUDP(reactor: Any) -> tuple[UDPClient, Any]:
+    """Open a UDP client socket on loopback; return it and its port."""
+    client = UDPClient()
+    port = reactor.listenUDP(0, client, interface="127.0.0.1")
+    return client, port
+
+
+# -- a user agent over real sockets -------------------------------------------------
+
+
+class _DatagramLeg(DatagramProtocol):
+    """A UDP socket handing each datagram to its user agent."""
+
+    noisy = False
+
+    def __init__(self, ua: SocketUA) -> None:
+        self.ua = ua
+
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+        self.ua._bytesReceived(datagram, None)
+
+
+class _StreamLeg(Protocol):
+    """A TCP connection handing each framed message to its user agent."""
+
+    def __init__(self, ua: SocketUA) -> None:
+        self.ua = ua
+        self.framer = StreamFramer()
+        self.lost: defer.Deferred[None] = defer.Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        for item in self.framer.dataReceived(data):
+            if isinstance(item, SIPMessage):
+                self.ua._messageReceived(item)
+            elif isinstance(item, Exception):
+                self.ua.errors.append(f"cannot frame: {item}")
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.lost.callback(None)
+
+
+class SocketUA:
+    """A SIP user agent on a real loopback socket, for the end-to-end tests.
+
+    It sends requests to the server and waits for their final response, and
+    answers every request the server sends it (NOTIFYs) with ``notifyCode``,
+    queueing each new one in `notifications`; a retransmission is answered
+    again but queued once. Over TCP everything goes over one connection, and
+    the Contact names ``contactPort`` (by default the local port), so that a
+    test can name a port where nothing listens.
+
+    Attributes:
+        notifications: the requests received and not yet taken.
+        errors: what could not be parsed or matched; a test expects none.
+        notifyCode: the status answering the server's requests.
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        user: str,
+        serverPort: int,
+        transport: str = "UDP",
+        domain: str = "example.com",
+        notifyCode: int = 200,
+        contactPort: int | None = None,
+        timeout: float = 5.0,
+    ) -> None:
+        """A user agent for ``user@domain`` talking to 127.0.0.1:``serverPort``.
+
+        Its socket and its timeouts are ``reactor``'s.
+        """
+        self.reactor = reactor
+        self.user = user
+        self.domain = domain
+        self.serverPort = serverPort
+        self.transport = transport.upper()
+        self.notifyCode = notifyCode
+        self.contactPort = contactPort
+        self.timeout = timeout
+        self.tag = f"{user}-{next(_counter)}"
+        self.cseq = 0
+        self.notifications: defer.DeferredQueue[SIPRequest] = defer.DeferredQueue()
+        self.errors: list[str] = []
+        self.callId: str | None = None
+        self.toTag: str | None = None
+        self.presentity: str | None = None
+        self._waiting: dict[str, defer.Deferred[SIPResponse]] = {}
+        self._answered: dict[tuple[str, str], int] = {}
+        self._port: Any = None
+        self._stream: _StreamLeg | None = None
+
+    @property
+    def aor(self) -> str:
+        """The user agent's address of record."""
+        return f"sip:{self.user}@{self.domain}"
+
+    @property
+    def localPort(self) -> int:
+        """The local port of the socket or connection."""
+        if self._stream is not None:
+            assert self._stream.transport is not None
+            host: Any = self._stream.transport.getHost()
+            return int(host.port)
+        assert self._port is not None
+        return int(self._port.getHost().port)
+
+    async def start(self) -> SocketUA:
+        """Open the socket (UDP) or the connection (TCP) to the server."""
+        if self.transport == "UDP":
+            self._port = self.reactor.listenUDP(
+                0, _DatagramLeg(self), interface="127.0.0.1"
+            )
+        else:
+            leg = _StreamLeg(self)
+            endpoint = TCP4ClientEndpoint(self.reactor, "127.0.0.1", self.serverPort)
+            await connectProtocol(endpoint, leg)
+            self._stream = leg
+        return self
+
+    def close(self) -> defer.Deferred[None]:
+        """Close the socket or connection; fires when it is closed."""
+        for d in list(self._waiting.values()):
+            d.cancel()
+        if self._stream is not None:
+            stream, self._stream = self._stream, None
+            if stream.transport is not None:
+                stream.transport.loseConnection()
+            return stream.lost
+        if self._port is not None:
+            port, self._port = self._port, None
+            return defer.maybeDeferred(port.stopListening)
+        return defer.succeed(None)
+
+    # -- sending --------------------------------------------------------------
+
+    def build(
+        self,
+        method: str,
+        uri: str,
+        headers: list[tuple[str, str]] | None = None,
+        body: bytes = b"",
+        callId: str | None = None,
+        toTag: str | None = None,
+        branch: str | None = None,
+        to: str | None = None,
+    ) -> tuple[bytes, str]:
+        """Build a request; return its bytes and its branch.
+
+        The To is ``to`` (by default the Request-URI), with ``toTag``.
+        """
+        self.cseq += 1
+        branch = branch or f"z9hG4bK-ua-{next(_counter)}"
+        to = f"<{to or uri}>" + (f";tag={toTag}" if toTag else "")
+        contactPort = self.contactPort or self.localPort
+        params = ";transport=tcp" if self.transport == "TCP" else ""
+        lines = [
+            f"{method} {uri} SIP/2.0",
+            f"Via: SIP/2.0/{self.transport} 127.0.0.1:{self.localPort}"
+            f";branch={branch};rport",
+            "Max-Forwards: 70",
+            f"From: <{self.aor}>;tag={self.tag}",
+            f"To: {to}",
+            f"Call-ID: {callId or f'{method.lower()}-{next(_counter)}@127.0.0.1'}",
+            f"CSeq: {self.cseq} {method}",
+            f"Contact: <sip:{self.user}@127.0.0.1:{contactPort}{params}>",
+            *(f"{name}: {value}" for name, value in headers or []),
+            f"Content-Length: {len(body)}",
+        ]
+        return ("\r\n".join(lines) + "\r\n\r\n").encode() + body, branch
+
+    def sendBytes(self, data: bytes) -> None:
+        """Send raw bytes to the server; nothing once closed."""
+        if self._stream is not None:
+            assert self._stream.transport is not None
+            self._stream.transport.write(data)
+        elif self._port is not None:
+            self._port.write(data, ("127.0.0.1", self.serverPort))
+
+    async def request(
+        self,
+        method: str,
+        uri: str,
+        headers: list[tuple[str, str]] | None = None,
+        body: bytes = b"",
+        callId: str | None = None,
+        toTag: str | None = None,
+        to: str | None = None,
+    ) -> SIPResponse:
+        """Send a request and wait for its final response.
+
+        Raises:
+            twisted.internet.defer.TimeoutError: no final response in time.
+        """
+        data, branch = self.build(method, uri, headers, body, callId, toTag, to=to)
+        waiting: defer.Deferred[SIPResponse] = defer.Deferred()
+        self._waiting[branch] = waiting
+        waiting.addTimeout(self.timeout, self.reactor)
+        self.sendBytes(data)
+        try:
+            return await waiting
+        finally:
+            self._waiting.pop(branch, None)
+
+    async def ping(self) -> SIPResponse:
+        """OPTIONS to the server: everything it sent before has arrived."""
+        return await self.request("OPTIONS", f"sip:127.0.0.1:{self.serverPort}")
+
+    async def register(self, expires: int = 600) -> SIPResponse:
+        """REGISTER the Contact for the address of record."""
+        return await self.request(
+            "REGISTER", f"sip:{self.domain}", [("Expires", str(expires))], to=self.aor
+        )
+
+    async def publish(
+        self,
+        body: bytes | None = None,
+        etag: str | None = None,
+        expires: int | None = 3600,
+        event: str = "presence",
+        contentType: str = "application/pidf+xml",
+    ) -> SIPResponse:
+        """PUBLISH for the address of record; return the response."""
+        headers = [("Event", event)]
+        if expires is not None:
+            headers.append(("Expires", str(expires)))
+        if etag is not None:
+            headers.append(("SIP-If-Match", etag))
+        if body:
+            headers.append(("Content-Type", contentType))
+        return await self.request("PUBLISH", self.aor, headers, body or b"")
+
+    async def subscribe(
+        self,
+        presentity: str | None = None,
+        expires: int = 600,
+        event: str = "presence",
+        accept: str = "application/pidf+xml",
+    ) -> SIPResponse:
+        """SUBSCRIBE to presence: a new dialog, or a refresh of this one.
+
+        With ``presentity`` a new dialog starts; without, the request goes
+        inside the dialog a previous 2xx made (``expires=0`` ends it).
+        """
+        headers = [
+            ("Event", event),
+            ("Expires", str(expires)),
+            ("Accept", accept),
+        ]
+        if presentity is not None:
+            self.presentity = presentity
+            self.callId = f"sub-{next(_counter)}@127.0.0.1"
+            self.toTag = None
+        assert self.presentity is not None and self.callId is not None
+        response = await self.request(
+            "SUBSCRIBE",
+            self.presentity,
+            headers,
+            callId=self.callId,
+            toTag=self.toTag,
+        )
+        if presentity is not None and 200 <= response.code < 300:
+            self.toTag = response.toAddr.tag
+        return response
+
+    async def notify(self) -> SIPRequest:
+        """The next request the server sent (a NOTIFY), waiting for it.
+
+        Raises:
+            twisted.internet.defer.TimeoutError: none came in ``timeout``.
+        """
+        d = self.notifications.get()
+        d.addTimeout(self.timeout, self.reactor)
+        return await d
+
+    # -- receiving --------------------------------------------------------------
+
+    def _bytesReceived(self, data: bytes, _: Any) -> None:
+        if data.strip(b"\r\n") == b"":
+            return
+        try:
+            message = parseDatagram(data)
+        except Exception as e:
+            self.errors.append(f"cannot parse: {e!r}")
+            return
+        self._messageReceived(message)
+
+    def _messageReceived(self, message: SIPMessage) -> None:
+        if isinstance(message, SIPResponse):
+            try:
+                branch = message.topVia.branch or ""
+            except Exception as e:
+                self.errors.append(f"bad Via in a response: {e!r}")
+                return
+            waiting = self._waiting.get(branch)
+            if message.code < 200:
+                return
+            if waiting is None or waiting.called:
+                self.errors.append(f"unexpected response {message!r}")
+                return
+            waiting.callback(message)
+            return
+        assert isinstance(message, SIPRequest)
+        if message.method == "ACK":
+            return
+        key = (message.callId, message.header("cseq") or "")
+        new = key not in self._answered
+        code = self._answered.setdefault(key, self.notifyCode)
+        # Answer before queueing: the test may go on (and close) at once.
+        self.sendBytes(responseTo(message, code, toTag=self.tag).toBytes())
+        if new:
+            self.notifications.put(message)
