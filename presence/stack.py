@@ -1,9 +1,10 @@
 """The server's objects, built and wired together: `buildStack`.
 
 The transports, the transaction layer, the store, the event packages, the
-presence core and the dispatcher. Nothing here listens or starts: the
-service maker (`presence.tap`) does that, and the in-memory server of
-`presence.testing` builds the same stack on fake transports.
+presence core and the dispatcher, each given its collaborators when it is
+built. Nothing here listens or starts: the service maker (`presence.tap`)
+does that, and the in-memory server of `presence.testing` builds the same
+stack on fake transports.
 """
 
 from __future__ import annotations
@@ -53,7 +54,16 @@ class Stack:
 
 
 def buildStack(config: Config, reactor: Any) -> Stack:
-    """Build and wire the transports, the transaction layer and the dispatcher."""
+    """Build the server the configuration describes, on ``reactor``.
+
+    Every object is given its collaborators and callbacks when it is built.
+    Two links close a loop and so are made late: the notifier tells the
+    watcher tracker of the subscriptions it removes, and the tracker notifies
+    through the notifier (the callback looks the tracker up when called); the
+    transaction layer hands requests to the dispatcher, whose handlers send
+    NOTIFYs through the transaction layer (the dispatcher becomes the layer's
+    user once it is built).
+    """
     transports = SIPTransports(
         clock=reactor,
         reactor=reactor,
@@ -62,10 +72,8 @@ def buildStack(config: Config, reactor: Any) -> Stack:
         trace=config.sipTrace,
         advertisedHost=config.advertisedAddress,
     )
-    dispatcher = Dispatcher(maxBodySize=config.maxBodySize)
-    transactions = TransactionLayer(reactor, transports, dispatcher)
+    transactions = TransactionLayer(reactor, transports)
     store, storage = buildStore(config, reactor)
-    dispatcher.ready = lambda: storage.serving
     packages = PackageRegistry(
         [
             PresencePackage(offline=config.offlineBody),
@@ -75,39 +83,54 @@ def buildStack(config: Config, reactor: Any) -> Stack:
             SharedLineDialogPackage(),
         ]
     )
-    notifier = Notifier(reactor, store, packages, transactions, transports)
+    notifier = Notifier(
+        reactor,
+        store,
+        packages,
+        transactions,
+        transports,
+        onRemoved=lambda s, why: watchers.changed(s, "deactivated"),
+    )
     watchers = WatcherTracker(reactor, store, packages, notifier)
-    policy = AllowAll()
     subscribe = SubscribeHandler(
-        reactor, store, packages, policy, notifier, transports, config.domains
+        reactor,
+        store,
+        packages,
+        AllowAll(),
+        notifier,
+        transports,
+        config.domains,
+        onWatcherChange=watchers.changed,
     )
     publish = PublishHandler(reactor, store, packages, notifier, config.domains)
     registrar = Registrar(reactor, store, config.domains)
-    sweeper = ExpirySweeper(reactor, store, notifier, interval=config.cleanPeriod)
-    subscribe.onWatcherChange = watchers.changed
-    notifier.onRemoved = lambda s, why: watchers.changed(s, "deactivated")
-    sweeper.onSubscriptionExpired = lambda s: watchers.changed(s, "timeout")
-    dispatcher.register("SUBSCRIBE", subscribe)
-    dispatcher.register("PUBLISH", publish)
-    dispatcher.register("REGISTER", registrar)
-    for package in packages:
-        for kind in package.acceptTypes:
-            if kind not in dispatcher.accept:
-                dispatcher.accept.append(kind)
-    dispatcher.allowEvents.extend(packages.allowEvents)
-    return Stack(
-        config,
-        transports,
-        transactions,
-        dispatcher,
+    sweeper = ExpirySweeper(
+        reactor,
         store,
-        storage,
-        packages,
         notifier,
-        subscribe,
-        publish,
-        registrar,
-        sweeper,
+        interval=config.cleanPeriod,
+        onSubscriptionExpired=lambda s: watchers.changed(s, "timeout"),
+    )
+    dispatcher = Dispatcher(
+        {"SUBSCRIBE": subscribe, "PUBLISH": publish, "REGISTER": registrar},
+        packages,
+        ready=lambda: storage.serving,
+        maxBodySize=config.maxBodySize,
+    )
+    transactions.user = dispatcher
+    return Stack(
+        config=config,
+        transports=transports,
+        transactions=transactions,
+        dispatcher=dispatcher,
+        store=store,
+        storage=storage,
+        packages=packages,
+        notifier=notifier,
+        subscribe=subscribe,
+        publish=publish,
+        registrar=registrar,
+        sweeper=sweeper,
     )
 
 

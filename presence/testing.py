@@ -311,15 +311,8 @@ class Server:
 
     def register(self, *packages: Any) -> None:
         """Serve more event packages, advertised in OPTIONS, 489 and 415."""
-        dispatcher = self.stack.dispatcher
         for package in packages:
             self.stack.packages.register(package)
-            for kind in package.acceptTypes:
-                if kind not in dispatcher.accept:
-                    dispatcher.accept.append(kind)
-            token = package.name.split(";", 1)[0]
-            if token not in dispatcher.allowEvents:
-                dispatcher.allowEvents.append(token)
 
     @property
     def store(self) -> MemoryStore:

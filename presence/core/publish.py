@@ -9,8 +9,7 @@ new entity tag. Changes that alter what watchers see notify them.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -57,8 +56,6 @@ class PublishHandler:
         self.notifier = notifier
         self.domains = [d.lower() for d in domains]
         self.counts = {"initial": 0, "refresh": 0, "modify": 0, "remove": 0}
-        #: Called with (presentity, event) after a change watchers must see.
-        self.onChange: Callable[[str, str], Awaitable[Any]] | None = None
 
     def package(self, request: SIPRequest) -> IEventPackage:
         """The package the Event header names, if it accepts PUBLISH.
@@ -160,8 +157,6 @@ class PublishHandler:
 
     async def _changed(self, aor: str, package: IEventPackage) -> None:
         await self.notifier.presentityChanged(f"sip:{aor}", package.name)
-        if self.onChange is not None:
-            await self.onChange(aor, package.name)
 
 
 def _sender(request: SIPRequest) -> str | None:
