@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from presence.config import Config, databaseKind, sqlitePath
-from presence.core.dispatcher import Dispatcher
+from presence.core.dispatcher import SERVER, Dispatcher
 from presence.core.expiry import ExpirySweeper
 from presence.core.notify import Notifier
 from presence.core.publish import PublishHandler
@@ -72,7 +72,7 @@ def buildStack(config: Config, reactor: Any) -> Stack:
         trace=config.sipTrace,
         advertisedHost=config.advertisedAddress,
     )
-    transactions = TransactionLayer(reactor, transports)
+    transactions = TransactionLayer(reactor, transports, serverHeader=SERVER)
     store, storage = buildStore(config, reactor)
     packages = PackageRegistry(
         [

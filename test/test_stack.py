@@ -6,6 +6,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
 from presence.config import Config
+from presence.core.dispatcher import SERVER
 from presence.stack import buildStack
 
 
@@ -46,3 +47,7 @@ class BuildStackTests(SynchronousTestCase):
                 "application/dialog-info+xml",
             ],
         )
+
+    def test_serverHeader(self) -> None:
+        """The transaction layer names the server in every response."""
+        self.assertEqual(self.stack.transactions.serverHeader, SERVER)

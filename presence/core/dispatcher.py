@@ -42,6 +42,8 @@ Handler = Callable[[SIPRequest, ServerTransaction], Awaitable[None]]
 #: A check of a request about to be routed: returns, or raises `SIPError`.
 RequestCheck = Callable[[SIPRequest], None]
 
+#: What the server calls itself: the Server header of every response (the
+#: transaction layer adds it) and the User-Agent of every NOTIFY.
 SERVER: Final = f"presence/{__version__}"
 
 #: Headers every request must carry (RFC 3261 section 8.1.1).
@@ -277,9 +279,7 @@ class Dispatcher:
         phrase: str = "",
         headers: Iterable[tuple[str, str]] = (),
     ) -> SIPResponse:
-        return transaction.response(
-            code, _phrase(phrase), [*headers, ("Server", SERVER)]
-        )
+        return transaction.response(code, _phrase(phrase), list(headers))
 
     # -- OPTIONS --------------------------------------------------------------
 
@@ -295,7 +295,6 @@ class Dispatcher:
         allowEvents = self.allowEvents
         if allowEvents:
             headers.append(("Allow-Events", ", ".join(allowEvents)))
-        headers.append(("Server", SERVER))
         transaction.respond(transaction.response(200, "", headers))
 
 

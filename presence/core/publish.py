@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from presence.core.dispatcher import SERVER
 from presence.core.notify import Notifier
 from presence.core.subscribe import negotiateExpires, presentityOf
 from presence.packages.interfaces import IEventPackage, PackageRegistry
@@ -117,9 +116,7 @@ class PublishHandler:
         if expires == 0:
             await self.store.removePublication(aor, package.name, ifMatch)
             self.counts["remove"] += 1
-            transaction.respond(
-                transaction.response(200, "", [("Expires", "0"), ("Server", SERVER)])
-            )
+            transaction.respond(transaction.response(200, "", [("Expires", "0")]))
             await self._changed(aor, package)
             return
         modified = bool(body)
@@ -151,7 +148,7 @@ class PublishHandler:
             transaction.response(
                 200,
                 "",
-                [("SIP-ETag", etag), ("Expires", str(expires)), ("Server", SERVER)],
+                [("SIP-ETag", etag), ("Expires", str(expires))],
             )
         )
 

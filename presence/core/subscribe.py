@@ -15,7 +15,6 @@ from typing import Any
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from presence.core.dispatcher import SERVER
 from presence.core.notify import Notifier
 from presence.packages.interfaces import ExpiryRange, IEventPackage, PackageRegistry
 from presence.sip.errors import (
@@ -338,11 +337,7 @@ class SubscribeHandler:
             transaction.response(
                 code,
                 "",
-                [
-                    ("Expires", str(expires)),
-                    ("Contact", f"<{contact}>"),
-                    ("Server", SERVER),
-                ],
+                [("Expires", str(expires)), ("Contact", f"<{contact}>")],
             )
         )
 
