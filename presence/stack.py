@@ -51,6 +51,7 @@ class Stack:
     publish: PublishHandler
     registrar: Registrar
     sweeper: ExpirySweeper
+    reactor: Any
 
 
 def buildStack(config: Config, reactor: Any) -> Stack:
@@ -131,6 +132,7 @@ def buildStack(config: Config, reactor: Any) -> Stack:
         publish=publish,
         registrar=registrar,
         sweeper=sweeper,
+        reactor=reactor,
     )
 
 

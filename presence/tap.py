@@ -143,9 +143,8 @@ class StackService(service.MultiService):
         )
 
     def _refuse(self, reason: str) -> None:
-        """The database cannot be used at all: stop the server."""
-        from twisted.internet import reactor
-
+        """The database cannot be used at all: stop the server's reactor."""
+        reactor = self.stack.reactor
         if reactor.running:
             reactor.stop()
 
@@ -180,7 +179,13 @@ GC_THRESHOLD: Final = 20_000
 
 
 def makeService(options: Options, reactor: Any = None) -> StackService:
-    """Build the service tree for the options given."""
+    """Build the service tree for the options given.
+
+    Args:
+        options: the parsed options.
+        reactor: what the server runs on; twistd, which calls this with the
+            options alone, gets the global reactor.
+    """
     if reactor is None:
         from twisted.internet import reactor as defaultReactor
 
@@ -196,6 +201,7 @@ def makeService(options: Options, reactor: Any = None) -> StackService:
                 address.port,
                 stack.transports.datagramProtocol(),
                 interface=address.interface,
+                reactor=reactor,
             )
             udp.setName(address.description)
             udp.setServiceParent(top)

@@ -51,3 +51,9 @@ class BuildStackTests(SynchronousTestCase):
     def test_serverHeader(self) -> None:
         """The transaction layer names the server in every response."""
         self.assertEqual(self.stack.transactions.serverHeader, SERVER)
+
+    def test_onTheReactorGiven(self) -> None:
+        """The stack keeps the reactor it was built on."""
+        self.assertIs(self.stack.reactor, self.reactor)
+        self.assertIs(self.stack.transactions.clock, self.reactor)
+        self.assertIs(self.stack.sweeper.clock, self.reactor)
