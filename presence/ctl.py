@@ -13,7 +13,6 @@ watchers and bindings the database holds.
 from __future__ import annotations
 
 import sys
-import time
 from collections.abc import Sequence
 from typing import Any, ClassVar, TextIO
 
@@ -81,18 +80,25 @@ def openDatabase(url: str, reactor: Any) -> Any:
     return PostgresStore(url, reactor=reactor)
 
 
-def _when(seconds: float) -> str:
-    left = int(seconds - time.time())
+def _when(seconds: float, now: float) -> str:
+    left = int(seconds - now)
     return f"in {left}s" if left >= 0 else f"{-left}s ago"
 
 
-def dump(rows: Any, out: TextIO) -> None:
-    """Write the rows of ``loadAll`` as text."""
+def dump(rows: Any, out: TextIO, now: float) -> None:
+    """Write the rows of ``loadAll`` as text.
+
+    Args:
+        rows: what ``loadAll`` returned.
+        out: where the text goes.
+        now: the time expiries are told relative to, in seconds since the
+            epoch.
+    """
     publications, subscriptions, watchers, bindings = rows
     out.write(f"presentity: {len(publications)} publications\n")
     for p in sorted(publications, key=lambda p: (p.presentity, p.event)):
         out.write(
-            f"  {p.presentity} {p.event} etag={p.etag} expires {_when(p.expires)}"
+            f"  {p.presentity} {p.event} etag={p.etag} expires {_when(p.expires, now)}"
             f" {len(p.body)} bytes {p.contentType}\n"
         )
     out.write(f"active_watchers: {len(subscriptions)} subscriptions\n")
@@ -100,7 +106,7 @@ def dump(rows: Any, out: TextIO) -> None:
         status = STATUS_NAMES.get(s.status, str(s.status))
         out.write(
             f"  {s.presentity} {s.event} <- {s.watcher} {status}"
-            f" expires {_when(s.expires)} cseq={s.localCSeq} contact={s.contact}\n"
+            f" expires {_when(s.expires, now)} cseq={s.localCSeq} contact={s.contact}\n"
         )
     out.write(f"watchers: {len(watchers)} rows\n")
     for w in sorted(watchers, key=lambda w: w.key):
@@ -111,7 +117,7 @@ def dump(rows: Any, out: TextIO) -> None:
         )
     out.write(f"location: {len(bindings)} bindings\n")
     for b in sorted(bindings, key=lambda b: (b.aor, b.contact)):
-        out.write(f"  {b.aor} -> {b.contact} expires {_when(b.expires)}\n")
+        out.write(f"  {b.aor} -> {b.contact} expires {_when(b.expires, now)}\n")
 
 
 async def run(options: Options, reactor: Any, out: TextIO) -> int:
@@ -128,7 +134,7 @@ async def run(options: Options, reactor: Any, out: TextIO) -> int:
             out.write("schema is at this server's version: nothing to upgrade\n")
         else:
             await database.ensureSchema(False)
-            dump(await database.loadAll(), out)
+            dump(await database.loadAll(), out, reactor.seconds())
     except StorageError as e:
         hint = "" if action == "init" else " (presence-ctl db init creates it)"
         sys.stderr.write(f"presence-ctl: {e}{hint}\n")

@@ -1,14 +1,12 @@
 """The ``twistd presence`` command: options, and the service tree they build.
 
-This is the one module that builds concrete objects: the transports, the
-transaction layer and the dispatcher, wired together, and the services that
-listen and stop them.
+The stack itself is built by `presence.stack.buildStack`; this module adds
+the services that listen, start and stop it.
 """
 
 from __future__ import annotations
 
 import gc
-from dataclasses import dataclass
 from typing import Any, ClassVar, Final
 
 from twisted.application import internet, service
@@ -19,34 +17,9 @@ from twisted.logger import Logger
 from twisted.python import usage
 from zope.interface import implementer
 
-from presence.config import (
-    Config,
-    ConfigError,
-    databaseKind,
-    fromMapping,
-    loadFile,
-    sqlitePath,
-)
-from presence.core.dispatcher import Dispatcher
-from presence.core.expiry import ExpirySweeper
-from presence.core.notify import Notifier
-from presence.core.publish import PublishHandler
-from presence.core.registrar import Registrar
-from presence.core.subscribe import SubscribeHandler
-from presence.core.watchers import WatcherTracker
-from presence.packages.dialog import DialogPackage, SharedLineDialogPackage
-from presence.packages.interfaces import PackageRegistry
-from presence.packages.mwi import MessageSummaryPackage
-from presence.packages.presence import PresencePackage
-from presence.packages.winfo import WatcherInfoPackage
-from presence.sip.resolver import LazyResolver
-from presence.sip.transaction import TransactionLayer
+from presence.config import Config, ConfigError, fromMapping, loadFile
 from presence.sip.transport import SIPTransports
-from presence.storage.cached import CachedStore
-from presence.storage.interfaces import IPresenceStore
-from presence.storage.memory import MemoryStore
-from presence.storage.service import CACHE, MEMORY, SHARED, StorageService
-from presence.xcap.policy import AllowAll
+from presence.stack import Stack, buildStack
 
 
 class Options(usage.Options):
@@ -126,129 +99,6 @@ class Options(usage.Options):
             raise usage.UsageError(str(e)) from None
 
 
-@dataclass
-class Stack:
-    """The SIP stack and what sits on it, wired together."""
-
-    config: Config
-    transports: SIPTransports
-    transactions: TransactionLayer
-    dispatcher: Dispatcher
-    store: IPresenceStore
-    storage: StorageService
-    packages: PackageRegistry
-    notifier: Notifier
-    subscribe: SubscribeHandler
-    publish: PublishHandler
-    registrar: Registrar
-    sweeper: ExpirySweeper
-
-
-def buildStack(config: Config, reactor: Any) -> Stack:
-    """Build and wire the transports, the transaction layer and the dispatcher."""
-    transports = SIPTransports(
-        clock=reactor,
-        reactor=reactor,
-        resolver=LazyResolver(reactor),
-        idleTimeout=config.tcpIdleTimeout,
-        trace=config.sipTrace,
-        advertisedHost=config.advertisedAddress,
-    )
-    dispatcher = Dispatcher(maxBodySize=config.maxBodySize)
-    transactions = TransactionLayer(reactor, transports, dispatcher)
-    store, storage = buildStore(config, reactor)
-    dispatcher.ready = lambda: storage.serving
-    packages = PackageRegistry(
-        [
-            PresencePackage(offline=config.offlineBody),
-            WatcherInfoPackage(reactor, store),
-            MessageSummaryPackage(),
-            DialogPackage(),
-            SharedLineDialogPackage(),
-        ]
-    )
-    notifier = Notifier(reactor, store, packages, transactions, transports)
-    watchers = WatcherTracker(reactor, store, packages, notifier)
-    policy = AllowAll()
-    subscribe = SubscribeHandler(
-        reactor, store, packages, policy, notifier, transports, config.domains
-    )
-    publish = PublishHandler(reactor, store, packages, notifier, config.domains)
-    registrar = Registrar(reactor, store, config.domains)
-    sweeper = ExpirySweeper(reactor, store, notifier, interval=config.cleanPeriod)
-    subscribe.onWatcherChange = watchers.changed
-    notifier.onRemoved = lambda s, why: watchers.changed(s, "deactivated")
-    sweeper.onSubscriptionExpired = lambda s: watchers.changed(s, "timeout")
-    dispatcher.register("SUBSCRIBE", subscribe)
-    dispatcher.register("PUBLISH", publish)
-    dispatcher.register("REGISTER", registrar)
-    for package in packages:
-        for kind in package.acceptTypes:
-            if kind not in dispatcher.accept:
-                dispatcher.accept.append(kind)
-    dispatcher.allowEvents.extend(packages.allowEvents)
-    return Stack(
-        config,
-        transports,
-        transactions,
-        dispatcher,
-        store,
-        storage,
-        packages,
-        notifier,
-        subscribe,
-        publish,
-        registrar,
-        sweeper,
-    )
-
-
-def buildStore(config: Config, reactor: Any) -> tuple[IPresenceStore, StorageService]:
-    """The store the configuration asks for, and the service that runs it."""
-    kind = databaseKind(config.database)
-    if kind == "memory":
-        memory = MemoryStore()
-        return memory, StorageService(reactor, MEMORY, memory)
-    database: Any
-    if kind == "sqlite":
-        from presence.storage.sqlite import SQLiteStore
-
-        path = sqlitePath(config.database)
-        database = SQLiteStore(path, reactor=reactor)
-        description = f"sqlite:{path}"
-    else:
-        from presence.storage.postgres import PostgresStore
-
-        database = PostgresStore(
-            config.database, reactor=reactor, connections=config.dbConnections
-        )
-        description = _withoutPassword(config.database)
-    store: IPresenceStore
-    if config.fallback2db:
-        store, mode = database, SHARED
-    else:
-        store, mode = CachedStore(database), CACHE
-    service = StorageService(
-        reactor,
-        mode,
-        store,
-        database,
-        flushPeriod=config.dbUpdatePeriod,
-        createTables=config.createTables,
-        description=description,
-    )
-    return store, service
-
-
-def _withoutPassword(url: str) -> str:
-    """A database URL fit for a log line."""
-    scheme, sep, rest = url.partition("://")
-    userinfo, at, host = rest.rpartition("@")
-    if at and ":" in userinfo:
-        userinfo = userinfo.split(":", 1)[0] + ":***"
-    return f"{scheme}{sep}{userinfo}{at}{host}"
-
-
 @implementer(IStreamServerEndpoint)
 class _RecordingEndpoint:
     """Wraps an endpoint to tell the transports which TCP port it got."""
@@ -293,9 +143,8 @@ class StackService(service.MultiService):
         )
 
     def _refuse(self, reason: str) -> None:
-        """The database cannot be used at all: stop the server."""
-        from twisted.internet import reactor
-
+        """The database cannot be used at all: stop the server's reactor."""
+        reactor = self.stack.reactor
         if reactor.running:
             reactor.stop()
 
@@ -330,7 +179,13 @@ GC_THRESHOLD: Final = 20_000
 
 
 def makeService(options: Options, reactor: Any = None) -> StackService:
-    """Build the service tree for the options given."""
+    """Build the service tree for the options given.
+
+    Args:
+        options: the parsed options.
+        reactor: what the server runs on; twistd, which calls this with the
+            options alone, gets the global reactor.
+    """
     if reactor is None:
         from twisted.internet import reactor as defaultReactor
 
@@ -346,6 +201,7 @@ def makeService(options: Options, reactor: Any = None) -> StackService:
                 address.port,
                 stack.transports.datagramProtocol(),
                 interface=address.interface,
+                reactor=reactor,
             )
             udp.setName(address.description)
             udp.setServiceParent(top)

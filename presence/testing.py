@@ -1,30 +1,51 @@
-"""Fakes for tests: a datagram transport, a DNS resolver, a transaction user.
+"""For tests of the server and of event packages: fakes, and a whole server.
 
-Each fake is a real implementation of the interface it stands in for, so
-that tests can check it with ``verifyObject`` and it cannot drift from it.
-Nothing here opens a socket or reads the real time.
+A user writing an event package tests it here: `Server` is the server that
+`presence.stack.buildStack` builds, on an in-memory UDP socket and a fake
+clock, and `UA` and `Subscriber` are scripted user agents that talk to it.
+The fakes below them stand in for a UDP socket, a DNS resolver, a transport
+sink and a transaction user; each is a real implementation of the interface
+it stands in for, so that tests can check it with ``verifyObject`` and it
+cannot drift from it. Nothing here opens a socket or reads the real time.
 """
 
 from __future__ import annotations
 
-import os
-import uuid
+import itertools
 from typing import Any
 
-from twisted.internet import defer, protocol
+from twisted.internet import defer
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.interfaces import IUDPTransport
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.names import dns
 from twisted.names.common import ResolverBase
 from twisted.names.error import DNSNameError
-from twisted.protocols import portforward
-from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from presence.config import Config
 from presence.sip.errors import SIPParseError
-from presence.sip.message import SIPMessage, SIPRequest
+from presence.sip.message import SIPMessage, SIPRequest, SIPResponse, responseTo
+from presence.sip.parser import StreamFramer, parseDatagram
 from presence.sip.transaction import ServerTransaction
-from presence.sip.transport import Peer
+from presence.sip.transport import Peer, SIPStreamProtocol
+from presence.stack import Stack, buildStack
+from presence.storage.memory import MemoryStore
+
+__all__ = [
+    "PIDF",
+    "SERVER",
+    "UA",
+    "FakeDatagramTransport",
+    "FakeResolver",
+    "RecordingSink",
+    "RecordingUser",
+    "Server",
+    "Subscriber",
+    "pidf",
+    "requestBytes",
+    "responseBytes",
+]
 
 
 @implementer(IUDPTransport)
@@ -245,120 +266,275 @@ def responseBytes(
     return "\r\n".join(lines).encode("utf-8")
 
 
-__all__ = [
-    "FakeDatagramTransport",
-    "FakeResolver",
-    "RecordingSink",
-    "RecordingUser",
-    "requestBytes",
-    "responseBytes",
-]
+# -- a whole server in memory, and scripted user agents --------------------------------
+
+#: The address of `Server`'s UDP socket.
+SERVER = ("192.0.2.10", 5060)
+_counter = itertools.count(1)
+
+#: The template of `pidf`: one tuple with a basic status and a note.
+PIDF = (
+    '<?xml version="1.0" encoding="UTF-8"?>\n'
+    '<presence xmlns="urn:ietf:params:xml:ns:pidf" entity="sip:{user}@example.com">'
+    '<tuple id="{tuple}"><status><basic>{basic}</basic></status>'
+    "<note>{note}</note></tuple></presence>"
+)
 
 
-# -- PostgreSQL test databases and a proxy that can cut them off ------------------
-
-#: The DSN of the test PostgreSQL server, or None: tests then skip.
-PG_DSN = os.environ.get("PRESENCE_TEST_PG_DSN")
-NO_PG = "PRESENCE_TEST_PG_DSN is not set: no PostgreSQL server to test against"
-
-
-def pgDSN(**changes: str) -> str:
-    """The test server's DSN with some parameters changed."""
-    assert PG_DSN is not None
-    import psycopg2.extensions
-
-    params = psycopg2.extensions.parse_dsn(PG_DSN)
-    params.update(changes)
-    return str(psycopg2.extensions.make_dsn(**params))
+def pidf(
+    basic: str = "open", tuple: str = "t1", note: str = "", user: str = "bob"
+) -> bytes:
+    """A small PIDF document."""
+    return PIDF.format(basic=basic, tuple=tuple, note=note, user=user).encode()
 
 
-def pgURL(**changes: str) -> str:
-    """The test server as a ``postgresql://`` URL, with some parameters changed.
+class Server:
+    """The server `presence.stack.buildStack` builds, on a fake UDP socket and clock.
 
-    The server's ``database`` setting takes URLs; the test DSN may be either
-    form.
+    Attributes:
+        reactor: the fake reactor and clock the server runs on.
+        stack: the server's objects.
+        udp: the server's UDP socket; what it sent is in ``udp.written``.
     """
-    import psycopg2.extensions
 
-    assert PG_DSN is not None
-    params = psycopg2.extensions.parse_dsn(PG_DSN)
-    params.update(changes)
-    user = params.get("user", "postgres")
-    password = params.get("password")
-    userinfo = f"{user}:{password}" if password else user
-    host = params.get("host", "127.0.0.1")
-    port = params.get("port", "5432")
-    return f"postgresql://{userinfo}@{host}:{port}/{params.get('dbname', 'test')}"
+    def __init__(self, **settings: Any) -> None:
+        """Build the server with these configuration settings."""
+        self.reactor = MemoryReactorClock()
+        self.reactor.advance(1_000_000)
+        settings.setdefault("database", "memory")
+        self.config = Config(**settings)
+        self.stack: Stack = buildStack(self.config, self.reactor)
+        self.udp = FakeDatagramTransport(*SERVER)
+        self.protocol = self.stack.transports.datagramProtocol()
+        self.protocol.makeConnection(self.udp)
+        self.stack.sweeper.startService()
+
+    def register(self, *packages: Any) -> None:
+        """Serve more event packages, advertised in OPTIONS, 489 and 415."""
+        for package in packages:
+            self.stack.packages.register(package)
+
+    @property
+    def store(self) -> MemoryStore:
+        """The server's store, which is in memory here."""
+        store = self.stack.store
+        assert isinstance(store, MemoryStore)
+        return store
+
+    def close(self) -> None:
+        """Stop the sweeper and every transaction timer."""
+        self.stack.sweeper.stopService()
+        self.stack.transactions.stop()
+
+    def receive(
+        self, data: bytes, source: tuple[str, int] = ("192.0.2.20", 5070)
+    ) -> None:
+        """A datagram arrives from ``source``."""
+        self.protocol.datagramReceived(data, source)
+
+    def sent(self) -> list[tuple[SIPMessage, tuple[str, int]]]:
+        """Everything sent since the last call, parsed."""
+        out = [(parseDatagram(data), addr) for data, addr in self.udp.written]
+        self.udp.written.clear()
+        return out
+
+    def advance(self, seconds: float) -> None:
+        """Let time pass, one second at a time."""
+        for _ in range(int(seconds)):
+            self.reactor.advance(1)
+        rest = seconds - int(seconds)
+        if rest:
+            self.reactor.advance(rest)
+
+    def tcp(
+        self, host: str = "192.0.2.30", port: int = 40000
+    ) -> tuple[SIPStreamProtocol, StringTransport]:
+        """Open a TCP connection from a client, as if accepted."""
+        protocol = self.stack.transports.streamFactory.buildProtocol(
+            IPv4Address("TCP", host, port)
+        )
+        transport = StringTransport(
+            hostAddress=IPv4Address("TCP", *SERVER),
+            peerAddress=IPv4Address("TCP", host, port),
+        )
+        protocol.makeConnection(transport)  # type: ignore[no-untyped-call]  # Twisted's, untyped
+        self.stack.transports.tcpListening(5060)
+        return protocol, transport
 
 
-def pgAddress() -> tuple[str, int]:
-    """The host and port of the test server."""
-    import psycopg2.extensions
+class UA:
+    """A scripted user agent: builds requests and answers NOTIFYs."""
 
-    assert PG_DSN is not None
-    params = psycopg2.extensions.parse_dsn(PG_DSN)
-    return params.get("host", "127.0.0.1"), int(params.get("port", 5432))
+    def __init__(
+        self,
+        server: Server,
+        user: str = "alice",
+        host: str = "192.0.2.20",
+        port: int = 5070,
+        transport: str = "UDP",
+    ) -> None:
+        """A user agent for ``user`` at ``host``:``port`` over ``transport``."""
+        self.server = server
+        self.user = user
+        self.host = host
+        self.port = port
+        self.transport = transport
+        self.tag = f"{user}-tag"
+        self.cseq = 0
+        self.tcpClient: tuple[SIPStreamProtocol, StringTransport] | None = None
+        self.framer = StreamFramer()
+
+    @property
+    def aor(self) -> str:
+        """The UA's address of record."""
+        return f"sip:{self.user}@example.com"
+
+    def request(
+        self,
+        method: str,
+        uri: str,
+        headers: list[tuple[str, str]] | None = None,
+        body: bytes = b"",
+        callId: str | None = None,
+        toTag: str | None = None,
+        to: str | None = None,
+        contentLength: bool = True,
+        branch: str | None = None,
+        cseq: int | None = None,
+    ) -> bytes:
+        """Build a request as bytes."""
+        if cseq is None:
+            self.cseq += 1
+            cseq = self.cseq
+        branch = branch or f"z9hG4bK-{next(_counter)}"
+        to = to or f"<{uri}>"
+        if toTag:
+            to += f";tag={toTag}"
+        lines = [
+            f"{method} {uri} SIP/2.0",
+            f"Via: SIP/2.0/{self.transport} {self.host}:{self.port}"
+            f";branch={branch};rport",
+            "Max-Forwards: 70",
+            f"From: <{self.aor}>;tag={self.tag}",
+            f"To: {to}",
+            f"Call-ID: {callId or f'{method}-{next(_counter)}@{self.host}'}",
+            f"CSeq: {cseq} {method}",
+            f"Contact: <sip:{self.user}@{self.host}:{self.port}"
+            + (";transport=tcp" if self.transport == "TCP" else "")
+            + ">",
+        ]
+        lines += [f"{n}: {v}" for n, v in (headers or [])]
+        if contentLength:
+            lines.append(f"Content-Length: {len(body)}")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+    def send(self, data: bytes) -> None:
+        """Send bytes to the server over this UA's transport."""
+        if self.transport == "UDP":
+            self.server.receive(data, (self.host, self.port))
+        else:
+            if self.tcpClient is None:
+                self.tcpClient = self.server.tcp(self.host, self.port)
+            self.tcpClient[0].dataReceived(data)
+
+    def received(self) -> list[SIPMessage]:
+        """What the server sent to this UA since the last call."""
+        if self.transport == "UDP":
+            mine: list[tuple[bytes, Any]] = []
+            others: list[tuple[bytes, Any]] = []
+            for data, addr in self.server.udp.written:
+                (mine if addr == (self.host, self.port) else others).append(
+                    (data, addr)
+                )
+            self.server.udp.written[:] = others
+            return [parseDatagram(d) for d, _ in mine]
+        assert self.tcpClient is not None
+        transport = self.tcpClient[1]
+        data = transport.value()
+        transport.clear()
+        return [m for m in self.framer.dataReceived(data) if isinstance(m, SIPMessage)]
+
+    def publish(
+        self,
+        body: bytes | None = None,
+        etag: str | None = None,
+        expires: int | None = 3600,
+        event: str = "presence",
+        contentType: str | None = "application/pidf+xml",
+        presentity: str | None = None,
+        extra: list[tuple[str, str]] | None = None,
+    ) -> SIPResponse:
+        """PUBLISH and return the response."""
+        headers = [("Event", event)]
+        if expires is not None:
+            headers.append(("Expires", str(expires)))
+        if etag is not None:
+            headers.append(("SIP-If-Match", etag))
+        if contentType is not None and (body is not None):
+            headers.append(("Content-Type", contentType))
+        headers += extra or []
+        self.send(self.request("PUBLISH", presentity or self.aor, headers, body or b""))
+        return self.response()
+
+    def response(self) -> SIPResponse:
+        """The one response waiting for this UA, leaving NOTIFYs queued."""
+        messages = self.received()
+        responses = [m for m in messages if isinstance(m, SIPResponse)]
+        self.pending = getattr(self, "pending", []) + [
+            m for m in messages if isinstance(m, SIPRequest)
+        ]
+        assert len(responses) == 1, messages
+        return responses[0]
+
+    def notifies(self) -> list[SIPRequest]:
+        """The NOTIFYs received so far and not yet taken."""
+        out = list(getattr(self, "pending", []))
+        self.pending = []
+        out += [m for m in self.received() if isinstance(m, SIPRequest)]
+        unique: dict[tuple[str, str], SIPRequest] = {}
+        for request in out:
+            # Retransmissions over UDP are the same request again.
+            unique.setdefault((request.callId, request.header("cseq") or ""), request)
+        return list(unique.values())
+
+    def answer(self, request: SIPRequest, code: int = 200) -> None:
+        """Answer a request the server sent."""
+        self.send(responseTo(request, code, toTag=None).toBytes())
 
 
-class PostgresDatabase:
-    """A database of its own on the test server, for one test class."""
+class Subscriber(UA):
+    """A UA that keeps one subscription dialog."""
 
-    def __init__(self) -> None:
-        """Create it."""
-        self.name = f"presence_test_{uuid.uuid4().hex[:12]}"
-        self._admin("CREATE DATABASE " + self.name)
-        self.dsn = pgDSN(dbname=self.name)
-        self.url = pgURL(dbname=self.name)
-
-    def _admin(self, sql: str) -> None:
-        import psycopg2
-
-        connection = psycopg2.connect(PG_DSN)
-        try:
-            connection.autocommit = True
-            with connection.cursor() as cursor:
-                cursor.execute(sql)
-        finally:
-            connection.close()
-
-    def drop(self) -> None:
-        """Drop it, closing what is still connected."""
-        self._admin(f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)")
-
-
-class _CuttableServer(portforward.ProxyServer):
-    factory: CuttableProxy
-
-    def connectionMade(self) -> None:
-        self.factory.servers.add(self)
-        super().connectionMade()
-
-    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
-        self.factory.servers.discard(self)
-        super().connectionLost(reason)  # type: ignore[no-untyped-call]  # untyped Twisted
-
-
-class CuttableProxy(portforward.ProxyFactory):
-    """A TCP proxy whose connections can be cut, and which can refuse new ones."""
-
-    protocol = _CuttableServer
-    noisy = False
-
-    def __init__(self, host: str, port: int) -> None:
-        """Forward to ``host``, ``port``."""
-        super().__init__(host, port)
-        self.servers: set[_CuttableServer] = set()
-        self.refusing = False
-
-    def buildProtocol(self, addr: Any) -> portforward.ProxyServer | None:
-        """A forwarding connection, or None (closing it) while refusing."""
-        if self.refusing:
-            return None
-        return super().buildProtocol(addr)
-
-    def cut(self) -> None:
-        """Abort every connection, and refuse new ones."""
-        self.refusing = True
-        for server in list(self.servers):
-            transport: Any = server.transport
-            transport.abortConnection()
+    def subscribe(
+        self,
+        presentity: str = "sip:bob@example.com",
+        expires: int | None = 600,
+        event: str = "presence",
+        accept: str | None = None,
+        extra: list[tuple[str, str]] | None = None,
+        refresh: bool = False,
+    ) -> SIPResponse:
+        """SUBSCRIBE (or refresh) and return the response."""
+        headers = [("Event", event)]
+        if expires is not None:
+            headers.append(("Expires", str(expires)))
+        if accept is not None:
+            headers.append(("Accept", accept))
+        headers += extra or []
+        if not refresh:
+            self.callId = f"sub-{next(_counter)}@{self.host}"
+            self.toTag = None
+            self.presentity = presentity
+        self.send(
+            self.request(
+                "SUBSCRIBE",
+                self.presentity,
+                headers,
+                callId=self.callId,
+                toTag=self.toTag,
+            )
+        )
+        response = self.response()
+        if response.code == 200 and not refresh:
+            self.toTag = response.toAddr.tag
+        return response

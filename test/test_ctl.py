@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import io
 import os
+from typing import Any
 
 from twisted.internet import reactor
 from twisted.python import usage
 from twisted.trial.unittest import TestCase
 
-from presence.ctl import Options, openDatabase, run
-from presence.storage.records import Batch, Publication, Subscription
+from presence.ctl import Options, dump, openDatabase, run
+from presence.storage.records import Batch, Binding, Publication, Subscription
 
 
 def options(*argv: str) -> Options:
@@ -88,6 +89,20 @@ class PresenceCtlTests(TestCase):
         """Dump on a database without the schema fails and says how to make it."""
         status, text = await self.command("db", "dump")
         self.assertEqual((status, text), (1, ""))
+
+    def test_dumpTimesFromNow(self) -> None:
+        """Dump tells expiries relative to the time it is given, not the clock's."""
+        rows: tuple[list[Any], ...] = (
+            [Publication("bob@example.com", "presence", "e1", 1060.0, 0, b"<x/>")],
+            [],
+            [],
+            [Binding("bob@example.com", "sip:bob@192.0.2.1", 970.0, None, "c", 1)],
+        )
+        out = io.StringIO()
+        dump(rows, out, now=1000.0)
+        text = out.getvalue()
+        self.assertIn("etag=e1 expires in 60s", text)
+        self.assertIn("-> sip:bob@192.0.2.1 expires 30s ago", text)
 
     def test_usage(self) -> None:
         """A missing or unknown action, or a memory database, is a usage error."""

@@ -159,6 +159,25 @@ class MakeServiceTests(SynchronousTestCase):
             [(5070, "127.0.0.1"), (5071, "")],
         )
 
+    def test_onTheReactorGiven(self) -> None:
+        """The stack and the UDP listeners run on the reactor makeService is given."""
+        reactor = MemoryReactorClock()
+        top = makeService(options(), reactor)
+        self.assertIs(top.stack.reactor, reactor)
+        [udp] = [c for c in top if isinstance(c, internet.UDPServer)]
+        self.assertIs(udp.reactor, reactor)
+
+    def test_refusedStopsTheStacksReactor(self) -> None:
+        """A database that cannot be used stops the stack's reactor, if running."""
+        reactor = MemoryReactorClock()
+        top = makeService(options(), reactor)
+        top._refuse("the schema is newer than this server")
+        self.assertFalse(reactor.hasStopped)
+        reactor.running = True
+        top._refuse("the schema is newer than this server")
+        self.assertTrue(reactor.hasStopped)
+        self.assertFalse(reactor.running)
+
     def test_stackWired(self) -> None:
         """The transports feed the transaction layer, which feeds the dispatcher."""
         top = makeService(options(), MemoryReactorClock())

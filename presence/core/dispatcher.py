@@ -1,15 +1,17 @@
 """Routing of requests by method, and the one funnel from errors to responses.
 
 The dispatcher is the transaction layer's user. It checks every new request
-as RFC 3261 section 8.2 asks, routes it by method to a handler, and turns
-whatever a handler raises into a response in `Dispatcher.errorResponse`:
+as RFC 3261 section 8.2 asks, runs its request checks (the first answers 503
+while the store is not ready), routes it by method to a handler, and turns
+whatever a check or handler raises into a response in
+`Dispatcher.errorResponse`:
 a `SIPError` becomes its own status, a `SIPParseError` a 400, a storage
 error a 503, and anything else is logged as a bug and answered with 500.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Final
 
 from twisted.internet.defer import Deferred
@@ -17,6 +19,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from presence import __version__
+from presence.packages.interfaces import PackageRegistry
 from presence.sip.errors import (
     BadExtension,
     BadRequest,
@@ -36,6 +39,11 @@ from presence.storage.errors import StorageError
 #: A method handler: answers the request through the transaction, or raises.
 Handler = Callable[[SIPRequest, ServerTransaction], Awaitable[None]]
 
+#: A check of a request about to be routed: returns, or raises `SIPError`.
+RequestCheck = Callable[[SIPRequest], None]
+
+#: What the server calls itself: the Server header of every response (the
+#: transaction layer adds it) and the User-Agent of every NOTIFY.
 SERVER: Final = f"presence/{__version__}"
 
 #: Headers every request must carry (RFC 3261 section 8.1.1).
@@ -99,37 +107,84 @@ def checkRequest(
             raise BadExtension(missing)
 
 
+def requireReady(ready: Callable[[], bool], retryAfter: int = 5) -> RequestCheck:
+    """A request check refusing every request while ``ready()`` is false.
+
+    Args:
+        ready: whether the server can serve now (the store is open).
+        retryAfter: the seconds a refused client is asked to wait.
+
+    Returns:
+        A check raising `ServiceUnavailable` (503 with Retry-After).
+    """
+
+    def check(request: SIPRequest) -> None:
+        if not ready():
+            raise ServiceUnavailable(retryAfter)
+
+    return check
+
+
 class Dispatcher:
     """Checks requests, routes them by method, and answers errors.
 
     Attributes:
-        handlers: method -> handler; register more with `register`.
-        accept: the body types the server accepts, for OPTIONS and 415.
-        allowEvents: the event packages served, for OPTIONS and 489.
+        handlers: method -> handler; OPTIONS is the dispatcher's own.
+        packages: the event packages served, which `accept` and
+            `allowEvents` are worked out from.
+        checks: the request checks run, in order, before a request is handed
+            to its handler; the first is the readiness check.
         supported: the option tags the server supports.
     """
 
     log = Logger()
 
-    def __init__(self, maxBodySize: int = 60000) -> None:
-        """Start with OPTIONS only."""
+    def __init__(
+        self,
+        handlers: Mapping[str, Handler] | None = None,
+        packages: PackageRegistry | None = None,
+        ready: Callable[[], bool] = lambda: True,
+        checks: Sequence[RequestCheck] = (),
+        maxBodySize: int = 60000,
+    ) -> None:
+        """Route to ``handlers`` and advertise ``packages``.
+
+        Args:
+            handlers: method -> handler, besides OPTIONS.
+            packages: the event packages served (none when not given).
+            ready: whether the server can serve now; while it cannot, every
+                request gets 503 (it becomes the first request check).
+            checks: more request checks, run after the readiness one.
+            maxBodySize: the largest body accepted (513 above it).
+        """
         self.maxBodySize = maxBodySize
         self.handlers: dict[str, Handler] = {"OPTIONS": self._options}
-        self.accept: list[str] = []
-        self.allowEvents: list[str] = []
+        self.handlers.update(handlers or {})
+        self.packages = packages if packages is not None else PackageRegistry()
+        self.checks: list[RequestCheck] = [requireReady(ready), *checks]
         self.supported: list[str] = []
-        self.ready: Callable[[], bool] = lambda: True
         self.requests = 0
         self.errors = 0
-
-    def register(self, method: str, handler: Handler) -> None:
-        """Route requests of ``method`` to ``handler``."""
-        self.handlers[method] = handler
 
     @property
     def allow(self) -> list[str]:
         """The methods served, for Allow headers (ACK and CANCEL included)."""
         return [*self.handlers, "ACK", "CANCEL"]
+
+    @property
+    def accept(self) -> list[str]:
+        """The body types the packages accept, for OPTIONS (in package order)."""
+        out: list[str] = []
+        for package in self.packages:
+            for kind in package.acceptTypes:
+                if kind not in out:
+                    out.append(kind)
+        return out
+
+    @property
+    def allowEvents(self) -> list[str]:
+        """The event packages served, for OPTIONS."""
+        return self.packages.allowEvents
 
     # -- from the transaction layer -------------------------------------------
 
@@ -144,8 +199,8 @@ class Dispatcher:
             if handler is None:
                 raise MethodNotAllowed(self.allow)
             self._checkMerged(request, transaction)
-            if not self.ready():
-                raise ServiceUnavailable()
+            for check in self.checks:
+                check(request)
             d = Deferred.fromCoroutine(_call(handler, request, transaction))
         except Exception:
             self._answerError(transaction, Failure())
@@ -224,9 +279,7 @@ class Dispatcher:
         phrase: str = "",
         headers: Iterable[tuple[str, str]] = (),
     ) -> SIPResponse:
-        return transaction.response(
-            code, _phrase(phrase), [*headers, ("Server", SERVER)]
-        )
+        return transaction.response(code, _phrase(phrase), list(headers))
 
     # -- OPTIONS --------------------------------------------------------------
 
@@ -239,9 +292,9 @@ class Dispatcher:
             ("Accept", ", ".join(self.accept)),
             ("Supported", ", ".join(self.supported)),
         ]
-        if self.allowEvents:
-            headers.append(("Allow-Events", ", ".join(self.allowEvents)))
-        headers.append(("Server", SERVER))
+        allowEvents = self.allowEvents
+        if allowEvents:
+            headers.append(("Allow-Events", ", ".join(allowEvents)))
         transaction.respond(transaction.response(200, "", headers))
 
 

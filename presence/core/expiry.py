@@ -32,8 +32,18 @@ class ExpirySweeper(Service):
         store: IPresenceStore,
         notifier: Notifier,
         interval: float = 1.0,
+        onSubscriptionExpired: Callable[[Subscription], Awaitable[Any]] | None = None,
     ) -> None:
-        """Sweep ``store`` every ``interval`` seconds of ``clock``."""
+        """Sweep ``store`` every ``interval`` seconds of ``clock``.
+
+        Args:
+            clock: the clock the sweep runs on and expiry is judged by.
+            store: what expires.
+            notifier: tells the watchers of what expired.
+            interval: the seconds between sweeps.
+            onSubscriptionExpired: called with each subscription that expired,
+                after its final NOTIFY is sent.
+        """
         self.clock = clock
         self.store = store
         self.notifier = notifier
@@ -41,10 +51,7 @@ class ExpirySweeper(Service):
         self._loop: LoopingCall | None = None
         self._running = False
         self._storageDown = False
-        self.onSubscriptionExpired: Callable[[Subscription], Awaitable[Any]] | None = (
-            None
-        )
-        self.onPublicationExpired: Callable[[str, str], Awaitable[Any]] | None = None
+        self.onSubscriptionExpired = onSubscriptionExpired
         self.expired = {"publications": 0, "subscriptions": 0, "bindings": 0}
 
     def startService(self) -> None:
@@ -101,8 +108,6 @@ class ExpirySweeper(Service):
                 event=event,
             )
             await self.notifier.presentityChanged(f"sip:{aor}", event)
-            if self.onPublicationExpired is not None:
-                await self.onPublicationExpired(aor, event)
         for subscription in await self.store.expiredSubscriptions(now):
             self.expired["subscriptions"] += 1
             self.log.debug(

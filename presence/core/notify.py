@@ -70,8 +70,19 @@ class Notifier:
         packages: PackageRegistry,
         transactions: TransactionLayer,
         transports: SIPTransports,
+        onRemoved: Callable[[Subscription, str], Any] | None = None,
     ) -> None:
-        """Notify through ``transactions``, reading state from ``store``."""
+        """Notify through ``transactions``, reading state from ``store``.
+
+        Args:
+            clock: the clock the remaining expiry is read from.
+            store: where subscriptions and publications are read.
+            packages: the event packages that compose the bodies.
+            transactions: what NOTIFYs are sent through.
+            transports: what routes them.
+            onRemoved: called with a subscription the notifier removed (a
+                481, a timeout...) and why.
+        """
         self.clock = clock
         self.store = store
         self.packages = packages
@@ -80,8 +91,7 @@ class Notifier:
         self.stats = NotifyStatistics()
         self._busy: set[SubscriptionKey] = set()
         self._queued: dict[SubscriptionKey, tuple[Subscription, str | None]] = {}
-        #: Called with a subscription the notifier removed (481, timeout...).
-        self.onRemoved: Callable[[Subscription, str], Any] | None = None
+        self.onRemoved = onRemoved
 
     @property
     def outstanding(self) -> int:

@@ -9,13 +9,11 @@ new entity tag. Changes that alter what watchers see notify them.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from presence.core.dispatcher import SERVER
 from presence.core.notify import Notifier
 from presence.core.subscribe import negotiateExpires, presentityOf
 from presence.packages.interfaces import IEventPackage, PackageRegistry
@@ -57,8 +55,6 @@ class PublishHandler:
         self.notifier = notifier
         self.domains = [d.lower() for d in domains]
         self.counts = {"initial": 0, "refresh": 0, "modify": 0, "remove": 0}
-        #: Called with (presentity, event) after a change watchers must see.
-        self.onChange: Callable[[str, str], Awaitable[Any]] | None = None
 
     def package(self, request: SIPRequest) -> IEventPackage:
         """The package the Event header names, if it accepts PUBLISH.
@@ -120,9 +116,7 @@ class PublishHandler:
         if expires == 0:
             await self.store.removePublication(aor, package.name, ifMatch)
             self.counts["remove"] += 1
-            transaction.respond(
-                transaction.response(200, "", [("Expires", "0"), ("Server", SERVER)])
-            )
+            transaction.respond(transaction.response(200, "", [("Expires", "0")]))
             await self._changed(aor, package)
             return
         modified = bool(body)
@@ -154,14 +148,12 @@ class PublishHandler:
             transaction.response(
                 200,
                 "",
-                [("SIP-ETag", etag), ("Expires", str(expires)), ("Server", SERVER)],
+                [("SIP-ETag", etag), ("Expires", str(expires))],
             )
         )
 
     async def _changed(self, aor: str, package: IEventPackage) -> None:
         await self.notifier.presentityChanged(f"sip:{aor}", package.name)
-        if self.onChange is not None:
-            await self.onChange(aor, package.name)
 
 
 def _sender(request: SIPRequest) -> str | None:

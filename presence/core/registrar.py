@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from presence.core.dispatcher import SERVER
 from presence.sip.errors import (
     BadRequest,
     IntervalTooBrief,
@@ -133,5 +132,4 @@ class Registrar:
             )
             for b in await self.store.bindings(aor)
         ]
-        headers.append(("Server", SERVER))
         transaction.respond(transaction.response(200, "", headers))

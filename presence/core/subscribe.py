@@ -15,7 +15,6 @@ from typing import Any
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from presence.core.dispatcher import SERVER
 from presence.core.notify import Notifier
 from presence.packages.interfaces import ExpiryRange, IEventPackage, PackageRegistry
 from presence.sip.errors import (
@@ -106,8 +105,21 @@ class SubscribeHandler:
         notifier: Notifier,
         transports: SIPTransports,
         domains: Sequence[str] = (),
+        onWatcherChange: Callable[[Subscription, str], Awaitable[Any]] | None = None,
     ) -> None:
-        """Serve subscriptions for ``domains`` (all when empty)."""
+        """Serve subscriptions for ``domains`` (all when empty).
+
+        Args:
+            clock: the clock expiry times are read from.
+            store: where subscriptions are kept.
+            packages: the event packages served.
+            policy: decides who may watch a presentity.
+            notifier: sends the NOTIFYs.
+            transports: give the local Contact.
+            domains: the domains served; every domain when empty.
+            onWatcherChange: called with a subscription and its watcher event
+                (RFC 3857 section 3.2) when a watcher comes, stays or goes.
+        """
         self.clock = clock
         self.store = store
         self.packages = packages
@@ -118,10 +130,7 @@ class SubscribeHandler:
         self.created = 0
         self.refreshed = 0
         self.ended = 0
-        #: Called with a subscription and a watcher event (RFC 3857 3.2).
-        self.onWatcherChange: Callable[[Subscription, str], Awaitable[Any]] | None = (
-            None
-        )
+        self.onWatcherChange = onWatcherChange
 
     def package(self, request: SIPRequest) -> IEventPackage:
         """The package the Event header names.
@@ -328,11 +337,7 @@ class SubscribeHandler:
             transaction.response(
                 code,
                 "",
-                [
-                    ("Expires", str(expires)),
-                    ("Contact", f"<{contact}>"),
-                    ("Server", SERVER),
-                ],
+                [("Expires", str(expires)), ("Contact", f"<{contact}>")],
             )
         )
 

@@ -1606,6 +1606,7 @@ def responseTo(
     headers: Sequence[tuple[str, str]] = (),
     body: bytes = b"",
     toTag: str | None = None,
+    server: str | None = None,
 ) -> SIPResponse:
     """Build a response to ``request`` (RFC 3261 section 8.2.6.2).
 
@@ -1619,6 +1620,7 @@ def responseTo(
         headers: further headers, in order.
         body: the body.
         toTag: the tag to add to a To that has none.
+        server: the value of a Server header to end the headers with.
     """
     out: list[tuple[str, str]] = [("via", v) for v in request.headerLines("via")]
     fromValue = request.header("from")
@@ -1639,4 +1641,6 @@ def responseTo(
         if value is not None:
             out.append((name, value))
     out.extend((n.lower(), v) for n, v in headers)
+    if server is not None:
+        out.append(("server", server))
     return SIPResponse(code, phrase, out, body)

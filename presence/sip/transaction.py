@@ -147,9 +147,18 @@ class ServerTransaction:
         headers: list[tuple[str, str]] | None = None,
         body: bytes = b"",
     ) -> SIPResponse:
-        """Build a response to this transaction's request, with its To tag."""
+        """Build a response to this transaction's request, with its To tag.
+
+        The layer's Server header ends the headers, when it has one.
+        """
         return responseTo(
-            self.request, code, phrase, headers or (), body, toTag=self.toTag
+            self.request,
+            code,
+            phrase,
+            headers or (),
+            body,
+            toTag=self.toTag,
+            server=self.layer.serverHeader,
         )
 
     def requestRetransmitted(self) -> None:
@@ -443,6 +452,11 @@ class TransactionLayer:
 
     It is the transports' sink, and the user (the dispatcher) answers through
     the server transactions and sends requests through `request`.
+
+    Attributes:
+        user: the transaction user new requests are handed to.
+        serverHeader: the Server header of every response built by a server
+            transaction, or ``None`` for none.
     """
 
     log = Logger()
@@ -452,11 +466,21 @@ class TransactionLayer:
         clock: IReactorTime,
         transports: SIPTransports,
         user: TransactionUser | None = None,
+        serverHeader: str | None = None,
     ) -> None:
-        """Sit between ``transports`` and ``user``."""
+        """Sit between ``transports`` and ``user``.
+
+        Args:
+            clock: the clock of the transaction timers.
+            transports: what messages come from and go to.
+            user: what new requests are handed to.
+            serverHeader: the Server header value every response built by
+                a server transaction ends with; ``None`` adds none.
+        """
         self.clock = clock
         self.transports = transports
         self.user = user
+        self.serverHeader = serverHeader
         self.server: dict[tuple[Any, ...], ServerTransaction] = {}
         self.client: dict[tuple[Any, ...], ClientTransaction] = {}
         self.stats = TransactionStatistics()

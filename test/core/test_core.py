@@ -9,8 +9,9 @@ from __future__ import annotations
 from lxml import etree
 from twisted.trial.unittest import SynchronousTestCase
 
-from presence.scripted import UA, Server, Subscriber, pidf
+from presence.core.dispatcher import SERVER
 from presence.sip.message import SIPRequest, SIPResponse
+from presence.testing import UA, Server, Subscriber, pidf
 
 PIDF_NS = "urn:ietf:params:xml:ns:pidf"
 
@@ -372,6 +373,35 @@ class SubscribeTests(CoreTestCase):
         self.bob.publish(pidf(), presentity="sip:%62ob@EXAMPLE.com")
         notify = self.subscribed()
         self.assertEqual(basics(notify), ["open"])
+
+
+class ServerHeaderTests(CoreTestCase):
+    """Every response names the server in one Server header (RFC 3261 20.35)."""
+
+    def ask(self, method: str, uri: str = "sip:bob@example.com") -> SIPResponse:
+        """Send bob's request of ``method`` and return its response."""
+        self.bob.send(self.bob.request(method, uri, to=f"<{self.bob.aor}>"))
+        return self.bob.response()
+
+    def test_everyResponse(self) -> None:
+        """Successes and errors of every method, and the 503 of a closed store."""
+        responses = [
+            self.ask("OPTIONS"),
+            self.bob.publish(pidf()),
+            self.bob.publish(pidf(), event="nope"),
+            self.bob.publish(None, etag="unknown"),
+            self.alice.subscribe(),
+            self.alice.subscribe(event="nope"),
+            self.ask("REGISTER", "sip:example.com"),
+            self.ask("INVITE"),
+        ]
+        self.server.stack.storage.refused = "the test refuses"
+        responses.append(self.ask("OPTIONS"))
+        self.assertEqual(
+            [r.code for r in responses], [200, 200, 489, 412, 200, 489, 200, 405, 503]
+        )
+        for response in responses:
+            self.assertEqual(response.headerValues("server"), [SERVER])
 
 
 class RegistrarTests(CoreTestCase):

@@ -7,7 +7,11 @@ from typing import Any
 from twisted.trial.unittest import SynchronousTestCase
 
 from presence.core.dispatcher import Dispatcher, checkRequest
-from presence.sip.errors import BadRequest, Forbidden
+from presence.packages.dialog import DialogPackage, SharedLineDialogPackage
+from presence.packages.interfaces import PackageRegistry
+from presence.packages.mwi import MessageSummaryPackage
+from presence.packages.presence import PresencePackage
+from presence.sip.errors import BadRequest, Forbidden, NotFound
 from presence.sip.message import SIPRequest, SIPResponse, responseTo
 from presence.sip.parser import parseDatagram
 from presence.sip.transport import Peer
@@ -151,8 +155,7 @@ class RoutingTests(SynchronousTestCase):
 
     def test_options(self) -> None:
         """RFC 3261 11.2: OPTIONS gets 200 with Allow, Accept and Supported."""
-        dispatcher = Dispatcher()
-        dispatcher.accept.append("application/pidf+xml")
+        dispatcher = Dispatcher(packages=PackageRegistry([PresencePackage()]))
         response = dispatch(dispatcher, request())
         self.assertEqual(response.code, 200)
         self.assertEqual(response.header("allow"), "OPTIONS, ACK, CANCEL")
@@ -162,10 +165,35 @@ class RoutingTests(SynchronousTestCase):
 
     def test_optionsAllowEvents(self) -> None:
         """OPTIONS lists the registered event packages in Allow-Events."""
-        dispatcher = Dispatcher()
-        dispatcher.allowEvents.extend(["presence", "dialog"])
-        response = dispatch(dispatcher, request())
+        packages = PackageRegistry([PresencePackage(), DialogPackage()])
+        response = dispatch(Dispatcher(packages=packages), request())
         self.assertEqual(response.header("allow-events"), "presence, dialog")
+
+    def test_acceptAndAllowEventsFromPackages(self) -> None:
+        """Accept and Allow-Events are worked out from the packages, once each.
+
+        A package registered after the dispatcher is built is advertised too.
+        """
+        packages = PackageRegistry(
+            [PresencePackage(), DialogPackage(), SharedLineDialogPackage()]
+        )
+        dispatcher = Dispatcher(packages=packages)
+        packages.register(MessageSummaryPackage())
+        response = dispatch(dispatcher, request())
+        self.assertEqual(
+            response.header("accept"),
+            "application/pidf+xml, application/dialog-info+xml,"
+            " application/simple-message-summary",
+        )
+        self.assertEqual(
+            response.header("allow-events"), "presence, dialog, message-summary"
+        )
+
+    def test_optionsWithoutPackages(self) -> None:
+        """Without packages OPTIONS has an empty Accept and no Allow-Events."""
+        response = dispatch(Dispatcher(), request())
+        self.assertEqual(response.header("accept"), "")
+        self.assertFalse(response.hasHeader("allow-events"))
 
     def test_unimplementedMethod(self) -> None:
         """RFC 3261 8.2.1.
@@ -178,13 +206,12 @@ class RoutingTests(SynchronousTestCase):
             self.assertIn("OPTIONS", response.header("allow") or "")
 
     def test_registeredHandler(self) -> None:
-        """A registered handler answers its method and shows in Allow."""
-        dispatcher = Dispatcher()
+        """A handler given to the dispatcher answers its method and shows in Allow."""
 
         async def handler(req: SIPRequest, transaction: Any) -> None:
             transaction.respond(transaction.response(202))
 
-        dispatcher.register("PUBLISH", handler)
+        dispatcher = Dispatcher({"PUBLISH": handler})
         self.assertEqual(dispatch(dispatcher, request("PUBLISH")).code, 202)
         self.assertIn("PUBLISH", dispatcher.allow)
 
@@ -194,13 +221,11 @@ class ErrorFunnelTests(SynchronousTestCase):
 
     def answer(self, error: Exception) -> SIPResponse:
         """The response to a PUBLISH whose handler raises ``error``."""
-        dispatcher = Dispatcher()
 
         async def handler(req: SIPRequest, transaction: Any) -> None:
             raise error
 
-        dispatcher.register("PUBLISH", handler)
-        return dispatch(dispatcher, request("PUBLISH"))
+        return dispatch(Dispatcher({"PUBLISH": handler}), request("PUBLISH"))
 
     def test_sipError(self) -> None:
         """A SIPError becomes its own status, reason and headers."""
@@ -226,8 +251,47 @@ class ErrorFunnelTests(SynchronousTestCase):
 
     def test_notReady(self) -> None:
         """While the server is not ready every request gets 503."""
-        dispatcher = Dispatcher()
-        dispatcher.ready = lambda: False
-        response = dispatch(dispatcher, request())
+        response = dispatch(Dispatcher(ready=lambda: False), request())
         self.assertEqual(response.code, 503)
         self.assertTrue(response.hasHeader("retry-after"))
+
+    def test_notReadyBeforeOtherChecks(self) -> None:
+        """Readiness is the first request check; the others run in order after it.
+
+        The first check that raises answers the request, and the handler is not
+        called.
+        """
+        ran: list[str] = []
+
+        def refuse(req: SIPRequest) -> None:
+            ran.append("refuse")
+            raise NotFound("refused by a check")
+
+        def never(req: SIPRequest) -> None:
+            ran.append("never")
+
+        async def handler(req: SIPRequest, transaction: Any) -> None:
+            ran.append("handler")
+
+        notReady = Dispatcher(
+            {"PUBLISH": handler}, ready=lambda: False, checks=[refuse]
+        )
+        self.assertEqual(dispatch(notReady, request("PUBLISH")).code, 503)
+        self.assertEqual(ran, [])
+        ready = Dispatcher({"PUBLISH": handler}, checks=[refuse, never])
+        response = dispatch(ready, request("PUBLISH"))
+        self.assertEqual((response.code, response.phrase), (404, "refused by a check"))
+        self.assertEqual(ran, ["refuse"])
+
+    def test_checksPass(self) -> None:
+        """When every check passes the handler answers."""
+        seen: list[str] = []
+
+        async def handler(req: SIPRequest, transaction: Any) -> None:
+            transaction.respond(transaction.response(202))
+
+        dispatcher = Dispatcher(
+            {"PUBLISH": handler}, checks=[lambda req: seen.append(req.method)]
+        )
+        self.assertEqual(dispatch(dispatcher, request("PUBLISH")).code, 202)
+        self.assertEqual(seen, ["PUBLISH"])

@@ -9,8 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from presence.scripted import UA, Server, Subscriber, pidf
 from presence.sip.message import SIPResponse
+from presence.testing import UA, Server, Subscriber, pidf
 
 HEADERS = [
     "Event",

@@ -10,9 +10,9 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from presence.core.notify import ENDING_CODES, aorOf
-from presence.scripted import UA, Server, Subscriber, pidf
 from presence.sip.message import SIPRequest
 from presence.status import PENDING
+from presence.testing import UA, Server, Subscriber, pidf
 from presence.xcap.policy import Decision, IPrivacyPolicy
 
 BOB = "sip:bob@example.com"

@@ -12,9 +12,9 @@ from presence.packages.interfaces import (
     IWatcherInfoPackage,
 )
 from presence.packages.winfo import WINFO_NS, WINFO_TYPE, WatcherInfoPackage
-from presence.scripted import Server, Subscriber
 from presence.sip.message import SIPRequest
 from presence.storage.memory import MemoryStore
+from presence.testing import Server, Subscriber
 
 W = f"{{{WINFO_NS}}}"
 

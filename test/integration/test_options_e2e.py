@@ -7,8 +7,8 @@ from typing import Any
 from twisted.internet import defer, reactor, task
 from twisted.trial.unittest import TestCase
 
-from presence.scripted import connectTCP, listenUDP, startServer
 from presence.sip.message import SIPResponse
+from test.support.sockets import connectTCP, listenUDP, startServer
 
 
 def options(port: int, transport: str, n: int, localPort: int = 5099) -> bytes:
@@ -39,12 +39,12 @@ class OptionsEndToEndTests(TestCase):
 
     def setUp(self) -> None:
         """Start a server on ephemeral ports."""
-        self.server, self.udpPort, self.tcpPort = startServer()
+        self.server, self.udpPort, self.tcpPort = startServer(reactor)
         self.addCleanup(self.server.stopService)
 
     async def test_udp(self) -> None:
         """An OPTIONS datagram is answered 200 at the rport it came from."""
-        client, port = listenUDP()
+        client, port = listenUDP(reactor)
         self.addCleanup(port.stopListening)
         port.write(options(self.udpPort, "UDP", 1), ("127.0.0.1", self.udpPort))
         response, _ = await within(client.queue.get())
@@ -55,7 +55,7 @@ class OptionsEndToEndTests(TestCase):
 
     async def test_udpGarbageIgnored(self) -> None:
         """Garbage datagrams are dropped and the server keeps serving."""
-        client, port = listenUDP()
+        client, port = listenUDP(reactor)
         self.addCleanup(port.stopListening)
         for junk in [b"\x00\xff garbage", b"SIP/2.0 999", b"INVITE\r\n\r\n"]:
             port.write(junk, ("127.0.0.1", self.udpPort))
@@ -66,7 +66,7 @@ class OptionsEndToEndTests(TestCase):
 
     async def test_tcpTwoInOneSegment(self) -> None:
         """Two requests in one TCP segment get two responses, in order."""
-        client = await connectTCP(self.tcpPort)
+        client = await connectTCP(reactor, self.tcpPort)
         self.addCleanup(client.close)
         client.send(options(self.tcpPort, "TCP", 1) + options(self.tcpPort, "TCP", 2))
         first = await within(client.queue.get())
@@ -76,7 +76,7 @@ class OptionsEndToEndTests(TestCase):
 
     async def test_tcpSplitAcrossSegments(self) -> None:
         """A request split across several TCP segments is answered once."""
-        client = await connectTCP(self.tcpPort)
+        client = await connectTCP(reactor, self.tcpPort)
         self.addCleanup(client.close)
         data = options(self.tcpPort, "TCP", 3)
         for i in range(0, len(data), 40):
@@ -88,7 +88,7 @@ class OptionsEndToEndTests(TestCase):
 
     async def test_tcpMalformedClosed(self) -> None:
         """A malformed TCP stream gets 400 and the connection is closed."""
-        client = await connectTCP(self.tcpPort)
+        client = await connectTCP(reactor, self.tcpPort)
         client.send(b"OPTIONS sip:bob@127.0.0.1 SIP/2.0\r\nVia SIP/2.0/TCP x\r\n\r\n")
         await within(client.lost)
 

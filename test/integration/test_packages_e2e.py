@@ -9,10 +9,11 @@ import time
 from typing import Any
 
 from lxml import etree
+from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 
-from presence.scripted import SocketUA, startServer
 from presence.sip.message import SIPRequest
+from test.support.sockets import SocketUA, startServer
 
 BOB = "sip:bob@example.com"
 MWI = "application/simple-message-summary"
@@ -49,12 +50,12 @@ class PackagesEndToEndTests(TestCase):
 
     def setUp(self) -> None:
         """Start a server on ephemeral ports."""
-        self.server, self.port, _ = startServer()
+        self.server, self.port, _ = startServer(reactor)
         self.addCleanup(self.server.stopService)
 
     async def ua(self, user: str) -> SocketUA:
         """A started user agent on UDP."""
-        agent = SocketUA(user, self.port)
+        agent = SocketUA(reactor, user, self.port)
         await agent.start()
         self.addCleanup(agent.close)
         self.addCleanup(lambda: self.assertEqual(agent.errors, []))

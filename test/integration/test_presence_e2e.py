@@ -10,8 +10,9 @@ from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.trial.unittest import TestCase
 
-from presence.scripted import SocketUA, pidf, startServer
 from presence.sip.message import SIPRequest
+from presence.testing import pidf
+from test.support.sockets import SocketUA, startServer
 
 PIDF_NS = "{urn:ietf:params:xml:ns:pidf}"
 BOB = "sip:bob@example.com"
@@ -46,13 +47,13 @@ class PresenceEndToEndTests(TestCase):
 
     def setUp(self) -> None:
         """Start a server on ephemeral ports."""
-        self.server, self.udpPort, self.tcpPort = startServer()
+        self.server, self.udpPort, self.tcpPort = startServer(reactor)
         self.addCleanup(self.server.stopService)
 
     async def ua(self, user: str, transport: str = "UDP", **kwargs: object) -> SocketUA:
         """A started user agent, closed and checked for errors at cleanup."""
         port = self.udpPort if transport == "UDP" else self.tcpPort
-        agent = SocketUA(user, port, transport, **kwargs)  # type: ignore[arg-type]
+        agent = SocketUA(reactor, user, port, transport, **kwargs)  # type: ignore[arg-type]
         await agent.start()
         self.addCleanup(lambda: self.assertEqual(agent.errors, []))
         self.addCleanup(agent.close)

@@ -15,17 +15,12 @@ from twisted.internet import defer, reactor, task
 from twisted.internet.interfaces import IListeningPort
 from twisted.trial.unittest import SkipTest, TestCase
 
-from presence.scripted import SocketUA, pidf, startServer
 from presence.storage.postgres import PostgresStore
 from presence.tap import StackService
-from presence.testing import (
-    NO_PG,
-    PG_DSN,
-    CuttableProxy,
-    PostgresDatabase,
-    pgAddress,
-    pgURL,
-)
+from presence.testing import pidf
+from test.support.postgres import NO_PG, PG_DSN, PostgresDatabase, pgAddress, pgURL
+from test.support.proxy import CuttableProxy
+from test.support.sockets import SocketUA, startServer
 
 BOB = "sip:bob@example.com"
 
@@ -64,7 +59,7 @@ class ServerTestCase(TestCase):
 
     async def server(self, *argv: str, stop: bool = True) -> tuple[StackService, int]:
         """Start a server; wait until it serves; return it and its UDP port."""
-        server, udpPort, _ = startServer(*argv)
+        server, udpPort, _ = startServer(reactor, *argv)
         if stop:
             self.addCleanup(lambda: server.running and server.stopService())
         await eventually(lambda: server.stack.storage.serving)
@@ -72,7 +67,7 @@ class ServerTestCase(TestCase):
 
     async def ua(self, user: str, port: int) -> SocketUA:
         """A started user agent on UDP."""
-        agent = SocketUA(user, port)
+        agent = SocketUA(reactor, user, port)
         await agent.start()
         self.addCleanup(agent.close)
         return agent
@@ -129,6 +124,8 @@ class RestartTests(ServerTestCase):
         await alice.notify()
         store: Any = server.stack.store
         await eventually(lambda: store.pending == 0)
+        # Nothing waits any more, but a flush may still be writing it.
+        await store.flush()
         # Die: the listeners go, the database closes, nothing is flushed.
         self.assertEqual((await bob.publish(pidf("closed"), etag)).code, 200)
         unflushed = await alice.notify()
@@ -314,6 +311,8 @@ class OutageTests(PostgresServerTestCase):
         self.assertGreater(store.pending, 0)
         self.proxy.refusing = False
         await eventually(lambda: store.pending == 0, 20)
+        # Nothing waits any more, but a flush may still be writing it.
+        await store.flush()
         rows = await (await self.reader()).loadAll()
         publications, subscriptions = rows[0], rows[1]
         self.assertEqual([p.etag for p in publications], [modified.header("sip-etag")])

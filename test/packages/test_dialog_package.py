@@ -15,9 +15,9 @@ from presence.packages.dialog import (
     checkDialogInfo,
 )
 from presence.packages.interfaces import IEventPackage, PackageRegistry
-from presence.scripted import UA, Server, Subscriber
 from presence.sip.errors import BadRequest
 from presence.sip.message import SIPRequest, TokenParams
+from presence.testing import UA, Server, Subscriber
 
 D = f"{{{DIALOG_INFO_NS}}}"
 SA_NS = "urn:ietf:params:xml:ns:sa-dialog-info"

@@ -12,9 +12,9 @@ from presence.packages.mwi import (
     MessageSummaryPackage,
     parseSummary,
 )
-from presence.scripted import UA, Server, Subscriber
 from presence.sip.errors import BadRequest
 from presence.sip.message import SIPRequest
+from presence.testing import UA, Server, Subscriber
 
 #: The example of RFC 3842 section 5.2 (with urgent counts).
 SUMMARY = (

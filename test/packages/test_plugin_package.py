@@ -16,10 +16,10 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from presence.packages.interfaces import Body, ExpiryRange, IEventPackage
-from presence.scripted import UA, Server, Subscriber
 from presence.sip.errors import BadRequest
 from presence.sip.message import SIPRequest, SIPResponse
 from presence.storage.records import Publication, Subscription
+from presence.testing import UA, Server, Subscriber
 
 TEXT: Final = "text/plain"
 

@@ -18,10 +18,10 @@ from presence.packages.presence import (
     aggregate,
     offlineDocument,
 )
-from presence.scripted import UA, Server, Subscriber, pidf
 from presence.sip.errors import BadRequest
 from presence.sip.message import SIPRequest
 from presence.storage.records import Publication, Subscription
+from presence.testing import UA, Server, Subscriber, pidf
 
 PIDF_NS = "urn:ietf:params:xml:ns:pidf"
 P = f"{{{PIDF_NS}}}"

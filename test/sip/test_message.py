@@ -785,6 +785,13 @@ class ResponseToTests(SynchronousTestCase):
         self.assertEqual(resp.toAddr.tag, "t")
         self.assertEqual(resp.toAddr.uri, parseURI("sip:bob@example.com"))
 
+    def test_server(self) -> None:
+        """A Server header, when given, ends the headers; none is added otherwise."""
+        req = request(*BASIC)
+        resp = responseTo(req, 200, headers=[("Expires", "60")], server="p/1.0")
+        self.assertEqual(resp.headers[-2:], [("expires", "60"), ("server", "p/1.0")])
+        self.assertFalse(responseTo(req, 200).hasHeader("server"))
+
     def test_malformedRequest(self) -> None:
         """A response can be built for a request whose headers are malformed."""
         req = request(("To", "<<bad"), ("CSeq", "x"))

@@ -21,7 +21,6 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
-from presence.scripted import SERVER, Server
 from presence.sip.errors import SIPParseError
 from presence.sip.message import (
     COMPACT_FORMS,
@@ -35,6 +34,7 @@ from presence.sip.message import (
     unquote,
 )
 from presence.sip.parser import StreamFramer, parseDatagram
+from presence.testing import SERVER, Server
 
 TORTURE = Path(__file__).parent / "torture"
 SOURCE = ("192.0.2.20", 5070)

@@ -42,7 +42,9 @@ TCP_VIA = "SIP/2.0/TCP 198.51.100.7:5062;branch=z9hG4bKabc"
 class Stack:
     """A transport and transaction layer on a fake UDP socket and fake clock."""
 
-    def __init__(self, user: TransactionUser | None = None) -> None:
+    def __init__(
+        self, user: TransactionUser | None = None, serverHeader: str | None = None
+    ) -> None:
         """Wire everything to in-memory fakes."""
         self.clock = MemoryReactorClock()
         self.transports = SIPTransports(
@@ -51,7 +53,7 @@ class Stack:
         self.udp = FakeDatagramTransport()
         self.protocol = self.transports.datagramProtocol()
         self.protocol.makeConnection(self.udp)
-        self.layer = TransactionLayer(self.clock, self.transports, user)
+        self.layer = TransactionLayer(self.clock, self.transports, user, serverHeader)
 
     def receive(self, data: bytes, source: tuple[str, int] = CLIENT) -> None:
         """Deliver a datagram from ``source``."""
@@ -652,6 +654,40 @@ class InviteServerTransactionTests(SynchronousTestCase):
         codes = [r.code for r in self.stack.sentResponses()]
         self.assertEqual(codes, [405, 200, 200])
         self.assertEqual(self.stack.layer.stats.serverTransactions, 2)
+
+
+class ServerHeaderTests(SynchronousTestCase):
+    """The layer's Server header, on every response its server transactions build."""
+
+    def test_everyResponse(self) -> None:
+        """The user's responses and the layer's own (CANCEL) end with Server."""
+        stack = Stack(RecordingUser(answer=202), serverHeader="presence/test")
+        stack.receive(requestBytes("SUBSCRIBE"))
+        stack.receive(
+            requestBytes(
+                "CANCEL", via="SIP/2.0/UDP 198.51.100.7:5062;branch=z9hG4bKnone"
+            )
+        )
+        responses = stack.sentResponses()
+        self.assertEqual([r.code for r in responses], [202, 481])
+        for response in responses:
+            self.assertEqual(response.headerValues("server"), ["presence/test"])
+
+    def test_noneByDefault(self) -> None:
+        """A layer given no Server header adds none."""
+        stack = Stack(RecordingUser(answer=200))
+        stack.receive(requestBytes())
+        [response] = stack.sentResponses()
+        self.assertFalse(response.hasHeader("server"))
+
+    def test_notOnSyntheticResponses(self) -> None:
+        """A response made up for a client transaction (408) has no Server."""
+        stack = Stack(serverHeader="presence/test")
+        d = stack.layer.request(notify(), Peer("UDP", *CLIENT))
+        stack.clock.advance(64 * T1)
+        response = self.successResultOf(d)
+        self.assertEqual(response.code, 408)
+        self.assertFalse(response.hasHeader("server"))
 
 
 class InviteServerTransactionTCPTests(SynchronousTestCase):

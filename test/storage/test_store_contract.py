@@ -29,7 +29,8 @@ from presence.storage.postgres import PostgresStore
 from presence.storage.records import Batch, Binding, Publication, Subscription, Watcher
 from presence.storage.sql import SCHEMA_VERSION
 from presence.storage.sqlite import SQLiteStore
-from presence.testing import NO_PG, PG_DSN, CuttableProxy, PostgresDatabase, pgDSN
+from test.support.postgres import NO_PG, PG_DSN, PostgresDatabase, pgDSN
+from test.support.proxy import CuttableProxy
 
 #: The tables emptied before each PostgreSQL test (DELETE is quicker than
 #: TRUNCATE on tables this small).

@@ -9,8 +9,8 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from presence.packages.mwi import MWI_TYPE
-from presence.scripted import Server, Subscriber
 from presence.status import ACTIVE, PENDING, TERMINATED
+from presence.testing import Server, Subscriber
 from presence.xcap.policy import ALLOW, AllowAll, Decision, IPrivacyPolicy
 
 BOB = "sip:bob@example.com"

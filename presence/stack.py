@@ -1,0 +1,182 @@
+"""The server's objects, built and wired together: `buildStack`.
+
+The transports, the transaction layer, the store, the event packages, the
+presence core and the dispatcher, each given its collaborators when it is
+built. Nothing here listens or starts: the service maker (`presence.tap`)
+does that, and the in-memory server of `presence.testing` builds the same
+stack on fake transports.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from presence.config import Config, databaseKind, sqlitePath
+from presence.core.dispatcher import SERVER, Dispatcher
+from presence.core.expiry import ExpirySweeper
+from presence.core.notify import Notifier
+from presence.core.publish import PublishHandler
+from presence.core.registrar import Registrar
+from presence.core.subscribe import SubscribeHandler
+from presence.core.watchers import WatcherTracker
+from presence.packages.dialog import DialogPackage, SharedLineDialogPackage
+from presence.packages.interfaces import PackageRegistry
+from presence.packages.mwi import MessageSummaryPackage
+from presence.packages.presence import PresencePackage
+from presence.packages.winfo import WatcherInfoPackage
+from presence.sip.resolver import LazyResolver
+from presence.sip.transaction import TransactionLayer
+from presence.sip.transport import SIPTransports
+from presence.storage.cached import CachedStore
+from presence.storage.interfaces import IPresenceStore
+from presence.storage.memory import MemoryStore
+from presence.storage.service import CACHE, MEMORY, SHARED, StorageService
+from presence.xcap.policy import AllowAll
+
+
+@dataclass
+class Stack:
+    """The SIP stack and what sits on it, wired together."""
+
+    config: Config
+    transports: SIPTransports
+    transactions: TransactionLayer
+    dispatcher: Dispatcher
+    store: IPresenceStore
+    storage: StorageService
+    packages: PackageRegistry
+    notifier: Notifier
+    subscribe: SubscribeHandler
+    publish: PublishHandler
+    registrar: Registrar
+    sweeper: ExpirySweeper
+    reactor: Any
+
+
+def buildStack(config: Config, reactor: Any) -> Stack:
+    """Build the server the configuration describes, on ``reactor``.
+
+    Every object is given its collaborators and callbacks when it is built.
+    Two links close a loop and so are made late: the notifier tells the
+    watcher tracker of the subscriptions it removes, and the tracker notifies
+    through the notifier (the callback looks the tracker up when called); the
+    transaction layer hands requests to the dispatcher, whose handlers send
+    NOTIFYs through the transaction layer (the dispatcher becomes the layer's
+    user once it is built).
+    """
+    transports = SIPTransports(
+        clock=reactor,
+        reactor=reactor,
+        resolver=LazyResolver(reactor),
+        idleTimeout=config.tcpIdleTimeout,
+        trace=config.sipTrace,
+        advertisedHost=config.advertisedAddress,
+    )
+    transactions = TransactionLayer(reactor, transports, serverHeader=SERVER)
+    store, storage = buildStore(config, reactor)
+    packages = PackageRegistry(
+        [
+            PresencePackage(offline=config.offlineBody),
+            WatcherInfoPackage(reactor, store),
+            MessageSummaryPackage(),
+            DialogPackage(),
+            SharedLineDialogPackage(),
+        ]
+    )
+    notifier = Notifier(
+        reactor,
+        store,
+        packages,
+        transactions,
+        transports,
+        onRemoved=lambda s, why: watchers.changed(s, "deactivated"),
+    )
+    watchers = WatcherTracker(reactor, store, packages, notifier)
+    subscribe = SubscribeHandler(
+        reactor,
+        store,
+        packages,
+        AllowAll(),
+        notifier,
+        transports,
+        config.domains,
+        onWatcherChange=watchers.changed,
+    )
+    publish = PublishHandler(reactor, store, packages, notifier, config.domains)
+    registrar = Registrar(reactor, store, config.domains)
+    sweeper = ExpirySweeper(
+        reactor,
+        store,
+        notifier,
+        interval=config.cleanPeriod,
+        onSubscriptionExpired=lambda s: watchers.changed(s, "timeout"),
+    )
+    dispatcher = Dispatcher(
+        {"SUBSCRIBE": subscribe, "PUBLISH": publish, "REGISTER": registrar},
+        packages,
+        ready=lambda: storage.serving,
+        maxBodySize=config.maxBodySize,
+    )
+    transactions.user = dispatcher
+    return Stack(
+        config=config,
+        transports=transports,
+        transactions=transactions,
+        dispatcher=dispatcher,
+        store=store,
+        storage=storage,
+        packages=packages,
+        notifier=notifier,
+        subscribe=subscribe,
+        publish=publish,
+        registrar=registrar,
+        sweeper=sweeper,
+        reactor=reactor,
+    )
+
+
+def buildStore(config: Config, reactor: Any) -> tuple[IPresenceStore, StorageService]:
+    """The store the configuration asks for, and the service that runs it."""
+    kind = databaseKind(config.database)
+    if kind == "memory":
+        memory = MemoryStore()
+        return memory, StorageService(reactor, MEMORY, memory)
+    database: Any
+    if kind == "sqlite":
+        from presence.storage.sqlite import SQLiteStore
+
+        path = sqlitePath(config.database)
+        database = SQLiteStore(path, reactor=reactor)
+        description = f"sqlite:{path}"
+    else:
+        from presence.storage.postgres import PostgresStore
+
+        database = PostgresStore(
+            config.database, reactor=reactor, connections=config.dbConnections
+        )
+        description = _withoutPassword(config.database)
+    store: IPresenceStore
+    if config.fallback2db:
+        store, mode = database, SHARED
+    else:
+        store, mode = CachedStore(database), CACHE
+    service = StorageService(
+        reactor,
+        mode,
+        store,
+        database,
+        flushPeriod=config.dbUpdatePeriod,
+        createTables=config.createTables,
+        description=description,
+    )
+    return store, service
+
+
+def _withoutPassword(url: str) -> str:
+    """A database URL fit for a log line."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if at and ":" in userinfo:
+        userinfo = userinfo.split(":", 1)[0] + ":***"
+    return f"{scheme}{sep}{userinfo}{at}{host}"
