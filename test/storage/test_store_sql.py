@@ -1,4 +1,4 @@
-"""The SQL stores' shared parts that need no database: statements and schema."""
+"""The SQL stores' shared parts that need no database: statements, rows, schema."""
 
 from __future__ import annotations
 
@@ -6,20 +6,25 @@ import re
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from presence.storage import rows, sql, statements
 from presence.storage.errors import StorageError
-from presence.storage.sql import (
+from presence.storage.rows import methodBits
+from presence.storage.sql import checkSchemaVersion
+from presence.storage.statements import (
     ACTIVE_WATCHERS,
+    BATCH_ROWS,
     LOCATION,
     PRESENTITY,
     SCHEMA_NAME,
     SCHEMA_VERSION,
     TABLES,
     WATCHERS,
-    checkSchemaVersion,
+    Table,
+    batchDeletes,
+    batchUpserts,
     compileStatement,
     loadSchema,
     mergeStatements,
-    methodBits,
     splitScript,
 )
 
@@ -77,6 +82,52 @@ class CompileStatementTests(SynchronousTestCase):
         self.assertIn("status = excluded.status", sql)
         self.assertNotIn("event = excluded.event", sql)
         self.assertIn(":status_1", WATCHERS.upsert(2))
+
+
+class BatchStatementTests(SynchronousTestCase):
+    """A batch's rows go in multi-row statements of at most BATCH_ROWS rows."""
+
+    table = Table("t", ("k", "v"), ("k",))
+
+    def test_upserts(self) -> None:
+        """Rows are chunked; the last row of a key wins, in its first place."""
+        batch: list[dict[str, object]] = [
+            {"k": i, "v": i} for i in range(BATCH_ROWS + 1)
+        ]
+        batch.append({"k": 0, "v": "last"})
+        first, second = batchUpserts(self.table, batch)
+        self.assertEqual(first[0], self.table.upsert(BATCH_ROWS))
+        self.assertEqual((first[1]["k_0"], first[1]["v_0"]), (0, "last"))
+        self.assertEqual(len(first[1]), 2 * BATCH_ROWS)
+        last = {"k_0": BATCH_ROWS, "v_0": BATCH_ROWS}
+        self.assertEqual(second, (self.table.upsert(1), last))
+
+    def test_deletes(self) -> None:
+        """Deletes bind the key columns only, each key once."""
+        keys = [{"k": 1, "v": "x"}, {"k": 2, "v": "y"}, {"k": 1, "v": "z"}]
+        self.assertEqual(
+            batchDeletes(self.table, keys),
+            [(self.table.deleteMany(2), {"k_0": 1, "k_1": 2})],
+        )
+        self.assertEqual(batchDeletes(self.table, []), [])
+
+
+class ReExportTests(SynchronousTestCase):
+    """What other modules imported from ``sql`` before the split still is there."""
+
+    def test_sameObjects(self) -> None:
+        """The names of ``sql`` are the objects of their new modules."""
+        for module, names in [
+            (
+                statements,
+                "ACTIVE_WATCHERS LOCATION PRESENTITY SCHEMA_NAME SCHEMA_VERSION"
+                " TABLES WATCHERS Values compileStatement loadSchema"
+                " mergeStatements splitScript",
+            ),
+            (rows, "Row methodBits"),
+        ]:
+            for name in names.split():
+                self.assertIs(getattr(sql, name), getattr(module, name), name)
 
 
 class MethodBitsTests(SynchronousTestCase):
