@@ -18,8 +18,7 @@ synchronously, which would block the reactor.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Final, cast
+from typing import Any, Final
 
 import psycopg2
 import psycopg2.extensions
@@ -34,13 +33,8 @@ from txpostgres import txpostgres
 
 from presence._async import detach
 from presence.storage.errors import StorageError
-from presence.storage.sql import (
-    Row,
-    SQLStore,
-    Values,
-    compileStatement,
-    mergeStatements,
-)
+from presence.storage.runner import SQLRunner
+from presence.storage.sql import SQLStore
 
 _TABLES: Final = (
     "SELECT table_name FROM information_schema.tables"
@@ -241,55 +235,6 @@ class _ConnectionPool(txpostgres.ConnectionPool):  # type: ignore[misc]  # untyp
                 connection.abandon()
 
 
-class PostgresRunner:
-    """`SQLRunner` over a txpostgres pool."""
-
-    errors = _ERRORS
-
-    def __init__(self, pool: txpostgres.ConnectionPool) -> None:
-        """Run statements in ``pool``."""
-        self.pool = pool
-
-    def runQuery(self, sql: str, values: Values) -> Deferred[list[Row]]:
-        """See `SQLRunner.runQuery`."""
-        statement = compileStatement(sql, "pyformat")
-        return cast(
-            "Deferred[list[Row]]",
-            self.pool.runQuery(statement.text, statement.bind(values)),
-        )
-
-    def runOperation(self, sql: str, values: Values) -> Deferred[None]:
-        """See `SQLRunner.runOperation`."""
-        statement = compileStatement(sql, "pyformat")
-        return cast(
-            "Deferred[None]",
-            self.pool.runOperation(statement.text, statement.bind(values)),
-        )
-
-    def runInteraction(
-        self, statements: Sequence[tuple[str, Values]], fetch: bool = False
-    ) -> Deferred[list[Row]]:
-        """See `SQLRunner.runInteraction`.
-
-        The statements go as one query, one round trip: PostgreSQL runs the
-        statements of one query in one transaction, and psycopg2 returns the
-        rows of the last.
-        """
-        sql, values = mergeStatements(statements)
-        statement = compileStatement(sql, "pyformat")
-        parameters = statement.bind(values)
-        if fetch:
-            return cast(
-                "Deferred[list[Row]]", self.pool.runQuery(statement.text, parameters)
-            )
-        d = self.pool.runOperation(statement.text, parameters)
-        return cast("Deferred[list[Row]]", d.addCallback(lambda _: []))
-
-    def isDisconnection(self, error: BaseException) -> bool:
-        """See `SQLRunner.isDisconnection`."""
-        return isDisconnection(error)
-
-
 class PostgresStore(SQLStore):
     """`IPresenceStore` in a PostgreSQL database, shareable by several servers."""
 
@@ -353,7 +298,14 @@ class PostgresStore(SQLStore):
             pool.closeAll()
             raise StorageError(f"postgres: cannot connect: {e}") from e
         self._pool = pool
-        self.runner = PostgresRunner(pool)
+        # psycopg2's pyformat paramstyle; a transaction goes as one query.
+        self.runner = SQLRunner(
+            pool,
+            paramstyle="pyformat",
+            errors=_ERRORS,
+            isDisconnection=isDisconnection,
+            multiStatement=True,
+        )
         self.ready = True
         self.log.info("PostgreSQL pool of {n} connections ready", n=self._size)
 

@@ -1,8 +1,8 @@
 """The SQL store: `IPresenceStore` over SQLite or PostgreSQL.
 
-`SQLStore` implements `IPresenceStore` over an `SQLRunner`, a tiny
-asynchronous interface to a connection pool. The SQLite and PostgreSQL
-backends provide only the runner (and their start and stop). The store runs
+`SQLStore` implements `IPresenceStore` over an `SQLRunner`, which runs
+statements on a connection pool. The SQLite and PostgreSQL backends provide
+only the pool and the runner's parameters (and their start and stop). The store runs
 the statements of `presence.storage.statements` on the rows of
 `presence.storage.rows`. The names imported ``as`` themselves are re-exported:
 other modules imported them from here before those two modules were split off.
@@ -11,7 +11,7 @@ other modules imported them from here before those two modules were split off.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple, Protocol, TypeVar
+from typing import NamedTuple, TypeVar
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -46,6 +46,7 @@ from presence.storage.rows import (
     watcherRow,
 )
 from presence.storage.rows import methodBits as methodBits
+from presence.storage.runner import SQLRunner as SQLRunner
 from presence.storage.statements import ACTIVE_WATCHERS as ACTIVE_WATCHERS
 from presence.storage.statements import (
     CLAIM_NOTIFY,
@@ -114,40 +115,6 @@ def checkSchemaVersion(found: int | None) -> None:
             f"the database schema is version {found}, this server knows only "
             f"version {SCHEMA_VERSION}: upgrade the server or migrate the database"
         )
-
-
-# -- the runner --------------------------------------------------------------
-
-
-class SQLRunner(Protocol):
-    """A connection pool, as the SQL store uses it.
-
-    Statements come with ``:name`` placeholders; the runner converts them with
-    `compileStatement` to its driver's paramstyle.
-    """
-
-    #: The exceptions of the driver and pool that mean a statement failed;
-    #: the store turns them into `StorageError`.
-    errors: tuple[type[BaseException], ...]
-
-    def runQuery(self, sql: str, values: Values) -> Deferred[list[Row]]:
-        """Run one statement, in a transaction of its own, and fetch its rows."""
-
-    def runOperation(self, sql: str, values: Values) -> Deferred[None]:
-        """Run one statement that returns no rows, in a transaction of its own."""
-
-    def runInteraction(
-        self, statements: Sequence[tuple[str, Values]], fetch: bool = False
-    ) -> Deferred[list[Row]]:
-        """Run statements in one transaction.
-
-        Returns:
-            The rows of the last statement when ``fetch`` is true (it must
-            return rows then), otherwise an empty list.
-        """
-
-    def isDisconnection(self, error: BaseException) -> bool:
-        """Whether an error means that the database is out of reach."""
 
 
 class Snapshot(NamedTuple):

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from typing import Any, Final
 
+from twisted.internet.defer import Deferred, succeed
 from twisted.trial.unittest import SynchronousTestCase
 
-from presence.storage import rows, sql, statements
+from presence.storage import rows, runner, sql, statements
 from presence.storage.errors import StorageError
 from presence.storage.rows import methodBits
+from presence.storage.runner import SQLRunner
 from presence.storage.sql import checkSchemaVersion
 from presence.storage.statements import (
     ACTIVE_WATCHERS,
@@ -112,6 +116,97 @@ class BatchStatementTests(SynchronousTestCase):
         self.assertEqual(batchDeletes(self.table, []), [])
 
 
+class _Cursor:
+    """A DB-API cursor that notes what it executes."""
+
+    def __init__(self) -> None:
+        self.executed: list[tuple[str, object]] = []
+
+    def execute(self, text: str, parameters: object) -> None:
+        self.executed.append((text, parameters))
+
+    def fetchall(self) -> list[tuple[int]]:
+        return [(len(self.executed),)]
+
+
+class _Pool:
+    """A connection pool that runs nothing, noting what it is given."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, object]] = []
+        self.cursor = _Cursor()
+
+    def runQuery(self, text: str, parameters: object) -> Deferred[list[tuple[int]]]:
+        self.calls.append(("query", text, parameters))
+        return succeed([(1,)])
+
+    def runOperation(self, text: str, parameters: object) -> Deferred[None]:
+        self.calls.append(("operation", text, parameters))
+        return succeed(None)
+
+    def runInteraction(
+        self, interaction: Callable[..., Any], *args: Any
+    ) -> Deferred[Any]:
+        return succeed(interaction(self.cursor, *args))
+
+
+#: Two statements of one transaction, the last returning rows.
+TRANSACTION: Final = (
+    ("DELETE FROM t WHERE a = :a", {"a": 1}),
+    ("SELECT :b", {"b": 2}),
+)
+
+
+class RunnerTests(SynchronousTestCase):
+    """One runner for both drivers: the paramstyle and transactions vary."""
+
+    def test_qmark(self) -> None:
+        """Statements are rendered in the runner's paramstyle."""
+        pool = _Pool()
+        qmark = SQLRunner(pool, paramstyle="qmark", errors=())
+        rows = self.successResultOf(qmark.runQuery("SELECT :a", {"a": 1}))
+        self.assertEqual(rows, [(1,)])
+        self.successResultOf(qmark.runOperation("DELETE FROM t WHERE a = :a", {"a": 2}))
+        self.assertEqual(
+            pool.calls,
+            [
+                ("query", "SELECT ?", (1,)),
+                ("operation", "DELETE FROM t WHERE a = ?", (2,)),
+            ],
+        )
+        self.assertFalse(qmark.isDisconnection(ValueError()))
+
+    def test_oneByOne(self) -> None:
+        """Without multiStatement, a transaction runs its statements on a cursor."""
+        pool = _Pool()
+        qmark = SQLRunner(pool, paramstyle="qmark", errors=())
+        rows = self.successResultOf(qmark.runInteraction(TRANSACTION, True))
+        self.assertEqual(rows, [(2,)])
+        self.assertEqual(
+            pool.cursor.executed,
+            [("DELETE FROM t WHERE a = ?", (1,)), ("SELECT ?", (2,))],
+        )
+        self.assertEqual(self.successResultOf(qmark.runInteraction([])), [])
+        self.assertEqual(pool.calls, [])
+
+    def test_multiStatement(self) -> None:
+        """With multiStatement, a transaction is one query of all its statements."""
+        pool = _Pool()
+        pyformat = SQLRunner(
+            pool, paramstyle="pyformat", errors=(), multiStatement=True
+        )
+        rows = self.successResultOf(pyformat.runInteraction(TRANSACTION, True))
+        self.assertEqual(rows, [(1,)])
+        rows = self.successResultOf(pyformat.runInteraction(TRANSACTION))
+        self.assertEqual(rows, [])
+        text = "DELETE FROM t WHERE a = %(a__s0)s;\nSELECT %(b__s1)s"
+        values = {"a__s0": 1, "b__s1": 2}
+        self.assertEqual(
+            pool.calls, [("query", text, values), ("operation", text, values)]
+        )
+        self.assertEqual(pool.cursor.executed, [])
+
+
 class ReExportTests(SynchronousTestCase):
     """What other modules imported from ``sql`` before the split still is there."""
 
@@ -125,6 +220,7 @@ class ReExportTests(SynchronousTestCase):
                 " mergeStatements splitScript",
             ),
             (rows, "Row methodBits"),
+            (runner, "SQLRunner"),
         ]:
             for name in names.split():
                 self.assertIs(getattr(sql, name), getattr(module, name), name)
