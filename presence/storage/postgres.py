@@ -242,7 +242,7 @@ class PostgresStore(SQLStore):
         self,
         dsn: str,
         *,
-        reactor: Any = None,
+        reactor: Any,
         connections: int = 2,
         connectTimeout: float = 10.0,
         retryDelay: float = 1.0,
@@ -252,8 +252,9 @@ class PostgresStore(SQLStore):
 
         Args:
             dsn: a libpq connection string or URI.
-            reactor: the reactor the connections and the timers use; ``None``
-                for the global reactor, imported when the store starts.
+            reactor: the reactor the connections read and write in, and whose
+                clock times the connection attempts, the probes and the
+                drain at stop.
             connections: how many connections the pool keeps.
             connectTimeout: how long a connection attempt may take.
             retryDelay: how long after losing the server the store first
@@ -280,10 +281,6 @@ class PostgresStore(SQLStore):
         """
         if self._pool is not None:
             return
-        if self._reactor is None:
-            from twisted.internet import reactor
-
-            self._reactor = reactor
         try:
             given = psycopg2.extensions.parse_dsn(self.dsn)
         except psycopg2.Error as e:

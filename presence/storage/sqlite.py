@@ -41,13 +41,12 @@ def _prepareConnection(connection: sqlite3.Connection) -> None:
 class SQLiteStore(SQLStore):
     """`IPresenceStore` in an SQLite database file."""
 
-    def __init__(self, path: str, *, reactor: Any = None) -> None:
+    def __init__(self, path: str, *, reactor: Any) -> None:
         """Make a store of the database at ``path``; `start` opens it.
 
         Args:
             path: the database file, created if missing.
-            reactor: the reactor whose thread pool runs the statements;
-                ``None`` for the global reactor, which adbapi then imports.
+            reactor: the reactor whose thread pool runs the statements.
         """
         super().__init__("sqlite", _TABLES)
         self._reactor = reactor

@@ -1,4 +1,4 @@
-"""The SQL stores' shared parts that need no database: statements, rows, schema."""
+"""What of the SQL stores needs no database: statements, rows, runner, schema."""
 
 from __future__ import annotations
 
@@ -6,11 +6,14 @@ import re
 from collections.abc import Callable
 from typing import Any, Final
 
-from twisted.internet.defer import Deferred, succeed
+import psycopg2
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from presence.storage import rows, runner, sql, statements
 from presence.storage.errors import StorageError
+from presence.storage.postgres import PostgresStore
 from presence.storage.rows import methodBits
 from presence.storage.runner import SQLRunner
 from presence.storage.sql import checkSchemaVersion
@@ -135,9 +138,13 @@ class _Pool:
     def __init__(self) -> None:
         self.calls: list[tuple[str, str, object]] = []
         self.cursor = _Cursor()
+        #: What queries fail with, if anything.
+        self.error: BaseException | None = None
 
     def runQuery(self, text: str, parameters: object) -> Deferred[list[tuple[int]]]:
         self.calls.append(("query", text, parameters))
+        if self.error is not None:
+            return fail(self.error)
         return succeed([(1,)])
 
     def runOperation(self, text: str, parameters: object) -> Deferred[None]:
@@ -205,6 +212,44 @@ class RunnerTests(SynchronousTestCase):
             pool.calls, [("query", text, values), ("operation", text, values)]
         )
         self.assertEqual(pool.cursor.executed, [])
+
+
+class PostgresProbeTests(SynchronousTestCase):
+    """A PostgreSQL store probes a lost server on the clock it was given."""
+
+    def test_probesOnGivenClock(self) -> None:
+        """The probe delay doubles up to its maximum, then resets on success."""
+        clock = Clock()
+        store = PostgresStore(
+            "dbname=x", reactor=clock, retryDelay=1.0, maxRetryDelay=3.0
+        )
+        pool = _Pool()
+        pool.error = psycopg2.OperationalError("server closed the connection")
+        store._pool = pool  # type: ignore[assignment]  # as if started
+        store.runner = SQLRunner(
+            pool,
+            paramstyle="pyformat",
+            errors=(psycopg2.Error,),
+            isDisconnection=lambda e: isinstance(e, psycopg2.OperationalError),
+            multiStatement=True,
+        )
+        store.ready = True
+        self.failureResultOf(
+            Deferred.fromCoroutine(store.publications("a@b", "presence")),
+            StorageError,
+        )
+        self.assertFalse(store.ready)
+        for delay in (1.0, 2.0, 3.0, 3.0):
+            (call,) = clock.getDelayedCalls()
+            self.assertEqual(call.getTime() - clock.seconds(), delay)
+            clock.advance(delay)
+            self.assertFalse(store.ready)
+        pool.error = None
+        (call,) = clock.getDelayedCalls()
+        clock.advance(call.getTime() - clock.seconds())
+        self.assertTrue(store.ready)
+        self.assertEqual(clock.getDelayedCalls(), [])
+        self.assertEqual(pool.calls[-1], ("query", "SELECT 1", {}))
 
 
 class ReExportTests(SynchronousTestCase):
