@@ -35,6 +35,7 @@ from presence._async import detach
 from presence.storage.errors import StorageError
 from presence.storage.runner import SQLRunner
 from presence.storage.sql import SQLStore
+from presence.storage.waiters import Waiters
 
 _TABLES: Final = (
     "SELECT table_name FROM information_schema.tables"
@@ -147,15 +148,14 @@ class _ConnectionPool(txpostgres.ConnectionPool):  # type: ignore[misc]  # untyp
         self.connectTimeout = connectTimeout
         self.closed = False
         self.inFlight = 0
-        self._idle: list[Deferred[None]] = []
+        self._idle = Waiters()
         super().__init__(None, dsn, min=size, **kw)
 
     async def drain(self, seconds: float = 5.0) -> None:
         """Wait until no statement is under way, or ``seconds`` at most."""
         if not self.inFlight:
             return
-        waiter: Deferred[None] = Deferred()
-        self._idle.append(waiter)
+        waiter = self._idle.wait()
         waiter.addTimeout(seconds, self.reactor)
         try:
             await waiter
@@ -210,10 +210,7 @@ class _ConnectionPool(txpostgres.ConnectionPool):  # type: ignore[misc]  # untyp
         finally:
             self.inFlight -= 1
             if not self.inFlight:
-                waiters, self._idle = self._idle, []
-                for waiter in waiters:
-                    if not waiter.called:
-                        waiter.callback(None)
+                self._idle.fire()
 
     async def _useConnection(self, method: str, args: Any, kw: Any) -> Any:
         connection: _Connection = self.connections.pop()

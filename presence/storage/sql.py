@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple, TypeVar
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -91,6 +91,7 @@ from presence.storage.statements import compileStatement as compileStatement
 from presence.storage.statements import loadSchema as loadSchema
 from presence.storage.statements import mergeStatements as mergeStatements
 from presence.storage.statements import splitScript as splitScript
+from presence.storage.waiters import Waiters
 
 T = TypeVar("T")
 
@@ -139,8 +140,8 @@ class SQLStore:
     `applyBatch` (one transaction) and `loadAll` (four queries).
 
     Attributes:
-        runner: the connection pool; ``None`` while the store is stopped.
-        ready: whether the last call reached the database.
+        runner: the runner of the statements; ``None`` while the store is
+            stopped.
     """
 
     log = Logger()
@@ -155,7 +156,29 @@ class SQLStore:
         self.dialect = dialect
         self._tablesQuery = tablesQuery
         self.runner: SQLRunner | None = None
-        self.ready = False
+        self._ready = False
+        self._readyWaiters = Waiters()
+
+    @property
+    def ready(self) -> bool:
+        """Whether the last call reached the database."""
+        return self._ready
+
+    @ready.setter
+    def ready(self, ready: bool) -> None:
+        self._ready = ready
+        if ready:
+            self._readyWaiters.fire()
+
+    def whenReady(self) -> Deferred[None]:
+        """A Deferred that fires when the store is `ready`: at once if it is.
+
+        After an outage, that is when a call (the probe's, or another)
+        reached the database again.
+        """
+        if self.ready:
+            return succeed(None)
+        return self._readyWaiters.wait()
 
     # -- running statements ---------------------------------------------------
 

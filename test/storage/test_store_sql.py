@@ -218,7 +218,10 @@ class PostgresProbeTests(SynchronousTestCase):
     """A PostgreSQL store probes a lost server on the clock it was given."""
 
     def test_probesOnGivenClock(self) -> None:
-        """The probe delay doubles up to its maximum, then resets on success."""
+        """The probe delay doubles up to its maximum and resets on success.
+
+        whenReady fires when a probe reaches the database.
+        """
         clock = Clock()
         store = PostgresStore(
             "dbname=x", reactor=clock, retryDelay=1.0, maxRetryDelay=3.0
@@ -239,17 +242,28 @@ class PostgresProbeTests(SynchronousTestCase):
             StorageError,
         )
         self.assertFalse(store.ready)
+        ready = store.whenReady()
         for delay in (1.0, 2.0, 3.0, 3.0):
             (call,) = clock.getDelayedCalls()
             self.assertEqual(call.getTime() - clock.seconds(), delay)
             clock.advance(delay)
-            self.assertFalse(store.ready)
+            self.assertNoResult(ready)
         pool.error = None
         (call,) = clock.getDelayedCalls()
         clock.advance(call.getTime() - clock.seconds())
+        self.successResultOf(ready)
         self.assertTrue(store.ready)
+        self.successResultOf(store.whenReady())
         self.assertEqual(clock.getDelayedCalls(), [])
         self.assertEqual(pool.calls[-1], ("query", "SELECT 1", {}))
+        pool.error = psycopg2.OperationalError("server closed the connection")
+        self.failureResultOf(
+            Deferred.fromCoroutine(store.publications("a@b", "presence")),
+            StorageError,
+        )
+        (call,) = clock.getDelayedCalls()
+        self.assertEqual(call.getTime() - clock.seconds(), 1.0)
+        call.cancel()
 
 
 class ReExportTests(SynchronousTestCase):
