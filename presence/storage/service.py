@@ -200,18 +200,18 @@ class StorageService(Service):
     def stopService(self) -> defer.Deferred[None]:
         """Flush what is left and close the database; twistd waits for it."""
         super().stopService()
-        self._stopped = True
-        if self._retry is not None and self._retry.active():
-            self._retry.cancel()
-        self._retry = None
-        if self._flushLoop is not None and self._flushLoop.running:
-            self._flushLoop.stop()
-        self._flushLoop = None
+        self._stopTimers()
         return defer.Deferred.fromCoroutine(self._close())
 
     async def abort(self) -> None:
         """Stop at once without flushing, as a crash would; close the database."""
         self.running = False
+        self._stopTimers()
+        if self.mode != MEMORY:
+            await self._closeQuietly()
+
+    def _stopTimers(self) -> None:
+        """No more retries to open the database, no more periodic flushes."""
         self._stopped = True
         if self._retry is not None and self._retry.active():
             self._retry.cancel()
@@ -219,8 +219,6 @@ class StorageService(Service):
         if self._flushLoop is not None and self._flushLoop.running:
             self._flushLoop.stop()
         self._flushLoop = None
-        if self.mode != MEMORY:
-            await self._closeQuietly()
 
     async def _close(self) -> None:
         if self.mode == MEMORY:
