@@ -29,6 +29,7 @@ from presence.storage.records import (
     SubscriptionKey,
     Watcher,
 )
+from presence.storage.waiters import Waiters
 
 #: The marker that says a server runs on the database (1), or stopped after
 #: its last flush (0).
@@ -59,6 +60,7 @@ class CachedStore:
         self._flushing: defer.Deferred[None] | None = None
         #: Keys taken by the running flush and not yet committed.
         self._unwritten = 0
+        self._flushedWaiters = Waiters()
         #: Rows written per transaction.
         self.chunkSize = 1000
         self._failing = False
@@ -139,6 +141,17 @@ class CachedStore:
         """
         return self._dirty.size + self._unwritten
 
+    def whenFlushed(self) -> defer.Deferred[None]:
+        """A Deferred that fires when every changed row is written.
+
+        At once when no row waits and no flush is under way; otherwise at the
+        end of the flush that leaves none waiting (a flush that fails keeps
+        its rows: then the next one that writes them all).
+        """
+        if not self._dirty.size and self._flushing is None:
+            return defer.succeed(None)
+        return self._flushedWaiters.wait()
+
     async def flush(self) -> int:
         """Write the changed rows in one transaction.
 
@@ -182,6 +195,8 @@ class CachedStore:
             self.log.info("database reachable again; changes written")
         self.flushes += 1
         self.rowsWritten += written
+        if not self._dirty.size and self._flushing is None:
+            self._flushedWaiters.fire()
         return written
 
     def _keep(self, chunks: list[_Dirty], error: str) -> None:

@@ -18,8 +18,7 @@ synchronously, which would block the reactor.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Final, cast
+from typing import Any, Final
 
 import psycopg2
 import psycopg2.extensions
@@ -34,13 +33,9 @@ from txpostgres import txpostgres
 
 from presence._async import detach
 from presence.storage.errors import StorageError
-from presence.storage.sql import (
-    Row,
-    SQLStore,
-    Values,
-    compileStatement,
-    mergeStatements,
-)
+from presence.storage.runner import SQLRunner
+from presence.storage.sql import SQLStore
+from presence.storage.waiters import Waiters
 
 _TABLES: Final = (
     "SELECT table_name FROM information_schema.tables"
@@ -153,15 +148,14 @@ class _ConnectionPool(txpostgres.ConnectionPool):  # type: ignore[misc]  # untyp
         self.connectTimeout = connectTimeout
         self.closed = False
         self.inFlight = 0
-        self._idle: list[Deferred[None]] = []
+        self._idle = Waiters()
         super().__init__(None, dsn, min=size, **kw)
 
     async def drain(self, seconds: float = 5.0) -> None:
         """Wait until no statement is under way, or ``seconds`` at most."""
         if not self.inFlight:
             return
-        waiter: Deferred[None] = Deferred()
-        self._idle.append(waiter)
+        waiter = self._idle.wait()
         waiter.addTimeout(seconds, self.reactor)
         try:
             await waiter
@@ -216,10 +210,7 @@ class _ConnectionPool(txpostgres.ConnectionPool):  # type: ignore[misc]  # untyp
         finally:
             self.inFlight -= 1
             if not self.inFlight:
-                waiters, self._idle = self._idle, []
-                for waiter in waiters:
-                    if not waiter.called:
-                        waiter.callback(None)
+                self._idle.fire()
 
     async def _useConnection(self, method: str, args: Any, kw: Any) -> Any:
         connection: _Connection = self.connections.pop()
@@ -241,55 +232,6 @@ class _ConnectionPool(txpostgres.ConnectionPool):  # type: ignore[misc]  # untyp
                 connection.abandon()
 
 
-class PostgresRunner:
-    """`SQLRunner` over a txpostgres pool."""
-
-    errors = _ERRORS
-
-    def __init__(self, pool: txpostgres.ConnectionPool) -> None:
-        """Run statements in ``pool``."""
-        self.pool = pool
-
-    def runQuery(self, sql: str, values: Values) -> Deferred[list[Row]]:
-        """See `SQLRunner.runQuery`."""
-        statement = compileStatement(sql, "pyformat")
-        return cast(
-            "Deferred[list[Row]]",
-            self.pool.runQuery(statement.text, statement.bind(values)),
-        )
-
-    def runOperation(self, sql: str, values: Values) -> Deferred[None]:
-        """See `SQLRunner.runOperation`."""
-        statement = compileStatement(sql, "pyformat")
-        return cast(
-            "Deferred[None]",
-            self.pool.runOperation(statement.text, statement.bind(values)),
-        )
-
-    def runInteraction(
-        self, statements: Sequence[tuple[str, Values]], fetch: bool = False
-    ) -> Deferred[list[Row]]:
-        """See `SQLRunner.runInteraction`.
-
-        The statements go as one query, one round trip: PostgreSQL runs the
-        statements of one query in one transaction, and psycopg2 returns the
-        rows of the last.
-        """
-        sql, values = mergeStatements(statements)
-        statement = compileStatement(sql, "pyformat")
-        parameters = statement.bind(values)
-        if fetch:
-            return cast(
-                "Deferred[list[Row]]", self.pool.runQuery(statement.text, parameters)
-            )
-        d = self.pool.runOperation(statement.text, parameters)
-        return cast("Deferred[list[Row]]", d.addCallback(lambda _: []))
-
-    def isDisconnection(self, error: BaseException) -> bool:
-        """See `SQLRunner.isDisconnection`."""
-        return isDisconnection(error)
-
-
 class PostgresStore(SQLStore):
     """`IPresenceStore` in a PostgreSQL database, shareable by several servers."""
 
@@ -297,7 +239,7 @@ class PostgresStore(SQLStore):
         self,
         dsn: str,
         *,
-        reactor: Any = None,
+        reactor: Any,
         connections: int = 2,
         connectTimeout: float = 10.0,
         retryDelay: float = 1.0,
@@ -307,8 +249,9 @@ class PostgresStore(SQLStore):
 
         Args:
             dsn: a libpq connection string or URI.
-            reactor: the reactor the connections and the timers use; ``None``
-                for the global reactor, imported when the store starts.
+            reactor: the reactor the connections read and write in, and whose
+                clock times the connection attempts, the probes and the
+                drain at stop.
             connections: how many connections the pool keeps.
             connectTimeout: how long a connection attempt may take.
             retryDelay: how long after losing the server the store first
@@ -335,10 +278,6 @@ class PostgresStore(SQLStore):
         """
         if self._pool is not None:
             return
-        if self._reactor is None:
-            from twisted.internet import reactor
-
-            self._reactor = reactor
         try:
             given = psycopg2.extensions.parse_dsn(self.dsn)
         except psycopg2.Error as e:
@@ -353,7 +292,14 @@ class PostgresStore(SQLStore):
             pool.closeAll()
             raise StorageError(f"postgres: cannot connect: {e}") from e
         self._pool = pool
-        self.runner = PostgresRunner(pool)
+        # psycopg2's pyformat paramstyle; a transaction goes as one query.
+        self.runner = SQLRunner(
+            pool,
+            paramstyle="pyformat",
+            errors=_ERRORS,
+            isDisconnection=isDisconnection,
+            multiStatement=True,
+        )
         self.ready = True
         self.log.info("PostgreSQL pool of {n} connections ready", n=self._size)
 

@@ -28,6 +28,7 @@ from twisted.logger import Logger
 from presence._async import detach
 from presence.storage.cached import CachedStore
 from presence.storage.errors import SchemaError, StorageError
+from presence.storage.waiters import Waiters
 
 MEMORY: Final = "memory"
 CACHE: Final = "cache"
@@ -72,6 +73,7 @@ class StorageService(Service):
         self.createTables = createTables
         self.description = description
         self.loaded = mode == MEMORY
+        self._loadedWaiters = Waiters()
         self._degraded = False
         self._flushLoop: LoopingCall | None = None
         self._retry: IDelayedCall | None = None
@@ -91,6 +93,21 @@ class StorageService(Service):
         if self.mode == SHARED:
             return self.loaded and bool(getattr(self.database, "ready", True))
         return self.loaded or self._degraded
+
+    def whenLoaded(self) -> defer.Deferred[None]:
+        """A Deferred that fires once the store serves from the database.
+
+        That is when the database is open, its schema checked and (in cache
+        mode) every row loaded: at once in memory mode or if that is done
+        already; after the retries if the database could not be reached at
+        first. It fails with `SchemaError` if the server refuses the
+        database.
+        """
+        if self.loaded:
+            return defer.succeed(None)
+        if self.refused is not None:
+            return defer.fail(SchemaError(self.refused))
+        return self._loadedWaiters.wait()
 
     def startService(self) -> None:
         """Open the database in the background."""
@@ -118,6 +135,7 @@ class StorageService(Service):
             )
             await self._closeQuietly()
             self.refused = str(e)
+            self._loadedWaiters.fail(e)
             if self.onRefused is not None:
                 self.onRefused(str(e))
             return
@@ -157,6 +175,7 @@ class StorageService(Service):
             database=self.description,
             mode=self.mode,
         )
+        self._loadedWaiters.fire()
 
     def _reopen(self) -> None:
         self._retry = None
@@ -181,18 +200,18 @@ class StorageService(Service):
     def stopService(self) -> defer.Deferred[None]:
         """Flush what is left and close the database; twistd waits for it."""
         super().stopService()
-        self._stopped = True
-        if self._retry is not None and self._retry.active():
-            self._retry.cancel()
-        self._retry = None
-        if self._flushLoop is not None and self._flushLoop.running:
-            self._flushLoop.stop()
-        self._flushLoop = None
+        self._stopTimers()
         return defer.Deferred.fromCoroutine(self._close())
 
     async def abort(self) -> None:
         """Stop at once without flushing, as a crash would; close the database."""
         self.running = False
+        self._stopTimers()
+        if self.mode != MEMORY:
+            await self._closeQuietly()
+
+    def _stopTimers(self) -> None:
+        """No more retries to open the database, no more periodic flushes."""
         self._stopped = True
         if self._retry is not None and self._retry.active():
             self._retry.cancel()
@@ -200,8 +219,6 @@ class StorageService(Service):
         if self._flushLoop is not None and self._flushLoop.running:
             self._flushLoop.stop()
         self._flushLoop = None
-        if self.mode != MEMORY:
-            await self._closeQuietly()
 
     async def _close(self) -> None:
         if self.mode == MEMORY:

@@ -1,34 +1,19 @@
-"""What the SQL stores share: statements, row mapping and the store itself.
+"""The SQL store: `IPresenceStore` over SQLite or PostgreSQL.
 
-Statements are written once, with ``:name`` placeholders, and converted to the
-driver's paramstyle by `compileStatement`, the one place that does it. Values
-are never formatted into SQL; only column and table names, which are constants
-of this module, are joined into the statements built at import time.
-
-`SQLStore` implements `IPresenceStore` over an `SQLRunner`, a tiny
-asynchronous interface to a connection pool. The SQLite and PostgreSQL
-backends provide only the runner (and their start and stop).
-
-Both databases run the same statements: ``INSERT ... ON CONFLICT ... DO
-UPDATE`` for puts and ``... RETURNING`` for removals, expiry sweeps and
-`SQLStore.nextCSeq`, so that each of those is one statement, atomic on its
-own (SQLite 3.35 and PostgreSQL 10 understand both).
-
-Times are kept to the second, as in OpenSIPS: expiry times are rounded up (a
-row never expires early), the other times down.
+`SQLStore` implements `IPresenceStore` over an `SQLRunner`, which runs
+statements on a connection pool. The SQLite and PostgreSQL backends provide
+only the pool and the runner's parameters (and their start and stop). The store runs
+the statements of `presence.storage.statements` on the rows of
+`presence.storage.rows`. The names imported ``as`` themselves are re-exported:
+other modules imported them from here before those two modules were split off.
 """
 
 from __future__ import annotations
 
-import math
-import re
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from functools import cache
-from importlib.resources import files
-from typing import Any, Final, NamedTuple, Protocol, TypeVar
+from collections.abc import Sequence
+from typing import NamedTuple, TypeVar
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -43,162 +28,72 @@ from presence.storage.records import (
     SubscriptionKey,
     Watcher,
 )
+from presence.storage.rows import Row as Row
+from presence.storage.rows import (
+    addressValues,
+    bindingFromRow,
+    bindingKeyValues,
+    bindingRow,
+    dialogValues,
+    publicationFromRow,
+    publicationKeyValues,
+    publicationRow,
+    subscriptionFromRow,
+    subscriptionKeyValues,
+    subscriptionRow,
+    watcherFromRow,
+    watcherKeyValues,
+    watcherRow,
+)
+from presence.storage.rows import methodBits as methodBits
+from presence.storage.runner import SQLRunner as SQLRunner
+from presence.storage.statements import ACTIVE_WATCHERS as ACTIVE_WATCHERS
+from presence.storage.statements import (
+    CLAIM_NOTIFY,
+    DELETE_BINDING,
+    DELETE_PUBLICATION,
+    DELETE_REPLACED_PUBLICATION,
+    DELETE_SUBSCRIPTION,
+    DELETE_WATCHER,
+    EXPIRE_BINDINGS,
+    EXPIRE_PUBLICATIONS,
+    EXPIRE_SUBSCRIPTIONS,
+    NEXT_CSEQ,
+    SELECT_ALL_BINDINGS,
+    SELECT_ALL_PUBLICATIONS,
+    SELECT_ALL_SUBSCRIPTIONS,
+    SELECT_ALL_WATCHERS,
+    SELECT_BINDINGS,
+    SELECT_DIALOG,
+    SELECT_MARKER,
+    SELECT_PUBLICATION,
+    SELECT_PUBLICATIONS,
+    SELECT_SCHEMA_VERSION,
+    SELECT_SUBSCRIPTION,
+    SELECT_SUBSCRIPTIONS,
+    SELECT_WATCHERS,
+    UPSERT_BINDING,
+    UPSERT_MARKER,
+    UPSERT_PUBLICATION,
+    UPSERT_SUBSCRIPTION,
+    UPSERT_WATCHER,
+    batchDeletes,
+    batchUpserts,
+)
+from presence.storage.statements import LOCATION as LOCATION
+from presence.storage.statements import PRESENTITY as PRESENTITY
+from presence.storage.statements import SCHEMA_NAME as SCHEMA_NAME
+from presence.storage.statements import SCHEMA_VERSION as SCHEMA_VERSION
+from presence.storage.statements import TABLES as TABLES
+from presence.storage.statements import WATCHERS as WATCHERS
+from presence.storage.statements import Values as Values
+from presence.storage.statements import compileStatement as compileStatement
+from presence.storage.statements import loadSchema as loadSchema
+from presence.storage.statements import mergeStatements as mergeStatements
+from presence.storage.statements import splitScript as splitScript
+from presence.storage.waiters import Waiters
 
 T = TypeVar("T")
-
-#: A row as the driver returns it.
-Row = Sequence[Any]
-
-#: Values for the ``:name`` placeholders of a statement.
-Values = Mapping[str, object]
-
-#: The version of the schema in ``schema/*.sql``, kept in the ``version`` table
-#: under `SCHEMA_NAME`.
-SCHEMA_VERSION: Final = 1
-
-#: The ``version.table_name`` of our schema as a whole.
-SCHEMA_NAME: Final = "presence_schema"
-
-#: The tables of the schema.
-TABLES: Final = (
-    "version",
-    "presentity",
-    "active_watchers",
-    "watchers",
-    "xcap",
-    "location",
-)
-
-#: How many rows one statement of a batch writes or deletes.
-BATCH_ROWS: Final = 200
-
-
-# -- placeholders ------------------------------------------------------------
-
-_TOKENS = re.compile(r"'(?:[^']|'')*'|(?<![:\w]):([A-Za-z_]\w*)|%")
-
-
-@dataclass(frozen=True)
-class CompiledStatement:
-    """A statement in a driver's paramstyle.
-
-    Attributes:
-        text: the SQL the driver executes.
-        names: the placeholder names, in the order they appear.
-        paramstyle: the DB-API paramstyle of ``text``.
-    """
-
-    text: str
-    names: tuple[str, ...]
-    paramstyle: str
-
-    def bind(self, values: Values) -> Sequence[object] | dict[str, object]:
-        """The parameters to pass with ``text`` for these values.
-
-        Args:
-            values: a value for each placeholder name.
-
-        Returns:
-            A sequence for positional paramstyles, a dict for named ones.
-        """
-        if self.paramstyle in ("qmark", "format"):
-            return tuple(values[name] for name in self.names)
-        return {name: values[name] for name in self.names}
-
-
-@cache
-def compileStatement(sql: str, paramstyle: str) -> CompiledStatement:
-    """Convert a statement's ``:name`` placeholders to a driver's paramstyle.
-
-    This is the one function that knows paramstyles. String literals are left
-    alone; a literal ``%`` is doubled for the ``format`` styles.
-
-    Args:
-        sql: a statement with ``:name`` placeholders.
-        paramstyle: ``qmark`` (sqlite3), ``named``, ``format`` or ``pyformat``
-            (psycopg2).
-
-    Returns:
-        The converted statement.
-
-    Raises:
-        ValueError: for another paramstyle.
-    """
-    if paramstyle not in ("qmark", "named", "format", "pyformat"):
-        raise ValueError(f"unsupported paramstyle {paramstyle!r}")
-    percent = paramstyle in ("format", "pyformat")
-    names: list[str] = []
-
-    def replace(match: re.Match[str]) -> str:
-        token = match.group(0)
-        name = match.group(1)
-        if name is None:
-            return token.replace("%", "%%") if percent else token
-        names.append(name)
-        if paramstyle == "qmark":
-            return "?"
-        if paramstyle == "format":
-            return "%s"
-        if paramstyle == "pyformat":
-            return f"%({name})s"
-        return token
-
-    return CompiledStatement(_TOKENS.sub(replace, sql), tuple(names), paramstyle)
-
-
-def mergeStatements(statements: Sequence[tuple[str, Values]]) -> tuple[str, Values]:
-    """Join statements into one text, for drivers that run several at once.
-
-    Placeholder names get a suffix per statement so that they stay distinct.
-
-    Args:
-        statements: statements with ``:name`` placeholders, and their values.
-
-    Returns:
-        One text with the statements separated by semicolons, and its values.
-    """
-    texts: list[str] = []
-    merged: dict[str, object] = {}
-    for index, (sql, values) in enumerate(statements):
-        suffix = f"__s{index}"
-
-        def rename(match: re.Match[str], suffix: str = suffix) -> str:
-            name = match.group(1)
-            if name is None:
-                return match.group(0)
-            return f":{name}{suffix}"
-
-        texts.append(_TOKENS.sub(rename, sql))
-        for name, value in values.items():
-            merged[name + suffix] = value
-    return ";\n".join(texts), merged
-
-
-def splitScript(script: str) -> list[str]:
-    """The statements of a schema file, without comments.
-
-    Args:
-        script: SQL statements ending with semicolons, with ``--`` comments and
-            no semicolon inside a statement.
-
-    Returns:
-        Each statement, stripped.
-    """
-    lines = [line.split("--", 1)[0] for line in script.splitlines()]
-    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
-
-
-def loadSchema(dialect: str) -> str:
-    """The schema file of a database, shipped in ``presence/storage/schema``.
-
-    Args:
-        dialect: ``sqlite`` or ``postgres``.
-
-    Returns:
-        The file's text.
-    """
-    resource = files("presence.storage").joinpath("schema", f"{dialect}.sql")
-    return resource.read_text(encoding="utf-8")
 
 
 def checkSchemaVersion(found: int | None) -> None:
@@ -223,527 +118,6 @@ def checkSchemaVersion(found: int | None) -> None:
         )
 
 
-# -- tables and row mapping --------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Table:
-    """A table's stored columns (all but ``id``) and its unique key."""
-
-    name: str
-    columns: tuple[str, ...]
-    key: tuple[str, ...]
-
-    @property
-    def select(self) -> str:
-        return f"SELECT {', '.join(self.columns)} FROM {self.name}"
-
-    @property
-    def returning(self) -> str:
-        return f"RETURNING {', '.join(self.columns)}"
-
-    @property
-    def keyMatch(self) -> str:
-        return " AND ".join(f"{c} = :{c}" for c in self.key)
-
-    def upsert(self, rows: int | None = None) -> str:
-        """An insert that updates the rows already there.
-
-        Args:
-            rows: ``None`` for one row whose placeholders are the column names;
-                otherwise how many rows, with placeholders ``column_<row>``.
-        """
-        groups = []
-        for i in range(rows or 1):
-            suffix = "" if rows is None else f"_{i}"
-            groups.append("(" + ", ".join(f":{c}{suffix}" for c in self.columns) + ")")
-        updates = ", ".join(
-            f"{c} = excluded.{c}" for c in self.columns if c not in self.key
-        )
-        return (
-            f"INSERT INTO {self.name} ({', '.join(self.columns)}) "
-            f"VALUES {', '.join(groups)} "
-            f"ON CONFLICT ({', '.join(self.key)}) DO UPDATE SET {updates}"
-        )
-
-    def deleteMany(self, rows: int) -> str:
-        """A delete of the rows with ``rows`` keys."""
-        tuples = ", ".join(
-            "(" + ", ".join(f":{c}_{i}" for c in self.key) + ")" for i in range(rows)
-        )
-        return f"DELETE FROM {self.name} WHERE ({', '.join(self.key)}) IN ({tuples})"
-
-
-PRESENTITY: Final = _Table(
-    "presentity",
-    (
-        "username",
-        "domain",
-        "event",
-        "etag",
-        "expires",
-        "received_time",
-        "body",
-        "extra_hdrs",
-        "sender",
-        "content_type",
-    ),
-    ("username", "domain", "event", "etag"),
-)
-
-ACTIVE_WATCHERS: Final = _Table(
-    "active_watchers",
-    (
-        "presentity_uri",
-        "watcher_username",
-        "watcher_domain",
-        "to_user",
-        "to_domain",
-        "event",
-        "event_id",
-        "to_tag",
-        "from_tag",
-        "callid",
-        "local_cseq",
-        "remote_cseq",
-        "contact",
-        "record_route",
-        "expires",
-        "status",
-        "reason",
-        "version",
-        "socket_info",
-        "local_contact",
-        "sharing_tag",
-        "watcher_uri",
-        "watcher_display_name",
-        "from_header",
-        "to_header",
-        "created_time",
-    ),
-    ("callid", "to_tag", "from_tag", "event", "event_id"),
-)
-
-WATCHERS: Final = _Table(
-    "watchers",
-    (
-        "presentity_uri",
-        "watcher_username",
-        "watcher_domain",
-        "event",
-        "status",
-        "reason",
-        "inserted_time",
-    ),
-    ("presentity_uri", "watcher_username", "watcher_domain", "event"),
-)
-
-LOCATION: Final = _Table(
-    "location",
-    (
-        "username",
-        "domain",
-        "contact",
-        "received",
-        "path",
-        "expires",
-        "q",
-        "callid",
-        "cseq",
-        "user_agent",
-        "methods",
-        "method_names",
-        "contact_params",
-    ),
-    ("username", "domain", "contact"),
-)
-
-#: OpenSIPS's bits for ``location.methods`` (parser/msg_parser.h).
-METHOD_BITS: Final = {
-    "INVITE": 1,
-    "CANCEL": 2,
-    "ACK": 4,
-    "BYE": 8,
-    "INFO": 16,
-    "OPTIONS": 32,
-    "UPDATE": 64,
-    "REGISTER": 128,
-    "MESSAGE": 256,
-    "SUBSCRIBE": 512,
-    "NOTIFY": 1024,
-    "PRACK": 2048,
-    "REFER": 4096,
-    "PUBLISH": 8192,
-}
-_OTHER_METHOD: Final = 16384
-
-
-def methodBits(methods: str) -> int | None:
-    """OpenSIPS's bit mask for a list of methods, ``None`` when it is empty.
-
-    Args:
-        methods: method names separated by commas (an Allow header's value).
-
-    Returns:
-        The mask, with OpenSIPS's "other" bit for unknown methods.
-    """
-    names = [m.strip().upper() for m in methods.split(",") if m.strip()]
-    if not names:
-        return None
-    mask = 0
-    for name in names:
-        mask |= METHOD_BITS.get(name, _OTHER_METHOD)
-    return mask
-
-
-def _expiry(when: float) -> int:
-    """An expiry time in whole seconds, rounded up."""
-    return math.ceil(when)
-
-
-def _instant(when: float) -> int:
-    """Another time in whole seconds, rounded down."""
-    return math.floor(when)
-
-
-def _split(address: str) -> tuple[str, str]:
-    user, _, domain = address.rpartition("@")
-    return user, domain
-
-
-def _join(user: str | None, domain: str | None) -> str:
-    return f"{user}@{domain or ''}" if user else domain or ""
-
-
-def _bytes(value: Any) -> bytes:
-    return b"" if value is None else bytes(value)
-
-
-def publicationRow(publication: Publication) -> dict[str, object]:
-    """The ``presentity`` columns of a publication."""
-    username, domain = _split(publication.presentity)
-    return {
-        "username": username,
-        "domain": domain,
-        "event": publication.event,
-        "etag": publication.etag,
-        "expires": _expiry(publication.expires),
-        "received_time": _instant(publication.receivedTime),
-        "body": publication.body,
-        "extra_hdrs": publication.extraHeaders,
-        "sender": publication.sender,
-        "content_type": publication.contentType,
-    }
-
-
-def publicationFromRow(row: Row) -> Publication:
-    """A publication from a ``presentity`` row, in `PRESENTITY` column order."""
-    (username, domain, event, etag, expires, received, body, extra, sender, ctype) = row
-    return Publication(
-        presentity=_join(username, domain),
-        event=event,
-        etag=etag,
-        expires=float(expires),
-        receivedTime=float(received),
-        body=_bytes(body),
-        contentType=ctype or "",
-        sender=sender,
-        extraHeaders=_bytes(extra),
-    )
-
-
-def subscriptionRow(subscription: Subscription) -> dict[str, object]:
-    """The ``active_watchers`` columns of a subscription."""
-    s = subscription
-    return {
-        "presentity_uri": s.presentity,
-        "watcher_username": s.watcherUsername,
-        "watcher_domain": s.watcherDomain,
-        "to_user": s.toUser,
-        "to_domain": s.toDomain,
-        "event": s.event,
-        "event_id": s.eventId,
-        "to_tag": s.toTag,
-        "from_tag": s.fromTag,
-        "callid": s.callId,
-        "local_cseq": s.localCSeq,
-        "remote_cseq": s.remoteCSeq,
-        "contact": s.contact,
-        "record_route": s.recordRoute,
-        "expires": _expiry(s.expires),
-        "status": s.status,
-        "reason": s.reason,
-        "version": s.version,
-        "socket_info": s.socketInfo,
-        "local_contact": s.localContact,
-        "sharing_tag": s.sharingTag,
-        "watcher_uri": s.watcherURI,
-        "watcher_display_name": s.watcherDisplayName,
-        "from_header": s.fromHeader,
-        "to_header": s.toHeader,
-        "created_time": _instant(s.createdTime),
-    }
-
-
-def subscriptionFromRow(row: Row) -> Subscription:
-    """A subscription from an ``active_watchers`` row, in column order."""
-    v = dict(zip(ACTIVE_WATCHERS.columns, row, strict=True))
-    return Subscription(
-        presentity=v["presentity_uri"],
-        event=v["event"],
-        eventId=v["event_id"] or "",
-        callId=v["callid"],
-        toTag=v["to_tag"],
-        fromTag=v["from_tag"],
-        watcherUsername=v["watcher_username"],
-        watcherDomain=v["watcher_domain"],
-        toUser=v["to_user"],
-        toDomain=v["to_domain"],
-        localCSeq=v["local_cseq"],
-        remoteCSeq=v["remote_cseq"],
-        contact=v["contact"],
-        recordRoute=v["record_route"] or "",
-        expires=float(v["expires"]),
-        status=v["status"],
-        reason=v["reason"],
-        version=v["version"],
-        socketInfo=v["socket_info"] or "",
-        localContact=v["local_contact"] or "",
-        watcherURI=v["watcher_uri"] or "",
-        watcherDisplayName=v["watcher_display_name"],
-        fromHeader=v["from_header"] or "",
-        toHeader=v["to_header"] or "",
-        sharingTag=v["sharing_tag"],
-        createdTime=float(v["created_time"] or 0),
-    )
-
-
-def subscriptionKeyValues(key: SubscriptionKey) -> dict[str, object]:
-    """The key columns of a subscription."""
-    callId, toTag, fromTag, event, eventId = key
-    return {
-        "callid": callId,
-        "to_tag": toTag,
-        "from_tag": fromTag,
-        "event": event,
-        "event_id": eventId,
-    }
-
-
-def watcherRow(watcher: Watcher) -> dict[str, object]:
-    """The ``watchers`` columns of a watcher."""
-    return {
-        "presentity_uri": watcher.presentity,
-        "watcher_username": watcher.watcherUsername,
-        "watcher_domain": watcher.watcherDomain,
-        "event": watcher.event,
-        "status": watcher.status,
-        "reason": watcher.reason,
-        "inserted_time": _instant(watcher.insertedTime),
-    }
-
-
-def watcherFromRow(row: Row) -> Watcher:
-    """A watcher from a ``watchers`` row, in column order."""
-    presentity, username, domain, event, status, reason, inserted = row
-    return Watcher(
-        presentity=presentity,
-        watcherUsername=username,
-        watcherDomain=domain,
-        event=event,
-        status=status,
-        reason=reason,
-        insertedTime=float(inserted),
-    )
-
-
-def watcherKeyValues(key: tuple[str, str, str, str]) -> dict[str, object]:
-    """The key columns of a watcher."""
-    return dict(zip(WATCHERS.key, key, strict=True))
-
-
-def bindingRow(binding: Binding) -> dict[str, object]:
-    """The ``location`` columns of a binding."""
-    username, domain = _split(binding.aor)
-    return {
-        "username": username,
-        "domain": domain,
-        "contact": binding.contact,
-        "received": binding.received,
-        "path": binding.path,
-        "expires": _expiry(binding.expires),
-        "q": binding.q,
-        "callid": binding.callId,
-        "cseq": binding.cseq,
-        "user_agent": binding.userAgent,
-        "methods": methodBits(binding.methods),
-        "method_names": binding.methods,
-        "contact_params": binding.params,
-    }
-
-
-def bindingFromRow(row: Row) -> Binding:
-    """A binding from a ``location`` row, in column order."""
-    v = dict(zip(LOCATION.columns, row, strict=True))
-    return Binding(
-        aor=_join(v["username"], v["domain"]),
-        contact=v["contact"],
-        expires=float(v["expires"]),
-        q=None if v["q"] is None else float(v["q"]),
-        callId=v["callid"],
-        cseq=v["cseq"],
-        received=v["received"] or "",
-        path=v["path"] or "",
-        userAgent=v["user_agent"] or "",
-        methods=v["method_names"] or "",
-        params=v["contact_params"] or "",
-    )
-
-
-def bindingKeyValues(aor: str, contact: str) -> dict[str, object]:
-    """The key columns of a binding."""
-    username, domain = _split(aor)
-    return {"username": username, "domain": domain, "contact": contact}
-
-
-# -- statements --------------------------------------------------------------
-
-SELECT_PUBLICATIONS: Final = (
-    f"{PRESENTITY.select} WHERE username = :username AND domain = :domain"
-    " AND event = :event ORDER BY received_time, id"
-)
-SELECT_PUBLICATION: Final = f"{PRESENTITY.select} WHERE {PRESENTITY.keyMatch}"
-UPSERT_PUBLICATION: Final = PRESENTITY.upsert()
-DELETE_PUBLICATION: Final = (
-    f"DELETE FROM presentity WHERE {PRESENTITY.keyMatch} {PRESENTITY.returning}"
-)
-EXPIRE_PUBLICATIONS: Final = (
-    f"DELETE FROM presentity WHERE expires <= :now {PRESENTITY.returning}"
-)
-
-SELECT_SUBSCRIPTION: Final = (
-    f"{ACTIVE_WATCHERS.select} WHERE {ACTIVE_WATCHERS.keyMatch}"
-)
-SELECT_DIALOG: Final = (
-    f"{ACTIVE_WATCHERS.select} WHERE callid = :callid AND to_tag = :to_tag"
-    " AND from_tag = :from_tag ORDER BY id"
-)
-SELECT_SUBSCRIPTIONS: Final = (
-    f"{ACTIVE_WATCHERS.select} WHERE presentity_uri = :presentity_uri"
-    " AND event = :event ORDER BY id"
-)
-UPSERT_SUBSCRIPTION: Final = ACTIVE_WATCHERS.upsert()
-DELETE_SUBSCRIPTION: Final = (
-    f"DELETE FROM active_watchers WHERE {ACTIVE_WATCHERS.keyMatch}"
-    f" {ACTIVE_WATCHERS.returning}"
-)
-EXPIRE_SUBSCRIPTIONS: Final = (
-    f"DELETE FROM active_watchers WHERE expires <= :now {ACTIVE_WATCHERS.returning}"
-)
-
-_DIALOG_ROWS: Final = """
-WHERE callid = :callid AND to_tag = :to_tag AND from_tag = :from_tag
-    AND EXISTS (
-        SELECT 1 FROM active_watchers AS k
-        WHERE k.callid = :callid AND k.to_tag = :to_tag AND k.from_tag = :from_tag
-            AND k.event = :event AND k.event_id = :event_id
-    )
-"""
-
-_DIALOG_MAX: Final = """(
-    SELECT MAX(d.local_cseq) FROM active_watchers AS d
-    WHERE d.callid = :callid AND d.to_tag = :to_tag AND d.from_tag = :from_tag
-)"""
-
-#: Two statements in one transaction take the next CSeq of a dialog: the
-#: first raises every row of the dialog to the dialog's highest CSeq, the
-#: second adds one to each and returns the new values. Each is right however
-#: the database evaluates the subquery (SQLite evaluates it again for each
-#: row). On PostgreSQL, the first statement locks the rows until the end of
-#: the transaction; a concurrent call waits for the lock and then keeps each
-#: row's newer value (its subquery may be older, hence the CASE), and its
-#: second statement sees the committed values: two calls never return the
-#: same CSeq.
-NEXT_CSEQ: Final = (
-    f"UPDATE active_watchers SET local_cseq = CASE"
-    f" WHEN local_cseq >= {_DIALOG_MAX} THEN local_cseq ELSE {_DIALOG_MAX} END"
-    f" {_DIALOG_ROWS}",
-    f"UPDATE active_watchers SET local_cseq = local_cseq + 1 {_DIALOG_ROWS}"
-    " RETURNING local_cseq",
-)
-
-CLAIM_NOTIFY: Final = (
-    NEXT_CSEQ[0],
-    f"UPDATE active_watchers SET local_cseq = local_cseq + 1 {_DIALOG_ROWS}"
-    f" {ACTIVE_WATCHERS.returning}",
-)
-
-SELECT_WATCHERS: Final = (
-    f"{WATCHERS.select} WHERE presentity_uri = :presentity_uri AND event = :event"
-    " ORDER BY id"
-)
-UPSERT_WATCHER: Final = WATCHERS.upsert()
-DELETE_WATCHER: Final = f"DELETE FROM watchers WHERE {WATCHERS.keyMatch}"
-
-SELECT_BINDINGS: Final = (
-    f"{LOCATION.select} WHERE username = :username AND domain = :domain ORDER BY id"
-)
-UPSERT_BINDING: Final = LOCATION.upsert()
-DELETE_BINDING: Final = f"DELETE FROM location WHERE {LOCATION.keyMatch}"
-EXPIRE_BINDINGS: Final = (
-    f"DELETE FROM location WHERE expires <= :now {LOCATION.returning}"
-)
-
-SELECT_ALL_PUBLICATIONS: Final = f"{PRESENTITY.select} ORDER BY received_time, id"
-SELECT_ALL_SUBSCRIPTIONS: Final = f"{ACTIVE_WATCHERS.select} ORDER BY id"
-SELECT_ALL_WATCHERS: Final = f"{WATCHERS.select} ORDER BY id"
-SELECT_ALL_BINDINGS: Final = f"{LOCATION.select} ORDER BY id"
-
-SELECT_MARKER: Final = "SELECT table_version FROM version WHERE table_name = :name"
-UPSERT_MARKER: Final = (
-    "INSERT INTO version (table_name, table_version) VALUES (:name, :value)"
-    " ON CONFLICT (table_name) DO UPDATE SET table_version = excluded.table_version"
-)
-
-SELECT_SCHEMA_VERSION: Final = (
-    "SELECT table_version FROM version WHERE table_name = :table_name"
-)
-
-
-# -- the runner --------------------------------------------------------------
-
-
-class SQLRunner(Protocol):
-    """A connection pool, as the SQL store uses it.
-
-    Statements come with ``:name`` placeholders; the runner converts them with
-    `compileStatement` to its driver's paramstyle.
-    """
-
-    #: The exceptions of the driver and pool that mean a statement failed;
-    #: the store turns them into `StorageError`.
-    errors: tuple[type[BaseException], ...]
-
-    def runQuery(self, sql: str, values: Values) -> Deferred[list[Row]]:
-        """Run one statement, in a transaction of its own, and fetch its rows."""
-
-    def runOperation(self, sql: str, values: Values) -> Deferred[None]:
-        """Run one statement that returns no rows, in a transaction of its own."""
-
-    def runInteraction(
-        self, statements: Sequence[tuple[str, Values]], fetch: bool = False
-    ) -> Deferred[list[Row]]:
-        """Run statements in one transaction.
-
-        Returns:
-            The rows of the last statement when ``fetch`` is true (it must
-            return rows then), otherwise an empty list.
-        """
-
-    def isDisconnection(self, error: BaseException) -> bool:
-        """Whether an error means that the database is out of reach."""
-
-
 class Snapshot(NamedTuple):
     """Every row of the store."""
 
@@ -751,43 +125,6 @@ class Snapshot(NamedTuple):
     subscriptions: list[Subscription]
     watchers: list[Watcher]
     bindings: list[Binding]
-
-
-def _chunks(rows: Sequence[T], size: int = BATCH_ROWS) -> Iterable[Sequence[T]]:
-    for start in range(0, len(rows), size):
-        yield rows[start : start + size]
-
-
-def _upserts(
-    table: _Table, rows: Iterable[dict[str, object]]
-) -> list[tuple[str, Values]]:
-    """Multi-row upserts of rows, the last of each key winning."""
-    unique = list({tuple(r[c] for c in table.key): r for r in rows}.values())
-    statements: list[tuple[str, Values]] = []
-    for chunk in _chunks(unique):
-        values = {
-            f"{column}_{i}": row[column]
-            for i, row in enumerate(chunk)
-            for column in table.columns
-        }
-        statements.append((table.upsert(len(chunk)), values))
-    return statements
-
-
-def _deletes(
-    table: _Table, keys: Iterable[dict[str, object]]
-) -> list[tuple[str, Values]]:
-    """Multi-row deletes by key."""
-    unique = list({tuple(k[c] for c in table.key): k for k in keys}.values())
-    statements: list[tuple[str, Values]] = []
-    for chunk in _chunks(unique):
-        values = {
-            f"{column}_{i}": key[column]
-            for i, key in enumerate(chunk)
-            for column in table.key
-        }
-        statements.append((table.deleteMany(len(chunk)), values))
-    return statements
 
 
 # -- the store ---------------------------------------------------------------
@@ -803,8 +140,8 @@ class SQLStore:
     `applyBatch` (one transaction) and `loadAll` (four queries).
 
     Attributes:
-        runner: the connection pool; ``None`` while the store is stopped.
-        ready: whether the last call reached the database.
+        runner: the runner of the statements; ``None`` while the store is
+            stopped.
     """
 
     log = Logger()
@@ -819,7 +156,29 @@ class SQLStore:
         self.dialect = dialect
         self._tablesQuery = tablesQuery
         self.runner: SQLRunner | None = None
-        self.ready = False
+        self._ready = False
+        self._readyWaiters = Waiters()
+
+    @property
+    def ready(self) -> bool:
+        """Whether the last call reached the database."""
+        return self._ready
+
+    @ready.setter
+    def ready(self, ready: bool) -> None:
+        self._ready = ready
+        if ready:
+            self._readyWaiters.fire()
+
+    def whenReady(self) -> Deferred[None]:
+        """A Deferred that fires when the store is `ready`: at once if it is.
+
+        After an outage, that is when a call (the probe's, or another)
+        reached the database again.
+        """
+        if self.ready:
+            return succeed(None)
+        return self._readyWaiters.wait()
 
     # -- running statements ---------------------------------------------------
 
@@ -927,10 +286,8 @@ class SQLStore:
 
     async def publications(self, presentity: str, event: str) -> list[Publication]:
         """See `IPresenceStore.publications`."""
-        username, domain = _split(presentity)
         rows = await self._query(
-            SELECT_PUBLICATIONS,
-            {"username": username, "domain": domain, "event": event},
+            SELECT_PUBLICATIONS, {**addressValues(presentity), "event": event}
         )
         return [publicationFromRow(row) for row in rows]
 
@@ -939,7 +296,7 @@ class SQLStore:
     ) -> Publication | None:
         """See `IPresenceStore.publication`."""
         rows = await self._query(
-            SELECT_PUBLICATION, _publicationKey(presentity, event, etag)
+            SELECT_PUBLICATION, publicationKeyValues(presentity, event, etag)
         )
         return publicationFromRow(rows[0]) if rows else None
 
@@ -951,12 +308,9 @@ class SQLStore:
         if replacing is None or replacing == publication.etag:
             await self._execute(UPSERT_PUBLICATION, row)
             return
-        old = _publicationKey(publication.presentity, publication.event, replacing)
+        old = publicationKeyValues(publication.presentity, publication.event, replacing)
         await self._transaction(
-            [
-                (f"DELETE FROM presentity WHERE {PRESENTITY.keyMatch}", old),
-                (UPSERT_PUBLICATION, row),
-            ]
+            [(DELETE_REPLACED_PUBLICATION, old), (UPSERT_PUBLICATION, row)]
         )
 
     async def removePublication(
@@ -964,7 +318,7 @@ class SQLStore:
     ) -> Publication | None:
         """See `IPresenceStore.removePublication`."""
         rows = await self._query(
-            DELETE_PUBLICATION, _publicationKey(presentity, event, etag)
+            DELETE_PUBLICATION, publicationKeyValues(presentity, event, etag)
         )
         return publicationFromRow(rows[0]) if rows else None
 
@@ -988,10 +342,7 @@ class SQLStore:
 
     async def dialogSubscriptions(self, dialog: DialogKey) -> list[Subscription]:
         """See `IPresenceStore.dialogSubscriptions`."""
-        callId, toTag, fromTag = dialog
-        rows = await self._query(
-            SELECT_DIALOG, {"callid": callId, "to_tag": toTag, "from_tag": fromTag}
-        )
+        rows = await self._query(SELECT_DIALOG, dialogValues(*dialog))
         return [subscriptionFromRow(row) for row in rows]
 
     async def subscriptions(self, presentity: str, event: str) -> list[Subscription]:
@@ -1070,10 +421,7 @@ class SQLStore:
 
     async def bindings(self, aor: str) -> list[Binding]:
         """See `IPresenceStore.bindings`."""
-        username, domain = _split(aor)
-        rows = await self._query(
-            SELECT_BINDINGS, {"username": username, "domain": domain}
-        )
+        rows = await self._query(SELECT_BINDINGS, addressValues(aor))
         return [bindingFromRow(row) for row in rows]
 
     async def putBinding(self, binding: Binding) -> None:
@@ -1118,26 +466,23 @@ class SQLStore:
             batch: what to write and delete.
         """
         statements = [
-            *_deletes(
+            *batchDeletes(
                 PRESENTITY,
-                (_publicationKey(*key) for key in batch.publicationDeletes),
+                (publicationKeyValues(*key) for key in batch.publicationDeletes),
             ),
-            *_deletes(
+            *batchDeletes(
                 ACTIVE_WATCHERS,
                 (subscriptionKeyValues(key) for key in batch.subscriptionDeletes),
             ),
-            *_deletes(WATCHERS, (watcherKeyValues(k) for k in batch.watcherDeletes)),
-            *_deletes(
+            *batchDeletes(
+                WATCHERS, (watcherKeyValues(k) for k in batch.watcherDeletes)
+            ),
+            *batchDeletes(
                 LOCATION, (bindingKeyValues(*key) for key in batch.bindingDeletes)
             ),
-            *_upserts(PRESENTITY, map(publicationRow, batch.publications)),
-            *_upserts(ACTIVE_WATCHERS, map(subscriptionRow, batch.subscriptions)),
-            *_upserts(WATCHERS, map(watcherRow, batch.watchers)),
-            *_upserts(LOCATION, map(bindingRow, batch.bindings)),
+            *batchUpserts(PRESENTITY, map(publicationRow, batch.publications)),
+            *batchUpserts(ACTIVE_WATCHERS, map(subscriptionRow, batch.subscriptions)),
+            *batchUpserts(WATCHERS, map(watcherRow, batch.watchers)),
+            *batchUpserts(LOCATION, map(bindingRow, batch.bindings)),
         ]
         await self._transaction(statements)
-
-
-def _publicationKey(presentity: str, event: str, etag: str) -> dict[str, object]:
-    username, domain = _split(presentity)
-    return {"username": username, "domain": domain, "event": event, "etag": etag}

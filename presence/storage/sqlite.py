@@ -11,24 +11,25 @@ server.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
-from typing import Any, Final, cast
+from typing import Any, Final
 
 from twisted.enterprise import adbapi
-from twisted.internet.defer import Deferred
 
 from presence.storage.errors import StorageError
-from presence.storage.sql import (
-    Row,
-    SQLStore,
-    Values,
-    compileStatement,
-)
+from presence.storage.runner import SQLRunner
+from presence.storage.sql import SQLStore
 
 #: The oldest SQLite that runs our statements (RETURNING came in 3.35).
 MINIMUM_VERSION: Final = (3, 35, 0)
 
 _TABLES: Final = "SELECT name FROM sqlite_master WHERE type = 'table'"
+
+#: What sqlite3 and adbapi raise when a statement fails.
+_ERRORS: Final[tuple[type[BaseException], ...]] = (
+    sqlite3.Error,
+    adbapi.ConnectionLost,
+    OverflowError,
+)
 
 
 def _prepareConnection(connection: sqlite3.Connection) -> None:
@@ -37,71 +38,15 @@ def _prepareConnection(connection: sqlite3.Connection) -> None:
     connection.execute("PRAGMA synchronous=NORMAL")
 
 
-def _runAll(
-    cursor: Any, statements: Sequence[tuple[str, Any]], fetch: bool
-) -> list[Row]:
-    """Run statements on one cursor, in the pool's thread."""
-    for text, parameters in statements:
-        cursor.execute(text, parameters)
-    return list(cursor.fetchall()) if fetch else []
-
-
-class SQLiteRunner:
-    """`SQLRunner` over an adbapi pool of sqlite3 connections."""
-
-    errors: tuple[type[BaseException], ...] = (
-        sqlite3.Error,
-        adbapi.ConnectionLost,
-        OverflowError,
-    )
-
-    def __init__(self, pool: adbapi.ConnectionPool) -> None:
-        """Run statements in ``pool``."""
-        self.pool = pool
-
-    def runQuery(self, sql: str, values: Values) -> Deferred[list[Row]]:
-        """See `SQLRunner.runQuery`."""
-        statement = compileStatement(sql, "qmark")
-        return cast(
-            "Deferred[list[Row]]",
-            self.pool.runQuery(statement.text, statement.bind(values)),
-        )
-
-    def runOperation(self, sql: str, values: Values) -> Deferred[None]:
-        """See `SQLRunner.runOperation`."""
-        statement = compileStatement(sql, "qmark")
-        return cast(
-            "Deferred[None]",
-            self.pool.runOperation(statement.text, statement.bind(values)),
-        )
-
-    def runInteraction(
-        self, statements: Sequence[tuple[str, Values]], fetch: bool = False
-    ) -> Deferred[list[Row]]:
-        """See `SQLRunner.runInteraction`."""
-        compiled = []
-        for sql, values in statements:
-            statement = compileStatement(sql, "qmark")
-            compiled.append((statement.text, statement.bind(values)))
-        return cast(
-            "Deferred[list[Row]]", self.pool.runInteraction(_runAll, compiled, fetch)
-        )
-
-    def isDisconnection(self, error: BaseException) -> bool:
-        """See `SQLRunner.isDisconnection`: a file is never disconnected."""
-        return False
-
-
 class SQLiteStore(SQLStore):
     """`IPresenceStore` in an SQLite database file."""
 
-    def __init__(self, path: str, *, reactor: Any = None) -> None:
+    def __init__(self, path: str, *, reactor: Any) -> None:
         """Make a store of the database at ``path``; `start` opens it.
 
         Args:
             path: the database file, created if missing.
-            reactor: the reactor whose thread pool runs the statements;
-                ``None`` for the global reactor, which adbapi then imports.
+            reactor: the reactor whose thread pool runs the statements.
         """
         super().__init__("sqlite", _TABLES)
         self._reactor = reactor
@@ -127,7 +72,9 @@ class SQLiteStore(SQLStore):
             cp_noisy=False,
         )
         self._pool = pool
-        self.runner = SQLiteRunner(pool)
+        # sqlite3's qmark paramstyle; a file is never out of reach, and its
+        # statements run one by one in a transaction of adbapi's.
+        self.runner = SQLRunner(pool, paramstyle="qmark", errors=_ERRORS)
         try:
             rows = await self._query("SELECT sqlite_version()", {})
             version = tuple(int(part) for part in str(rows[0][0]).split("."))

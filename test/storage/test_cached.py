@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet import defer
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
@@ -18,7 +19,7 @@ from presence.storage.cached import CachedStore
 from presence.storage.errors import StorageError
 from presence.storage.interfaces import IPresenceStore
 from presence.storage.records import Batch, Binding, Publication, Subscription, Watcher
-from presence.storage.service import CACHE, SHARED, StorageService
+from presence.storage.service import CACHE, MEMORY, SHARED, StorageService
 
 
 class FakeDatabase:
@@ -248,6 +249,44 @@ class CachedStoreTests(SynchronousTestCase):
         self.assertEqual(len(self.database.subscriptions), 1)
         self.assertEqual(len(self.database.publications), 1)
 
+    def test_whenFlushed(self) -> None:
+        """It fires once every change is written, not while a flush fails."""
+        self.flushLoggedErrors()
+        self.successResultOf(self.store.whenFlushed())
+        self.successResultOf(self.store.putPublication(publication()))
+        flushed = self.store.whenFlushed()
+        self.assertNoResult(flushed)
+        self.database.down = True
+        self.successResultOf(self.store.flush())
+        self.assertNoResult(flushed)
+        self.database.down = False
+        self.successResultOf(self.store.flush())
+        self.successResultOf(flushed)
+        self.assertEqual(len(self.database.publications), 1)
+
+    def test_whenFlushedWaitsForFlushUnderWay(self) -> None:
+        """A flush under way is not done: its rows still count as pending."""
+        writing: Deferred[None] = Deferred()
+        real = self.database.applyBatch
+
+        async def slow(batch: Batch) -> None:
+            await writing
+            await real(batch)
+
+        self.database.applyBatch = slow  # type: ignore[method-assign]
+        self.successResultOf(self.store.putPublication(publication()))
+        flush = Deferred.fromCoroutine(self.store.flush())
+        self.assertEqual(self.store.pending, 1)
+        flushed = self.store.whenFlushed()
+        self.assertNoResult(flushed)
+        self.successResultOf(self.store.putPublication(publication("e2")))
+        writing.callback(None)
+        self.assertEqual(self.successResultOf(flush), 1)
+        self.assertNoResult(flushed)
+        self.successResultOf(self.store.flush())
+        self.successResultOf(flushed)
+        self.assertEqual(len(self.database.publications), 2)
+
 
 class StorageServiceTests(SynchronousTestCase):
     """The service opens, loads, flushes periodically and on stop."""
@@ -316,6 +355,22 @@ class StorageServiceTests(SynchronousTestCase):
         )
         self.clock.advance(5)
         self.assertEqual(len(self.database.publications), 1)
+        self.successResultOf(service.stopService())
+
+    def test_whenLoaded(self) -> None:
+        """It fires once the cache is loaded, after retries if need be."""
+        self.flushLoggedErrors()
+        memory = StorageService(self.clock, MEMORY, None)
+        self.assertIsNone(self.successResultOf(memory.whenLoaded()))
+        self.database.down = True
+        service = self.service()
+        loaded = service.whenLoaded()
+        service.startService()
+        self.assertNoResult(loaded)
+        self.database.down = False
+        self.clock.advance(5)
+        self.successResultOf(loaded)
+        self.successResultOf(service.whenLoaded())
         self.successResultOf(service.stopService())
 
     def test_sharedNotServingWhileDown(self) -> None:
@@ -429,9 +484,12 @@ class SchemaRefusalTests(SynchronousTestCase):
         service = StorageService(clock, CACHE, CachedStore(database), database)
         reasons: list[str] = []
         service.onRefused = reasons.append
+        loaded = service.whenLoaded()
         service.startService()
         self.assertEqual(reasons, ["the database schema is version 99"])
         self.assertFalse(service.serving)
+        self.failureResultOf(loaded, SchemaError)
+        self.failureResultOf(service.whenLoaded(), SchemaError)
         clock.advance(60)
         self.assertEqual(database.started, 1)
         self.successResultOf(service.stopService())

@@ -1,0 +1,505 @@
+"""The SQL stores' statements: the tables, the SQL text and its placeholders.
+
+Statements are written once, with ``:name`` placeholders, and rendered in a
+driver's paramstyle by `compileStatement`, the one place that does it. Values
+are never formatted into SQL; only column and table names, which are
+constants of this module, are joined into the statements built at import
+time.
+
+Both databases run the same statements: ``INSERT ... ON CONFLICT ... DO
+UPDATE`` for puts and ``... RETURNING`` for removals, expiry sweeps and
+`NEXT_CSEQ`, so that each of those is one statement, atomic on its own
+(SQLite 3.35 and PostgreSQL 10 understand both). The tables are OpenSIPS's,
+created by the files of ``presence/storage/schema``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cache
+from importlib.resources import files
+from typing import Final, TypeVar
+
+T = TypeVar("T")
+
+#: Values for the ``:name`` placeholders of a statement.
+Values = Mapping[str, object]
+
+#: The version of the schema in ``schema/*.sql``, kept in the ``version`` table
+#: under `SCHEMA_NAME`.
+SCHEMA_VERSION: Final = 1
+
+#: The ``version.table_name`` of our schema as a whole.
+SCHEMA_NAME: Final = "presence_schema"
+
+#: The tables of the schema.
+TABLES: Final = (
+    "version",
+    "presentity",
+    "active_watchers",
+    "watchers",
+    "xcap",
+    "location",
+)
+
+#: How many rows one statement of a batch writes or deletes.
+BATCH_ROWS: Final = 200
+
+
+# -- placeholders ------------------------------------------------------------
+
+_TOKENS = re.compile(r"'(?:[^']|'')*'|(?<![:\w]):([A-Za-z_]\w*)|%")
+
+
+@dataclass(frozen=True)
+class CompiledStatement:
+    """A statement in a driver's paramstyle.
+
+    Attributes:
+        text: the SQL the driver executes.
+        names: the placeholder names, in the order they appear.
+        paramstyle: the DB-API paramstyle of ``text``.
+    """
+
+    text: str
+    names: tuple[str, ...]
+    paramstyle: str
+
+    def bind(self, values: Values) -> Sequence[object] | dict[str, object]:
+        """The parameters to pass with ``text`` for these values.
+
+        Args:
+            values: a value for each placeholder name.
+
+        Returns:
+            A sequence for positional paramstyles, a dict for named ones.
+        """
+        if self.paramstyle in ("qmark", "format"):
+            return tuple(values[name] for name in self.names)
+        return {name: values[name] for name in self.names}
+
+
+@cache
+def compileStatement(sql: str, paramstyle: str) -> CompiledStatement:
+    """Convert a statement's ``:name`` placeholders to a driver's paramstyle.
+
+    This is the one function that knows paramstyles. String literals are left
+    alone; a literal ``%`` is doubled for the ``format`` styles.
+
+    Args:
+        sql: a statement with ``:name`` placeholders.
+        paramstyle: ``qmark`` (sqlite3), ``named``, ``format`` or ``pyformat``
+            (psycopg2).
+
+    Returns:
+        The converted statement.
+
+    Raises:
+        ValueError: for another paramstyle.
+    """
+    if paramstyle not in ("qmark", "named", "format", "pyformat"):
+        raise ValueError(f"unsupported paramstyle {paramstyle!r}")
+    percent = paramstyle in ("format", "pyformat")
+    names: list[str] = []
+
+    def replace(match: re.Match[str]) -> str:
+        token = match.group(0)
+        name = match.group(1)
+        if name is None:
+            return token.replace("%", "%%") if percent else token
+        names.append(name)
+        if paramstyle == "qmark":
+            return "?"
+        if paramstyle == "format":
+            return "%s"
+        if paramstyle == "pyformat":
+            return f"%({name})s"
+        return token
+
+    return CompiledStatement(_TOKENS.sub(replace, sql), tuple(names), paramstyle)
+
+
+def mergeStatements(statements: Sequence[tuple[str, Values]]) -> tuple[str, Values]:
+    """Join statements into one text, for drivers that run several at once.
+
+    Placeholder names get a suffix per statement so that they stay distinct.
+
+    Args:
+        statements: statements with ``:name`` placeholders, and their values.
+
+    Returns:
+        One text with the statements separated by semicolons, and its values.
+    """
+    texts: list[str] = []
+    merged: dict[str, object] = {}
+    for index, (sql, values) in enumerate(statements):
+        suffix = f"__s{index}"
+
+        def rename(match: re.Match[str], suffix: str = suffix) -> str:
+            name = match.group(1)
+            if name is None:
+                return match.group(0)
+            return f":{name}{suffix}"
+
+        texts.append(_TOKENS.sub(rename, sql))
+        for name, value in values.items():
+            merged[name + suffix] = value
+    return ";\n".join(texts), merged
+
+
+# -- the schema files --------------------------------------------------------
+
+
+def splitScript(script: str) -> list[str]:
+    """The statements of a schema file, without comments.
+
+    Args:
+        script: SQL statements ending with semicolons, with ``--`` comments and
+            no semicolon inside a statement.
+
+    Returns:
+        Each statement, stripped.
+    """
+    lines = [line.split("--", 1)[0] for line in script.splitlines()]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+def loadSchema(dialect: str) -> str:
+    """The schema file of a database, shipped in ``presence/storage/schema``.
+
+    Args:
+        dialect: ``sqlite`` or ``postgres``.
+
+    Returns:
+        The file's text.
+    """
+    resource = files("presence.storage").joinpath("schema", f"{dialect}.sql")
+    return resource.read_text(encoding="utf-8")
+
+
+# -- the tables --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table's stored columns (all but ``id``) and its unique key.
+
+    Attributes:
+        name: the table's name.
+        columns: the columns the store reads and writes, in the order of the
+            rows that `select` and `returning` give.
+        key: the columns of the table's unique key.
+    """
+
+    name: str
+    columns: tuple[str, ...]
+    key: tuple[str, ...]
+
+    @property
+    def select(self) -> str:
+        """A select of every stored column, with no condition yet."""
+        return f"SELECT {', '.join(self.columns)} FROM {self.name}"
+
+    @property
+    def returning(self) -> str:
+        """The ``RETURNING`` clause of every stored column."""
+        return f"RETURNING {', '.join(self.columns)}"
+
+    @property
+    def keyMatch(self) -> str:
+        """The condition of one key, with the key columns as placeholders."""
+        return " AND ".join(f"{c} = :{c}" for c in self.key)
+
+    def upsert(self, rows: int | None = None) -> str:
+        """An insert that updates the rows already there.
+
+        Args:
+            rows: ``None`` for one row whose placeholders are the column names;
+                otherwise how many rows, with placeholders ``column_<row>``.
+
+        Returns:
+            The statement.
+        """
+        groups = []
+        for i in range(rows or 1):
+            suffix = "" if rows is None else f"_{i}"
+            groups.append("(" + ", ".join(f":{c}{suffix}" for c in self.columns) + ")")
+        updates = ", ".join(
+            f"{c} = excluded.{c}" for c in self.columns if c not in self.key
+        )
+        return (
+            f"INSERT INTO {self.name} ({', '.join(self.columns)}) "
+            f"VALUES {', '.join(groups)} "
+            f"ON CONFLICT ({', '.join(self.key)}) DO UPDATE SET {updates}"
+        )
+
+    def deleteMany(self, rows: int) -> str:
+        """A delete of the rows with ``rows`` keys.
+
+        Args:
+            rows: how many keys, with placeholders ``column_<row>``.
+
+        Returns:
+            The statement.
+        """
+        tuples = ", ".join(
+            "(" + ", ".join(f":{c}_{i}" for c in self.key) + ")" for i in range(rows)
+        )
+        return f"DELETE FROM {self.name} WHERE ({', '.join(self.key)}) IN ({tuples})"
+
+
+PRESENTITY: Final = Table(
+    "presentity",
+    (
+        "username",
+        "domain",
+        "event",
+        "etag",
+        "expires",
+        "received_time",
+        "body",
+        "extra_hdrs",
+        "sender",
+        "content_type",
+    ),
+    ("username", "domain", "event", "etag"),
+)
+
+ACTIVE_WATCHERS: Final = Table(
+    "active_watchers",
+    (
+        "presentity_uri",
+        "watcher_username",
+        "watcher_domain",
+        "to_user",
+        "to_domain",
+        "event",
+        "event_id",
+        "to_tag",
+        "from_tag",
+        "callid",
+        "local_cseq",
+        "remote_cseq",
+        "contact",
+        "record_route",
+        "expires",
+        "status",
+        "reason",
+        "version",
+        "socket_info",
+        "local_contact",
+        "sharing_tag",
+        "watcher_uri",
+        "watcher_display_name",
+        "from_header",
+        "to_header",
+        "created_time",
+    ),
+    ("callid", "to_tag", "from_tag", "event", "event_id"),
+)
+
+WATCHERS: Final = Table(
+    "watchers",
+    (
+        "presentity_uri",
+        "watcher_username",
+        "watcher_domain",
+        "event",
+        "status",
+        "reason",
+        "inserted_time",
+    ),
+    ("presentity_uri", "watcher_username", "watcher_domain", "event"),
+)
+
+LOCATION: Final = Table(
+    "location",
+    (
+        "username",
+        "domain",
+        "contact",
+        "received",
+        "path",
+        "expires",
+        "q",
+        "callid",
+        "cseq",
+        "user_agent",
+        "methods",
+        "method_names",
+        "contact_params",
+    ),
+    ("username", "domain", "contact"),
+)
+
+
+# -- the statements ----------------------------------------------------------
+
+SELECT_PUBLICATIONS: Final = (
+    f"{PRESENTITY.select} WHERE username = :username AND domain = :domain"
+    " AND event = :event ORDER BY received_time, id"
+)
+SELECT_PUBLICATION: Final = f"{PRESENTITY.select} WHERE {PRESENTITY.keyMatch}"
+UPSERT_PUBLICATION: Final = PRESENTITY.upsert()
+#: The delete of the publication a new one replaces, without its row.
+DELETE_REPLACED_PUBLICATION: Final = (
+    f"DELETE FROM presentity WHERE {PRESENTITY.keyMatch}"
+)
+DELETE_PUBLICATION: Final = f"{DELETE_REPLACED_PUBLICATION} {PRESENTITY.returning}"
+EXPIRE_PUBLICATIONS: Final = (
+    f"DELETE FROM presentity WHERE expires <= :now {PRESENTITY.returning}"
+)
+
+SELECT_SUBSCRIPTION: Final = (
+    f"{ACTIVE_WATCHERS.select} WHERE {ACTIVE_WATCHERS.keyMatch}"
+)
+SELECT_DIALOG: Final = (
+    f"{ACTIVE_WATCHERS.select} WHERE callid = :callid AND to_tag = :to_tag"
+    " AND from_tag = :from_tag ORDER BY id"
+)
+SELECT_SUBSCRIPTIONS: Final = (
+    f"{ACTIVE_WATCHERS.select} WHERE presentity_uri = :presentity_uri"
+    " AND event = :event ORDER BY id"
+)
+UPSERT_SUBSCRIPTION: Final = ACTIVE_WATCHERS.upsert()
+DELETE_SUBSCRIPTION: Final = (
+    f"DELETE FROM active_watchers WHERE {ACTIVE_WATCHERS.keyMatch}"
+    f" {ACTIVE_WATCHERS.returning}"
+)
+EXPIRE_SUBSCRIPTIONS: Final = (
+    f"DELETE FROM active_watchers WHERE expires <= :now {ACTIVE_WATCHERS.returning}"
+)
+
+_DIALOG_ROWS: Final = """
+WHERE callid = :callid AND to_tag = :to_tag AND from_tag = :from_tag
+    AND EXISTS (
+        SELECT 1 FROM active_watchers AS k
+        WHERE k.callid = :callid AND k.to_tag = :to_tag AND k.from_tag = :from_tag
+            AND k.event = :event AND k.event_id = :event_id
+    )
+"""
+
+_DIALOG_MAX: Final = """(
+    SELECT MAX(d.local_cseq) FROM active_watchers AS d
+    WHERE d.callid = :callid AND d.to_tag = :to_tag AND d.from_tag = :from_tag
+)"""
+
+#: Two statements in one transaction take the next CSeq of a dialog: the
+#: first raises every row of the dialog to the dialog's highest CSeq, the
+#: second adds one to each and returns the new values. Each is right however
+#: the database evaluates the subquery (SQLite evaluates it again for each
+#: row). On PostgreSQL, the first statement locks the rows until the end of
+#: the transaction; a concurrent call waits for the lock and then keeps each
+#: row's newer value (its subquery may be older, hence the CASE), and its
+#: second statement sees the committed values: two calls never return the
+#: same CSeq.
+NEXT_CSEQ: Final = (
+    f"UPDATE active_watchers SET local_cseq = CASE"
+    f" WHEN local_cseq >= {_DIALOG_MAX} THEN local_cseq ELSE {_DIALOG_MAX} END"
+    f" {_DIALOG_ROWS}",
+    f"UPDATE active_watchers SET local_cseq = local_cseq + 1 {_DIALOG_ROWS}"
+    " RETURNING local_cseq",
+)
+
+#: `NEXT_CSEQ`, the second statement returning the dialog's rows.
+CLAIM_NOTIFY: Final = (
+    NEXT_CSEQ[0],
+    f"UPDATE active_watchers SET local_cseq = local_cseq + 1 {_DIALOG_ROWS}"
+    f" {ACTIVE_WATCHERS.returning}",
+)
+
+SELECT_WATCHERS: Final = (
+    f"{WATCHERS.select} WHERE presentity_uri = :presentity_uri AND event = :event"
+    " ORDER BY id"
+)
+UPSERT_WATCHER: Final = WATCHERS.upsert()
+DELETE_WATCHER: Final = f"DELETE FROM watchers WHERE {WATCHERS.keyMatch}"
+
+SELECT_BINDINGS: Final = (
+    f"{LOCATION.select} WHERE username = :username AND domain = :domain ORDER BY id"
+)
+UPSERT_BINDING: Final = LOCATION.upsert()
+DELETE_BINDING: Final = f"DELETE FROM location WHERE {LOCATION.keyMatch}"
+EXPIRE_BINDINGS: Final = (
+    f"DELETE FROM location WHERE expires <= :now {LOCATION.returning}"
+)
+
+SELECT_ALL_PUBLICATIONS: Final = f"{PRESENTITY.select} ORDER BY received_time, id"
+SELECT_ALL_SUBSCRIPTIONS: Final = f"{ACTIVE_WATCHERS.select} ORDER BY id"
+SELECT_ALL_WATCHERS: Final = f"{WATCHERS.select} ORDER BY id"
+SELECT_ALL_BINDINGS: Final = f"{LOCATION.select} ORDER BY id"
+
+SELECT_MARKER: Final = "SELECT table_version FROM version WHERE table_name = :name"
+UPSERT_MARKER: Final = (
+    "INSERT INTO version (table_name, table_version) VALUES (:name, :value)"
+    " ON CONFLICT (table_name) DO UPDATE SET table_version = excluded.table_version"
+)
+
+SELECT_SCHEMA_VERSION: Final = (
+    "SELECT table_version FROM version WHERE table_name = :table_name"
+)
+
+
+# -- batches -----------------------------------------------------------------
+
+
+def _chunks(rows: Sequence[T], size: int = BATCH_ROWS) -> Iterable[Sequence[T]]:
+    for start in range(0, len(rows), size):
+        yield rows[start : start + size]
+
+
+def _byRow(
+    table: Table,
+    rows: Iterable[Values],
+    columns: tuple[str, ...],
+    statement: Callable[[int], str],
+) -> list[tuple[str, Values]]:
+    """Multi-row statements of ``rows``, the last of each key winning.
+
+    Args:
+        table: the table of the rows.
+        rows: values of the table's columns (at least ``columns``).
+        columns: the columns each row gives a placeholder ``column_<row>``.
+        statement: the statement for a number of rows.
+
+    Returns:
+        The statements, `BATCH_ROWS` rows each, and their values.
+    """
+    unique = list({tuple(r[c] for c in table.key): r for r in rows}.values())
+    statements: list[tuple[str, Values]] = []
+    for chunk in _chunks(unique):
+        values = {
+            f"{column}_{i}": row[column]
+            for i, row in enumerate(chunk)
+            for column in columns
+        }
+        statements.append((statement(len(chunk)), values))
+    return statements
+
+
+def batchUpserts(table: Table, rows: Iterable[Values]) -> list[tuple[str, Values]]:
+    """Multi-row upserts of rows, the last of each key winning.
+
+    Args:
+        table: the table of the rows.
+        rows: values of every stored column of ``table``.
+
+    Returns:
+        The statements, `BATCH_ROWS` rows each, and their values.
+    """
+    return _byRow(table, rows, table.columns, table.upsert)
+
+
+def batchDeletes(table: Table, keys: Iterable[Values]) -> list[tuple[str, Values]]:
+    """Multi-row deletes by key.
+
+    Args:
+        table: the table of the rows.
+        keys: values of the key columns of ``table``.
+
+    Returns:
+        The statements, `BATCH_ROWS` keys each, and their values.
+    """
+    return _byRow(table, keys, table.key, table.deleteMany)
