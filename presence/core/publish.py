@@ -24,10 +24,35 @@ from presence.sip.errors import (
     SIPParseError,
     UnsupportedMediaType,
 )
-from presence.sip.message import SIPRequest
+from presence.sip.message import SIPRequest, isToken
 from presence.sip.transaction import ServerTransaction
 from presence.storage.interfaces import IPresenceStore
 from presence.storage.records import Publication
+
+
+def entityTag(request: SIPRequest) -> str | None:
+    """The one entity tag a PUBLISH's SIP-If-Match names, or ``None``.
+
+    RFC 3903 section 6 step 3: "the ESC checks whether the request contains
+    a single entity-tag. If not, the request is invalid, and the ESC MUST
+    return with a 400 (Invalid Request) response". The grammar (section
+    11.3.2) is ``SIP-If-Match = "SIP-If-Match" HCOLON entity-tag`` with
+    ``entity-tag = token``: one header, one token.
+
+    Raises:
+        BadRequest: two headers, an empty value, or anything but one token.
+    """
+    lines = request.headerLines("sip-if-match")
+    if not lines:
+        return None
+    if len(lines) > 1:
+        raise BadRequest("more than one SIP-If-Match header")
+    tag = lines[0].strip()
+    if not tag:
+        raise BadRequest("empty SIP-If-Match")
+    if not isToken(tag):
+        raise BadRequest("SIP-If-Match must hold exactly one entity-tag")
+    return tag
 
 
 def newETag() -> str:
@@ -83,8 +108,8 @@ class PublishHandler:
         """Answer a PUBLISH (RFC 3903 section 6)."""
         package = self.package(request)
         aor, _ = presentityOf(request, self.domains)
+        ifMatch = entityTag(request)
         expires = negotiateExpires(request.expires, package.publishExpires)
-        ifMatch = request.header("sip-if-match")
         body = request.body
         now = self.clock.seconds()
         if ifMatch is None:
@@ -109,7 +134,6 @@ class PublishHandler:
             self._ok(transaction, publication.etag, expires)
             await self._changed(aor, package)
             return
-        ifMatch = ifMatch.strip()
         existing = await self.store.publication(aor, package.name, ifMatch)
         if existing is None:
             raise ConditionalRequestFailed()
