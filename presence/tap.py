@@ -18,6 +18,7 @@ from twisted.python import usage
 from zope.interface import implementer
 
 from presence.config import Config, ConfigError, fromMapping, loadFile
+from presence.sip.parser import MAX_MESSAGE_SIZE
 from presence.sip.transport import SIPTransports
 from presence.stack import Stack, buildStack
 
@@ -201,6 +202,9 @@ def makeService(options: Options, reactor: Any = None) -> StackService:
                 address.port,
                 stack.transports.datagramProtocol(),
                 interface=address.interface,
+                # A whole datagram, up to the largest SIP message over UDP
+                # (RFC 3261 section 18.1.1); Twisted reads 8,192 by default.
+                maxPacketSize=MAX_MESSAGE_SIZE,
                 reactor=reactor,
             )
             udp.setName(address.description)

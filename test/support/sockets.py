@@ -299,6 +299,18 @@ class SocketUA:
             twisted.internet.defer.TimeoutError: no final response in time.
         """
         data, branch = self.build(method, uri, headers, body, callId, toTag, to=to)
+        return await self.sendRequest(data, branch)
+
+    async def sendRequest(self, data: bytes, branch: str) -> SIPResponse:
+        """Send a request built beforehand and wait for its final response.
+
+        Args:
+            data: the request's bytes, as `build` made them or changed.
+            branch: its Via branch, which the response carries back.
+
+        Raises:
+            twisted.internet.defer.TimeoutError: no final response in time.
+        """
         waiting: defer.Deferred[SIPResponse] = defer.Deferred()
         self._waiting[branch] = waiting
         waiting.addTimeout(self.timeout, self.reactor)
