@@ -17,7 +17,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from presence.storage.errors import StorageError
+from presence.storage.errors import RowsRejected, StorageError
 from presence.storage.interfaces import IPresenceStore
 from presence.storage.memory import MemoryStore
 from presence.storage.records import (
@@ -66,6 +66,8 @@ class CachedStore:
         self._failing = False
         self.flushes = 0
         self.rowsWritten = 0
+        #: Rows the database refused (left out of a flush, logged).
+        self.rowsRefused = 0
 
     # -- the database side --------------------------------------------------
 
@@ -178,13 +180,11 @@ class CachedStore:
                 # One transaction per chunk: building and sending a period's
                 # rows at once would hold the reactor for hundreds of
                 # milliseconds (half a second for 15,000 rows on PostgreSQL).
-                batch = chunk.batch(self.memory)
                 try:
-                    await self.database.applyBatch(batch)
+                    written += await self._write(chunk)
                 except StorageError as e:
                     self._keep(chunks[n:], str(e))
                     return written
-                written += batch.size
                 self._unwritten -= chunk.size
         finally:
             self._unwritten = 0
@@ -198,6 +198,42 @@ class CachedStore:
         if not self._dirty.size and self._flushing is None:
             self._flushedWaiters.fire()
         return written
+
+    async def _write(self, chunk: _Dirty) -> int:
+        """Write one chunk in one transaction; leave out the rows refused.
+
+        When the database refuses the data of the transaction
+        (`RowsRejected`: a value it cannot store), the chunk is split in two
+        and each half written on its own, down to the single rows that are
+        refused. Those are logged and left out: they stay in memory, and are
+        written again if they change, but one bad row never costs the others
+        theirs.
+
+        Returns:
+            How many rows were written.
+
+        Raises:
+            StorageError: the database failed for another reason (it is out
+                of reach); nothing of the chunk is known to be written.
+        """
+        batch = chunk.batch(self.memory)
+        try:
+            await self.database.applyBatch(batch)
+        except RowsRejected as e:
+            if chunk.size > 1:
+                written = 0
+                for half in chunk.chunks((chunk.size + 1) // 2):
+                    written += await self._write(half)
+                return written
+            self.rowsRefused += 1
+            self.log.error(
+                "the database refused a row, which is kept in memory but not"
+                " written: {row} ({error})",
+                row=chunk.describe(),
+                error=str(e),
+            )
+            return 0
+        return batch.size
 
     def _keep(self, chunks: list[_Dirty], error: str) -> None:
         """Keep the keys of ``chunks`` for the next flush; log the outage once."""
@@ -382,6 +418,13 @@ class _Dirty:
         if current.size:
             out.append(current)
         return out
+
+    def describe(self) -> str:
+        """The keys, for a log line: table and key of each."""
+        parts: list[str] = []
+        for table in ("publications", "subscriptions", "watchers", "bindings"):
+            parts.extend(f"{table} {key!r}" for key in getattr(self, table))
+        return ", ".join(parts)
 
     def merge(self, newer: _Dirty) -> None:
         """Add the keys of ``newer``; its watcher rows win."""

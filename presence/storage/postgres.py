@@ -53,6 +53,8 @@ KEEPALIVES: Final = {
 
 _ERRORS: Final[tuple[type[BaseException], ...]] = (
     psycopg2.Error,
+    # Text psycopg2 cannot encode (lone surrogates), or a NUL in a string.
+    ValueError,
     ConnectionClosed,
     ConnectionError,
     txpostgres.RollbackFailed,
@@ -60,6 +62,20 @@ _ERRORS: Final[tuple[type[BaseException], ...]] = (
     txpostgres.AlreadyPolling,
     txpostgres.UnexpectedPollResult,
 )
+
+
+def isRejection(error: BaseException) -> bool:
+    """Whether PostgreSQL or psycopg2 refused the values of a statement.
+
+    Args:
+        error: what a call raised.
+
+    Returns:
+        ``True`` for values that cannot be stored (text that is not valid
+        Unicode or holds a NUL, a string longer than its column, a number out
+        of range, a constraint violated): the same rows can never be written.
+    """
+    return isinstance(error, ValueError | psycopg2.DataError | psycopg2.IntegrityError)
 
 
 def isDisconnection(error: BaseException) -> bool:
@@ -298,6 +314,7 @@ class PostgresStore(SQLStore):
             paramstyle="pyformat",
             errors=_ERRORS,
             isDisconnection=isDisconnection,
+            isRejection=isRejection,
             multiStatement=True,
         )
         self.ready = True

@@ -49,6 +49,11 @@ def _never(error: BaseException) -> bool:
     return False
 
 
+def _badValue(error: BaseException) -> bool:
+    """Only a value Python could not hand to the driver is refused data."""
+    return isinstance(error, ValueError)
+
+
 class SQLRunner:
     """Runs statements with ``:name`` placeholders on a connection pool.
 
@@ -60,6 +65,9 @@ class SQLRunner:
             <presence.storage.errors.StorageError>`.
         isDisconnection: whether one of ``errors`` means that the database is
             out of reach.
+        isRejection: whether one of ``errors`` means that the database (or
+            the driver) refused the values given, not the statement: the same
+            rows cannot be written, other rows still can.
         multiStatement: whether a transaction goes as one query of several
             statements, one round trip, which the server runs as one
             transaction (PostgreSQL); otherwise its statements run one after
@@ -73,6 +81,7 @@ class SQLRunner:
         paramstyle: str,
         errors: tuple[type[BaseException], ...],
         isDisconnection: Callable[[BaseException], bool] = _never,
+        isRejection: Callable[[BaseException], bool] = _badValue,
         multiStatement: bool = False,
     ) -> None:
         """Run statements in ``pool``, rendered in ``paramstyle``.
@@ -85,12 +94,16 @@ class SQLRunner:
             errors: the exceptions that mean a statement failed.
             isDisconnection: whether such an exception means that the
                 database is out of reach; by default none does.
+            isRejection: whether such an exception means that the values were
+                refused; by default a `ValueError` (a `UnicodeEncodeError`
+                for text that is not valid Unicode) does.
             multiStatement: whether to send a transaction as one query.
         """
         self.pool = pool
         self.paramstyle = paramstyle
         self.errors = errors
         self.isDisconnection = isDisconnection
+        self.isRejection = isRejection
         self.multiStatement = multiStatement
 
     def _render(self, sql: str, values: Values) -> tuple[str, object]:

@@ -17,7 +17,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from presence.storage.errors import SchemaError, StorageError
+from presence.storage.errors import RowsRejected, SchemaError, StorageError
 from presence.storage.interfaces import IPresenceStore
 from presence.storage.records import (
     Batch,
@@ -194,6 +194,8 @@ class SQLStore:
         except runner.errors as e:
             if runner.isDisconnection(e):
                 self._disconnected(e)
+            elif runner.isRejection(e):
+                raise RowsRejected(f"{self.dialect}: {type(e).__name__}: {e}") from e
             raise StorageError(f"{self.dialect}: {type(e).__name__}: {e}") from e
         if not self.ready and self.runner is not None:
             self.log.info("{dialect} store ready", dialect=self.dialect)

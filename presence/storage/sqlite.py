@@ -29,7 +29,30 @@ _ERRORS: Final[tuple[type[BaseException], ...]] = (
     sqlite3.Error,
     adbapi.ConnectionLost,
     OverflowError,
+    # Binding text that is not valid Unicode (lone surrogates).
+    ValueError,
 )
+
+
+def isRejection(error: BaseException) -> bool:
+    """Whether sqlite3 refused the values of a statement, not its run.
+
+    Args:
+        error: what a statement raised.
+
+    Returns:
+        ``True`` for values it cannot bind or store (text that is not valid
+        Unicode, an integer out of range, a constraint violated), ``False``
+        for the database file's trouble (locked, full, unreadable).
+    """
+    return isinstance(
+        error,
+        ValueError
+        | OverflowError
+        | sqlite3.IntegrityError
+        | sqlite3.DataError
+        | sqlite3.InterfaceError,
+    )
 
 
 def _prepareConnection(connection: sqlite3.Connection) -> None:
@@ -74,7 +97,9 @@ class SQLiteStore(SQLStore):
         self._pool = pool
         # sqlite3's qmark paramstyle; a file is never out of reach, and its
         # statements run one by one in a transaction of adbapi's.
-        self.runner = SQLRunner(pool, paramstyle="qmark", errors=_ERRORS)
+        self.runner = SQLRunner(
+            pool, paramstyle="qmark", errors=_ERRORS, isRejection=isRejection
+        )
         try:
             rows = await self._query("SELECT sqlite_version()", {})
             version = tuple(int(part) for part in str(rows[0][0]).split("."))

@@ -16,7 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from presence.storage.cached import CachedStore
-from presence.storage.errors import StorageError
+from presence.storage.errors import RowsRejected, StorageError
 from presence.storage.interfaces import IPresenceStore
 from presence.storage.records import Batch, Binding, Publication, Subscription, Watcher
 from presence.storage.service import CACHE, MEMORY, SHARED, StorageService
@@ -37,6 +37,8 @@ class FakeDatabase:
         self.stopped = 0
         self.markers: dict[str, int] = {}
         self.ready = True
+        #: Call-IDs of subscriptions whose rows the database refuses.
+        self.refused: set[str] = set()
 
     def _check(self) -> None:
         if self.down:
@@ -80,6 +82,8 @@ class FakeDatabase:
     async def applyBatch(self, batch: Batch) -> None:
         """Apply a batch."""
         self._check()
+        if any(s.callId in self.refused for s in batch.subscriptions):
+            raise RowsRejected("sqlite: UnicodeEncodeError: surrogates not allowed")
         self.batches.append(batch)
         for p in batch.publications:
             self.publications[(p.presentity, p.event, p.etag)] = p.copy()
@@ -132,6 +136,58 @@ class CachedStoreTests(SynchronousTestCase):
         """A cached store over a fake database."""
         self.database = FakeDatabase()
         self.store = CachedStore(self.database)
+
+    def test_refusedRowCostsNoOtherRow(self) -> None:
+        """A row the database refuses is left out; every other row is written.
+
+        The batch is split down to the refused row, which is logged once and
+        stays in memory; the flush loses nothing else, and nothing is kept to
+        be retried for ever.
+        """
+        self.database.refused = {"bad"}
+        self.store.chunkSize = 1000
+        for n in range(10):
+            self.successResultOf(self.store.putPublication(publication(f"e{n}")))
+        self.successResultOf(self.store.putSubscription(subscription("bad")))
+        self.successResultOf(self.store.putSubscription(subscription("good")))
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        written = self.successResultOf(Deferred.fromCoroutine(self.store.flush()))
+        self.assertEqual(written, 11)
+        self.assertEqual(len(self.database.publications), 10)
+        self.assertEqual(
+            [s.callId for s in self.database.subscriptions.values()], ["good"]
+        )
+        self.assertEqual(self.store.rowsRefused, 1)
+        self.assertEqual(self.store.pending, 0)
+        errors = [e for e in events if e["log_level"].name == "error"]
+        self.assertEqual(len(errors), 1)
+        self.assertIn("'bad'", errors[0]["row"])
+        # Still served from memory.
+        key = subscription("bad").key
+        self.assertIsNotNone(self.successResultOf(self.store.subscription(key)))
+        # The next flush has nothing left to try.
+        self.assertEqual(
+            self.successResultOf(Deferred.fromCoroutine(self.store.flush())), 0
+        )
+
+    def test_outageDuringSplitKeepsEverything(self) -> None:
+        """An outage while the refused row is looked for keeps the rest."""
+        self.database.refused = {"bad"}
+        self.successResultOf(self.store.putSubscription(subscription("bad")))
+        self.successResultOf(self.store.putSubscription(subscription("good")))
+        real = self.database.applyBatch
+
+        async def failAfterRefusal(batch: Batch) -> None:
+            try:
+                await real(batch)
+            except RowsRejected:
+                self.database.down = True
+                raise
+
+        self.database.applyBatch = failAfterRefusal  # type: ignore[method-assign]
+        self.successResultOf(Deferred.fromCoroutine(self.store.flush()))
+        self.assertEqual(self.store.pending, 2)
+        self.assertEqual(self.store.rowsRefused, 0)
 
     def test_interface(self) -> None:
         """The cached store provides IPresenceStore."""
