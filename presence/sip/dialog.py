@@ -9,14 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from presence.sip.message import (
-    URI,
-    NameAddr,
-    SIPRequest,
-    parseNameAddr,
-    parseURI,
-    splitList,
-)
+from presence.sip.grammar import splitList
+from presence.sip.message import SIPRequest
+from presence.sip.uri import URI, NameAddr, parseNameAddr, parseURI
 
 
 def routeSet(recordRoute: str) -> list[NameAddr]:

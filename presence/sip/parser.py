@@ -13,14 +13,9 @@ import re
 from typing import Final
 
 from presence.sip.errors import SIPParseError
-from presence.sip.message import (
-    COMPACT_FORMS,
-    SIPMessage,
-    SIPRequest,
-    SIPResponse,
-    isToken,
-    salvageVia,
-)
+from presence.sip.grammar import isToken
+from presence.sip.headers import COMPACT_FORMS, salvageVia
+from presence.sip.message import SIPMessage, SIPRequest, SIPResponse
 
 #: The largest message accepted. RFC 3261 section 18.1.1: a UDP datagram
 #: cannot carry more; the same bound keeps one TCP message in memory.

@@ -19,14 +19,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from presence.sip.errors import SIPParseError
-from presence.sip.message import (
-    MAGIC_COOKIE,
-    SIPMessage,
-    SIPRequest,
-    SIPResponse,
-    Via,
-    responseTo,
-)
+from presence.sip.headers import MAGIC_COOKIE, Via
+from presence.sip.message import SIPMessage, SIPRequest, SIPResponse, responseTo
 from presence.sip.transport import (
     Peer,
     SIPStreamProtocol,

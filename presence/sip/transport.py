@@ -38,15 +38,11 @@ from twisted.names import dns
 from twisted.python.failure import Failure
 
 from presence.sip.errors import SIPParseError, TransportError
-from presence.sip.message import (
-    SIPURI,
-    SIPMessage,
-    SIPRequest,
-    SIPResponse,
-    Via,
-    splitList,
-)
+from presence.sip.grammar import splitList
+from presence.sip.headers import Via
+from presence.sip.message import SIPMessage, SIPRequest, SIPResponse
 from presence.sip.parser import KEEPALIVE, StreamFramer, parseDatagram
+from presence.sip.uri import SIPURI
 
 RELIABLE: Final = frozenset({"TCP", "TLS", "SCTP", "WS", "WSS"})
 DEFAULT_PORT: Final = 5060

@@ -95,7 +95,7 @@ class SQLRunner:
             isDisconnection: whether such an exception means that the
                 database is out of reach; by default none does.
             isRejection: whether such an exception means that the values were
-                refused; by default a `ValueError` (a `UnicodeEncodeError`
+                refused; by default a ``ValueError`` (a ``UnicodeEncodeError``
                 for text that is not valid Unicode) does.
             multiStatement: whether to send a transaction as one query.
         """

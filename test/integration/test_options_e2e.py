@@ -89,8 +89,27 @@ class OptionsEndToEndTests(TestCase):
     async def test_tcpMalformedClosed(self) -> None:
         """A malformed TCP stream gets 400 and the connection is closed."""
         client = await connectTCP(reactor, self.tcpPort)
+        request = options(self.tcpPort, "TCP", 4)
+        # A line without a colon among the headers: the stream cannot be
+        # framed, but the Via above it says where the 400 goes.
+        malformed = request.replace(b"Content-Length: 0\r\n", b"not a header\r\n")
+        client.send(malformed)
+        await within(client.lost)
+        # What the server wrote before it closed, framed and parsed.
+        received = client.queue.pending
+        self.assertEqual(len(received), 1)
+        response = received[0]
+        assert isinstance(response, SIPResponse)
+        self.assertEqual(response.code, 400)
+        self.assertEqual(response.cseq.number, 4)
+        self.assertEqual(response.topVia.branch, "z9hG4bK-e2e-4")
+
+    async def test_tcpUnanswerableClosed(self) -> None:
+        """A malformed TCP stream with no Via to answer is closed unanswered."""
+        client = await connectTCP(reactor, self.tcpPort)
         client.send(b"OPTIONS sip:bob@127.0.0.1 SIP/2.0\r\nVia SIP/2.0/TCP x\r\n\r\n")
         await within(client.lost)
+        self.assertEqual(client.queue.pending, [])
 
     def test_socketBuffers(self) -> None:
         """The UDP socket's buffers are enlarged beyond the kernel's default."""

@@ -150,7 +150,7 @@ class CachedStoreTests(SynchronousTestCase):
             self.successResultOf(self.store.putPublication(publication(f"e{n}")))
         self.successResultOf(self.store.putSubscription(subscription("bad")))
         self.successResultOf(self.store.putSubscription(subscription("good")))
-        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)  # type: ignore[arg-type]
         written = self.successResultOf(Deferred.fromCoroutine(self.store.flush()))
         self.assertEqual(written, 11)
         self.assertEqual(len(self.database.publications), 10)
