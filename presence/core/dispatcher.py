@@ -34,7 +34,7 @@ from presence.sip.errors import (
 )
 from presence.sip.message import SIPRequest, SIPResponse, canonicalName
 from presence.sip.transaction import ServerTransaction
-from presence.storage.errors import StorageError
+from presence.storage.errors import RowsRejected, StorageError
 
 #: A method handler: answers the request through the transaction, or raises.
 Handler = Callable[[SIPRequest, ServerTransaction], Awaitable[None]]
@@ -258,6 +258,17 @@ class Dispatcher:
                 reason=error.reason,
             )
             return self._response(transaction, 400, error.reason)
+        if isinstance(error, RowsRejected):
+            # Shared mode writes at once: a value the database cannot store
+            # (a Call-ID longer than its column) is the request's fault.
+            self.log.warn(
+                "{method} answered 400: the database refused its values ({error})",
+                method=transaction.request.method,
+                error=str(error),
+            )
+            return self._response(
+                transaction, 400, "a value of the request cannot be stored"
+            )
         if isinstance(error, StorageError):
             self.log.debug(
                 "{method} answered 503: storage unavailable ({error})",

@@ -15,7 +15,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from presence.core.notify import Notifier
-from presence.core.subscribe import negotiateExpires, presentityOf
+from presence.core.subscribe import negotiateExpires, presentityOf, refuseOversized
 from presence.packages.interfaces import IEventPackage, PackageRegistry
 from presence.sip.errors import (
     BadEvent,
@@ -28,6 +28,8 @@ from presence.sip.message import SIPRequest, isToken
 from presence.sip.transaction import ServerTransaction
 from presence.storage.interfaces import IPresenceStore
 from presence.storage.records import Publication
+from presence.storage.rows import publicationRow
+from presence.storage.statements import PRESENTITY
 
 
 def entityTag(request: SIPRequest) -> str | None:
@@ -129,6 +131,7 @@ class PublishHandler:
                 contentType=contentType,
                 sender=_sender(request),
             )
+            refuseOversized(PRESENTITY, publicationRow(publication))
             await self.store.putPublication(publication)
             self.counts["initial"] += 1
             self._ok(transaction, publication.etag, expires)
@@ -152,6 +155,7 @@ class PublishHandler:
         if not modified:
             # A refresh keeps the publication's place among the others.
             updated.receivedTime = existing.receivedTime
+        refuseOversized(PRESENTITY, publicationRow(updated))
         await self.store.putPublication(updated, replacing=ifMatch)
         self.counts["modify" if modified else "refresh"] += 1
         self._ok(transaction, updated.etag, expires)

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from presence.core.subscribe import refuseOversized
 from presence.sip.errors import (
     BadRequest,
     IntervalTooBrief,
@@ -25,6 +26,8 @@ from presence.sip.message import SIPURI, SIPRequest, formatParams, parseInteger
 from presence.sip.transaction import ServerTransaction
 from presence.storage.interfaces import IPresenceStore
 from presence.storage.records import Binding
+from presence.storage.rows import bindingRow
+from presence.storage.statements import LOCATION
 
 
 class Registrar:
@@ -103,24 +106,30 @@ class Registrar:
                 except ValueError:
                     raise BadRequest("malformed q") from None
             changes.append((uri, expires, old, formatParams(kept), q))
+        removed: list[str] = []
+        bindings: list[Binding] = []
         for uri, expires, _old, params, q in changes:
             if expires == 0:
-                await self.store.removeBinding(aor, uri)
+                removed.append(uri)
                 continue
-            await self.store.putBinding(
-                Binding(
-                    aor=aor,
-                    contact=uri,
-                    expires=now + expires,
-                    q=q,
-                    callId=callId,
-                    cseq=cseq,
-                    received=str(transaction.peer),
-                    path=", ".join(request.headerValues("path")),
-                    userAgent=request.header("user-agent") or "",
-                    params=params,
-                )
+            binding = Binding(
+                aor=aor,
+                contact=uri,
+                expires=now + expires,
+                q=q,
+                callId=callId,
+                cseq=cseq,
+                received=str(transaction.peer),
+                path=", ".join(request.headerValues("path")),
+                userAgent=request.header("user-agent") or "",
+                params=params,
             )
+            refuseOversized(LOCATION, bindingRow(binding))
+            bindings.append(binding)
+        for uri in removed:
+            await self.store.removeBinding(aor, uri)
+        for binding in bindings:
+            await self.store.putBinding(binding)
         self.registrations += 1
         await self._ok(transaction, aor, now)
 

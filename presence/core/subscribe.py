@@ -33,8 +33,25 @@ from presence.sip.transaction import ServerTransaction
 from presence.sip.transport import SIPTransports
 from presence.status import ACTIVE, TERMINATED
 from presence.storage.interfaces import IPresenceStore
+from presence.storage.limits import oversized
 from presence.storage.records import Subscription
+from presence.storage.rows import subscriptionRow
+from presence.storage.statements import ACTIVE_WATCHERS, Table
 from presence.xcap.policy import IPrivacyPolicy
+
+
+def refuseOversized(table: Table, row: dict[str, object]) -> None:
+    """Refuse a request whose values do not fit the columns they go to.
+
+    Checked before anything is stored or answered, so that every backend
+    behaves alike and a store that writes at once never fails after the 2xx.
+
+    Raises:
+        BadRequest: a value is longer than its column holds.
+    """
+    problem = oversized(table.name, row)
+    if problem is not None:
+        raise BadRequest(problem)
 
 
 def negotiateExpires(requested: int | None, bounds: ExpiryRange) -> int:
@@ -244,6 +261,7 @@ class SubscribeHandler:
             if transaction.peer.reliable
             else None,
         )
+        refuseOversized(ACTIVE_WATCHERS, subscriptionRow(subscription))
         if status == TERMINATED:
             # Refused outright (RFC 6665 4.2.1.1: a 403 would reveal the
             # policy; polite blocking is done by the policy with ACTIVE).
@@ -302,6 +320,7 @@ class SubscribeHandler:
             await self._watchersChanged(subscription, "timeout")
             return
         subscription.expires = now + expires
+        refuseOversized(ACTIVE_WATCHERS, subscriptionRow(subscription))
         await self.store.putSubscription(subscription)
         self._respond(
             transaction, 200, expires=expires, contact=subscription.localContact

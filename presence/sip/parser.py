@@ -14,7 +14,7 @@ from typing import Final
 
 from presence.sip.errors import SIPParseError
 from presence.sip.grammar import isToken
-from presence.sip.headers import COMPACT_FORMS, salvageVia
+from presence.sip.headers import COMPACT_FORMS, canonicalName, salvageVia
 from presence.sip.message import SIPMessage, SIPRequest, SIPResponse
 
 #: The largest message accepted. RFC 3261 section 18.1.1: a UDP datagram
@@ -141,6 +141,29 @@ def _parseHeaders(
     return headers, index, error
 
 
+def _notUTF8(startLine: str, headers: list[tuple[str, str]]) -> str | None:
+    """Name the first part of a head that is not valid UTF-8, if any.
+
+    RFC 3261 section 25.1: the grammar's text (``UTF8-NONASCII`` in quoted
+    strings, comments, reason phrases and ``TEXT-UTF8``) is UTF-8, and the
+    rest of it is ASCII; bytes that are not UTF-8 are valid nowhere. They
+    were decoded as lone surrogates, so that the 400 can echo them back.
+
+    Returns:
+        The error, or ``None`` when every part is valid UTF-8.
+    """
+    if _SURROGATE_RE.search(startLine) is not None:
+        return "start line is not valid UTF-8"
+    for name, value in headers:
+        if _SURROGATE_RE.search(value) is not None:
+            return f"{canonicalName(name)} header is not valid UTF-8"
+    return None
+
+
+# What ``surrogateescape`` makes of a byte that is not part of valid UTF-8.
+_SURROGATE_RE: Final = re.compile("[\udc80-\udcff]")
+
+
 def _parseHead(text: str, lines: int) -> tuple[SIPMessage, str | None, int]:
     """Parse a start line and headers (no body yet).
 
@@ -167,6 +190,8 @@ def _parseHead(text: str, lines: int) -> tuple[SIPMessage, str | None, int]:
         nl = text.find(_CRLF)
         startLine = text[:nl]
         headers, index, error = _parseHeaders(text, nl + 1, text.count(_CRLF) - 1)
+    if error is None and not text.isascii():
+        error = _notUTF8(startLine, headers)
 
     code = 400
     if startLine[:4] == "SIP/":

@@ -15,9 +15,12 @@ from typing import Any, ClassVar
 
 from twisted.internet import defer, reactor
 from twisted.internet.interfaces import IListeningPort
+from twisted.internet.protocol import DatagramProtocol
 from twisted.trial.unittest import SkipTest, TestCase
 
 from presence.storage.postgres import PostgresStore
+from presence.storage.records import Subscription
+from presence.storage.sqlite import SQLiteStore
 from presence.tap import StackService
 from presence.testing import pidf
 from test.support.postgres import NO_PG, PG_DSN, PostgresDatabase, pgAddress, pgURL
@@ -181,6 +184,21 @@ class SharedModeTests(PostgresServerTestCase):
         self.a, self.aPort = await self.server(*args)
         self.b, self.bPort = await self.server(*args)
 
+    async def test_valueTooLongGets400(self) -> None:
+        """A SUBSCRIBE whose Call-ID the database cannot store gets 400.
+
+        Shared mode writes at once, after the 2xx of an initial SUBSCRIBE:
+        values longer than their columns are refused before anything is
+        answered or stored, and the server keeps serving.
+        """
+        alice = await self.ua("alice", self.aPort)
+        response = await alice.subscribe(BOB, callId="c" * 300 + "@127.0.0.1")
+        self.assertEqual(
+            (response.code, response.phrase),
+            (400, "callid longer than 255 characters"),
+        )
+        self.assertEqual((await alice.subscribe(BOB)).code, 200)
+
     async def test_publishAtAReachesWatcherAtB(self) -> None:
         """A PUBLISH at server A is notified to a watcher that subscribed at B."""
         alice = await self.ua("alice", self.bPort)
@@ -339,3 +357,126 @@ class OutageTests(PostgresServerTestCase):
         # The store's own probe finds the database again.
         await database.whenReady()
         self.assertEqual((await bob.publish(pidf("open"))).code, 200)
+
+
+class _RawDatagrams(DatagramProtocol):
+    """Queues the datagrams it receives, unparsed."""
+
+    def __init__(self) -> None:
+        self.queue: defer.DeferredQueue[bytes] = defer.DeferredQueue()
+
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+        self.queue.put(datagram)
+
+
+class BadBytesMixin:
+    """Bad bytes over a real socket never cost anybody's data."""
+
+    async def serverAndDatabase(self) -> tuple[StackService, int, Any]:
+        """A server in cache mode; a store reading its database directly."""
+        raise NotImplementedError
+
+    def badRequest(self, ua: SocketUA, method: str, callId: bytes) -> bytes:
+        """A request whose Call-ID and User-Agent hold bytes that are not UTF-8."""
+        data, _ = ua.build(method, BOB, [("Event", "presence"), ("Expires", "600")])
+        data = data.replace(b"Call-ID: ", b"Call-ID: " + callId, 1)
+        return data.replace(
+            b"\r\n\r\n", b"\r\nUser-Agent: ph\xe9ne \xff\xfe\r\n\r\n", 1
+        )
+
+    async def test_notUTF8Refused(self) -> None:
+        """Headers that are not UTF-8 get 400; a publication right after is stored.
+
+        RFC 3261 section 25.1: the grammar's text is UTF-8 (``UTF8-NONASCII``);
+        bytes that are not UTF-8 are valid nowhere in a message.
+        """
+        case: Any = self
+        server, port, reader = await self.serverAndDatabase()
+        alice = await case.ua("alice", port)
+        bob = await case.ua("bob", port)
+        raw = _RawDatagrams()
+        socket = reactor.listenUDP(0, raw, interface="127.0.0.1")  # type: ignore[attr-defined]
+        case.addCleanup(socket.stopListening)
+        for method in ("SUBSCRIBE", "REGISTER", "PUBLISH"):
+            socket.write(
+                self.badRequest(alice, method, b"\xff\xfe-"), ("127.0.0.1", port)
+            )
+            # The 400 echoes the Call-ID as it came, bytes and all.
+            response = await raw.queue.get()
+            case.assertTrue(
+                response.startswith(b"SIP/2.0 400 Call-ID header is not valid UTF-8"),
+                response[:80],
+            )
+            case.assertIn(b"Call-ID: \xff\xfe-", response)
+        published = await bob.publish(pidf("open"))
+        case.assertEqual(published.code, 200)
+        flushed: Any = server.stack.store
+        await flushed.whenFlushed()
+        publications = (await reader.loadAll())[0]
+        case.assertEqual([p.etag for p in publications], [published.header("sip-etag")])
+
+    async def test_refusedRowCostsNoOtherRow(self) -> None:
+        """A row the database refuses is left out of the flush, nothing else.
+
+        A subscription whose Call-ID is not valid Unicode sits in the cache (it
+        cannot come from SIP any more: such a request gets 400); the flush that
+        meets it writes every other row, the publication made at the same
+        moment included, and logs the one it could not.
+        """
+        case: Any = self
+        server, port, reader = await self.serverAndDatabase()
+        store: Any = server.stack.store
+        bad = Subscription(
+            presentity=BOB,
+            event="presence",
+            eventId="",
+            callId="\udcff\udcfe@127.0.0.1",
+            toTag="t",
+            fromTag="f",
+            watcherUsername="alice",
+            watcherDomain="example.com",
+            toUser="bob",
+            toDomain="example.com",
+            localCSeq=1,
+            remoteCSeq=1,
+            contact="sip:alice@127.0.0.1",
+            recordRoute="",
+            expires=reactor.seconds() + 600,
+        )
+        await store.putSubscription(bad)
+        bob = await case.ua("bob", port)
+        published = await bob.publish(pidf("open"))
+        case.assertEqual(published.code, 200)
+        await store.whenFlushed()
+        publications, subscriptions = (await reader.loadAll())[:2]
+        case.assertEqual([p.etag for p in publications], [published.header("sip-etag")])
+        case.assertEqual(subscriptions, [])
+        case.assertEqual(store.rowsRefused, 1)
+        case.assertEqual(store.pending, 0)
+
+
+class SQLiteBadBytesTests(BadBytesMixin, ServerTestCase):
+    """Bad bytes against a server in cache mode on SQLite."""
+
+    async def serverAndDatabase(self) -> tuple[StackService, int, Any]:
+        """A server on a SQLite file of its own, and a reader of that file."""
+        directory = self.mktemp()
+        os.makedirs(directory)
+        path = f"{directory}/presence.sqlite"
+        config = self.configFile(database=f"sqlite:{path}", db_update_period=0.1)
+        server, port = await self.server("--config", config)
+        reader = SQLiteStore(path, reactor=reactor)
+        await reader.start()
+        self.addCleanup(reader.stop)
+        return server, port, reader
+
+
+class PostgresBadBytesTests(BadBytesMixin, PostgresServerTestCase):
+    """Bad bytes, and a row PostgreSQL refuses, in cache mode on PostgreSQL."""
+
+    async def serverAndDatabase(self) -> tuple[StackService, int, Any]:
+        """A server in cache mode on the class's database, emptied."""
+        await self.empty()
+        config = self.configFile(database=self.database.url, db_update_period=0.1)
+        server, port = await self.server("--config", config)
+        return server, port, await self.reader()

@@ -273,11 +273,32 @@ class DatagramTests(SynchronousTestCase):
         )
         self.assertEqual(m.fromAddr.displayName, "J\u00fcrgen \u00c4")
 
-    def test_invalidUTF8RoundTrips(self) -> None:
-        """Bytes that are not UTF-8 survive parsing and writing."""
+    def test_invalidUTF8Refused(self) -> None:
+        """A header that is not UTF-8 is an error that can be answered.
+
+        RFC 3261 section 25.1: text in the grammar is UTF-8
+        (``UTF8-NONASCII``); bytes that are not UTF-8 are valid nowhere. The
+        request is kept, its bytes intact, so that the 400 echoes them back.
+        """
         data = SUBSCRIBE.replace(b"Event:", b"Subject: \xff\xfe\r\nEvent:", 1)
-        m = parseDatagram(data)
-        self.assertIn(b"Subject: \xff\xfe\r\n", m.toBytes())
+        e = self.assertRaises(SIPParseError, parseDatagram, data)
+        self.assertEqual(e.reason, "Subject header is not valid UTF-8")
+        self.assertEqual(e.code, 400)
+        assert e.request is not None
+        self.assertIn(b"Subject: \xff\xfe\r\n", e.request.toBytes())
+
+    def test_invalidUTF8InStartLine(self) -> None:
+        """Bytes that are not UTF-8 in the Request-URI are refused the same way."""
+        data = SUBSCRIBE.replace(b"sip:bob@", b"sip:b\xffb@", 1)
+        e = self.assertRaises(SIPParseError, parseDatagram, data)
+        self.assertEqual(e.reason, "start line is not valid UTF-8")
+
+    def test_validUTF8Accepted(self) -> None:
+        """Text in UTF-8 is fine where the grammar allows it."""
+        data = SUBSCRIBE.replace(
+            b"Event:", "Subject: caf\u00e9 \u2603\r\nEvent:".encode(), 1
+        )
+        self.assertEqual(parseDatagram(data).header("subject"), "caf\u00e9 \u2603")
 
     def test_serialiseRoundTrip(self) -> None:
         """Writing a parsed message gives the same message back."""

@@ -354,11 +354,13 @@ class SocketUA:
         expires: int = 600,
         event: str = "presence",
         accept: str = "application/pidf+xml",
+        callId: str | None = None,
     ) -> SIPResponse:
         """SUBSCRIBE to presence: a new dialog, or a refresh of this one.
 
-        With ``presentity`` a new dialog starts; without, the request goes
-        inside the dialog a previous 2xx made (``expires=0`` ends it).
+        With ``presentity`` a new dialog starts (with ``callId`` if given);
+        without, the request goes inside the dialog a previous 2xx made
+        (``expires=0`` ends it).
         """
         headers = [
             ("Event", event),
@@ -367,7 +369,7 @@ class SocketUA:
         ]
         if presentity is not None:
             self.presentity = presentity
-            self.callId = f"sub-{next(_counter)}@127.0.0.1"
+            self.callId = callId or f"sub-{next(_counter)}@127.0.0.1"
             self.toTag = None
         assert self.presentity is not None and self.callId is not None
         response = await self.request(
