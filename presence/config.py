@@ -132,6 +132,27 @@ class Config:
         createTables: create missing tables at start.
         dbConnections: PostgreSQL connections in the pool; queries beyond
             this many wait for a connection.
+        minExpires: the least SUBSCRIBE expiry accepted (shorter, but not 0,
+            gets 423 with this as Min-Expires), for every event package;
+            ``None`` keeps each package's own.
+        maxExpires: the longest SUBSCRIBE expiry granted (longer ones are
+            lowered to it); ``None`` keeps each package's own.
+        defaultExpires: the SUBSCRIBE expiry when the request has no
+            Expires; ``None`` keeps each package's own.
+        minExpiresPublish: ``minExpires`` for PUBLISH.
+        maxExpiresPublish: ``maxExpires`` for PUBLISH.
+        defaultExpiresPublish: ``defaultExpires`` for PUBLISH.
+        registrarMinExpires: the least REGISTER expiry accepted (423 below);
+            ``None`` keeps the registrar's own, 60.
+        registrarMaxExpires: the longest REGISTER expiry granted; ``None``
+            keeps the registrar's own, 7200.
+        registrarDefaultExpires: the REGISTER expiry of a Contact that gives
+            none (no ``expires`` parameter and no Expires header); ``None``
+            keeps the registrar's own, 3600.
+
+    An expiry setting replaces only its own bound; how the bounds left to a
+    package (or the registrar) yield to it is
+    `presence.core.expirypolicy.ExpiryOverrides`'s rule.
     """
 
     listen: tuple[str, ...] = DEFAULT_LISTEN
@@ -147,6 +168,15 @@ class Config:
     cleanPeriod: float = 1.0
     createTables: bool = True
     dbConnections: int = 8
+    minExpires: int | None = None
+    maxExpires: int | None = None
+    defaultExpires: int | None = None
+    minExpiresPublish: int | None = None
+    maxExpiresPublish: int | None = None
+    defaultExpiresPublish: int | None = None
+    registrarMinExpires: int | None = None
+    registrarMaxExpires: int | None = None
+    registrarDefaultExpires: int | None = None
 
     @property
     def listenAddresses(self) -> list[ListenAddress]:
@@ -176,7 +206,62 @@ class Config:
             raise ConfigError('offline_body must be "closed" or "empty"')
         if not 0 < self.maxBodySize <= 65535:
             raise ConfigError("max_body_size must be between 1 and 65535")
+        problems = self._expiryProblems()
+        if problems:
+            raise ConfigError("; ".join(problems))
         return self
+
+    def _expiryProblems(self) -> list[str]:
+        """What is wrong with the expiry settings, one sentence per problem.
+
+        Each bound must be a whole number of seconds: a minimum 0 or more, a
+        maximum and a default 1 or more. Of the bounds set in one group
+        (SUBSCRIBE, PUBLISH, REGISTER), the minimum may not exceed the
+        maximum and the default must lie between them. A 423 for SUBSCRIBE
+        and REGISTER is only allowed below an hour (RFC 6665 section
+        4.2.1.1, RFC 3261 section 10.3), so their minimum is at most 3600.
+        """
+        problems: list[str] = []
+        for names, hourCap in _EXPIRY_GROUPS:
+            values: dict[str, int] = {}
+            for name, lowest in zip(names, (0, 1, 1), strict=True):
+                value = getattr(self, _KEYS[name][0])
+                if value is None:
+                    continue
+                if isinstance(value, bool) or not isinstance(value, int):
+                    problems.append(
+                        f"{name} must be a whole number of seconds, not {value!r}"
+                    )
+                elif value < lowest:
+                    problems.append(f"{name} must be {lowest} or more, not {value}")
+                else:
+                    values[name] = value
+            minName, maxName, defaultName = names
+            minimum = values.get(minName)
+            maximum = values.get(maxName)
+            default = values.get(defaultName)
+            if hourCap and minimum is not None and minimum > 3600:
+                problems.append(
+                    f"{minName} ({minimum}) must be at most 3600: a 423 is only"
+                    " allowed for intervals shorter than an hour"
+                )
+            if minimum is not None and maximum is not None and minimum > maximum:
+                problems.append(
+                    f"{minName} ({minimum}) is above {maxName} ({maximum}):"
+                    " the minimum cannot exceed the maximum"
+                )
+            if default is not None:
+                if minimum is not None and default < minimum:
+                    problems.append(
+                        f"{defaultName} ({default}) is below {minName} ({minimum}):"
+                        " the default must lie between the minimum and the maximum"
+                    )
+                if maximum is not None and default > maximum:
+                    problems.append(
+                        f"{defaultName} ({default}) is above {maxName} ({maximum}):"
+                        " the default must lie between the minimum and the maximum"
+                    )
+        return problems
 
     def replace(self, **changes: Any) -> Config:
         """A copy with some settings changed."""
@@ -208,7 +293,53 @@ _KEYS: dict[str, tuple[str, Any]] = {
         "advertisedAddress",
         lambda v: _string("advertised_address", v),
     ),
+    "min_expires": ("minExpires", lambda v: _seconds("min_expires", v)),
+    "max_expires": ("maxExpires", lambda v: _seconds("max_expires", v)),
+    "default_expires": ("defaultExpires", lambda v: _seconds("default_expires", v)),
+    "min_expires_publish": (
+        "minExpiresPublish",
+        lambda v: _seconds("min_expires_publish", v),
+    ),
+    "max_expires_publish": (
+        "maxExpiresPublish",
+        lambda v: _seconds("max_expires_publish", v),
+    ),
+    "default_expires_publish": (
+        "defaultExpiresPublish",
+        lambda v: _seconds("default_expires_publish", v),
+    ),
+    "registrar_min_expires": (
+        "registrarMinExpires",
+        lambda v: _seconds("registrar_min_expires", v),
+    ),
+    "registrar_max_expires": (
+        "registrarMaxExpires",
+        lambda v: _seconds("registrar_max_expires", v),
+    ),
+    "registrar_default_expires": (
+        "registrarDefaultExpires",
+        lambda v: _seconds("registrar_default_expires", v),
+    ),
 }
+
+
+#: The expiry settings checked together: (minimum, maximum, default) names,
+#: and whether the minimum is capped at an hour.
+_EXPIRY_GROUPS: tuple[tuple[tuple[str, str, str], bool], ...] = (
+    (("min_expires", "max_expires", "default_expires"), True),
+    (
+        ("min_expires_publish", "max_expires_publish", "default_expires_publish"),
+        False,
+    ),
+    (
+        (
+            "registrar_min_expires",
+            "registrar_max_expires",
+            "registrar_default_expires",
+        ),
+        True,
+    ),
+)
 
 
 def databaseKind(url: str) -> str:
@@ -261,6 +392,12 @@ def _bool(key: str, value: Any) -> bool:
 def _number(key: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigError(f"{key}: expected a number")
+    return value
+
+
+def _seconds(key: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{key}: expected a whole number of seconds")
     return value
 
 

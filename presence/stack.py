@@ -15,9 +15,15 @@ from typing import Any
 from presence.config import Config, databaseKind, sqlitePath
 from presence.core.dispatcher import SERVER, Dispatcher
 from presence.core.expiry import ExpirySweeper
+from presence.core.expirypolicy import (
+    ExpiryOverrides,
+    ExpiryPolicy,
+    publishExpires,
+    subscribeExpires,
+)
 from presence.core.notify import Notifier
 from presence.core.publish import PublishHandler
-from presence.core.registrar import Registrar
+from presence.core.registrar import REGISTRAR_EXPIRES, Registrar
 from presence.core.subscribe import SubscribeHandler
 from presence.core.watchers import WatcherTracker
 from presence.packages.dialog import DialogPackage, SharedLineDialogPackage
@@ -102,9 +108,45 @@ def buildStack(config: Config, reactor: Any) -> Stack:
         transports,
         config.domains,
         onWatcherChange=watchers.changed,
+        expiry=ExpiryPolicy(
+            subscribeExpires,
+            ExpiryOverrides(
+                default=config.defaultExpires,
+                minimum=config.minExpires,
+                maximum=config.maxExpires,
+            ),
+            packages,
+        ),
     )
-    publish = PublishHandler(reactor, store, packages, notifier, config.domains)
-    registrar = Registrar(reactor, store, config.domains)
+    publish = PublishHandler(
+        reactor,
+        store,
+        packages,
+        notifier,
+        config.domains,
+        expiry=ExpiryPolicy(
+            publishExpires,
+            ExpiryOverrides(
+                default=config.defaultExpiresPublish,
+                minimum=config.minExpiresPublish,
+                maximum=config.maxExpiresPublish,
+            ),
+            packages,
+        ),
+    )
+    registration = ExpiryOverrides(
+        default=config.registrarDefaultExpires,
+        minimum=config.registrarMinExpires,
+        maximum=config.registrarMaxExpires,
+    ).apply(REGISTRAR_EXPIRES)
+    registrar = Registrar(
+        reactor,
+        store,
+        config.domains,
+        defaultExpires=registration.default,
+        minExpires=registration.minimum,
+        maxExpires=registration.maximum,
+    )
     sweeper = ExpirySweeper(
         reactor,
         store,

@@ -298,11 +298,20 @@ class Server:
     """
 
     def __init__(self, **settings: Any) -> None:
-        """Build the server with these configuration settings."""
+        """Build the server with these configuration settings.
+
+        Args:
+            settings: `presence.config.Config` attributes; the database is
+                in memory unless given.
+
+        Raises:
+            presence.config.ConfigError: the settings would not start a
+                server (``twistd presence`` refuses them).
+        """
         self.reactor = MemoryReactorClock()
         self.reactor.advance(1_000_000)
         settings.setdefault("database", "memory")
-        self.config = Config(**settings)
+        self.config = Config(**settings).validate()
         self.stack: Stack = buildStack(self.config, self.reactor)
         self.udp = FakeDatagramTransport(*SERVER)
         self.protocol = self.stack.transports.datagramProtocol()

@@ -87,6 +87,44 @@ class OptionsTests(SynchronousTestCase):
             f.write('sip_trace = "yes"\n')
         self.assertRaises(usage.UsageError, options, "--config", path)
 
+    def test_inconsistentExpiry(self) -> None:
+        """An expiry minimum above its maximum in the file is a usage error.
+
+        The message names both settings, so ``twistd presence`` says why it
+        will not start.
+        """
+        path = self.mktemp()
+        for text, names in [
+            ("min_expires = 600\nmax_expires = 300\n", ("min_expires", "max_expires")),
+            (
+                "min_expires_publish = 600\nmax_expires_publish = 300\n",
+                ("min_expires_publish", "max_expires_publish"),
+            ),
+            (
+                "registrar_min_expires = 600\nregistrar_max_expires = 300\n",
+                ("registrar_min_expires", "registrar_max_expires"),
+            ),
+        ]:
+            with open(path, "w") as f:
+                f.write(text)
+            error = self.assertRaises(usage.UsageError, options, "--config", path)
+            for name in names:
+                self.assertIn(name, str(error))
+
+    def test_expiryFromFile(self) -> None:
+        """The expiry settings of the file reach the handlers."""
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write("min_expires_publish = 10\nregistrar_min_expires = 20\n")
+        parsed = options("--config", path, "--database", "memory")
+        self.assertEqual(parsed.config.minExpiresPublish, 10)
+        top = makeService(parsed, MemoryReactorClock())
+        stack = top.stack
+        presence = stack.packages.get("presence")
+        assert presence is not None
+        self.assertEqual(stack.publish.expiry.bounds(presence).minimum, 10)
+        self.assertEqual(stack.registrar.minExpires, 20)
+
     def test_exampleConfig(self) -> None:
         """Every example configuration in etc/ loads and is valid."""
         for name in ["presence.toml", "presence-shared.toml", "presence-memory.toml"]:

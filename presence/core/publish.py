@@ -14,8 +14,9 @@ from collections.abc import Sequence
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from presence.core.expirypolicy import ExpiryPolicy, publishExpires
 from presence.core.notify import Notifier
-from presence.core.subscribe import negotiateExpires, presentityOf, refuseOversized
+from presence.core.subscribe import presentityOf, refuseOversized
 from presence.packages.interfaces import IEventPackage, PackageRegistry
 from presence.sip.errors import (
     BadEvent,
@@ -74,13 +75,25 @@ class PublishHandler:
         packages: PackageRegistry,
         notifier: Notifier,
         domains: Sequence[str] = (),
+        expiry: ExpiryPolicy | None = None,
     ) -> None:
-        """Serve publications for ``domains`` (all when empty)."""
+        """Serve publications for ``domains`` (all when empty).
+
+        Args:
+            clock: the clock expiry times are read from.
+            store: where publications are kept.
+            packages: the event packages served.
+            notifier: tells watchers of changes.
+            domains: the domains served; every domain when empty.
+            expiry: the expiry bounds of PUBLISH for each package; none:
+                each package's own ``publishExpires``.
+        """
         self.clock = clock
         self.store = store
         self.packages = packages
         self.notifier = notifier
         self.domains = [d.lower() for d in domains]
+        self.expiry = expiry or ExpiryPolicy(publishExpires, packages=packages)
         self.counts = {"initial": 0, "refresh": 0, "modify": 0, "remove": 0}
 
     def package(self, request: SIPRequest) -> IEventPackage:
@@ -111,7 +124,7 @@ class PublishHandler:
         package = self.package(request)
         aor, _ = presentityOf(request, self.domains)
         ifMatch = entityTag(request)
-        expires = negotiateExpires(request.expires, package.publishExpires)
+        expires = self.expiry.negotiate(package, request.expires)
         body = request.body
         now = self.clock.seconds()
         if ifMatch is None:

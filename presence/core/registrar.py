@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Final
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from presence.core.subscribe import refuseOversized
+from presence.packages.interfaces import ExpiryRange
 from presence.sip.errors import (
     BadRequest,
     IntervalTooBrief,
@@ -29,6 +31,10 @@ from presence.storage.records import Binding
 from presence.storage.rows import bindingRow
 from presence.storage.statements import LOCATION
 
+#: The registrar's expiry bounds unless configured otherwise: an hour by
+#: default, a minute at the least, two hours at the most.
+REGISTRAR_EXPIRES: Final = ExpiryRange(default=3600, minimum=60, maximum=7200)
+
 
 class Registrar:
     """Keeps the bindings of addresses of record."""
@@ -40,11 +46,22 @@ class Registrar:
         clock: IReactorTime,
         store: IPresenceStore,
         domains: Sequence[str] = (),
-        defaultExpires: int = 3600,
-        minExpires: int = 60,
-        maxExpires: int = 7200,
+        defaultExpires: int = REGISTRAR_EXPIRES.default,
+        minExpires: int = REGISTRAR_EXPIRES.minimum,
+        maxExpires: int = REGISTRAR_EXPIRES.maximum,
     ) -> None:
-        """Serve ``domains`` (all when empty) with these expiry bounds."""
+        """Serve ``domains`` (all when empty) with these expiry bounds.
+
+        Args:
+            clock: the clock expiry times are read from.
+            store: where bindings are kept.
+            domains: the domains served; every domain when empty.
+            defaultExpires: the expiry of a Contact that asks for none (no
+                ``expires`` parameter, no Expires header).
+            minExpires: below this, but not 0, a REGISTER gets 423 with it
+                as Min-Expires.
+            maxExpires: a longer expiry is lowered to this.
+        """
         self.clock = clock
         self.store = store
         self.domains = [d.lower() for d in domains]

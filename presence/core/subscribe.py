@@ -15,14 +15,14 @@ from typing import Any
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from presence.core.expirypolicy import ExpiryPolicy, negotiateExpires, subscribeExpires
 from presence.core.notify import Notifier
-from presence.packages.interfaces import ExpiryRange, IEventPackage, PackageRegistry
+from presence.packages.interfaces import IEventPackage, PackageRegistry
 from presence.sip.errors import (
     BadEvent,
     BadRequest,
     CallOrTransactionDoesNotExist,
     Forbidden,
-    IntervalTooBrief,
     NotAcceptable,
     NotFound,
     ServerInternalError,
@@ -52,24 +52,6 @@ def refuseOversized(table: Table, row: dict[str, object]) -> None:
     problem = oversized(table.name, row)
     if problem is not None:
         raise BadRequest(problem)
-
-
-def negotiateExpires(requested: int | None, bounds: ExpiryRange) -> int:
-    """The expiry granted for a requested one (RFC 6665 4.2.1.1, RFC 3903 6).
-
-    0 stays 0; absent takes the default; below the minimum is refused; above
-    the maximum is lowered.
-
-    Raises:
-        IntervalTooBrief: between 0 and the minimum (423 with Min-Expires).
-    """
-    if requested is None:
-        return bounds.default
-    if requested == 0:
-        return 0
-    if requested < bounds.minimum:
-        raise IntervalTooBrief(bounds.minimum)
-    return min(requested, bounds.maximum)
 
 
 def presentityOf(request: SIPRequest, domains: Sequence[str]) -> tuple[str, SIPURI]:
@@ -123,6 +105,7 @@ class SubscribeHandler:
         transports: SIPTransports,
         domains: Sequence[str] = (),
         onWatcherChange: Callable[[Subscription, str], Awaitable[Any]] | None = None,
+        expiry: ExpiryPolicy | None = None,
     ) -> None:
         """Serve subscriptions for ``domains`` (all when empty).
 
@@ -136,6 +119,8 @@ class SubscribeHandler:
             domains: the domains served; every domain when empty.
             onWatcherChange: called with a subscription and its watcher event
                 (RFC 3857 section 3.2) when a watcher comes, stays or goes.
+            expiry: the expiry bounds of SUBSCRIBE for each package; none:
+                each package's own ``subscribeExpires``.
         """
         self.clock = clock
         self.store = store
@@ -148,6 +133,7 @@ class SubscribeHandler:
         self.refreshed = 0
         self.ended = 0
         self.onWatcherChange = onWatcherChange
+        self.expiry = expiry or ExpiryPolicy(subscribeExpires, packages=packages)
 
     def package(self, request: SIPRequest) -> IEventPackage:
         """The package the Event header names.
@@ -179,7 +165,7 @@ class SubscribeHandler:
             raise BadRequest("malformed Accept") from None
         if not acceptable(accept, package.notifyTypes):
             raise NotAcceptable(headers=[("Accept", ", ".join(package.notifyTypes))])
-        expires = negotiateExpires(request.expires, package.subscribeExpires)
+        expires = self.expiry.negotiate(package, request.expires)
         if request.toAddr.tag is None:
             await self._initial(request, transaction, package, eventId, expires)
         else:
