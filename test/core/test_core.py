@@ -7,11 +7,11 @@ REGISTER.
 from __future__ import annotations
 
 from lxml import etree
-from twisted.trial.unittest import SynchronousTestCase
 
 from presence.core.dispatcher import SERVER
 from presence.sip.message import SIPRequest, SIPResponse
 from presence.testing import UA, Server, Subscriber, pidf
+from test.support.cases import BobAndAliceTestCase
 
 PIDF_NS = "urn:ietf:params:xml:ns:pidf"
 
@@ -22,24 +22,8 @@ def basics(notify: SIPRequest) -> list[str]:
     return [e.text or "" for e in root.iter(f"{{{PIDF_NS}}}basic")]
 
 
-class CoreTestCase(SynchronousTestCase):
+class CoreTestCase(BobAndAliceTestCase):
     """A server, a publisher (bob) and a watcher (alice)."""
-
-    def setUp(self) -> None:
-        """Start the server and the two user agents."""
-        self.server = Server()
-        self.addCleanup(self.server.close)
-        self.bob = UA(self.server, "bob", "192.0.2.21", 5071)
-        self.alice = Subscriber(self.server, "alice", "192.0.2.20", 5070)
-
-    def subscribed(self, watcher: Subscriber | None = None, **kw: object) -> SIPRequest:
-        """Subscribe to bob, answer the first NOTIFY and return it."""
-        watcher = watcher or self.alice
-        response = watcher.subscribe(**kw)  # type: ignore[arg-type]
-        self.assertEqual(response.code, 200)
-        [notify] = watcher.notifies()
-        watcher.answer(notify)
-        return notify
 
 
 class PublishTests(CoreTestCase):

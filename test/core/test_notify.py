@@ -6,14 +6,14 @@ sent, and what their responses do to the subscription.
 
 from __future__ import annotations
 
-from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from presence.core.notify import ENDING_CODES, aorOf
 from presence.sip.message import SIPRequest
 from presence.status import PENDING
-from presence.testing import UA, Server, Subscriber, pidf
+from presence.testing import Subscriber, pidf
 from presence.xcap.policy import Decision, IPrivacyPolicy
+from test.support.cases import BobAndAliceTestCase
 
 BOB = "sip:bob@example.com"
 
@@ -29,24 +29,8 @@ class PendingPolicy:
         return Decision(PENDING)
 
 
-class NotifyTestCase(SynchronousTestCase):
+class NotifyTestCase(BobAndAliceTestCase):
     """A server, a publisher (bob) and a watcher (alice)."""
-
-    def setUp(self) -> None:
-        """Start the server and the two user agents."""
-        self.server = Server()
-        self.addCleanup(self.server.close)
-        self.bob = UA(self.server, "bob", "192.0.2.21", 5071)
-        self.alice = Subscriber(self.server, "alice", "192.0.2.20", 5070)
-
-    def subscribed(self, watcher: Subscriber | None = None, **kw: object) -> SIPRequest:
-        """Subscribe to bob, answer the first NOTIFY and return it."""
-        watcher = watcher or self.alice
-        response = watcher.subscribe(**kw)  # type: ignore[arg-type]
-        self.assertEqual(response.code, 200)
-        [notify] = watcher.notifies()
-        watcher.answer(notify)
-        return notify
 
     def subscriptions(self) -> int:
         """How many subscriptions the server keeps."""

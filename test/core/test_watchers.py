@@ -21,27 +21,12 @@ from presence.packages.interfaces import (
 )
 from presence.storage.memory import MemoryStore
 from presence.storage.records import Publication, Subscription
+from test.support.records import aliceSubscription
 
 
 def subscription(event: str, callId: str = "call-1") -> Subscription:
     """Alice's subscription to one of bob's packages."""
-    return Subscription(
-        presentity="sip:bob@example.com",
-        event=event,
-        eventId="",
-        callId=callId,
-        toTag="to-1",
-        fromTag="from-1",
-        watcherUsername="alice",
-        watcherDomain="example.com",
-        toUser="bob",
-        toDomain="example.com",
-        localCSeq=0,
-        remoteCSeq=1,
-        contact="sip:alice@192.0.2.20:5070",
-        recordRoute="",
-        expires=2_000_000,
-    )
+    return aliceSubscription(event=event, callId=callId)
 
 
 class RecordingNotifier:

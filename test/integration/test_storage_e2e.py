@@ -19,12 +19,12 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.trial.unittest import SkipTest, TestCase
 
 from presence.storage.postgres import PostgresStore
-from presence.storage.records import Subscription
 from presence.storage.sqlite import SQLiteStore
 from presence.tap import StackService
 from presence.testing import pidf
 from test.support.postgres import NO_PG, PG_DSN, PostgresDatabase, pgAddress, pgURL
 from test.support.proxy import CuttableProxy
+from test.support.records import aliceSubscription
 from test.support.sockets import SocketUA, startServer
 
 BOB = "sip:bob@example.com"
@@ -426,21 +426,9 @@ class BadBytesMixin:
         case: Any = self
         server, port, reader = await self.serverAndDatabase()
         store: Any = server.stack.store
-        bad = Subscription(
+        bad = aliceSubscription(
             presentity=BOB,
-            event="presence",
-            eventId="",
             callId="\udcff\udcfe@127.0.0.1",
-            toTag="t",
-            fromTag="f",
-            watcherUsername="alice",
-            watcherDomain="example.com",
-            toUser="bob",
-            toDomain="example.com",
-            localCSeq=1,
-            remoteCSeq=1,
-            contact="sip:alice@127.0.0.1",
-            recordRoute="",
             expires=reactor.seconds() + 600,
         )
         await store.putSubscription(bad)

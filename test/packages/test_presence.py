@@ -19,9 +19,10 @@ from presence.packages.presence import (
     offlineDocument,
 )
 from presence.sip.errors import BadRequest
-from presence.sip.message import SIPRequest
 from presence.storage.records import Publication, Subscription
 from presence.testing import UA, Server, Subscriber, pidf
+from test.support.cases import BobAndAliceTestCase
+from test.support.records import aliceSubscription
 
 PIDF_NS = "urn:ietf:params:xml:ns:pidf"
 P = f"{{{PIDF_NS}}}"
@@ -56,23 +57,7 @@ def publication(body: bytes, etag: str = "e1") -> Publication:
 
 def subscription() -> Subscription:
     """Alice's subscription to bob's presence."""
-    return Subscription(
-        presentity=BOB,
-        event="presence",
-        eventId="",
-        callId="call-1",
-        toTag="to-1",
-        fromTag="from-1",
-        watcherUsername="alice",
-        watcherDomain="example.com",
-        toUser="bob",
-        toDomain="example.com",
-        localCSeq=0,
-        remoteCSeq=1,
-        contact="sip:alice@192.0.2.20:5070",
-        recordRoute="",
-        expires=2_000_000,
-    )
+    return aliceSubscription(presentity=BOB)
 
 
 class ValidateTests(SynchronousTestCase):
@@ -258,27 +243,11 @@ class PresencePackageTests(SynchronousTestCase):
         self.assertIsNot(again, first)
 
 
-class PresenceServerTests(SynchronousTestCase):
+class PresenceServerTests(BobAndAliceTestCase):
     """The presence package through the whole server.
 
     Bob publishes; alice watches.
     """
-
-    def setUp(self) -> None:
-        """Start the server and the two user agents."""
-        self.server = Server()
-        self.addCleanup(self.server.close)
-        self.bob = UA(self.server, "bob", "192.0.2.21", 5071)
-        self.alice = Subscriber(self.server, "alice", "192.0.2.20", 5070)
-
-    def subscribed(self, watcher: Subscriber | None = None, **kw: object) -> SIPRequest:
-        """Subscribe to bob, answer the first NOTIFY and return it."""
-        watcher = watcher or self.alice
-        response = watcher.subscribe(**kw)  # type: ignore[arg-type]
-        self.assertEqual(response.code, 200)
-        [notify] = watcher.notifies()
-        watcher.answer(notify)
-        return notify
 
     def test_malformedBody(self) -> None:
         """RFC 3903 6 step 3: a malformed PIDF gets 400 saying why."""

@@ -20,6 +20,7 @@ from presence.storage.errors import RowsRejected, StorageError
 from presence.storage.interfaces import IPresenceStore
 from presence.storage.records import Batch, Binding, Publication, Subscription, Watcher
 from presence.storage.service import CACHE, MEMORY, SHARED, StorageService
+from test.support.records import aliceSubscription
 
 
 class FakeDatabase:
@@ -110,21 +111,12 @@ def publication(etag: str = "e1", expires: float = 100.0) -> Publication:
 
 def subscription(callId: str = "c1", expires: float = 100.0) -> Subscription:
     """A subscription of alice to bob's presence."""
-    return Subscription(
-        presentity="sip:bob@example.com",
-        event="presence",
-        eventId="",
+    return aliceSubscription(
         callId=callId,
         toTag="t",
         fromTag="f",
-        watcherUsername="alice",
-        watcherDomain="example.com",
-        toUser="bob",
-        toDomain="example.com",
         localCSeq=1,
-        remoteCSeq=1,
         contact="sip:alice@192.0.2.1",
-        recordRoute="",
         expires=expires,
     )
 
