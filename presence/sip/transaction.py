@@ -100,7 +100,27 @@ def _serverKey(request: SIPMessage, method: str) -> tuple[Any, ...]:
     )
 
 
-class ServerTransaction:
+class _Timed:
+    """The named timers of a transaction, on its layer's clock."""
+
+    layer: TransactionLayer
+    _timers: dict[str, IDelayedCall]
+
+    def _schedule(self, name: str, delay: float, f: Any, *args: Any) -> None:
+        self._cancel(name)
+        self._timers[name] = self.layer.clock.callLater(delay, f, *args)
+
+    def _cancel(self, name: str) -> None:
+        call = self._timers.pop(name, None)
+        if call is not None and call.active():
+            call.cancel()
+
+    def _cancelTimers(self) -> None:
+        for name in list(self._timers):
+            self._cancel(name)
+
+
+class ServerTransaction(_Timed):
     """A server transaction: the request, its peer and its last response.
 
     Attributes:
@@ -193,20 +213,10 @@ class ServerTransaction:
         if response is not None:
             self.lastResponse = SIPResponse(response.code, response.phrase)
 
-    def _schedule(self, name: str, delay: float, f: Any, *args: Any) -> None:
-        self._cancel(name)
-        self._timers[name] = self.layer.clock.callLater(delay, f, *args)
-
-    def _cancel(self, name: str) -> None:
-        call = self._timers.pop(name, None)
-        if call is not None and call.active():
-            call.cancel()
-
     def terminate(self) -> None:
         """End the transaction and cancel its timers."""
         self.state = "terminated"
-        for name in list(self._timers):
-            self._cancel(name)
+        self._cancelTimers()
         self.layer._serverEnded(self)
 
 
@@ -282,7 +292,7 @@ class InviteServerTransaction(ServerTransaction):
         self._schedule("I", delay, self.terminate)
 
 
-class ClientTransaction:
+class ClientTransaction(_Timed):
     """A non-INVITE client transaction (RFC 3261 section 17.1.2).
 
     Attributes:
@@ -408,20 +418,10 @@ class ClientTransaction:
         made = responseTo(self.request, code, phrase)
         return SyntheticResponse(made.code, made.phrase, made.headers, made.body)
 
-    def _schedule(self, name: str, delay: float, f: Any, *args: Any) -> None:
-        self._cancel(name)
-        self._timers[name] = self.layer.clock.callLater(delay, f, *args)
-
-    def _cancel(self, name: str) -> None:
-        call = self._timers.pop(name, None)
-        if call is not None and call.active():
-            call.cancel()
-
     def terminate(self) -> None:
         """End the transaction and cancel its timers."""
         self.state = "terminated"
-        for name in list(self._timers):
-            self._cancel(name)
+        self._cancelTimers()
         connection, self._connection = self._connection, None
         if connection is not None:
             connection.watchers.discard(self)
