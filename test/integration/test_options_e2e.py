@@ -81,7 +81,8 @@ class OptionsEndToEndTests(TestCase):
         data = options(self.tcpPort, "TCP", 3)
         for i in range(0, len(data), 40):
             client.send(data[i : i + 40])
-            await task.deferLater(reactor, 0.01, lambda: None)
+            # One turn of the reactor: the segment is written on its own.
+            await task.deferLater(reactor, 0, lambda: None)
         response = await within(client.queue.get())
         self.assertEqual(response.code, 200)
         self.assertEqual(response.cseq.number, 3)

@@ -5,7 +5,6 @@ Dialog;sla and presence.winfo: publish, subscribe, notify, update and expiry.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from lxml import etree
@@ -64,14 +63,15 @@ class PackagesEndToEndTests(TestCase):
     async def expirePublications(self, event: str) -> None:
         """Make bob's publications of ``event`` due now; the sweep ends them."""
         store: Any = self.server.stack.store
+        due = self.server.stack.reactor.seconds() - 1
         for publication in await store.publications("bob@example.com", event):
-            await store.putPublication(publication.copy(expires=time.time() - 1))
+            await store.putPublication(publication.copy(expires=due))
 
     async def expireSubscriptions(self, presentity: str, event: str) -> None:
         """Make the subscriptions to ``presentity`` due now."""
         store: Any = self.server.stack.store
         for subscription in await store.subscriptions(presentity, event):
-            subscription.expires = time.time() - 1
+            subscription.expires = self.server.stack.reactor.seconds() - 1
             await store.putSubscription(subscription)
 
     async def test_messageSummary(self) -> None:
