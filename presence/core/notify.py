@@ -244,7 +244,10 @@ class Notifier:
         publications: Sequence[Publication] | None = None,
     ) -> tuple[str, Any]:
         """The Subscription-State value and the body for a NOTIFY."""
-        remaining = max(0, math.ceil(subscription.expires - self.clock.seconds()))
+        # The time remaining, never more than was granted (RFC 6665 section
+        # 4.2.2): the database keeps whole seconds rounded up, so rounding
+        # the difference up again would give 601 for a 600 just granted.
+        remaining = max(0, math.floor(subscription.expires - self.clock.seconds()))
         body = None
         if subscription.status == ACTIVE:
             if publications is None:

@@ -6,6 +6,8 @@ sent, and what their responses do to the subscription.
 
 from __future__ import annotations
 
+import math
+
 from zope.interface import implementer
 
 from presence.core.notify import ENDING_CODES, aorOf
@@ -183,6 +185,43 @@ class NotifyTests(NotifyTestCase):
         """The store keys publications by address of record, without the scheme."""
         self.assertEqual(aorOf(BOB), "bob@example.com")
         self.assertEqual(aorOf("bob@example.com"), "bob@example.com")
+
+
+class RemainingTimeTests(NotifyTestCase):
+    """Subscription-State carries the time remaining, never more than granted.
+
+    RFC 6665 section 4.2.2: the "expires" parameter of an active or pending
+    Subscription-State "indicates the time remaining"; after a 2xx that
+    granted 600 seconds no NOTIFY may say more.
+    """
+
+    def test_storedInWholeSeconds(self) -> None:
+        """Expiry kept in whole seconds rounded up (as the database keeps it).
+
+        A subscription made at a fractional time, its expiry rounded up to
+        the next second as a store does: the NOTIFYs still say 600 at most.
+        """
+        self.server.advance(1000.3)
+        response = self.alice.subscribe(expires=600)
+        self.assertEqual(response.header("expires"), "600")
+        [notify] = self.alice.notifies()
+        self.assertEqual(notify.header("subscription-state"), "active;expires=600")
+        self.alice.answer(notify)
+        store = self.server.store
+        [subscription] = self.successResultOf(
+            store.subscriptions("sip:bob@example.com", "presence")
+        )
+        subscription.expires = float(math.ceil(subscription.expires))
+        self.successResultOf(store.putSubscription(subscription))
+        self.server.advance(0.05)
+        self.assertEqual(self.bob.publish(pidf()).code, 200)
+        [notify] = self.alice.notifies()
+        self.assertEqual(notify.header("subscription-state"), "active;expires=600")
+        self.alice.answer(notify)
+        self.server.advance(100)
+        self.assertEqual(self.bob.publish(pidf("closed")).code, 200)
+        [notify] = self.alice.notifies()
+        self.assertEqual(notify.header("subscription-state"), "active;expires=500")
 
 
 class TCPTests(NotifyTestCase):
