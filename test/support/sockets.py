@@ -123,7 +123,7 @@ class _DatagramLeg(DatagramProtocol):
         self.ua = ua
 
     def datagramReceived(self, datagram: bytes, addr: Any) -> None:
-        self.ua._bytesReceived(datagram, None)
+        self.ua._bytesReceived(datagram, addr)
 
 
 class _StreamLeg(Protocol):
@@ -395,7 +395,7 @@ class SocketUA:
 
     # -- receiving --------------------------------------------------------------
 
-    def _bytesReceived(self, data: bytes, _: Any) -> None:
+    def _bytesReceived(self, data: bytes, source: Any) -> None:
         if data.strip(b"\r\n") == b"":
             return
         try:
@@ -403,9 +403,10 @@ class SocketUA:
         except Exception as e:
             self.errors.append(f"cannot parse: {e!r}")
             return
-        self._messageReceived(message)
+        self._messageReceived(message, source)
 
-    def _messageReceived(self, message: SIPMessage) -> None:
+    def _messageReceived(self, message: SIPMessage, source: Any = None) -> None:
+        """Match a response, or answer a request (to where it came from)."""
         if isinstance(message, SIPResponse):
             try:
                 branch = message.topVia.branch or ""
@@ -427,6 +428,12 @@ class SocketUA:
         new = key not in self._answered
         code = self._answered.setdefault(key, self.notifyCode)
         # Answer before queueing: the test may go on (and close) at once.
-        self.sendBytes(responseTo(message, code, toTag=self.tag).toBytes())
+        response = responseTo(message, code, toTag=self.tag).toBytes()
+        if source is not None and self._port is not None:
+            # RFC 3261 18.2.2: to the source of the request (rport), which
+            # is the server that sent it, whichever this UA talks to now.
+            self._port.write(response, source)
+        else:
+            self.sendBytes(response)
         if new:
             self.notifications.put(message)
