@@ -552,9 +552,9 @@ class RuleSet:
             watcher: who asks.
             now: the time, in POSIX seconds (the reactor's ``seconds()``),
                 for ``validity``.
-            sphere: the presentity's current sphere (RPID ``<sphere>``, read
-                from the PIDF), or ``None``: then no ``sphere`` condition
-                holds.
+            sphere: the presentity's current sphere (RPID ``<sphere>``, which
+                `presence.xcap.transform.currentSphere` reads from the PIDF),
+                or ``None``: then no ``sphere`` condition holds.
             lists: the members of the user's resource lists, for
                 ``external-list``.
         """
