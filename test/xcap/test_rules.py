@@ -1623,6 +1623,21 @@ _RULE = st.builds(
 _RULES = st.lists(_RULE, max_size=5).map("".join)
 
 
+_ENTRY = _IDS.map(lambda uri: _tag("entry", uri=uri)) | st.just("<entry-ref/>")
+_LIST_ELEMENTS = st.recursive(
+    _ENTRY,
+    lambda kids: st.builds(
+        lambda name, children: _tag("list", "".join(children), **name),
+        st.just({}) | _value("a", "b").map(lambda n: {"name": n}),
+        st.lists(kids, max_size=4),
+    ),
+    max_leaves=12,
+)
+_LISTS = st.lists(_LIST_ELEMENTS, max_size=3).map(
+    lambda children: _tag("resource-lists", "".join(children), xmlns=RL).encode()
+)
+
+
 class FuzzTests(SynchronousTestCase):
     """Whatever the bytes, the parser raises `RulesError` or gives rules."""
 
@@ -1652,6 +1667,16 @@ class FuzzTests(SynchronousTestCase):
             f'xmlns:x="urn:example:x">{body}</cr:ruleset>'
         )
         self.check(document.encode())
+
+    @given(st.binary(max_size=300) | _LISTS)
+    def test_resourceLists(self, document: bytes) -> None:
+        """A resource-lists document: RulesError, or lists of members."""
+        try:
+            lists = resourceLists(document)
+        except RulesError:
+            return
+        for members in lists.values():
+            self.assertIsInstance(members, frozenset)
 
     @given(_RULES)
     def test_rules(self, body: str) -> None:

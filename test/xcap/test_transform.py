@@ -832,3 +832,34 @@ class SphereTests(SynchronousTestCase):
         )
         home = self.pidf(element("dm:person", "p2", PERSONS[1][1], {"sphere"}))
         self.assertEqual(rules.evaluate(watcher, 0, currentSphere(home)).subHandling, 0)
+
+
+#: Every child of the source document, to build others from.
+_CHILDREN = everything({"*"})
+
+
+class FuzzTests(SynchronousTestCase):
+    """Whatever the body, `transform` raises only `NotPIDF`."""
+
+    @given(st.binary(max_size=300))
+    def test_bytes(self, body: bytes) -> None:
+        """Arbitrary bytes: NotPIDF, or a document; currentSphere never fails."""
+        try:
+            result = transform(body, Permissions(services=ALL, allAttributes=True))
+        except NotPIDF:
+            pass
+        else:
+            etree.fromstring(result)
+        sphere = currentSphere(body)
+        self.assertTrue(sphere is None or isinstance(sphere, str))
+
+    @given(st.lists(st.sampled_from(_CHILDREN), max_size=8), _PERMISSIONS)
+    def test_documents(self, children: list[str], permissions: Permissions) -> None:
+        """Any mix of the source's elements, repeated or reordered, transforms.
+
+        Every element in the output comes from the input.
+        """
+        source = document(*children).encode()
+        result = transform(source, permissions)
+        tags = {e.tag for e in etree.fromstring(source).iter()}
+        self.assertLessEqual({e.tag for e in etree.fromstring(result).iter()}, tags)
