@@ -1,7 +1,8 @@
 """Tests for presence.storage.credentials and schema version 2 (the subscriber table).
 
 The same contract runs against memory, SQLite (a temporary file) and
-PostgreSQL (a database of the class's own); the cache in front of the
+PostgreSQL (a database of the class's own); the stores the stack builds
+read the database in cache and in shared mode; the cache in front of the
 database lets a change through within 5 seconds.
 """
 
@@ -15,6 +16,8 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
+from presence.config import Config
+from presence.stack import buildStack
 from presence.storage.credentials import (
     CREDENTIALS_TTL,
     CachingCredentialStore,
@@ -297,3 +300,47 @@ class CachingCredentialStoreTests(SynchronousTestCase):
         self.cache.forget()
         self.lookup("a")
         self.assertEqual(self.cache.misses, 2)
+
+
+class StackCredentialsTests(TestCase):
+    """The stack reads credentials where its storage mode keeps them."""
+
+    timeout = 20
+
+    def test_memory(self) -> None:
+        """Memory mode: a memory store, provisioned by the tests."""
+        stack = buildStack(Config(database="memory"), reactor)
+        self.assertIsInstance(stack.credentials, MemoryCredentialStore)
+
+    async def readsDatabase(self, config: Config) -> None:
+        """The stack's credentials come from its database's subscriber table."""
+        stack = buildStack(config, reactor)
+        storage = stack.storage
+        storage.startService()
+        try:
+            await storage.whenLoaded()
+            credentials = stack.credentials
+            assert isinstance(credentials, CachingCredentialStore)
+            assert isinstance(credentials.backend, SQLCredentialStore)
+            self.assertIs(credentials.backend.database, storage.database)
+            await credentials.backend.put(ALICE)
+            self.assertEqual(
+                await credentials.credentials("alice", "example.com"), ALICE
+            )
+        finally:
+            await storage.stopService()
+
+    async def test_sqliteCache(self) -> None:
+        """Cache mode on SQLite."""
+        await self.readsDatabase(Config(database=f"sqlite:{self.mktemp()}.sqlite"))
+
+    async def test_postgresCacheAndShared(self) -> None:
+        """Cache and shared mode on PostgreSQL read the same table."""
+        if PG_DSN is None:
+            raise SkipTest(NO_PG)
+        for shared in (False, True):
+            pg = PostgresDatabase()
+            try:
+                await self.readsDatabase(Config(database=pg.url, fallback2db=shared))
+            finally:
+                pg.drop()
