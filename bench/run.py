@@ -83,6 +83,9 @@ class Scenario:
         transport: sipp's ``-t`` value (``u1``: UDP, one socket).
         sippArgs: more sipp arguments (for example ``-aa`` to answer NOTIFY).
         serverArgs: more ``twistd presence`` arguments.
+        auth: run the server with digest authentication (`AUTH_CONFIG`) on
+            a database holding the user sipp logs in as (`AUTH_USER`); an
+            SQLite file in the run's directory when the database is memory.
     """
 
     name: str
@@ -97,6 +100,14 @@ class Scenario:
     transport: str = "u1"
     sippArgs: tuple[str, ...] = ()
     serverArgs: tuple[str, ...] = ()
+    auth: bool = False
+
+
+#: The settings of an ``auth`` scenario: MD5 only, sipp computes no SHA-256.
+AUTH_CONFIG: Final = 'authentication = true\nauth_algorithms = ["MD5"]\n'
+#: The user and password of the ``auth`` scenarios' sipp (realm and domain:
+#: the server's address).
+AUTH_USER: Final = ("bench", "bench-password")
 
 
 #: The scenarios, by name; add PUBLISH and SUBSCRIBE/NOTIFY here (see README).
@@ -118,6 +129,15 @@ SCENARIOS: Final[dict[str, Scenario]] = {
             unit="PUBLISH",
             rates=(500, 1000, 1500, 2000, 2500, 3000, 4000, 5000, 6000, 8000),
             quickRates=(200, 500),
+        ),
+        Scenario(
+            name="publish-auth",
+            xml="publish-auth.xml",
+            description="UDP initial PUBLISH, challenged (401), then with MD5 digest",
+            unit="PUBLISH",
+            rates=(250, 500, 1000, 1500, 2000, 2500, 3000, 4000),
+            quickRates=(100, 250),
+            auth=True,
         ),
         Scenario(
             name="subscribe",
@@ -419,13 +439,23 @@ class Server:
         assert self.process is not None
         return self.process.pid
 
-    def start(self, extraArgs: Sequence[str] = ()) -> None:
+    def start(self, extraArgs: Sequence[str] = (), auth: bool = False) -> None:
         """Start the server and wait until it answers OPTIONS.
+
+        With ``auth``, authentication is on and `AUTH_USER` is provisioned
+        first with the ``presence-ctl`` next to ``twistd``.
 
         Raises:
             RuntimeError: the server exited or stayed silent, three times.
         """
-        self.configPath.write_text(SERVER_CONFIG)
+        config = SERVER_CONFIG
+        if auth:
+            config = (
+                config.replace('"memory"', '"sqlite:presence.sqlite"') + AUTH_CONFIG
+            )
+        self.configPath.write_text(config)
+        if auth:
+            self.provision()
         for _ in range(3):
             self.port = freePort(tcpToo=True)
             listen = f"{self.port}:interface={LOOPBACK}"
@@ -458,6 +488,24 @@ class Server:
         raise RuntimeError(
             f"the server did not start; its log ends with:\n{self.logTail()}"
         )
+
+    def provision(self) -> None:
+        """Create the schema and `AUTH_USER` with ``presence-ctl``."""
+        ctl = str(Path(self.twistd).with_name("presence-ctl"))
+        user, password = AUTH_USER
+        config = ["--config", str(self.configPath)]
+        for args, stdin in (
+            (["db", "init"], ""),
+            (["user", "add", "--password-stdin", f"{user}@{LOOPBACK}"], password),
+        ):
+            subprocess.run(
+                [ctl, *config, *args],
+                cwd=self.workdir,
+                input=(stdin + "\n").encode(),
+                stdout=subprocess.DEVNULL,
+                check=True,
+                timeout=60,
+            )
 
     def _waitReady(self) -> bool:
         """Probe with OPTIONS until a 200 comes back, the child dies, or time."""
@@ -611,6 +659,10 @@ def runSipp(
             str(workdir / "errors.log"),
             *scenario.sippArgs,
         ]
+        if scenario.auth:
+            # sipp's digest uri is the server's address unless told: make it
+            # the Request-URI, which the server insists on (RFC 7616 3.4).
+            command += ["-auth_uri", f"{AUTH_USER[0]}@{LOOPBACK}:{server.port}"]
         profiler = startProfiler(server.pid, profile) if profile else None
         cpuBefore = cpuSeconds(server.pid)
         coreBefore = coreBusySeconds(serverCore())
@@ -887,12 +939,16 @@ def probeReport(results: Sequence[ProbeResult], repeats: int) -> str:
 
 @contextlib.contextmanager
 def runningServer(
-    twistd: str, workdir: Path, pin: Sequence[str], extraArgs: Sequence[str]
+    twistd: str,
+    workdir: Path,
+    pin: Sequence[str],
+    extraArgs: Sequence[str],
+    auth: bool = False,
 ) -> Iterator[Server]:
     """A started server, stopped on the way out whatever happens."""
     server = Server(twistd, workdir, pin)
     try:
-        server.start(extraArgs)
+        server.start(extraArgs, auth)
         yield server
     finally:
         server.stop()
@@ -917,7 +973,9 @@ def runStep(
         profile = None
         if profileDir is not None:
             profile = profileDir / f"{scenario.name}-r{rate}-{repeat}.txt"
-        with runningServer(twistd, workdir, serverPin, scenario.serverArgs) as server:
+        with runningServer(
+            twistd, workdir, serverPin, scenario.serverArgs, scenario.auth
+        ) as server:
             result = runSipp(scenario, server, rate, calls, workdir, sippPin, profile)
         trouble = server.logTrouble()
         if trouble:

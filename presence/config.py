@@ -8,10 +8,11 @@ given on top of it win.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from presence.errors import PresenceError
 
@@ -149,6 +150,19 @@ class Config:
         registrarDefaultExpires: the REGISTER expiry of a Contact that gives
             none (no ``expires`` parameter and no Expires header); ``None``
             keeps the registrar's own, 3600.
+        authentication: challenge PUBLISH, SUBSCRIBE and REGISTER with digest
+            authentication (RFC 3261 section 22, RFC 8760).
+        authAlgorithms: the digest algorithms offered, most preferred first:
+            one WWW-Authenticate each, in this order.
+        authRealm: the realm of every challenge; ``None``: the domain of the
+            address of record being authenticated
+            (`presence.auth.check.claimedAddress`).
+        nonceLifetime: seconds a nonce is accepted; an older one gets 401
+            with ``stale=true``.
+        nonceSecret: the key nonces are signed with; servers given the same
+            one accept each other's nonces. ``None``: random at start.
+        trustedPeers: addresses and networks whose requests are not
+            challenged and whose P-Asserted-Identity (RFC 3325) is believed.
 
     An expiry setting replaces only its own bound; how the bounds left to a
     package (or the registrar) yield to it is
@@ -177,6 +191,12 @@ class Config:
     registrarMinExpires: int | None = None
     registrarMaxExpires: int | None = None
     registrarDefaultExpires: int | None = None
+    authentication: bool = False
+    authAlgorithms: tuple[str, ...] = ("SHA-256", "MD5")
+    authRealm: str | None = None
+    nonceLifetime: int = 300
+    nonceSecret: str | None = dataclasses.field(default=None, repr=False)
+    trustedPeers: tuple[str, ...] = ()
 
     @property
     def listenAddresses(self) -> list[ListenAddress]:
@@ -206,7 +226,7 @@ class Config:
             raise ConfigError('offline_body must be "closed" or "empty"')
         if not 0 < self.maxBodySize <= 65535:
             raise ConfigError("max_body_size must be between 1 and 65535")
-        problems = self._expiryProblems()
+        problems = self._expiryProblems() + self._authProblems()
         if problems:
             raise ConfigError("; ".join(problems))
         return self
@@ -261,6 +281,40 @@ class Config:
                         f"{defaultName} ({default}) is above {maxName} ({maximum}):"
                         " the default must lie between the minimum and the maximum"
                     )
+        return problems
+
+    def _authProblems(self) -> list[str]:
+        """What is wrong with the authentication settings, one sentence each."""
+        problems: list[str] = []
+        if not self.authAlgorithms:
+            problems.append("auth_algorithms must name at least one algorithm")
+        for name in self.authAlgorithms:
+            if name not in AUTH_ALGORITHMS:
+                problems.append(
+                    f"auth_algorithms: unknown algorithm {name!r}"
+                    f" (known: {', '.join(AUTH_ALGORITHMS)})"
+                )
+        if len(set(self.authAlgorithms)) != len(self.authAlgorithms):
+            problems.append("auth_algorithms names an algorithm twice")
+        if self.authRealm is not None and (
+            not self.authRealm or '"' in self.authRealm or "\\" in self.authRealm
+        ):
+            problems.append("auth_realm must be a non-empty string without quotes")
+        if isinstance(self.nonceLifetime, bool) or not isinstance(
+            self.nonceLifetime, int
+        ):
+            problems.append("nonce_lifetime must be a whole number of seconds")
+        elif self.nonceLifetime < 1:
+            problems.append("nonce_lifetime must be 1 or more")
+        if self.nonceSecret is not None and len(self.nonceSecret) < 16:
+            problems.append("nonce_secret must be at least 16 characters")
+        for peer in self.trustedPeers:
+            try:
+                ipaddress.ip_network(peer, strict=False)
+            except ValueError:
+                problems.append(
+                    f"trusted_peers: {peer!r} is not an IP address or network"
+                )
         return problems
 
     def replace(self, **changes: Any) -> Config:
@@ -320,7 +374,31 @@ _KEYS: dict[str, tuple[str, Any]] = {
         "registrarDefaultExpires",
         lambda v: _seconds("registrar_default_expires", v),
     ),
+    "authentication": ("authentication", lambda v: _bool("authentication", v)),
+    "auth_algorithms": (
+        "authAlgorithms",
+        lambda v: tuple(_algorithm(a) for a in _strings("auth_algorithms", v)),
+    ),
+    "auth_realm": ("authRealm", lambda v: _string("auth_realm", v)),
+    "nonce_lifetime": ("nonceLifetime", lambda v: _seconds("nonce_lifetime", v)),
+    "nonce_secret": ("nonceSecret", lambda v: _string("nonce_secret", v)),
+    "trusted_peers": (
+        "trustedPeers",
+        lambda v: tuple(_strings("trusted_peers", v)),
+    ),
 }
+
+#: The digest algorithms ``auth_algorithms`` may name (RFC 8760 section 2.1),
+#: as they are written in challenges.
+AUTH_ALGORITHMS: Final = ("SHA-256", "SHA-512-256", "MD5")
+
+
+def _algorithm(name: str) -> str:
+    """An algorithm name as challenges write it, whatever its case."""
+    for known in AUTH_ALGORITHMS:
+        if name.upper() == known:
+            return known
+    return name
 
 
 #: The expiry settings checked together: (minimum, maximum, default) names,

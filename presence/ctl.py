@@ -12,6 +12,7 @@ watchers and bindings the database holds.
 
 from __future__ import annotations
 
+import getpass
 import sys
 from collections.abc import Sequence
 from typing import Any, ClassVar, TextIO
@@ -20,9 +21,18 @@ from twisted.internet import task
 from twisted.internet.defer import Deferred
 from twisted.python import usage
 
+from presence.auth.digest import computeHA1
 from presence.config import ConfigError, databaseKind, fromMapping, loadFile, sqlitePath
 from presence.status import STATUS_NAMES
+from presence.storage.credentials import (
+    SUBSCRIBER,
+    Credentials,
+    SQLCredentialStore,
+    credentialsRow,
+)
 from presence.storage.errors import StorageError
+from presence.storage.limits import oversized
+from presence.storage.statements import SCHEMA_VERSION
 
 
 class DatabaseOptions(usage.Options):
@@ -35,6 +45,200 @@ class DatabaseOptions(usage.Options):
         if action not in ("init", "upgrade", "dump"):
             raise usage.UsageError(f"unknown action {action!r}: init, upgrade or dump")
         self["action"] = action
+
+
+# -- presence-ctl user ---------------------------------------------------------
+
+
+class UserAddOptions(usage.Options):
+    """Options of ``presence-ctl user add``."""
+
+    synopsis = "presence-ctl user add [--password-stdin] [--store-password] USER@DOMAIN"
+    optFlags: ClassVar[list[list[Any]]] = [
+        ["password-stdin", None, "Read the password from the first line of stdin."],
+        [
+            "store-password",
+            None,
+            "Keep the clear password too (OpenSIPS's password column); by"
+            " default only its hashes are stored.",
+        ],
+    ]
+
+    def parseArgs(self, address: str) -> None:  # type: ignore[override]  # usage.Options counts these arguments
+        """Take the user's address."""
+        self["username"], self["domain"] = parseUserAddress(address)
+
+
+class UserRemoveOptions(usage.Options):
+    """Options of ``presence-ctl user remove``."""
+
+    synopsis = "presence-ctl user remove USER@DOMAIN"
+
+    def parseArgs(self, address: str) -> None:  # type: ignore[override]  # usage.Options counts these arguments
+        """Take the user's address."""
+        self["username"], self["domain"] = parseUserAddress(address)
+
+
+class UserListOptions(usage.Options):
+    """Options of ``presence-ctl user list``."""
+
+    synopsis = "presence-ctl user list [DOMAIN]"
+
+    def parseArgs(self, domain: str | None = None) -> None:
+        """Take the domain, if any."""
+        self["domain"] = domain.lower() if domain else None
+
+
+class UserOptions(usage.Options):
+    """Options of ``presence-ctl user``: the subscriber table of digest authentication.
+
+    Attributes:
+        stdin: where ``--password-stdin`` reads the password (``sys.stdin``).
+    """
+
+    synopsis = "presence-ctl user add|remove|list"
+    longdesc = (
+        "Provision the users digest authentication checks (OpenSIPS's subscriber"
+        " table). add stores ha1 = MD5(user:realm:password), ha1_sha256 and"
+        " ha1_sha512t256 the same with SHA-256 and SHA-512/256, the realm being"
+        " auth_realm or the domain; the clear password only with"
+        " --store-password. The password is asked for twice, or read from"
+        " stdin with --password-stdin."
+    )
+    subCommands: ClassVar[list[list[Any]]] = [
+        ["add", None, UserAddOptions, "Add a user, or change its password."],
+        ["remove", None, UserRemoveOptions, "Remove a user."],
+        ["list", None, UserListOptions, "List the users (of one domain)."],
+    ]
+
+    def __init__(self) -> None:
+        """Read passwords from the process's stdin."""
+        super().__init__()
+        self.stdin: TextIO = sys.stdin
+
+    def postOptions(self) -> None:
+        """Insist on an action."""
+        if self.subCommand is None:
+            raise usage.UsageError("user needs an action: add, remove or list")
+
+
+def parseUserAddress(address: str) -> tuple[str, str]:
+    """``user@domain`` (or ``sip:user@domain``) as the user and its domain.
+
+    Raises:
+        usage.UsageError: not of that form.
+    """
+    text = address[4:] if address.lower().startswith("sip:") else address
+    username, at, domain = text.rpartition("@")
+    if not at or not username or not domain:
+        raise usage.UsageError(f"{address!r}: expected USER@DOMAIN")
+    return username, domain.lower()
+
+
+def userCredentials(
+    username: str, domain: str, realm: str, password: str, storePassword: bool
+) -> Credentials:
+    """A subscriber row as OpenSIPS writes it: every hash, the password if asked.
+
+    Args:
+        username: the user.
+        domain: its domain.
+        realm: the realm the server challenges it in (``auth_realm`` or the
+            domain).
+        password: the clear password.
+        storePassword: whether to keep the clear password too.
+    """
+    return Credentials(
+        username=username,
+        domain=domain,
+        password=password if storePassword else "",
+        ha1=computeHA1("MD5", username, realm, password),
+        ha1Sha256=computeHA1("SHA-256", username, realm, password),
+        ha1Sha512t256=computeHA1("SHA-512-256", username, realm, password),
+    )
+
+
+def readPassword(options: UserAddOptions, stdin: TextIO) -> str:
+    """The new password: stdin's first line, or typed twice at the terminal.
+
+    Raises:
+        usage.UsageError: empty, or typed differently twice.
+    """
+    if options["password-stdin"]:
+        password = stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != password:
+            raise usage.UsageError("the passwords differ")
+    if not password:
+        raise usage.UsageError("the password is empty")
+    return password
+
+
+async def runUser(
+    options: Options, reactor: Any, out: TextIO, stdin: TextIO | None = None
+) -> int:
+    """Carry out ``presence-ctl user``; return the exit status."""
+    userOptions = options.subOptions
+    action, sub = userOptions.subCommand, userOptions.subOptions
+    credentials = None
+    if action == "add":
+        realm = options["authRealm"] or sub["domain"]
+        try:
+            password = readPassword(sub, stdin or userOptions.stdin)
+        except usage.UsageError as e:
+            sys.stderr.write(f"presence-ctl: {e}\n")
+            return 2
+        credentials = userCredentials(
+            sub["username"], sub["domain"], realm, password, sub["store-password"]
+        )
+        problem = oversized(SUBSCRIBER.name, credentialsRow(credentials))
+        if problem is not None:
+            sys.stderr.write(f"presence-ctl: {problem}\n")
+            return 2
+    database = openDatabase(options["url"], reactor)
+    try:
+        await database.start()
+        await database.ensureSchema(False)
+        users = SQLCredentialStore(database)
+        if credentials is not None:
+            known = await users.credentials(credentials.username, credentials.domain)
+            await users.put(credentials)
+            out.write(
+                f"{credentials.username}@{credentials.domain}"
+                f" {'changed' if known else 'added'} (realm {realm})\n"
+            )
+        elif action == "remove":
+            if not await users.remove(sub["username"], sub["domain"]):
+                sys.stderr.write(
+                    f"presence-ctl: no user {sub['username']}@{sub['domain']}\n"
+                )
+                return 1
+            out.write(f"{sub['username']}@{sub['domain']} removed\n")
+        else:
+            for user in await users.all(sub["domain"]):
+                out.write(f"{user.username}@{user.domain} {_userColumns(user)}\n")
+    except StorageError as e:
+        sys.stderr.write(f"presence-ctl: {e}\n")
+        return 1
+    finally:
+        await database.stop()
+    return 0
+
+
+def _userColumns(user: Credentials) -> str:
+    """What a user's row can answer, never the hashes or the password."""
+    hashes = [
+        name
+        for name, value in (
+            ("MD5", user.ha1),
+            ("SHA-256", user.ha1Sha256),
+            ("SHA-512-256", user.ha1Sha512t256),
+        )
+        if value
+    ]
+    text = f"hashes: {' '.join(hashes) or 'none'}"
+    return text + ", clear password stored" if user.password else text
 
 
 class Options(usage.Options):
@@ -50,7 +254,8 @@ class Options(usage.Options):
         ["database", None, None, "The database, overriding the file's."],
     ]
     subCommands: ClassVar[list[list[Any]]] = [
-        ["db", None, DatabaseOptions, "Create, upgrade or dump the database."]
+        ["db", None, DatabaseOptions, "Create, upgrade or dump the database."],
+        ["user", None, UserOptions, "Add, remove or list digest users."],
     ]
 
     def postOptions(self) -> None:
@@ -67,6 +272,7 @@ class Options(usage.Options):
         if databaseKind(config.database) == "memory":
             raise usage.UsageError("the database is memory: there is nothing to manage")
         self["url"] = config.database
+        self["authRealm"] = config.authRealm
 
 
 def openDatabase(url: str, reactor: Any) -> Any:
@@ -122,6 +328,8 @@ def dump(rows: Any, out: TextIO, now: float) -> None:
 
 async def run(options: Options, reactor: Any, out: TextIO) -> int:
     """Carry out the command; return the exit status."""
+    if options.subCommand == "user":
+        return await runUser(options, reactor, out)
     action = options.subOptions["action"]
     database = openDatabase(options["url"], reactor)
     try:
@@ -130,8 +338,11 @@ async def run(options: Options, reactor: Any, out: TextIO) -> int:
             await database.ensureSchema(True)
             out.write(f"schema ready in {options['url']}\n")
         elif action == "upgrade":
-            await database.ensureSchema(False)
-            out.write("schema is at this server's version: nothing to upgrade\n")
+            found = await database.ensureSchema(False, upgrade=True)
+            if found is not None and found < SCHEMA_VERSION:
+                out.write(f"schema upgraded from version {found} to {SCHEMA_VERSION}\n")
+            else:
+                out.write("schema is at this server's version: nothing to upgrade\n")
         else:
             await database.ensureSchema(False)
             dump(await database.loadAll(), out, reactor.seconds())

@@ -9,9 +9,12 @@ stack on fake transports.
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from typing import Any
 
+from presence.auth.check import DigestAuthenticator, IdentityCheck
+from presence.auth.identity import TrustedPeers
 from presence.config import Config, databaseKind, sqlitePath
 from presence.core.dispatcher import SERVER, Dispatcher
 from presence.core.expiry import ExpirySweeper
@@ -35,6 +38,12 @@ from presence.sip.resolver import LazyResolver
 from presence.sip.transaction import TransactionLayer
 from presence.sip.transport import SIPTransports
 from presence.storage.cached import CachedStore
+from presence.storage.credentials import (
+    CachingCredentialStore,
+    ICredentialStore,
+    MemoryCredentialStore,
+    SQLCredentialStore,
+)
 from presence.storage.interfaces import IPresenceStore
 from presence.storage.memory import MemoryStore
 from presence.storage.service import CACHE, MEMORY, SHARED, StorageService
@@ -58,6 +67,8 @@ class Stack:
     registrar: Registrar
     sweeper: ExpirySweeper
     reactor: Any
+    credentials: ICredentialStore | None = None
+    authenticator: DigestAuthenticator | None = None
 
 
 def buildStack(config: Config, reactor: Any) -> Stack:
@@ -154,10 +165,13 @@ def buildStack(config: Config, reactor: Any) -> Stack:
         interval=config.cleanPeriod,
         onSubscriptionExpired=lambda s: watchers.changed(s, "timeout"),
     )
+    credentials = buildCredentials(reactor, storage)
+    authenticator, checks = buildChecks(config, reactor, credentials)
     dispatcher = Dispatcher(
         {"SUBSCRIBE": subscribe, "PUBLISH": publish, "REGISTER": registrar},
         packages,
         ready=lambda: storage.serving,
+        checks=checks,
         maxBodySize=config.maxBodySize,
     )
     transactions.user = dispatcher
@@ -175,7 +189,56 @@ def buildStack(config: Config, reactor: Any) -> Stack:
         registrar=registrar,
         sweeper=sweeper,
         reactor=reactor,
+        credentials=credentials,
+        authenticator=authenticator,
     )
+
+
+def buildCredentials(reactor: Any, storage: StorageService) -> ICredentialStore:
+    """Where digest authentication reads users' credentials.
+
+    In memory mode, a `MemoryCredentialStore`. With a database, in cache and
+    shared mode alike, its ``subscriber`` table read directly, each answer
+    kept a few seconds (`CachingCredentialStore`): users are provisioned in
+    the database (``presence-ctl user``), and a change takes effect within
+    that time without a restart.
+    """
+    if storage.database is None:
+        return MemoryCredentialStore()
+    return CachingCredentialStore(SQLCredentialStore(storage.database), reactor)
+
+
+def buildChecks(
+    config: Config, reactor: Any, credentials: ICredentialStore
+) -> tuple[DigestAuthenticator | None, list[IdentityCheck]]:
+    """The request checks run after readiness: who sent a request.
+
+    None unless ``authentication`` is on or peers are trusted. A
+    ``nonce_secret`` left unset is random for the life of the process.
+
+    Returns:
+        The digest authenticator (``None`` with authentication off) and the
+        checks to give the dispatcher.
+    """
+    trusted = TrustedPeers(config.trustedPeers)
+    if not config.authentication and not trusted:
+        return None, []
+    authenticator = None
+    if config.authentication:
+        secret = (
+            config.nonceSecret.encode("utf-8")
+            if config.nonceSecret is not None
+            else secrets.token_bytes(32)
+        )
+        authenticator = DigestAuthenticator(
+            reactor,
+            credentials,
+            secret,
+            algorithms=config.authAlgorithms,
+            realm=config.authRealm,
+            nonceLifetime=config.nonceLifetime,
+        )
+    return authenticator, [IdentityCheck(trusted, authenticator)]
 
 
 def buildStore(config: Config, reactor: Any) -> tuple[IPresenceStore, StorageService]:

@@ -201,3 +201,72 @@ class ExampleFileTests(SynchronousTestCase):
         table = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
         for name, _, _ in EXPIRY_SETTINGS:
             self.assertIn(f"\n| `{name}` |", table, name)
+
+
+class AuthSettingsTests(SynchronousTestCase):
+    """authentication, auth_algorithms, auth_realm, nonce_*, trusted_peers."""
+
+    def test_defaults(self) -> None:
+        """Off; SHA-256 then MD5; realm from the request; 300 s; random secret."""
+        config = Config().validate()
+        self.assertEqual(
+            (
+                config.authentication,
+                config.authAlgorithms,
+                config.authRealm,
+                config.nonceLifetime,
+                config.nonceSecret,
+                config.trustedPeers,
+            ),
+            (False, ("SHA-256", "MD5"), None, 300, None, ()),
+        )
+
+    def test_fromTOML(self) -> None:
+        """Every setting read from its TOML key; algorithm names in any case."""
+        config = fromMapping(
+            {
+                "authentication": True,
+                "auth_algorithms": ["md5", "Sha-256"],
+                "auth_realm": "presence",
+                "nonce_lifetime": 60,
+                "nonce_secret": "sixteen or more characters",
+                "trusted_peers": ["10.0.0.0/8", "127.0.0.1", "::1"],
+            }
+        ).validate()
+        self.assertEqual(config.authAlgorithms, ("MD5", "SHA-256"))
+        self.assertEqual(config.authRealm, "presence")
+        self.assertEqual(config.nonceLifetime, 60)
+        self.assertEqual(config.trustedPeers, ("10.0.0.0/8", "127.0.0.1", "::1"))
+
+    def test_secretNotShown(self) -> None:
+        """The nonce secret is left out of the configuration's repr."""
+        config = Config(nonceSecret="sixteen or more characters")
+        self.assertNotIn("sixteen", repr(config))
+
+    def test_invalid(self) -> None:
+        """Each bad value is refused with a sentence naming its setting."""
+        cases: list[tuple[dict[str, Any], str]] = [
+            ({"authAlgorithms": ()}, "auth_algorithms"),
+            ({"authAlgorithms": ("SHA-1",)}, "SHA-1"),
+            ({"authAlgorithms": ("MD5", "MD5")}, "twice"),
+            ({"authRealm": ""}, "auth_realm"),
+            ({"authRealm": 'a"b'}, "auth_realm"),
+            ({"nonceLifetime": 0}, "nonce_lifetime"),
+            ({"nonceSecret": "short"}, "nonce_secret"),
+            ({"trustedPeers": ("10.0.0.0/33",)}, "10.0.0.0/33"),
+            ({"trustedPeers": ("example.com",)}, "example.com"),
+        ]
+        for changes, words in cases:
+            e = self.assertRaises(ConfigError, Config(**changes).validate)
+            self.assertIn(words, str(e), changes)
+
+    def test_wrongTypes(self) -> None:
+        """TOML values of the wrong type are refused as they are read."""
+        for key, value in [
+            ("authentication", "yes"),
+            ("auth_algorithms", 5),
+            ("nonce_lifetime", 1.5),
+            ("nonce_secret", 7),
+            ("trusted_peers", [1]),
+        ]:
+            self.assertRaises(ConfigError, fromMapping, {key: value})

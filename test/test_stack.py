@@ -5,6 +5,7 @@ from __future__ import annotations
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
+from presence.auth.check import IdentityCheck
 from presence.config import Config
 from presence.core.dispatcher import SERVER
 from presence.stack import buildStack
@@ -57,3 +58,31 @@ class BuildStackTests(SynchronousTestCase):
         self.assertIs(self.stack.reactor, self.reactor)
         self.assertIs(self.stack.transactions.clock, self.reactor)
         self.assertIs(self.stack.sweeper.clock, self.reactor)
+
+
+class AuthWiringTests(SynchronousTestCase):
+    """The identity check comes after readiness when it is asked for."""
+
+    def test_authentication(self) -> None:
+        """Authentication on adds the identity check with an authenticator."""
+        stack = buildStack(
+            Config(database="memory", authentication=True), MemoryReactorClock()
+        )
+        self.assertEqual(len(stack.dispatcher.checks), 2)
+        check = stack.dispatcher.checks[1]
+        assert isinstance(check, IdentityCheck)
+        self.assertIs(check.authenticator, stack.authenticator)
+        assert stack.authenticator is not None
+        self.assertIs(stack.authenticator.credentials, stack.credentials)
+        self.assertEqual(stack.authenticator.algorithms, ("SHA-256", "MD5"))
+
+    def test_trustedPeersOnly(self) -> None:
+        """Trusted peers alone: the check, without an authenticator."""
+        stack = buildStack(
+            Config(database="memory", trustedPeers=("10.0.0.0/8",)),
+            MemoryReactorClock(),
+        )
+        [_, check] = stack.dispatcher.checks
+        assert isinstance(check, IdentityCheck)
+        self.assertIsNone(check.authenticator)
+        self.assertIn("10.1.1.1", check.trusted)

@@ -2,7 +2,8 @@
 
 The dispatcher is the transaction layer's user. It checks every new request
 as RFC 3261 section 8.2 asks, runs its request checks (the first answers 503
-while the store is not ready), routes it by method to a handler, and turns
+while the store is not ready; authentication comes after it), routes it by
+method to a handler with the identity the checks established, and turns
 whatever a check or handler raises into a response in
 `Dispatcher.errorResponse`:
 a `SIPError` becomes its own status, a `SIPParseError` a 400, a storage
@@ -19,6 +20,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from presence import __version__
+from presence.auth.identity import Identity
 from presence.packages.interfaces import PackageRegistry
 from presence.sip.errors import (
     BadExtension,
@@ -37,10 +39,20 @@ from presence.sip.transaction import ServerTransaction
 from presence.storage.errors import RowsRejected, StorageError
 
 #: A method handler: answers the request through the transaction, or raises.
-Handler = Callable[[SIPRequest, ServerTransaction], Awaitable[None]]
+#: The third argument is who sent the request, as the request checks
+#: established it (`Identity`), or ``None`` when no check did (authentication
+#: off, no trusted peer): then nothing is known beyond what From says.
+Handler = Callable[[SIPRequest, ServerTransaction, Identity | None], Awaitable[None]]
 
-#: A check of a request about to be routed: returns, or raises `SIPError`.
-RequestCheck = Callable[[SIPRequest], None]
+#: A check of a request about to be routed, given the request and its
+#: transaction (whose ``peer`` says where it came from). It refuses the
+#: request by raising `SIPError`, or lets it through, returning who sent it
+#: (an `Identity`) or ``None`` when it does not say; either at once or
+#: through an awaitable, for a check that must look something up. The
+#: identity the last check names goes to the handler.
+RequestCheck = Callable[
+    [SIPRequest, ServerTransaction], "Identity | Awaitable[Identity | None] | None"
+]
 
 #: What the server calls itself: the Server header of every response (the
 #: transaction layer adds it) and the User-Agent of every NOTIFY.
@@ -118,7 +130,7 @@ def requireReady(ready: Callable[[], bool], retryAfter: int = 5) -> RequestCheck
         A check raising `ServiceUnavailable` (503 with Retry-After).
     """
 
-    def check(request: SIPRequest) -> None:
+    def check(request: SIPRequest, transaction: ServerTransaction) -> None:
         if not ready():
             raise ServiceUnavailable(retryAfter)
 
@@ -133,7 +145,9 @@ class Dispatcher:
         packages: the event packages served, which `accept` and
             `allowEvents` are worked out from.
         checks: the request checks run, in order, before a request is handed
-            to its handler; the first is the readiness check.
+            to its handler; the first is the readiness check. Only requests
+            are checked: responses (to the server's NOTIFYs) go to client
+            transactions and never reach the dispatcher.
         supported: the option tags the server supports.
     """
 
@@ -199,13 +213,28 @@ class Dispatcher:
             if handler is None:
                 raise MethodNotAllowed(self.allow)
             self._checkMerged(request, transaction)
-            for check in self.checks:
-                check(request)
-            d = Deferred.fromCoroutine(_call(handler, request, transaction))
+            d = Deferred.fromCoroutine(self._serve(handler, request, transaction))
         except Exception:
             self._answerError(transaction, Failure())
             return
         d.addErrback(lambda f: self._answerError(transaction, f))
+
+    async def _serve(
+        self, handler: Handler, request: SIPRequest, transaction: ServerTransaction
+    ) -> None:
+        """Run the request checks in order, then the handler with the identity.
+
+        A check that answers at once costs no suspension; one that returns
+        an awaitable is awaited before the next runs.
+        """
+        identity: Identity | None = None
+        for check in self.checks:
+            found = check(request, transaction)
+            if found is not None and not isinstance(found, Identity):
+                found = await found
+            if found is not None:
+                identity = found
+        await handler(request, transaction, identity)
 
     def _checkMerged(self, request: SIPRequest, transaction: ServerTransaction) -> None:
         """Refuse a merged request (RFC 3261 section 8.2.2.2) with 482.
@@ -295,7 +324,10 @@ class Dispatcher:
     # -- OPTIONS --------------------------------------------------------------
 
     async def _options(
-        self, request: SIPRequest, transaction: ServerTransaction
+        self,
+        request: SIPRequest,
+        transaction: ServerTransaction,
+        identity: Identity | None = None,
     ) -> None:
         """Answer OPTIONS with what the server does (RFC 3261 section 11.2)."""
         headers = [
@@ -307,12 +339,6 @@ class Dispatcher:
         if allowEvents:
             headers.append(("Allow-Events", ", ".join(allowEvents)))
         transaction.respond(transaction.response(200, "", headers))
-
-
-async def _call(
-    handler: Handler, request: SIPRequest, transaction: ServerTransaction
-) -> None:
-    await handler(request, transaction)
 
 
 def _phrase(text: str) -> str:

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from presence.auth.identity import Identity, requireIdentity
 from presence.core.expirypolicy import ExpiryPolicy, publishExpires
 from presence.core.notify import Notifier
 from presence.core.subscribe import presentityOf, refuseOversized
@@ -118,11 +119,22 @@ class PublishHandler:
         return package
 
     async def __call__(
-        self, request: SIPRequest, transaction: ServerTransaction
+        self,
+        request: SIPRequest,
+        transaction: ServerTransaction,
+        identity: Identity | None = None,
     ) -> None:
-        """Answer a PUBLISH (RFC 3903 section 6)."""
+        """Answer a PUBLISH (RFC 3903 section 6).
+
+        Args:
+            request: the PUBLISH.
+            transaction: its server transaction.
+            identity: who sent it, when the request checks know: only the
+                presentity itself may publish (403 for anybody else).
+        """
         package = self.package(request)
         aor, _ = presentityOf(request, self.domains)
+        requireIdentity(identity, aor, "publish for")
         ifMatch = entityTag(request)
         expires = self.expiry.negotiate(package, request.expires)
         body = request.body

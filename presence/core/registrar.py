@@ -15,6 +15,7 @@ from typing import Final
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from presence.auth.identity import Identity, requireIdentity
 from presence.core.subscribe import refuseOversized
 from presence.packages.interfaces import ExpiryRange
 from presence.sip.errors import (
@@ -71,15 +72,28 @@ class Registrar:
         self.registrations = 0
 
     async def __call__(
-        self, request: SIPRequest, transaction: ServerTransaction
+        self,
+        request: SIPRequest,
+        transaction: ServerTransaction,
+        identity: Identity | None = None,
     ) -> None:
-        """Answer a REGISTER (RFC 3261 section 10.3)."""
+        """Answer a REGISTER (RFC 3261 section 10.3).
+
+        Args:
+            request: the REGISTER.
+            transaction: its server transaction.
+            identity: who sent it, when the request checks know. Step 4: "If
+                the authenticated user is not authorized to modify bindings,
+                the registrar MUST return a 403 (Forbidden)"; only the owner
+                of an address of record may change its bindings here.
+        """
         to = request.toAddr.uri
         if not isinstance(to, SIPURI) or not to.user:
             raise NotFound("the To must name a SIP address of record")
         if self.domains and to.host.lower() not in self.domains:
             raise NotFound("domain not served here")
         aor = to.aor()
+        requireIdentity(identity, aor, "register")
         callId = request.callId
         cseq = request.cseq.number
         now = self.clock.seconds()

@@ -15,6 +15,7 @@ from typing import Any
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from presence.auth.identity import Identity
 from presence.core.expirypolicy import ExpiryPolicy, negotiateExpires, subscribeExpires
 from presence.core.notify import Notifier
 from presence.packages.interfaces import IEventPackage, PackageRegistry
@@ -152,9 +153,20 @@ class SubscribeHandler:
         return package
 
     async def __call__(
-        self, request: SIPRequest, transaction: ServerTransaction
+        self,
+        request: SIPRequest,
+        transaction: ServerTransaction,
+        identity: Identity | None = None,
     ) -> None:
-        """Answer a SUBSCRIBE."""
+        """Answer a SUBSCRIBE.
+
+        Args:
+            request: the SUBSCRIBE.
+            transaction: its server transaction.
+            identity: who sent it, when the request checks know: then the
+                watcher is the identity whatever From says, and a request in
+                a dialog must come from the dialog's watcher (403).
+        """
         package = self.package(request)
         event = request.event
         assert event is not None
@@ -167,9 +179,13 @@ class SubscribeHandler:
             raise NotAcceptable(headers=[("Accept", ", ".join(package.notifyTypes))])
         expires = self.expiry.negotiate(package, request.expires)
         if request.toAddr.tag is None:
-            await self._initial(request, transaction, package, eventId, expires)
+            await self._initial(
+                request, transaction, package, eventId, expires, identity
+            )
         else:
-            await self._inDialog(request, transaction, package, eventId, expires)
+            await self._inDialog(
+                request, transaction, package, eventId, expires, identity
+            )
 
     def _contact(self, request: SIPRequest) -> str:
         contacts = request.contacts
@@ -184,6 +200,7 @@ class SubscribeHandler:
         package: IEventPackage,
         eventId: str,
         expires: int,
+        identity: Identity | None = None,
     ) -> None:
         aor, _ = presentityOf(request, self.domains)
         presentity = f"sip:{aor}"
@@ -194,12 +211,22 @@ class SubscribeHandler:
             raise BadRequest("From tag missing")
         watcherUser = ""
         watcherDomain = ""
+        watcherAOR = None
+        displayName = fromAddr.displayName
         if isinstance(watcherURI, SIPURI):
             watcherUser = unescape(watcherURI.user or "")
             watcherDomain = watcherURI.host.lower()
-        if package.ownerOnly and (
-            not isinstance(watcherURI, SIPURI) or watcherURI.aor() != aor
-        ):
+            watcherAOR = watcherURI.aor()
+        watcherText = str(watcherURI)
+        if identity is not None:
+            # The watcher is who the checks say sent the request, not From.
+            if identity.displayName is not None:
+                displayName = identity.displayName
+            elif watcherAOR != identity.aor:
+                displayName = None
+            watcherUser, watcherDomain = identity.user, identity.domain
+            watcherAOR, watcherText = identity.aor, identity.uri
+        if package.ownerOnly and watcherAOR != aor:
             # RFC 3857 section 5: only the presentity watches its watchers.
             raise Forbidden("only the presentity may subscribe")
         toURI = request.toAddr.uri
@@ -238,8 +265,8 @@ class SubscribeHandler:
             reason=reason,
             socketInfo=intern(str(transaction.peer)),
             localContact=intern(localContact),
-            watcherURI=str(watcherURI),
-            watcherDisplayName=fromAddr.displayName,
+            watcherURI=watcherText,
+            watcherDisplayName=displayName,
             fromHeader=request.header("from") or "",
             toHeader=f"{request.header('to')};tag={transaction.toTag}",
             createdTime=now,
@@ -271,6 +298,7 @@ class SubscribeHandler:
         package: IEventPackage,
         eventId: str,
         expires: int,
+        identity: Identity | None = None,
     ) -> None:
         fromTag = request.fromAddr.tag
         toTag = request.toAddr.tag
@@ -284,6 +312,10 @@ class SubscribeHandler:
             if not siblings:
                 raise CallOrTransactionDoesNotExist()
             subscription = self._newInDialog(siblings[0], package, eventId)
+        if identity is not None:
+            watcher = f"{subscription.watcherUsername}@{subscription.watcherDomain}"
+            if watcher != identity.aor:
+                raise Forbidden(f"the dialog's watcher is {watcher}")
         cseq = request.cseq.number
         if cseq <= subscription.remoteCSeq:
             # RFC 3261 12.2.2: a lower CSeq inside a dialog gets 500.

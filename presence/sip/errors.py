@@ -83,6 +83,24 @@ class BadRequest(SIPError):
     REASON = "Bad Request"
 
 
+class Unauthorized(SIPError):
+    """401: credentials are needed; carries one WWW-Authenticate per challenge.
+
+    RFC 3261 section 22.2: a UAS "can challenge the originator to provide
+    credentials by rejecting the request with a 401 (Unauthorized) status
+    code".
+    """
+
+    CODE = 401
+    REASON = "Unauthorized"
+
+    def __init__(self, challenges: Sequence[str], reason: str | None = None) -> None:
+        """Carry ``challenges``, the WWW-Authenticate values, in order."""
+        super().__init__(
+            reason, headers=[("WWW-Authenticate", value) for value in challenges]
+        )
+
+
 class Forbidden(SIPError):
     """403: understood, and refused."""
 

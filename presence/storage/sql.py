@@ -72,6 +72,7 @@ from presence.storage.statements import (
     SELECT_SUBSCRIPTION,
     SELECT_SUBSCRIPTIONS,
     SELECT_WATCHERS,
+    UPGRADABLE_VERSIONS,
     UPSERT_BINDING,
     UPSERT_MARKER,
     UPSERT_PUBLICATION,
@@ -110,6 +111,12 @@ def checkSchemaVersion(found: int | None) -> None:
         raise SchemaError(
             f"the database has no {SCHEMA_NAME!r} row in its version table: "
             "create the schema (create_tables = true, or presence-ctl db init)"
+        )
+    if found in UPGRADABLE_VERSIONS:
+        raise SchemaError(
+            f"the database schema is version {found}, older than this server's"
+            f" {SCHEMA_VERSION}: upgrade it (presence-ctl db upgrade, or"
+            " create_tables = true)"
         )
     if found != SCHEMA_VERSION:
         raise SchemaError(
@@ -247,26 +254,39 @@ class SQLStore:
         """Keep a named integer in the ``version`` table."""
         await self._execute(UPSERT_MARKER, {"name": name, "value": value})
 
-    async def ensureSchema(self, create: bool) -> None:
+    async def ensureSchema(
+        self, create: bool, upgrade: bool | None = None
+    ) -> int | None:
         """Check the database's schema, creating what is missing if allowed.
 
         Args:
             create: whether to create missing tables (and the version row).
+            upgrade: whether to upgrade a schema of an older version this
+                server knows (`UPGRADABLE_VERSIONS
+                <presence.storage.statements.UPGRADABLE_VERSIONS>`): the
+                schema file creates what it lacks, then the version row is
+                raised. By default, as ``create``.
+
+        Returns:
+            The version the database held before, ``None`` if it had none.
 
         Raises:
             StorageError: the schema is of an unknown version, or is missing
-                and may not be created.
+                or older and may not be created or upgraded.
         """
         tables = {row[0] for row in await self._query(self._tablesQuery, {})}
         version = None
         if "version" in tables:
             rows = await self._query(SELECT_SCHEMA_VERSION, {"table_name": SCHEMA_NAME})
             version = int(rows[0][0]) if rows else None
+        if version in UPGRADABLE_VERSIONS and (create if upgrade is None else upgrade):
+            await self._upgrade(version)
+            return version
         if version is not None:
             checkSchemaVersion(version)
         missing = [t for t in TABLES if t not in tables]
         if version is not None and not missing:
-            return
+            return version
         if not create:
             if version is None:
                 checkSchemaVersion(version)
@@ -281,6 +301,27 @@ class SQLStore:
             "{dialect} schema created: {tables}",
             dialect=self.dialect,
             tables=", ".join(missing),
+        )
+        checkSchemaVersion(await self.schemaVersion())
+        return version
+
+    async def _upgrade(self, version: int | None) -> None:
+        """Bring an older schema to `SCHEMA_VERSION`, in one transaction."""
+        script = splitScript(loadSchema(self.dialect))
+        await self._transaction(
+            [
+                *((statement, {}) for statement in script),
+                (
+                    UPSERT_MARKER,
+                    {"name": SCHEMA_NAME, "value": SCHEMA_VERSION},
+                ),
+            ]
+        )
+        self.log.info(
+            "{dialect} schema upgraded from version {old} to {new}",
+            dialect=self.dialect,
+            old=version,
+            new=SCHEMA_VERSION,
         )
         checkSchemaVersion(await self.schemaVersion())
 

@@ -28,8 +28,12 @@ T = TypeVar("T")
 Values = Mapping[str, object]
 
 #: The version of the schema in ``schema/*.sql``, kept in the ``version`` table
-#: under `SCHEMA_NAME`.
-SCHEMA_VERSION: Final = 1
+#: under `SCHEMA_NAME`. Version 2 added the ``subscriber`` table.
+SCHEMA_VERSION: Final = 2
+
+#: The older versions a database may be upgraded from: running the schema
+#: file creates what they lack, then the version row is raised.
+UPGRADABLE_VERSIONS: Final = frozenset({1})
 
 #: The ``version.table_name`` of our schema as a whole.
 SCHEMA_NAME: Final = "presence_schema"
@@ -42,6 +46,7 @@ TABLES: Final = (
     "watchers",
     "xcap",
     "location",
+    "subscriber",
 )
 
 #: How many rows one statement of a batch writes or deletes.

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
+from presence.auth.identity import Identity
 from presence.core.dispatcher import Dispatcher, checkRequest
 from presence.packages.dialog import DialogPackage, SharedLineDialogPackage
 from presence.packages.interfaces import PackageRegistry
@@ -208,7 +210,7 @@ class RoutingTests(SynchronousTestCase):
     def test_registeredHandler(self) -> None:
         """A handler given to the dispatcher answers its method and shows in Allow."""
 
-        async def handler(req: SIPRequest, transaction: Any) -> None:
+        async def handler(req: SIPRequest, transaction: Any, identity: Any) -> None:
             transaction.respond(transaction.response(202))
 
         dispatcher = Dispatcher({"PUBLISH": handler})
@@ -222,7 +224,7 @@ class ErrorFunnelTests(SynchronousTestCase):
     def answer(self, error: Exception) -> SIPResponse:
         """The response to a PUBLISH whose handler raises ``error``."""
 
-        async def handler(req: SIPRequest, transaction: Any) -> None:
+        async def handler(req: SIPRequest, transaction: Any, identity: Any) -> None:
             raise error
 
         return dispatch(Dispatcher({"PUBLISH": handler}), request("PUBLISH"))
@@ -263,14 +265,14 @@ class ErrorFunnelTests(SynchronousTestCase):
         """
         ran: list[str] = []
 
-        def refuse(req: SIPRequest) -> None:
+        def refuse(req: SIPRequest, transaction: Any) -> None:
             ran.append("refuse")
             raise NotFound("refused by a check")
 
-        def never(req: SIPRequest) -> None:
+        def never(req: SIPRequest, transaction: Any) -> None:
             ran.append("never")
 
-        async def handler(req: SIPRequest, transaction: Any) -> None:
+        async def handler(req: SIPRequest, transaction: Any, identity: Any) -> None:
             ran.append("handler")
 
         notReady = Dispatcher(
@@ -287,11 +289,97 @@ class ErrorFunnelTests(SynchronousTestCase):
         """When every check passes the handler answers."""
         seen: list[str] = []
 
-        async def handler(req: SIPRequest, transaction: Any) -> None:
+        async def handler(req: SIPRequest, transaction: Any, identity: Any) -> None:
             transaction.respond(transaction.response(202))
 
         dispatcher = Dispatcher(
-            {"PUBLISH": handler}, checks=[lambda req: seen.append(req.method)]
+            {"PUBLISH": handler},
+            checks=[lambda req, transaction: seen.append(req.method)],
         )
         self.assertEqual(dispatch(dispatcher, request("PUBLISH")).code, 202)
         self.assertEqual(seen, ["PUBLISH"])
+
+
+class RequestGateTests(SynchronousTestCase):
+    """Checks see the request and transaction; their identity reaches the handler."""
+
+    def test_checkSeesTransaction(self) -> None:
+        """A check is given the transaction, and through it the peer."""
+        peers: list[Any] = []
+
+        async def handler(req: SIPRequest, transaction: Any, identity: Any) -> None:
+            transaction.respond(transaction.response(200))
+
+        def check(req: SIPRequest, transaction: Any) -> None:
+            peers.append(transaction.peer)
+
+        dispatch(Dispatcher({"PUBLISH": handler}, checks=[check]), request("PUBLISH"))
+        self.assertEqual(peers, [Peer("UDP", "192.0.2.1", 5060)])
+
+    def test_identityToHandler(self) -> None:
+        """The identity a check returns is the handler's third argument."""
+        bob = Identity("bob", "example.com")
+        seen: list[Identity | None] = []
+
+        async def handler(req: SIPRequest, transaction: Any, identity: Any) -> None:
+            seen.append(identity)
+            transaction.respond(transaction.response(200))
+
+        dispatcher = Dispatcher({"PUBLISH": handler}, checks=[lambda r, t: bob])
+        self.assertEqual(dispatch(dispatcher, request("PUBLISH")).code, 200)
+        self.assertEqual(seen, [bob])
+        dispatch(Dispatcher({"PUBLISH": handler}), request("PUBLISH"))
+        self.assertEqual(seen, [bob, None])
+
+    def test_awaitableCheck(self) -> None:
+        """A check may answer later: the handler waits, then gets its identity."""
+        bob = Identity("bob", "example.com")
+        pending: Deferred[Identity | None] = Deferred()
+        seen: list[Identity | None] = []
+
+        async def later(req: SIPRequest, transaction: Any) -> Identity | None:
+            return await pending
+
+        async def handler(req: SIPRequest, transaction: Any, identity: Any) -> None:
+            seen.append(identity)
+            transaction.respond(transaction.response(200))
+
+        message = request("PUBLISH")
+        transaction = FakeTransaction(message)
+        dispatcher = Dispatcher({"PUBLISH": handler}, checks=[later])
+        dispatcher.requestReceived(message, transaction)  # type: ignore[arg-type]
+        self.assertEqual((seen, transaction.responses), ([], []))
+        pending.callback(bob)
+        self.assertEqual(seen, [bob])
+        self.assertEqual([r.code for r in transaction.responses], [200])
+
+    def test_awaitableCheckRefuses(self) -> None:
+        """A check that refuses later is answered by the funnel like any other."""
+
+        async def refuse(req: SIPRequest, transaction: Any) -> None:
+            raise Forbidden("not later either")
+
+        async def handler(req: SIPRequest, transaction: Any, identity: Any) -> None:
+            raise AssertionError("the handler must not run")
+
+        response = dispatch(
+            Dispatcher({"PUBLISH": handler}, checks=[refuse]), request("PUBLISH")
+        )
+        self.assertEqual((response.code, response.phrase), (403, "not later either"))
+
+    def test_lastIdentityWins(self) -> None:
+        """Checks run in order; a check that names nobody keeps the earlier identity."""
+        alice = Identity("alice", "example.com")
+        bob = Identity("bob", "example.com")
+        seen: list[Identity | None] = []
+
+        async def handler(req: SIPRequest, transaction: Any, identity: Any) -> None:
+            seen.append(identity)
+            transaction.respond(transaction.response(200))
+
+        checks = [lambda r, t: alice, lambda r, t: None, lambda r, t: bob]
+        dispatch(Dispatcher({"PUBLISH": handler}, checks=checks), request("PUBLISH"))
+        dispatch(
+            Dispatcher({"PUBLISH": handler}, checks=checks[:2]), request("PUBLISH")
+        )
+        self.assertEqual(seen, [bob, alice])

@@ -14,9 +14,11 @@
 --     in RFC 3261 section 10; q is NULL when the contact gave none.
 --   * some widths are larger (tags, Call-IDs, URIs).
 --
--- The file is idempotent: running it again creates only what is missing.
--- The version row names the schema as a whole ('presence_schema'); the
--- server refuses to run on a version it does not know.
+-- The file is idempotent: running it again creates only what is missing,
+-- which is how an older schema is upgraded (the server then raises the
+-- version row). The version row names the schema as a whole
+-- ('presence_schema'); the server refuses to run on a version it does not
+-- know.
 
 -- Two servers starting at once on an empty database must not both create
 -- the tables: the lock (an arbitrary number) is held until the end of the
@@ -132,5 +134,23 @@ CREATE TABLE IF NOT EXISTS location (
 
 CREATE INDEX IF NOT EXISTS location_expires_idx ON location (expires);
 
-INSERT INTO version (table_name, table_version) VALUES ('presence_schema', 1)
+-- The credentials of digest authentication, as OpenSIPS's auth_db reads them
+-- (subscriber version 8): ha1 is MD5(username:realm:password), ha1_sha256
+-- and ha1_sha512t256 the same with SHA-256 and SHA-512/256; password, the
+-- clear text, is read only when the hash an algorithm needs is empty.
+-- Added in schema version 2.
+CREATE TABLE IF NOT EXISTS subscriber (
+    id SERIAL PRIMARY KEY NOT NULL,
+    username VARCHAR(64) DEFAULT '' NOT NULL,
+    domain VARCHAR(64) DEFAULT '' NOT NULL,
+    password VARCHAR(25) DEFAULT '' NOT NULL,
+    ha1 VARCHAR(64) DEFAULT '' NOT NULL,
+    ha1_sha256 VARCHAR(64) DEFAULT '' NOT NULL,
+    ha1_sha512t256 VARCHAR(64) DEFAULT '' NOT NULL,
+    CONSTRAINT subscriber_account_idx UNIQUE (username, domain)
+);
+
+CREATE INDEX IF NOT EXISTS subscriber_username_idx ON subscriber (username);
+
+INSERT INTO version (table_name, table_version) VALUES ('presence_schema', 2)
     ON CONFLICT (table_name) DO NOTHING;

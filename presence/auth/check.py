@@ -1,0 +1,330 @@
+"""The request check that finds out who sent a request: `IdentityCheck`.
+
+The dispatcher runs it before routing (after the readiness check). A
+request from a trusted peer is believed: its P-Asserted-Identity, or its
+From, is the identity. Any other request, when ``authentication`` is on and
+its method is not one of `UNCHALLENGED`, must carry a digest response that
+`DigestAuthenticator` verifies; without one it gets 401 with a challenge
+per configured algorithm, most preferred first (RFC 8760 section 2.3).
+
+The realm is ``auth_realm`` when set; otherwise the domain of the address
+of record the request claims to come from (`claimedAddress`), and the
+credentials are looked up by the digest ``username`` and that domain
+(OpenSIPS's ``subscriber`` keying), so the identity is ``username@domain``.
+
+What a failure gets:
+
+- no digest response for this realm and an offered algorithm: 401, fresh
+  challenges;
+- a malformed Authorization header, or one without ``qop=auth``: 400;
+- a ``uri`` that is not the Request-URI: 400 (RFC 7616 section 3.4);
+- a nonce this server's secret did not sign for the realm: 401, fresh
+  challenges;
+- an unknown user, or a wrong response: the same 401 with fresh challenges
+  (which of the two it was is not told);
+- the right response to a nonce past its lifetime: 401 with
+  ``stale=true``;
+- the right response with a nonce count not above the last one accepted
+  for that nonce (a replay): 401 with ``stale=true`` too, since the
+  credentials were right and a new nonce is all the client needs.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Sequence
+from typing import Final
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from presence.auth.digest import (
+    DIGEST_LENGTHS,
+    DigestCredentials,
+    DigestError,
+    NonceCounts,
+    Nonces,
+    NonceState,
+    challenge,
+    digestResponse,
+    parseCredentials,
+    storedHA1,
+)
+from presence.auth.identity import (
+    DIGEST,
+    Identity,
+    TrustedPeers,
+    assertedIdentity,
+    fromIdentity,
+)
+from presence.sip.errors import BadRequest, Forbidden, SIPParseError, Unauthorized
+from presence.sip.message import SIPURI, URI, SIPRequest, parseURI
+from presence.sip.transaction import ServerTransaction
+from presence.sip.transport import Peer
+from presence.storage.credentials import ICredentialStore
+
+#: Methods never challenged. OPTIONS says what the server can do; ACK and
+#: CANCEL cannot be resubmitted with credentials (RFC 3261 section 22),
+#: and the transaction layer answers them before the dispatcher sees them.
+UNCHALLENGED: Final = frozenset({"OPTIONS", "ACK", "CANCEL"})
+
+
+def claimedAddress(request: SIPRequest) -> URI:
+    """The address of record a request claims to come from: the one authenticated.
+
+    - REGISTER: the To, the address of record whose bindings are changed
+      (RFC 3261 section 10.2; the From may be a third party's).
+    - PUBLISH: the Request-URI, the presentity whose state is published: only
+      the presentity may publish it.
+    - SUBSCRIBE, and every other method: the From, the watcher. It is the
+      same for an initial SUBSCRIBE and every request of its dialog (RFC 3261
+      section 12.2.1.1: the From URI of a request in a dialog is the
+      dialog's remote URI), whatever the in-dialog Request-URI (the server's
+      own Contact) says, and its domain holds the watcher's credentials
+      when the presentity is in another domain.
+
+    This is also what OpenSIPS's ``www_authorize`` takes the realm from when
+    it is given none (To for REGISTER, From otherwise), but for PUBLISH.
+    """
+    if request.method == "REGISTER":
+        return request.toAddr.uri
+    if request.method == "PUBLISH":
+        return request.uri
+    return request.fromAddr.uri
+
+
+class DigestAuthenticator:
+    """Challenges requests and verifies their digest responses.
+
+    Attributes:
+        algorithms: the algorithms offered, most preferred first.
+        realm: the realm of every challenge, or ``None`` for the domain of
+            the claimed address of record.
+        nonces: issues and verifies the nonces.
+        counts: the nonce counts seen, for replay detection.
+        credentials: where users' credentials are read.
+        stats: how many requests were challenged (no response), refused
+            (forged nonce, unknown user, wrong response), found stale or
+            replayed, and authenticated.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        credentials: ICredentialStore,
+        secret: bytes,
+        algorithms: Sequence[str] = ("SHA-256", "MD5"),
+        realm: str | None = None,
+        nonceLifetime: float = 300,
+        nonceCountLimit: int = 65_536,
+    ) -> None:
+        """Verify responses against ``credentials``, nonces signed with ``secret``.
+
+        Args:
+            clock: the clock nonces are dated by.
+            credentials: where users' credentials are read.
+            secret: the key nonces are signed with.
+            algorithms: the algorithms offered, most preferred first; names
+                of `presence.auth.digest.ALGORITHMS`.
+            realm: the realm of every challenge; ``None`` for the domain of
+                the address of record `claimedAddress` names.
+            nonceLifetime: seconds a nonce is valid.
+            nonceCountLimit: how many nonces' counts are remembered.
+        """
+        self.credentials = credentials
+        self.algorithms = tuple(algorithms)
+        self.realm = realm
+        self.nonces = Nonces(secret, clock, nonceLifetime)
+        self.counts = NonceCounts(clock, nonceLifetime, nonceCountLimit)
+        self.stats = {
+            "challenged": 0,
+            "refused": 0,
+            "stale": 0,
+            "replayed": 0,
+            "authenticated": 0,
+        }
+        self._warned: set[tuple[str, str, str]] = set()
+
+    def realmOf(self, request: SIPRequest) -> tuple[str, str]:
+        """The realm of a request's challenge, and the domain of its user.
+
+        Raises:
+            Forbidden: the claimed address is not a SIP URI, so no domain
+                holds its credentials.
+        """
+        uri = claimedAddress(request)
+        if not isinstance(uri, SIPURI):
+            raise Forbidden("only a SIP address of record can be authenticated")
+        domain = uri.host.lower()
+        return (self.realm if self.realm is not None else domain), domain
+
+    def challenges(self, realm: str, stale: bool = False) -> Unauthorized:
+        """A 401 with a fresh nonce, challenged once per algorithm."""
+        nonce = self.nonces.issue(realm)
+        return Unauthorized(
+            [challenge(realm, nonce, algorithm, stale) for algorithm in self.algorithms]
+        )
+
+    def response(self, request: SIPRequest, realm: str) -> DigestCredentials | None:
+        """The digest response of a request that answers this server's challenge.
+
+        The first Authorization header of the Digest scheme, for ``realm``,
+        with an algorithm offered; the others are for someone else.
+
+        Raises:
+            BadRequest: an Authorization header is malformed.
+        """
+        found = None
+        for line in request.headerLines("authorization"):
+            try:
+                credentials = parseCredentials(line)
+            except DigestError as e:
+                raise BadRequest(f"malformed Authorization: {e.reason}") from None
+            if (
+                found is None
+                and credentials is not None
+                and credentials.realm == realm
+                and credentials.algorithm in self.algorithms
+            ):
+                found = credentials
+        return found
+
+    async def authenticate(self, request: SIPRequest, peer: Peer) -> Identity:
+        """Verify a request's digest response; the identity it proves.
+
+        Raises:
+            Unauthorized: no response, a forged or stale nonce, an unknown
+                user, a wrong response, or a replay.
+            BadRequest: a malformed Authorization, or its ``uri`` is not the
+                Request-URI.
+            Forbidden: the claimed address is not a SIP URI.
+        """
+        realm, domain = self.realmOf(request)
+        response = self.response(request, realm)
+        if response is None:
+            self.stats["challenged"] += 1
+            raise self.challenges(realm)
+        algorithm = response.algorithm
+        assert algorithm is not None
+        if not _sameURI(response.uri, request):
+            raise BadRequest("the digest uri is not the Request-URI")
+        state, issued = self.nonces.check(response.nonce, realm)
+        if state is NonceState.FORGED:
+            self.stats["refused"] += 1
+            self.log.info(
+                "{method} from {peer}: a nonce this server did not issue",
+                method=request.method,
+                peer=peer,
+            )
+            raise self.challenges(realm)
+        credentials = await self.credentials.credentials(response.username, domain)
+        ha1 = None
+        if credentials is not None:
+            ha1 = storedHA1(credentials, algorithm, realm)
+            if ha1 is None:
+                self._noHash(response.username, domain, algorithm)
+        expected = digestResponse(
+            algorithm,
+            ha1 or "0" * DIGEST_LENGTHS[algorithm],
+            response.nonce,
+            request.method,
+            response.uri,
+            response.nc,
+            response.cnonce,
+        )
+        if ha1 is None or not hmac.compare_digest(expected, response.response):
+            # An unknown user and a wrong password look the same from outside.
+            self.stats["refused"] += 1
+            self.log.info(
+                "{method} from {peer}: wrong credentials for {user}@{domain}",
+                method=request.method,
+                peer=peer,
+                user=response.username,
+                domain=domain,
+            )
+            raise self.challenges(realm)
+        if state is NonceState.STALE:
+            self.stats["stale"] += 1
+            raise self.challenges(realm, stale=True)
+        if not self.counts.advance(response.nonce, issued, response.count):
+            self.stats["replayed"] += 1
+            self.log.info(
+                "{method} from {peer}: nonce count {nc} of {user}@{domain} replayed",
+                method=request.method,
+                peer=peer,
+                nc=response.nc,
+                user=response.username,
+                domain=domain,
+            )
+            raise self.challenges(realm, stale=True)
+        self.stats["authenticated"] += 1
+        return Identity(response.username, domain, DIGEST)
+
+    def _noHash(self, user: str, domain: str, algorithm: str) -> None:
+        """Say once that a user's row cannot answer an algorithm offered."""
+        key = (user, domain, algorithm)
+        if key in self._warned or len(self._warned) >= 1000:
+            return
+        self._warned.add(key)
+        self.log.warn(
+            "{user}@{domain} has neither a {algorithm} hash nor a password: it"
+            " cannot authenticate with {algorithm} (presence-ctl user add"
+            " writes every hash)",
+            user=user,
+            domain=domain,
+            algorithm=algorithm,
+        )
+
+
+def _sameURI(text: str, request: SIPRequest) -> bool:
+    """Whether a digest ``uri`` designates the Request-URI.
+
+    The same text, or a SIP URI equal to it by RFC 3261 section 19.1.4.
+    """
+    if text == request.uriText:
+        return True
+    try:
+        return parseURI(text) == request.uri
+    except SIPParseError:
+        return False
+
+
+class IdentityCheck:
+    """The request check naming who sent a request, challenging when it must.
+
+    Called by the dispatcher with each request about to be routed and its
+    transaction; returns the `Identity`, ``None`` when nothing is known
+    (authentication off, or a method never challenged), or an awaitable of
+    the identity when a digest response has to be verified.
+
+    Attributes:
+        trusted: the peers whose requests are believed.
+        authenticator: verifies digest responses; ``None`` when
+            ``authentication`` is off.
+    """
+
+    def __init__(
+        self,
+        trusted: TrustedPeers | None = None,
+        authenticator: DigestAuthenticator | None = None,
+    ) -> None:
+        """Believe ``trusted`` peers; challenge the others with ``authenticator``."""
+        self.trusted = trusted if trusted is not None else TrustedPeers()
+        self.authenticator = authenticator
+
+    def __call__(
+        self, request: SIPRequest, transaction: ServerTransaction
+    ) -> Identity | Awaitable[Identity] | None:
+        """The identity of a request's sender (see the class).
+
+        Raises:
+            BadRequest: a trusted peer's P-Asserted-Identity is malformed.
+        """
+        peer = transaction.peer
+        if peer.host in self.trusted:
+            return assertedIdentity(request) or fromIdentity(request)
+        if self.authenticator is None or request.method in UNCHALLENGED:
+            return None
+        return self.authenticator.authenticate(request, peer)

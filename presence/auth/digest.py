@@ -1,0 +1,453 @@
+"""The digest scheme (RFC 7616, as RFC 8760 brings it to SIP), with stateless nonces.
+
+Hashes and responses: `computeHA1`, `digestResponse`, over the algorithms
+of `ALGORITHMS`. Headers: `challenge` writes a WWW-Authenticate value,
+`parseCredentials` reads an Authorization one. The client's side
+(`parseChallenge`, `answerChallenge`) is here too, for tests and tools.
+
+Nonces (`Nonces`) are not stored: each carries the time it was issued and a
+random salt, signed with HMAC-SHA-256 over the realm it was issued for, so
+any server holding the same secret verifies it, and tells a forged nonce
+from a genuine one that has expired. What cannot be stateless is replay
+detection: `NonceCounts` remembers, per nonce, the highest nonce-count
+accepted, for as long as the nonce lives, and at most a fixed number of
+nonces.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import re
+import secrets
+import struct
+from dataclasses import dataclass
+from enum import Enum
+from typing import Final
+
+from twisted.internet.interfaces import IReactorTime
+
+from presence.sip.grammar import quote, unquote
+from presence.storage.credentials import Credentials
+
+#: The algorithms this server computes (RFC 8760 section 2.1), by the name
+#: the ``algorithm`` parameter gives them, with the name of their hashlib
+#: function.
+ALGORITHMS: Final = {
+    "MD5": "md5",
+    "SHA-256": "sha256",
+    "SHA-512-256": "sha512_256",
+}
+
+#: The hexadecimal length of each algorithm's digests.
+DIGEST_LENGTHS: Final = {"MD5": 32, "SHA-256": 64, "SHA-512-256": 64}
+
+#: The one quality of protection offered and accepted (RFC 8760 section 2.6
+#: makes ``qop`` mandatory; ``auth-int`` is not offered).
+QOP: Final = "auth"
+
+
+class DigestError(ValueError):
+    """An Authorization header that is not a well-formed digest response.
+
+    Attributes:
+        reason: what is wrong, fit for a 400's reason phrase.
+    """
+
+    def __init__(self, reason: str) -> None:
+        """Say what is wrong."""
+        super().__init__(reason)
+        self.reason = reason
+
+
+# -- hashes ------------------------------------------------------------------
+
+
+def canonicalAlgorithm(name: str) -> str | None:
+    """The name of a known algorithm as `ALGORITHMS` spells it, or ``None``.
+
+    The ``algorithm`` parameter's value is a token compared without regard
+    to case.
+    """
+    upper = name.upper()
+    return upper if upper in ALGORITHMS else None
+
+
+def digestHash(algorithm: str, text: str) -> str:
+    """``H(text)`` of an algorithm, in lower-case hexadecimal (RFC 7616 3.4.1).
+
+    Text is hashed as UTF-8; bytes that were not UTF-8 on the wire
+    (surrogate escapes) are hashed as they came.
+    """
+    data = text.encode("utf-8", "surrogateescape")
+    return hashlib.new(ALGORITHMS[algorithm], data).hexdigest()
+
+
+def computeHA1(algorithm: str, username: str, realm: str, password: str) -> str:
+    """``A1``'s hash, ``H(username:realm:password)``, as OpenSIPS stores it."""
+    return digestHash(algorithm, f"{username}:{realm}:{password}")
+
+
+def storedHA1(credentials: Credentials, algorithm: str, realm: str) -> str | None:
+    """The HA1 to check a response of ``algorithm`` with, or ``None``.
+
+    The hash kept for the algorithm when there is one; otherwise the one
+    computed from the clear password, if that is kept.
+    """
+    stored = {
+        "MD5": credentials.ha1,
+        "SHA-256": credentials.ha1Sha256,
+        "SHA-512-256": credentials.ha1Sha512t256,
+    }[algorithm]
+    if stored:
+        return stored.lower()
+    if credentials.password:
+        return computeHA1(algorithm, credentials.username, realm, credentials.password)
+    return None
+
+
+def digestResponse(
+    algorithm: str,
+    ha1: str,
+    nonce: str,
+    method: str,
+    uri: str,
+    nc: str,
+    cnonce: str,
+    qop: str = QOP,
+) -> str:
+    """The ``response`` a client with this HA1 sends (RFC 7616 section 3.4.1).
+
+    ``KD(H(A1), nonce ":" nc ":" cnonce ":" qop ":" H(A2))`` with
+    ``A2 = method ":" uri``, for ``qop=auth``.
+    """
+    ha2 = digestHash(algorithm, f"{method}:{uri}")
+    return digestHash(algorithm, f"{ha1}:{nonce}:{nc}:{cnonce}:{qop}:{ha2}")
+
+
+# -- headers -----------------------------------------------------------------
+
+_TOKEN: Final = r"[A-Za-z0-9\-.!%*_+`'~]+"
+_QUOTED: Final = r'"(?:[^"\\]|\\.)*"'
+_SCHEME_RE: Final = re.compile(r"[ \t]*(" + _TOKEN + r")(?:[ \t]+|$)")
+# A value is a quoted string or, leniently, any run of characters that are
+# neither white space, a comma nor a quote.
+_PARAM_RE: Final = re.compile(
+    r"[ \t]*(" + _TOKEN + r")[ \t]*=[ \t]*(" + _QUOTED + r'|[^\s,"]+)[ \t]*(?:,|$)',
+    re.DOTALL,
+)
+_NC_RE: Final = re.compile(r"[0-9A-Fa-f]{8}")
+
+
+def parseAuthParams(value: str) -> tuple[str, dict[str, str]]:
+    """Split a credentials or challenge value into its scheme and parameters.
+
+    ``Digest username="bob", nc=00000001`` gives ``("digest", {"username":
+    "bob", "nc": "00000001"})``: the scheme and the names lower case, quoted
+    values unquoted.
+
+    Raises:
+        DigestError: not a scheme followed by ``name=value`` pairs separated
+            by commas, or a name given twice.
+    """
+    match = _SCHEME_RE.match(value)
+    if match is None:
+        raise DigestError("malformed authentication scheme")
+    scheme = match.group(1).lower()
+    params: dict[str, str] = {}
+    pos, end = match.end(), len(value.rstrip(" \t"))
+    while pos < end:
+        param = _PARAM_RE.match(value, pos)
+        if param is None or param.end() <= pos:
+            raise DigestError("malformed authentication parameters")
+        name = param.group(1).lower()
+        if name in params:
+            raise DigestError(f"parameter {name} given twice")
+        params[name] = unquote(param.group(2))
+        pos = param.end()
+    return scheme, params
+
+
+@dataclass(frozen=True)
+class DigestCredentials:
+    """A digest response, from an Authorization header (RFC 7616 section 3.4).
+
+    Attributes:
+        username: the user.
+        realm: the realm the response is for.
+        nonce: the server's nonce it answers.
+        uri: the Request-URI, as the client saw it.
+        response: the response digest, lower case.
+        algorithm: the algorithm, as `ALGORITHMS` spells it; ``None`` when
+            the client named one this server does not know.
+        nc: the nonce count, eight hexadecimal digits.
+        cnonce: the client's nonce.
+        qop: the quality of protection, ``auth``.
+    """
+
+    username: str
+    realm: str
+    nonce: str
+    uri: str
+    response: str
+    algorithm: str | None
+    nc: str
+    cnonce: str
+    qop: str = QOP
+
+    @property
+    def count(self) -> int:
+        """The nonce count as a number."""
+        return int(self.nc, 16)
+
+
+def parseCredentials(value: str) -> DigestCredentials | None:
+    """Read an Authorization header value; ``None`` for a scheme other than Digest.
+
+    Raises:
+        DigestError: a Digest response that is malformed or lacks what this
+            server needs: ``username``, ``realm``, ``nonce``, ``uri``,
+            ``response``, and ``qop=auth`` with ``nc`` and ``cnonce``.
+    """
+    scheme, params = parseAuthParams(value)
+    if scheme != "digest":
+        return None
+    if "username*" in params or params.get("userhash", "false").lower() != "false":
+        raise DigestError("username* and userhash are not supported")
+    for name in ("username", "realm", "nonce", "uri", "response"):
+        if name not in params:
+            raise DigestError(f"digest response without {name}")
+    qop = params.get("qop")
+    if qop is None:
+        raise DigestError('digest response without qop: qop="auth" is required')
+    if qop.lower() != QOP:
+        raise DigestError(f"qop {qop!r} was not offered")
+    nc = params.get("nc", "")
+    if _NC_RE.fullmatch(nc) is None:
+        raise DigestError("nc must be eight hexadecimal digits")
+    cnonce = params.get("cnonce", "")
+    if not cnonce:
+        raise DigestError("digest response without cnonce")
+    algorithm = params.get("algorithm", "MD5")
+    return DigestCredentials(
+        username=params["username"],
+        realm=params["realm"],
+        nonce=params["nonce"],
+        uri=params["uri"],
+        response=params["response"].lower(),
+        algorithm=canonicalAlgorithm(algorithm),
+        nc=nc,
+        cnonce=cnonce,
+    )
+
+
+def challenge(realm: str, nonce: str, algorithm: str, stale: bool = False) -> str:
+    """A WWW-Authenticate value: one Digest challenge (RFC 7616 section 3.3)."""
+    value = (
+        f"Digest realm={quote(realm)}, nonce={quote(nonce)},"
+        f" algorithm={algorithm}, qop={quote(QOP)}"
+    )
+    return value + ", stale=true" if stale else value
+
+
+def parseChallenge(value: str) -> dict[str, str]:
+    """The parameters of a Digest challenge (the client's side).
+
+    Raises:
+        DigestError: not a Digest challenge.
+    """
+    scheme, params = parseAuthParams(value)
+    if scheme != "digest":
+        raise DigestError("not a Digest challenge")
+    return params
+
+
+def answerChallenge(
+    value: str,
+    username: str,
+    password: str,
+    method: str,
+    uri: str,
+    nc: int = 1,
+    cnonce: str | None = None,
+) -> str:
+    """The Authorization value answering a challenge (the client's side).
+
+    Args:
+        value: the WWW-Authenticate value.
+        username: the user.
+        password: the user's password.
+        method: the method of the request the answer goes in.
+        uri: its Request-URI.
+        nc: the nonce count.
+        cnonce: the client nonce; random when not given.
+
+    Returns:
+        ``Digest username=..., response=...``.
+    """
+    params = parseChallenge(value)
+    algorithm = canonicalAlgorithm(params.get("algorithm", "MD5")) or "MD5"
+    realm, nonce = params["realm"], params["nonce"]
+    cnonce = cnonce or secrets.token_hex(8)
+    count = f"{nc:08x}"
+    ha1 = computeHA1(algorithm, username, realm, password)
+    response = digestResponse(algorithm, ha1, nonce, method, uri, count, cnonce)
+    return (
+        f"Digest username={quote(username)}, realm={quote(realm)},"
+        f" nonce={quote(nonce)}, uri={quote(uri)}, response={quote(response)},"
+        f" algorithm={algorithm}, qop={QOP}, nc={count}, cnonce={quote(cnonce)}"
+    )
+
+
+# -- nonces ------------------------------------------------------------------
+
+
+class NonceState(Enum):
+    """What a nonce is found to be."""
+
+    #: Signed by this secret, for this realm, and not expired.
+    VALID = "valid"
+    #: Genuine but a lifetime old or more (or issued that far ahead): the
+    #: client's credentials may be right; it should retry with a new nonce.
+    STALE = "stale"
+    #: Not a nonce this secret signed for this realm.
+    FORGED = "forged"
+
+
+#: Bytes of a nonce: issue time (8), salt (8), truncated HMAC-SHA-256 (16).
+_NONCE_BYTES: Final = 32
+#: Characters of a nonce: the bytes in unpadded base64url.
+_NONCE_LENGTH: Final = 43
+
+
+class Nonces:
+    """Issues nonces and verifies them without keeping them.
+
+    A nonce is ``base64url(time || salt || HMAC-SHA-256(secret, time || salt
+    || realm)[:16])``, the time the whole seconds of the injected clock.
+    RFC 7616 section 3.3 suggests a time stamp and a keyed hash; the random
+    salt makes every challenge's nonce different, so that two clients
+    challenged in the same second do not share a nonce count.
+
+    Attributes:
+        lifetime: seconds a nonce is valid.
+    """
+
+    def __init__(self, secret: bytes, clock: IReactorTime, lifetime: float) -> None:
+        """Sign with ``secret``; nonces live ``lifetime`` seconds of ``clock``."""
+        self._secret = secret
+        self.clock = clock
+        self.lifetime = lifetime
+
+    def _sign(self, body: bytes, realm: str) -> bytes:
+        key = realm.encode("utf-8", "surrogateescape")
+        return hmac.new(self._secret, body + key, hashlib.sha256).digest()[:16]
+
+    def issue(self, realm: str) -> str:
+        """A new nonce for ``realm``."""
+        body = struct.pack(">Q", int(self.clock.seconds())) + secrets.token_bytes(8)
+        raw = body + self._sign(body, realm)
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+    def check(self, nonce: str, realm: str) -> tuple[NonceState, float]:
+        """Whether ``nonce`` was issued for ``realm`` and is still valid.
+
+        Returns:
+            The state, and the time the nonce was issued (0 when forged).
+        """
+        if len(nonce) != _NONCE_LENGTH or not nonce.isascii():
+            return NonceState.FORGED, 0.0
+        try:
+            raw = base64.b64decode(nonce + "=", altchars=b"-_", validate=True)
+        except (binascii.Error, ValueError):
+            return NonceState.FORGED, 0.0
+        if len(raw) != _NONCE_BYTES:
+            return NonceState.FORGED, 0.0
+        body, mac = raw[:16], raw[16:]
+        if not hmac.compare_digest(mac, self._sign(body, realm)):
+            return NonceState.FORGED, 0.0
+        (issued,) = struct.unpack(">Q", body[:8])
+        age = self.clock.seconds() - issued
+        if age >= self.lifetime or -age >= self.lifetime:
+            return NonceState.STALE, float(issued)
+        return NonceState.VALID, float(issued)
+
+
+class NonceCounts:
+    """The highest nonce count accepted for each nonce in use (replay detection).
+
+    RFC 7616 section 3.4: "The purpose of this parameter is to allow the
+    server to detect request replays by maintaining its own copy of this
+    count -- if the same nc value is seen twice, then the request is a
+    replay." A count must grow with every request that uses a nonce.
+
+    An entry lives as long as its nonce (issue time plus lifetime), and at
+    most `limit` entries are kept. When the limit forces out an entry that
+    is still alive, the time its nonce was issued becomes a floor: a nonce
+    issued at or before the floor that has no entry might have had one, so
+    it is refused as a replay (the client is asked to take a new nonce),
+    never accepted twice.
+
+    Attributes:
+        lifetime: seconds a nonce lives.
+        limit: how many nonces are remembered at most.
+        floor: nonces issued at or before this time without an entry are
+            refused.
+    """
+
+    def __init__(
+        self, clock: IReactorTime, lifetime: float, limit: int = 65_536
+    ) -> None:
+        """Remember counts for ``lifetime`` seconds of ``clock``."""
+        self.clock = clock
+        self.lifetime = lifetime
+        self.limit = limit
+        self.floor = float("-inf")
+        # nonce -> (expiry, highest count), oldest first use first.
+        self._counts: dict[str, tuple[float, int]] = {}
+
+    def __len__(self) -> int:
+        """How many nonces are remembered."""
+        return len(self._counts)
+
+    def advance(self, nonce: str, issued: float, count: int) -> bool:
+        """Take ``count`` for ``nonce`` if it is above the last one.
+
+        Args:
+            nonce: a valid nonce.
+            issued: when it was issued.
+            count: the request's nonce count.
+
+        Returns:
+            Whether the count is new (above every count seen for the nonce);
+            ``False`` for a replay.
+        """
+        counts = self._counts
+        now = self.clock.seconds()
+        self._expire(now)
+        known = counts.get(nonce)
+        if known is not None:
+            if count <= known[1]:
+                return False
+            counts[nonce] = (known[0], count)
+            return True
+        if issued <= self.floor:
+            return False
+        while len(counts) >= self.limit:
+            oldest = next(iter(counts))
+            expiry, _ = counts.pop(oldest)
+            if expiry > now:
+                self.floor = max(self.floor, expiry - self.lifetime)
+        counts[nonce] = (issued + self.lifetime, count)
+        return True
+
+    def _expire(self, now: float) -> None:
+        """Forget the oldest entries whose nonces have expired."""
+        counts = self._counts
+        while counts:
+            oldest = next(iter(counts))
+            if counts[oldest][0] > now:
+                return
+            del counts[oldest]
