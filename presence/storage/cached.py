@@ -24,6 +24,8 @@ from presence.storage.records import (
     Batch,
     Binding,
     DialogKey,
+    EventCounts,
+    Page,
     Publication,
     Subscription,
     SubscriptionKey,
@@ -339,6 +341,42 @@ class CachedStore:
         for row in rows:
             self._dirty.bindings[(row.aor, row.contact)] = None
         return rows
+
+    # -- listings, from memory -----------------------------------------------------
+
+    async def listPublications(
+        self,
+        presentity: str | None = None,
+        event: str | None = None,
+        after: tuple[str, ...] | None = None,
+        limit: int = 1000,
+    ) -> Page[Publication]:
+        """See `IPresenceStore.listPublications`."""
+        return await self.memory.listPublications(presentity, event, after, limit)
+
+    async def listSubscriptions(
+        self,
+        presentity: str | None = None,
+        event: str | None = None,
+        after: tuple[str, ...] | None = None,
+        limit: int = 1000,
+    ) -> Page[Subscription]:
+        """See `IPresenceStore.listSubscriptions`."""
+        return await self.memory.listSubscriptions(presentity, event, after, limit)
+
+    async def listWatchers(
+        self,
+        presentity: str | None = None,
+        event: str | None = None,
+        after: tuple[str, ...] | None = None,
+        limit: int = 1000,
+    ) -> Page[Watcher]:
+        """See `IPresenceStore.listWatchers`."""
+        return await self.memory.listWatchers(presentity, event, after, limit)
+
+    async def eventCounts(self) -> EventCounts:
+        """See `IPresenceStore.eventCounts`."""
+        return await self.memory.eventCounts()
 
     def counts(self) -> dict[str, int]:
         """How many rows of each kind are kept."""
