@@ -15,9 +15,10 @@ from typing import Any
 from presence.config import Config, databaseKind, sqlitePath
 from presence.core.dispatcher import SERVER, Dispatcher
 from presence.core.expiry import ExpirySweeper
-from presence.core.notify import Notifier
+from presence.core.notify import Notifier, NotifyStatistics
 from presence.core.publish import PublishHandler
 from presence.core.registrar import Registrar
+from presence.core.statistics import RequestStatistics
 from presence.core.subscribe import SubscribeHandler
 from presence.core.watchers import WatcherTracker
 from presence.packages.dialog import DialogPackage, SharedLineDialogPackage
@@ -32,6 +33,7 @@ from presence.storage.cached import CachedStore
 from presence.storage.interfaces import IPresenceStore
 from presence.storage.memory import MemoryStore
 from presence.storage.service import CACHE, MEMORY, SHARED, StorageService
+from presence.storage.statistics import StorageStatistics
 from presence.xcap.policy import AllowAll
 
 
@@ -74,7 +76,7 @@ def buildStack(config: Config, reactor: Any) -> Stack:
         advertisedHost=config.advertisedAddress,
     )
     transactions = TransactionLayer(reactor, transports, serverHeader=SERVER)
-    store, storage = buildStore(config, reactor)
+    store, storage = buildStore(config, reactor, StorageStatistics())
     packages = PackageRegistry(
         [
             PresencePackage(offline=config.offlineBody),
@@ -91,6 +93,7 @@ def buildStack(config: Config, reactor: Any) -> Stack:
         transactions,
         transports,
         onRemoved=lambda s, why: watchers.changed(s, "deactivated"),
+        stats=NotifyStatistics(),
     )
     watchers = WatcherTracker(reactor, store, packages, notifier)
     subscribe = SubscribeHandler(
@@ -117,6 +120,7 @@ def buildStack(config: Config, reactor: Any) -> Stack:
         packages,
         ready=lambda: storage.serving,
         maxBodySize=config.maxBodySize,
+        stats=RequestStatistics(),
     )
     transactions.user = dispatcher
     return Stack(
@@ -136,24 +140,36 @@ def buildStack(config: Config, reactor: Any) -> Stack:
     )
 
 
-def buildStore(config: Config, reactor: Any) -> tuple[IPresenceStore, StorageService]:
-    """The store the configuration asks for, and the service that runs it."""
+def buildStore(
+    config: Config, reactor: Any, stats: StorageStatistics | None = None
+) -> tuple[IPresenceStore, StorageService]:
+    """The store the configuration asks for, and the service that runs it.
+
+    Args:
+        config: the configuration.
+        reactor: what the store runs on.
+        stats: the counters the database and the service raise.
+    """
+    stats = stats if stats is not None else StorageStatistics()
     kind = databaseKind(config.database)
     if kind == "memory":
         memory = MemoryStore()
-        return memory, StorageService(reactor, MEMORY, memory)
+        return memory, StorageService(reactor, MEMORY, memory, stats=stats)
     database: Any
     if kind == "sqlite":
         from presence.storage.sqlite import SQLiteStore
 
         path = sqlitePath(config.database)
-        database = SQLiteStore(path, reactor=reactor)
+        database = SQLiteStore(path, reactor=reactor, stats=stats)
         description = f"sqlite:{path}"
     else:
         from presence.storage.postgres import PostgresStore
 
         database = PostgresStore(
-            config.database, reactor=reactor, connections=config.dbConnections
+            config.database,
+            reactor=reactor,
+            connections=config.dbConnections,
+            stats=stats,
         )
         description = _withoutPassword(config.database)
     store: IPresenceStore
@@ -169,6 +185,7 @@ def buildStore(config: Config, reactor: Any) -> tuple[IPresenceStore, StorageSer
         flushPeriod=config.dbUpdatePeriod,
         createTables=config.createTables,
         description=description,
+        stats=stats,
     )
     return store, service
 

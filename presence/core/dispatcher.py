@@ -19,6 +19,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from presence import __version__
+from presence.core.statistics import RequestStatistics
 from presence.packages.interfaces import PackageRegistry
 from presence.sip.errors import (
     BadExtension,
@@ -135,6 +136,7 @@ class Dispatcher:
         checks: the request checks run, in order, before a request is handed
             to its handler; the first is the readiness check.
         supported: the option tags the server supports.
+        stats: the requests answered, by method and status, and how fast.
     """
 
     log = Logger()
@@ -146,6 +148,7 @@ class Dispatcher:
         ready: Callable[[], bool] = lambda: True,
         checks: Sequence[RequestCheck] = (),
         maxBodySize: int = 60000,
+        stats: RequestStatistics | None = None,
     ) -> None:
         """Route to ``handlers`` and advertise ``packages``.
 
@@ -156,6 +159,8 @@ class Dispatcher:
                 request gets 503 (it becomes the first request check).
             checks: more request checks, run after the readiness one.
             maxBodySize: the largest body accepted (513 above it).
+            stats: where the requests answered are counted (a new
+                `RequestStatistics` when not given).
         """
         self.maxBodySize = maxBodySize
         self.handlers: dict[str, Handler] = {"OPTIONS": self._options}
@@ -165,6 +170,9 @@ class Dispatcher:
         self.supported: list[str] = []
         self.requests = 0
         self.errors = 0
+        self.stats = stats if stats is not None else RequestStatistics()
+        # Made once: a bound method made per request would cost an object each.
+        self._onFinal = self._answered
 
     @property
     def allow(self) -> list[str]:
@@ -193,6 +201,7 @@ class Dispatcher:
     ) -> None:
         """Check and route a new request; never raises."""
         self.requests += 1
+        transaction.onFinalResponse = self._onFinal
         try:
             checkRequest(request, self.maxBodySize, self.supported)
             handler = self.handlers.get(request.method)
@@ -229,7 +238,16 @@ class Dispatcher:
         """Answer a request that failed to parse with 400 (or 505, 513)."""
         self.requests += 1
         self.errors += 1
+        transaction.onFinalResponse = self._onFinal
         transaction.respond(self._response(transaction, code, reason))
+
+    def _answered(self, transaction: ServerTransaction, response: SIPResponse) -> None:
+        """Count a request's final response and how long it took to come."""
+        self.stats.answered(
+            transaction.request.method,
+            response.code,
+            transaction.layer.clock.seconds() - transaction.received,
+        )
 
     def _answerError(self, transaction: ServerTransaction, failure: Failure) -> None:
         self.errors += 1

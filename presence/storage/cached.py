@@ -135,6 +135,11 @@ class CachedStore:
         await self.database.setMarker(RUNNING, 0)
 
     @property
+    def failing(self) -> bool:
+        """Whether the last flush could not write every row."""
+        return self._failing
+
+    @property
     def pending(self) -> int:
         """How many changed rows wait to be written.
 

@@ -97,6 +97,7 @@ from presence.storage.statements import compileStatement as compileStatement
 from presence.storage.statements import loadSchema as loadSchema
 from presence.storage.statements import mergeStatements as mergeStatements
 from presence.storage.statements import splitScript as splitScript
+from presence.storage.statistics import StorageStatistics
 from presence.storage.waiters import Waiters
 
 T = TypeVar("T")
@@ -149,17 +150,23 @@ class SQLStore:
     Attributes:
         runner: the runner of the statements; ``None`` while the store is
             stopped.
+        stats: the counters of the database (its errors).
     """
 
     log = Logger()
 
-    def __init__(self, dialect: str, tablesQuery: str) -> None:
+    def __init__(
+        self, dialect: str, tablesQuery: str, stats: StorageStatistics | None = None
+    ) -> None:
         """Make a store that is not started yet.
 
         Args:
             dialect: the name of the schema file, ``sqlite`` or ``postgres``.
             tablesQuery: a statement listing the names of the tables there are.
+            stats: where failed statements are counted (a new
+                `StorageStatistics` when not given).
         """
+        self.stats = stats if stats is not None else StorageStatistics()
         self.dialect = dialect
         self._tablesQuery = tablesQuery
         self.runner: SQLRunner | None = None
@@ -199,6 +206,7 @@ class SQLStore:
         try:
             result = await d
         except runner.errors as e:
+            self.stats.errors += 1
             if runner.isDisconnection(e):
                 self._disconnected(e)
             raise StorageError(f"{self.dialect}: {type(e).__name__}: {e}") from e

@@ -790,6 +790,15 @@ class SQLStoreTests(_Base):
         self.assertEqual((snapshot.publications, snapshot.subscriptions), ([], []))
         self.assertTrue(self.store.ready)
 
+    async def test_errorsCounted(self) -> None:
+        """Each statement the database refuses is counted."""
+        self.assertEqual(self.store.stats.errors, 0)
+        await self.assertFailure(
+            Deferred.fromCoroutine(self.store._query("SELECT nope FROM nothing", {})),
+            StorageError,
+        )
+        self.assertEqual(self.store.stats.errors, 1)
+
     async def test_emptyBatch(self) -> None:
         """An empty batch does nothing."""
         await self.store.applyBatch(Batch())
