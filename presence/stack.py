@@ -12,6 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from twisted.web.server import Site
+
+from presence.admin import ServerStatistics, adminSite
 from presence.config import Config, databaseKind, sqlitePath
 from presence.core.dispatcher import SERVER, Dispatcher
 from presence.core.expiry import ExpirySweeper
@@ -53,6 +56,8 @@ class Stack:
     publish: PublishHandler
     registrar: Registrar
     sweeper: ExpirySweeper
+    statistics: ServerStatistics
+    admin: Site
     reactor: Any
 
 
@@ -60,6 +65,9 @@ def buildStack(config: Config, reactor: Any) -> Stack:
     """Build the server the configuration describes, on ``reactor``.
 
     Every object is given its collaborators and callbacks when it is built.
+    The administration site (`presence.admin`) reads the counters of every
+    layer through `ServerStatistics`; ``presence.tap`` listens with it.
+
     Two links close a loop and so are made late: the notifier tells the
     watcher tracker of the subscriptions it removes, and the tracker notifies
     through the notifier (the callback looks the tracker up when called); the
@@ -123,6 +131,10 @@ def buildStack(config: Config, reactor: Any) -> Stack:
         stats=RequestStatistics(),
     )
     transactions.user = dispatcher
+    statistics = ServerStatistics(
+        transports, transactions, dispatcher.stats, notifier, storage, store
+    )
+    admin = adminSite(statistics, store, notifier, packages, reactor)
     return Stack(
         config=config,
         transports=transports,
@@ -136,6 +148,8 @@ def buildStack(config: Config, reactor: Any) -> Stack:
         publish=publish,
         registrar=registrar,
         sweeper=sweeper,
+        statistics=statistics,
+        admin=admin,
         reactor=reactor,
     )
 

@@ -135,17 +135,40 @@ class MakeServiceTests(SynchronousTestCase):
     """The service tree makeService builds (never started here)."""
 
     def test_defaultTree(self) -> None:
-        """The default builds one UDP and one TCP listener on 5060."""
+        """The default builds one UDP and one TCP listener on 5060, and the admin."""
         top = makeService(options(), MemoryReactorClock())
         children = list(top)
-        self.assertEqual(len(children), 3)
+        self.assertEqual(len(children), 4)
+        admin = top.getServiceNamed("admin")
+        assert isinstance(admin, internet.StreamServerEndpointService)
+        self.assertEqual(
+            (admin.endpoint._port, admin.endpoint._interface),
+            (8080, "127.0.0.1"),
+        )
+        self.assertIs(admin.factory, top.stack.admin)
         udp = [c for c in children if isinstance(c, internet.UDPServer)]
         tcp = [
-            c for c in children if isinstance(c, internet.StreamServerEndpointService)
+            c
+            for c in children
+            if isinstance(c, internet.StreamServerEndpointService) and c is not admin
         ]
         self.assertEqual(len(udp), 1)
         self.assertEqual(len(tcp), 1)
         self.assertEqual(udp[0].args[0], 5060)
+
+    def test_adminListen(self) -> None:
+        """--admin-listen moves the administration site; "none" leaves it out."""
+        self.assertEqual(Config().adminListen, "tcp:8080:interface=127.0.0.1")
+        config = options("--admin-listen", "tcp:9090").config
+        self.assertEqual(config.adminListen, "tcp:9090")
+        top = makeService(options("--admin-listen", "none"), MemoryReactorClock())
+        self.assertNotIn("admin", [c.name for c in top])
+        self.assertRaises(usage.UsageError, options, "--admin-listen", "tcp:x")
+        self.assertRaises(usage.UsageError, options, "--admin-listen", "http:80")
+        self.assertRaises(ConfigError, fromMapping, {"admin_listen": 8080})
+        self.assertEqual(
+            fromMapping({"admin_listen": "none"}).validate().adminListen, "none"
+        )
 
     def test_listeners(self) -> None:
         """Each --listen becomes one listening service."""
