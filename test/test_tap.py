@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import configparser
+
 from twisted.application import internet
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
@@ -93,6 +95,27 @@ class OptionsTests(SynchronousTestCase):
             config = loadFile(f"etc/{name}").validate()
             self.assertIsInstance(config, Config)
         self.assertTrue(loadFile("etc/presence-shared.toml").fallback2db)
+        self.assertEqual(
+            loadFile("etc/presence.toml").adminListen, Config().adminListen
+        )
+
+    def test_systemdUnit(self) -> None:
+        """The systemd unit runs twistd in the foreground, as its own user."""
+        unit = configparser.ConfigParser(strict=False, interpolation=None)
+        unit.optionxform = str  # type: ignore[assignment,method-assign]
+        unit.read("etc/presence.service")
+        service = unit["Service"]
+        command = service["ExecStart"].split()
+        self.assertTrue(command[0].endswith("/twistd"))
+        self.assertIn("-n", command[: command.index("presence")])
+        self.assertEqual(
+            command[command.index("presence") :],
+            ["presence", "--config", "/etc/presence/presence.toml"],
+        )
+        self.assertEqual(service["Restart"], "on-failure")
+        self.assertEqual(service["User"], "presence")
+        self.assertEqual(service["WorkingDirectory"], "/var/lib/presence")
+        self.assertIn("/var/lib/presence", service["ReadWritePaths"])
 
 
 class ListenTests(SynchronousTestCase):

@@ -303,6 +303,21 @@ class StatisticsTests(AdminTestCase):
         self.assertEqual(families["presence_serving"].samples[0].value, 1)
         self.assertEqual(families["presence_notifies_sent"].samples[0].value, 0)
 
+    async def test_openMetrics(self) -> None:
+        """A scraper asking for OpenMetrics gets it."""
+        response = await self.http.get(
+            f"{self.base}/metrics",
+            headers=Headers(
+                {"Accept": ["application/openmetrics-text; version=1.0.0"]}
+            ),
+        )
+        self.assertEqual(response.code, 200)
+        [kind] = response.headers.getRawHeaders("content-type")
+        self.assertTrue(kind.startswith("application/openmetrics-text"), kind)
+        text = (await response.content()).decode()
+        self.assertTrue(text.endswith("# EOF\n"))
+        self.assertIn("# TYPE presence_requests counter", text)
+
     async def test_notifiesCounted(self) -> None:
         """A subscription's NOTIFY is counted sent and accepted; gauges follow."""
         bob = await self.ua("bob")
