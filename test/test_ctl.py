@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import socket
 import subprocess
 import sys
 from typing import Any
@@ -292,10 +293,14 @@ class ConsoleScriptTests(SynchronousTestCase):
 
     def test_exitStatus(self) -> None:
         """It prints one line to stderr and exits with status 1."""
+        # A loopback port that was free a moment ago; nothing listens there.
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
         path = self.mktemp()
         with open(path, "w") as f:
-            # Port 9 (discard) on loopback: nothing listens there.
-            f.write('database = "memory"\nadmin_listen = "tcp:9:interface=127.0.0.1"\n')
+            f.write('database = "memory"\n')
+            f.write(f'admin_listen = "tcp:{port}:interface=127.0.0.1"\n')
         done = subprocess.run(
             [sys.executable, "-m", "presence.ctl", "--config", path, "stats"],
             capture_output=True,
@@ -307,5 +312,5 @@ class ConsoleScriptTests(SynchronousTestCase):
         self.assertEqual(
             done.stderr,
             "presence-ctl: cannot reach the presence server at"
-            " http://127.0.0.1:9/RPC2: connection refused\n",
+            f" http://127.0.0.1:{port}/RPC2: connection refused\n",
         )
