@@ -17,6 +17,7 @@ setup(
         "txpostgres>=1.7",
         "psycopg2-binary>=2.9",
         "treq>=23.11",
+        "prometheus_client>=0.17",
         "zope.interface>=6.0",
     ],
     extras_require={

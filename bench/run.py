@@ -35,7 +35,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -60,6 +62,11 @@ LOG_TROUBLE: Final = ("#error]", "#critical]", "#warn]", "Traceback", "Unhandled
 #: The server's configuration file: the in-memory store, whatever the default.
 #: The server's configuration file; --database and --fallback2db change it.
 SERVER_CONFIG = 'database = "memory"\n'
+#: Whether the server runs its administration site (on a free loopback port,
+#: as the default configuration runs it on 8080), from --admin.
+ADMIN = "on"
+#: Seconds between fetches of /metrics while the server runs (0: none).
+SCRAPE = 0.0
 #: py-spy's sampling rate (per second) with --profile.
 PROFILE_RATE: Final = 250
 
@@ -432,6 +439,9 @@ class Server:
         self._log: IO[bytes] | None = None
         self.stopSeconds = 0.0
         self.exitStatus: int | None = None
+        self.adminPort = 0
+        self.scrapes = 0
+        self._scraping: threading.Event | None = None
 
     @property
     def pid(self) -> int:
@@ -459,6 +469,11 @@ class Server:
         for _ in range(3):
             self.port = freePort(tcpToo=True)
             listen = f"{self.port}:interface={LOOPBACK}"
+            if ADMIN == "on":
+                self.adminPort = freePort(tcpToo=True)
+                admin = f"tcp:{self.adminPort}:interface={LOOPBACK}"
+            else:
+                admin = "none"
             command = [
                 *self.pin,
                 self.twistd,
@@ -471,6 +486,8 @@ class Server:
                 f"udp:{listen}",
                 "--listen",
                 f"tcp:{listen}",
+                "--admin-listen",
+                admin,
                 *extraArgs,
             ]
             self._log = self.logPath.open("ab")
@@ -483,6 +500,8 @@ class Server:
                 start_new_session=True,
             )
             if self._waitReady():
+                if SCRAPE and ADMIN == "on":
+                    self._startScraping()
                 return
             self.stop()
         raise RuntimeError(
@@ -532,8 +551,27 @@ class Server:
                         return True
         return False
 
+    def _startScraping(self) -> None:
+        """Fetch /metrics every SCRAPE seconds, as Prometheus would, until stop."""
+        stop = self._scraping = threading.Event()
+        url = f"http://{LOOPBACK}:{self.adminPort}/metrics"
+
+        def scrape() -> None:
+            while not stop.wait(SCRAPE):
+                try:
+                    with urllib.request.urlopen(url, timeout=5) as response:
+                        response.read()
+                    self.scrapes += 1
+                except OSError:
+                    pass
+
+        threading.Thread(target=scrape, name="scrape", daemon=True).start()
+
     def stop(self) -> None:
         """SIGTERM the server, wait for it, and kill it if it hangs."""
+        if self._scraping is not None:
+            self._scraping.set()
+            self._scraping = None
         if self.process is None:
             return
         started = time.monotonic()
@@ -1169,6 +1207,20 @@ def parseArguments(argv: Sequence[str]) -> argparse.Namespace:
         action="store_true",
         help="shared mode: every read and write goes to the database",
     )
+    parser.add_argument(
+        "--admin",
+        choices=("on", "none"),
+        default="on",
+        help="run the server with its administration site on a free loopback"
+        " port (on, the default, as deployed) or without one (none)",
+    )
+    parser.add_argument(
+        "--scrape",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="with --admin on, fetch /metrics every SECONDS during each run",
+    )
     parser.add_argument("--list", action="store_true", help="list the scenarios")
     options = parser.parse_args(argv)
     unknown = [
@@ -1186,7 +1238,8 @@ def parseArguments(argv: Sequence[str]) -> argparse.Namespace:
 def main(argv: Sequence[str]) -> int:
     """Run the scenarios asked for and print the table; 0 if a rate was sustained."""
     options = parseArguments(argv)
-    global SERVER_CONFIG
+    global SERVER_CONFIG, ADMIN, SCRAPE
+    ADMIN, SCRAPE = options.admin, options.scrape
     SERVER_CONFIG = f'database = "{options.database}"\n' + (
         "fallback2db = true\n" if options.fallback2db else ""
     )

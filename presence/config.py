@@ -18,6 +18,9 @@ from presence.errors import PresenceError
 
 DEFAULT_LISTEN = ("udp:5060", "tcp:5060")
 
+#: Where the administration site (XML-RPC and metrics) listens by default.
+DEFAULT_ADMIN_LISTEN = "tcp:8080:interface=127.0.0.1"
+
 
 class ConfigError(PresenceError):
     """The configuration is invalid; the message says which setting and why."""
@@ -163,6 +166,9 @@ class Config:
             one accept each other's nonces. ``None``: random at start.
         trustedPeers: addresses and networks whose requests are not
             challenged and whose P-Asserted-Identity (RFC 3325) is believed.
+        adminListen: where the administration site (XML-RPC on ``/RPC2``,
+            Prometheus metrics on ``/metrics``) listens, as a Twisted server
+            endpoint description, or ``"none"`` for no administration site.
 
     An expiry setting replaces only its own bound; how the bounds left to a
     package (or the registrar) yield to it is
@@ -197,6 +203,7 @@ class Config:
     nonceLifetime: int = 300
     nonceSecret: str | None = dataclasses.field(default=None, repr=False)
     trustedPeers: tuple[str, ...] = ()
+    adminListen: str = DEFAULT_ADMIN_LISTEN
 
     @property
     def listenAddresses(self) -> list[ListenAddress]:
@@ -226,6 +233,7 @@ class Config:
             raise ConfigError('offline_body must be "closed" or "empty"')
         if not 0 < self.maxBodySize <= 65535:
             raise ConfigError("max_body_size must be between 1 and 65535")
+        checkAdminListen(self.adminListen)
         problems = self._expiryProblems() + self._authProblems()
         if problems:
             raise ConfigError("; ".join(problems))
@@ -386,6 +394,7 @@ _KEYS: dict[str, tuple[str, Any]] = {
         "trustedPeers",
         lambda v: tuple(_strings("trusted_peers", v)),
     ),
+    "admin_listen": ("adminListen", lambda v: _string("admin_listen", v)),
 }
 
 #: The digest algorithms ``auth_algorithms`` may name (RFC 8760 section 2.1),
@@ -418,6 +427,66 @@ _EXPIRY_GROUPS: tuple[tuple[tuple[str, str, str], bool], ...] = (
         True,
     ),
 )
+
+
+def checkAdminListen(description: str) -> None:
+    """Check an ``admin_listen`` setting: ``"none"`` or a server endpoint.
+
+    Raises:
+        ConfigError: Twisted cannot make an endpoint of it.
+    """
+    if description == "none":
+        return
+    from twisted.internet.endpoints import serverFromString
+
+    try:
+        # Only parsed: an endpoint listens when asked to, not when made.
+        serverFromString(None, description)
+    except (ValueError, TypeError, KeyError) as e:
+        raise ConfigError(
+            f'admin_listen {description!r}: {e} (expected "none" or an endpoint'
+            ' such as "tcp:8080:interface=127.0.0.1")'
+        ) from None
+
+
+def adminURL(description: str) -> str:
+    """The XML-RPC URL of an administration site listening on ``description``.
+
+    ``tcp:8080:interface=127.0.0.1`` -> ``http://127.0.0.1:8080/RPC2``; a site
+    on every interface (no interface, ``0.0.0.0`` or ``::``) is reached on
+    the loopback address.
+
+    Raises:
+        ConfigError: the description is ``"none"``, not a TCP endpoint, or has
+            no port to reach.
+    """
+    parts = _splitEndpoint(description.strip())
+    kind = parts[0].lower()
+    if description == "none":
+        raise ConfigError("admin_listen is none: the server has no administration site")
+    if kind not in ("tcp", "tcp6"):
+        raise ConfigError(
+            f"admin_listen {description!r}: only a tcp: site can be reached"
+        )
+    port, interface = "", ""
+    for part in parts[1:]:
+        key, equals, value = part.partition("=")
+        if not equals and not port:
+            port = key
+        elif key == "port":
+            port = value
+        elif key == "interface":
+            interface = value
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"admin_listen {description!r}: no port to reach")
+    host = interface or ("::1" if kind == "tcp6" else "127.0.0.1")
+    if host == "0.0.0.0":
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{int(port)}/RPC2"
 
 
 def databaseKind(url: str) -> str:

@@ -1,28 +1,48 @@
-"""``presence-ctl``: the operator's command for the server's database.
+"""``presence-ctl``: the operator's command for the server and its database.
 
     presence-ctl [--config FILE] [--database URL] db init
     presence-ctl [--config FILE] [--database URL] db upgrade
     presence-ctl [--config FILE] [--database URL] db dump
+    presence-ctl [--config FILE] [--url URL] show URI
+    presence-ctl [--config FILE] [--url URL] subscriptions [--event E]
+    presence-ctl [--config FILE] [--url URL] refresh-watchers URI [--event E] [--type N]
+    presence-ctl [--config FILE] [--url URL] stats [NAME...]
 
-It reads the same configuration file as the server. ``init`` creates the
-tables that are missing, ``upgrade`` brings an older schema to this version (or
-says there is nothing to do), ``dump`` prints the presentities, subscriptions,
-watchers and bindings the database holds.
+It reads the same configuration file as the server. The ``db`` commands work
+on the database itself: ``init`` creates the tables that are missing,
+``upgrade`` brings an older schema to this version (or says there is nothing
+to do), ``dump`` prints the presentities, subscriptions, watchers and
+bindings the database holds. The others ask the running server, over XML-RPC
+at its ``admin_listen`` address (or ``--url``): ``show`` prints a
+presentity's publications, subscriptions and watchers, ``subscriptions``
+every subscription, ``refresh-watchers`` has the server notify a
+presentity's watchers again, ``stats`` prints the server's counters.
 """
 
 from __future__ import annotations
 
 import getpass
 import sys
+import xmlrpc.client
 from collections.abc import Sequence
-from typing import Any, ClassVar, TextIO
+from typing import Any, ClassVar, Final, TextIO
 
-from twisted.internet import task
-from twisted.internet.defer import Deferred
+from treq.client import HTTPClient
+from twisted.internet import error, task
+from twisted.internet.defer import Deferred, TimeoutError
 from twisted.python import usage
+from twisted.web.client import Agent
+from twisted.web.http_headers import Headers
 
 from presence.auth.digest import computeHA1
-from presence.config import ConfigError, databaseKind, fromMapping, loadFile, sqlitePath
+from presence.config import (
+    ConfigError,
+    adminURL,
+    databaseKind,
+    fromMapping,
+    loadFile,
+    sqlitePath,
+)
 from presence.status import STATUS_NAMES
 from presence.storage.credentials import (
     SUBSCRIBER,
@@ -33,6 +53,9 @@ from presence.storage.credentials import (
 from presence.storage.errors import StorageError
 from presence.storage.limits import oversized
 from presence.storage.statements import SCHEMA_VERSION
+
+#: Seconds to wait for the server to answer one call.
+CALL_TIMEOUT: Final = 30.0
 
 
 class DatabaseOptions(usage.Options):
@@ -241,27 +264,137 @@ def _userColumns(user: Credentials) -> str:
     return text + ", clear password stored" if user.password else text
 
 
+class ShowOptions(usage.Options):
+    """Options of ``presence-ctl show``."""
+
+    synopsis = "presence-ctl show URI"
+
+    def parseArgs(self, uri: str) -> None:  # type: ignore[override]  # usage.Options counts these arguments
+        """Take the presentity."""
+        self["uri"] = uri
+
+
+class SubscriptionsOptions(usage.Options):
+    """Options of ``presence-ctl subscriptions``."""
+
+    synopsis = "presence-ctl subscriptions [--event E]"
+    optParameters: ClassVar[list[list[Any]]] = [
+        ["event", "e", None, "Only the subscriptions to this event package."],
+    ]
+
+
+def optionsFirst(argv: Sequence[str], withValue: Sequence[str]) -> list[str]:
+    """The arguments with the options moved before the others.
+
+    ``usage.Options`` stops at the first argument that is not an option;
+    this lets ``refresh-watchers URI --event E`` be written as documented.
+
+    Args:
+        argv: the arguments.
+        withValue: the options that take a value (``--event``, ``-e``).
+    """
+    options: list[str] = []
+    others: list[str] = []
+    items = iter(argv)
+    for arg in items:
+        if arg == "--":
+            others.extend(items)
+        elif arg.startswith("-") and arg != "-":
+            options.append(arg)
+            value = next(items, None) if arg in withValue else None
+            if value is not None:
+                options.append(value)
+        else:
+            others.append(arg)
+    return [*options, "--", *others] if others else options
+
+
+class RefreshOptions(usage.Options):
+    """Options of ``presence-ctl refresh-watchers``."""
+
+    synopsis = "presence-ctl refresh-watchers URI [--event E] [--type N]"
+    optParameters: ClassVar[list[list[Any]]] = [
+        ["event", "e", "presence", "The event package."],
+        [
+            "type",
+            "t",
+            1,
+            "OpenSIPS's refresh type: 0 the rules changed, 1 the state changed"
+            " (both re-send the stored state until privacy rules exist).",
+            int,
+        ],
+    ]
+
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
+        """Parse, with the options anywhere."""
+        argv = sys.argv[1:] if options is None else options
+        super().parseOptions(optionsFirst(argv, ("--event", "-e", "--type", "-t")))
+
+    def parseArgs(self, uri: str) -> None:  # type: ignore[override]  # usage.Options counts these arguments
+        """Take the presentity."""
+        self["uri"] = uri
+
+
+class StatsOptions(usage.Options):
+    """Options of ``presence-ctl stats``."""
+
+    synopsis = "presence-ctl stats [NAME...]"
+
+    def parseArgs(self, *names: str) -> None:
+        """Take the statistics wanted: ``group:name`` or ``group:``; all if none."""
+        self["names"] = list(names)
+
+
+#: The commands that ask the running server.
+SERVER_COMMANDS: Final = ("show", "subscriptions", "refresh-watchers", "stats")
+
+
 class Options(usage.Options):
     """Options of ``presence-ctl``."""
 
-    synopsis = "presence-ctl [--config FILE] [--database URL] db init|upgrade|dump"
+    synopsis = (
+        "presence-ctl [--config FILE] [--database URL] [--url URL]"
+        " db init|upgrade|dump | show URI | subscriptions | refresh-watchers URI"
+        " | stats"
+    )
     longdesc = (
-        "Manage the presence server's database: init creates the missing"
-        " tables, upgrade checks the schema version, dump prints the rows."
+        "Manage the presence server's database (db: init creates the missing"
+        " tables, upgrade checks the schema version, dump prints the rows), or"
+        " ask the running server through its administration site (show,"
+        " subscriptions, refresh-watchers, stats)."
     )
     optParameters: ClassVar[list[list[Any]]] = [
         ["config", "c", None, "The server's TOML configuration file."],
         ["database", None, None, "The database, overriding the file's."],
+        [
+            "url",
+            None,
+            None,
+            "The server's XML-RPC URL, overriding the file's admin_listen"
+            " (http://127.0.0.1:8080/RPC2).",
+        ],
     ]
     subCommands: ClassVar[list[list[Any]]] = [
         ["db", None, DatabaseOptions, "Create, upgrade or dump the database."],
         ["user", None, UserOptions, "Add, remove or list digest users."],
+        ["show", None, ShowOptions, "A presentity's state in the running server."],
+        ["subscriptions", None, SubscriptionsOptions, "Every subscription."],
+        [
+            "refresh-watchers",
+            None,
+            RefreshOptions,
+            "Notify a presentity's watchers again.",
+        ],
+        ["stats", None, StatsOptions, "The running server's counters."],
     ]
 
     def postOptions(self) -> None:
-        """Work out the database setting."""
+        """Work out the database setting, or the server's address."""
         if self.subCommand is None:
-            raise usage.UsageError("a command is needed: db init|upgrade|dump")
+            raise usage.UsageError(
+                "a command is needed: db init|upgrade|dump, show, subscriptions,"
+                " refresh-watchers or stats"
+            )
         try:
             config = loadFile(self["config"]) if self["config"] else fromMapping({})
             if self["database"]:
@@ -269,6 +402,13 @@ class Options(usage.Options):
             config.validate()
         except ConfigError as e:
             raise usage.UsageError(str(e)) from None
+        if self.subCommand in SERVER_COMMANDS:
+            if not self["url"]:
+                try:
+                    self["url"] = adminURL(config.adminListen)
+                except ConfigError as e:
+                    raise usage.UsageError(f"{e} (give --url)") from None
+            return
         if databaseKind(config.database) == "memory":
             raise usage.UsageError("the database is memory: there is nothing to manage")
         self["url"] = config.database
@@ -326,10 +466,162 @@ def dump(rows: Any, out: TextIO, now: float) -> None:
         out.write(f"  {b.aor} -> {b.contact} expires {_when(b.expires, now)}\n")
 
 
-async def run(options: Options, reactor: Any, out: TextIO) -> int:
+# -- the running server ----------------------------------------------------------
+
+
+class CtlError(Exception):
+    """A command failed; the message is the one line to print."""
+
+
+class AdminClient:
+    """Calls the server's XML-RPC methods (the marshalling is the stdlib's)."""
+
+    def __init__(self, url: str, reactor: Any, timeout: float = CALL_TIMEOUT) -> None:
+        """Call the server at ``url``, on ``reactor``."""
+        self.url = url
+        self.reactor = reactor
+        self.timeout = timeout
+        self.http = HTTPClient(Agent(reactor, connectTimeout=timeout))
+
+    async def call(self, method: str, *args: Any) -> Any:
+        """Call ``method``; return its result.
+
+        Raises:
+            CtlError: the server cannot be reached, or answered a fault or
+                something that is not XML-RPC.
+        """
+        body = xmlrpc.client.dumps(args, method, allow_none=False).encode()
+        try:
+            posted = self.http.post(
+                self.url, data=body, headers=Headers({b"Content-Type": [b"text/xml"]})
+            )
+            posted.addTimeout(self.timeout, self.reactor)
+            response = await posted
+            read = response.content()
+            read.addTimeout(self.timeout, self.reactor)
+            content = await read
+        except error.ConnectionRefusedError:
+            raise self._unreachable("connection refused") from None
+        except (TimeoutError, error.TimeoutError):
+            raise self._unreachable("no answer in time") from None
+        except Exception as e:
+            raise self._unreachable(_reason(e)) from None
+        if response.code != 200:
+            raise CtlError(
+                f"the presence server at {self.url} answered HTTP {response.code}:"
+                " is this the server's admin_listen address?"
+            )
+        try:
+            (result,), _ = xmlrpc.client.loads(content, use_builtin_types=True)
+        except xmlrpc.client.Fault as fault:
+            raise CtlError(
+                f"the server refused: {fault.faultString} (fault {fault.faultCode})"
+            ) from None
+        except Exception as e:
+            raise CtlError(
+                f"the presence server at {self.url} did not answer XML-RPC: {e}"
+            ) from None
+        return result
+
+    def _unreachable(self, why: str) -> CtlError:
+        return CtlError(f"cannot reach the presence server at {self.url}: {why}")
+
+    async def everything(self, method: str, *args: Any) -> list[dict[str, Any]]:
+        """Every entry of a listing, page after page."""
+        entries: list[dict[str, Any]] = []
+        cursor = ""
+        while True:
+            # The server's default limit: its largest page.
+            page = await self.call(method, *args, cursor, "")
+            entries.extend(page["entries"])
+            cursor = page["next"]
+            if not cursor:
+                return entries
+
+
+def _reason(e: Exception) -> str:
+    """A short reason for a failed connection (treq wraps some in lists)."""
+    reasons = getattr(e, "reasons", None)
+    if reasons:
+        return "; ".join(r.getErrorMessage() for r in reasons)
+    return str(e) or type(e).__name__
+
+
+def _subscriptionLine(s: dict[str, Any], now: float) -> str:
+    event = s["event"] + (f";id={s['event_id']}" if s["event_id"] else "")
+    owner = f" owner={s['owner']}" if s["owner"] else ""
+    reason = f" ({s['reason']})" if s["reason"] else ""
+    return (
+        f"{event} <- {s['watcher']} {s['status']}{reason}"
+        f" expires {_when(s['expires'], now)} contact={s['contact']}"
+        f" transport={s['transport'] or '-'}{owner}"
+    )
+
+
+async def show(client: AdminClient, uri: str, out: TextIO, now: float) -> None:
+    """Print a presentity's publications, subscriptions and watchers."""
+    publications = await client.everything("pres_phtable_list", uri, "")
+    subscriptions = await client.everything("subs_phtable_list", uri, "")
+    watchers = await client.everything("pres_watchers_list", uri, "")
+    out.write(f"{uri}\n")
+    out.write(f"publications: {len(publications)}\n")
+    for p in publications:
+        sender = f" sender={p['sender']}" if p["sender"] else ""
+        out.write(
+            f"  {p['event']} etag={p['etag']} expires {_when(p['expires'], now)}"
+            f" {p['content_type']}{sender}\n"
+        )
+    out.write(f"subscriptions: {len(subscriptions)}\n")
+    for s in subscriptions:
+        out.write(f"  {_subscriptionLine(s, now)}\n")
+    out.write(f"watchers: {len(watchers)}\n")
+    for w in watchers:
+        reason = f" ({w['reason']})" if w["reason"] else ""
+        out.write(f"  {w['event']} <- {w['watcher']} {w['status']}{reason}\n")
+
+
+async def runServerCommand(
+    options: Options, reactor: Any, out: TextIO, err: TextIO
+) -> int:
+    """Carry out a command that asks the running server; the exit status."""
+    client = AdminClient(options["url"], reactor)
+    command, sub = options.subCommand, options.subOptions
+    now = reactor.seconds()
+    try:
+        if command == "show":
+            await show(client, sub["uri"], out, now)
+        elif command == "subscriptions":
+            rows = await client.everything("subs_phtable_list", "", sub["event"] or "")
+            for s in rows:
+                out.write(f"{s['presentity']} {_subscriptionLine(s, now)}\n")
+            out.write(f"{len(rows)} subscriptions\n")
+        elif command == "refresh-watchers":
+            result = await client.call(
+                "refreshWatchers", sub["uri"], sub["event"], sub["type"]
+            )
+            out.write(
+                f"refreshed {result['presentity']} {result['event']}"
+                f" (type {result['type']}): {result['subscriptions']} subscriptions\n"
+            )
+        else:
+            values = await client.call("get_statistics", *sub["names"])
+            for name in sorted(values):
+                out.write(f"{name} = {values[name]}\n")
+    except CtlError as e:
+        err.write(f"presence-ctl: {e}\n")
+        return 1
+    return 0
+
+
+async def run(
+    options: Options, reactor: Any, out: TextIO, err: TextIO | None = None
+) -> int:
     """Carry out the command; return the exit status."""
     if options.subCommand == "user":
         return await runUser(options, reactor, out)
+    err = err if err is not None else sys.stderr
+    if options.subCommand in SERVER_COMMANDS:
+        return await runServerCommand(options, reactor, out, err)
     action = options.subOptions["action"]
     database = openDatabase(options["url"], reactor)
     try:
@@ -348,7 +640,7 @@ async def run(options: Options, reactor: Any, out: TextIO) -> int:
             dump(await database.loadAll(), out, reactor.seconds())
     except StorageError as e:
         hint = "" if action == "init" else " (presence-ctl db init creates it)"
-        sys.stderr.write(f"presence-ctl: {e}{hint}\n")
+        err.write(f"presence-ctl: {e}{hint}\n")
         return 1
     finally:
         await database.stop()

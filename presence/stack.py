@@ -13,6 +13,9 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
+from twisted.web.server import Site
+
+from presence.admin import ServerStatistics, adminSite
 from presence.auth.check import DigestAuthenticator, IdentityCheck
 from presence.auth.identity import TrustedPeers
 from presence.config import Config, databaseKind, sqlitePath
@@ -24,9 +27,10 @@ from presence.core.expirypolicy import (
     publishExpires,
     subscribeExpires,
 )
-from presence.core.notify import Notifier
+from presence.core.notify import Notifier, NotifyStatistics
 from presence.core.publish import PublishHandler
 from presence.core.registrar import REGISTRAR_EXPIRES, Registrar
+from presence.core.statistics import RequestStatistics
 from presence.core.subscribe import SubscribeHandler
 from presence.core.watchers import WatcherTracker
 from presence.packages.dialog import DialogPackage, SharedLineDialogPackage
@@ -47,6 +51,7 @@ from presence.storage.credentials import (
 from presence.storage.interfaces import IPresenceStore
 from presence.storage.memory import MemoryStore
 from presence.storage.service import CACHE, MEMORY, SHARED, StorageService
+from presence.storage.statistics import StorageStatistics
 from presence.xcap.policy import AllowAll
 
 
@@ -66,6 +71,8 @@ class Stack:
     publish: PublishHandler
     registrar: Registrar
     sweeper: ExpirySweeper
+    statistics: ServerStatistics
+    admin: Site
     reactor: Any
     credentials: ICredentialStore | None = None
     authenticator: DigestAuthenticator | None = None
@@ -75,6 +82,9 @@ def buildStack(config: Config, reactor: Any) -> Stack:
     """Build the server the configuration describes, on ``reactor``.
 
     Every object is given its collaborators and callbacks when it is built.
+    The administration site (`presence.admin`) reads the counters of every
+    layer through `ServerStatistics`; ``presence.tap`` listens with it.
+
     Two links close a loop and so are made late: the notifier tells the
     watcher tracker of the subscriptions it removes, and the tracker notifies
     through the notifier (the callback looks the tracker up when called); the
@@ -91,7 +101,7 @@ def buildStack(config: Config, reactor: Any) -> Stack:
         advertisedHost=config.advertisedAddress,
     )
     transactions = TransactionLayer(reactor, transports, serverHeader=SERVER)
-    store, storage = buildStore(config, reactor)
+    store, storage = buildStore(config, reactor, StorageStatistics())
     packages = PackageRegistry(
         [
             PresencePackage(offline=config.offlineBody),
@@ -108,6 +118,7 @@ def buildStack(config: Config, reactor: Any) -> Stack:
         transactions,
         transports,
         onRemoved=lambda s, why: watchers.changed(s, "deactivated"),
+        stats=NotifyStatistics(),
     )
     watchers = WatcherTracker(reactor, store, packages, notifier)
     subscribe = SubscribeHandler(
@@ -173,8 +184,13 @@ def buildStack(config: Config, reactor: Any) -> Stack:
         ready=lambda: storage.serving,
         checks=checks,
         maxBodySize=config.maxBodySize,
+        stats=RequestStatistics(),
     )
     transactions.user = dispatcher
+    statistics = ServerStatistics(
+        transports, transactions, dispatcher.stats, notifier, storage, store
+    )
+    admin = adminSite(statistics, store, notifier, packages, reactor)
     return Stack(
         config=config,
         transports=transports,
@@ -188,6 +204,8 @@ def buildStack(config: Config, reactor: Any) -> Stack:
         publish=publish,
         registrar=registrar,
         sweeper=sweeper,
+        statistics=statistics,
+        admin=admin,
         reactor=reactor,
         credentials=credentials,
         authenticator=authenticator,
@@ -241,24 +259,36 @@ def buildChecks(
     return authenticator, [IdentityCheck(trusted, authenticator)]
 
 
-def buildStore(config: Config, reactor: Any) -> tuple[IPresenceStore, StorageService]:
-    """The store the configuration asks for, and the service that runs it."""
+def buildStore(
+    config: Config, reactor: Any, stats: StorageStatistics | None = None
+) -> tuple[IPresenceStore, StorageService]:
+    """The store the configuration asks for, and the service that runs it.
+
+    Args:
+        config: the configuration.
+        reactor: what the store runs on.
+        stats: the counters the database and the service raise.
+    """
+    stats = stats if stats is not None else StorageStatistics()
     kind = databaseKind(config.database)
     if kind == "memory":
         memory = MemoryStore()
-        return memory, StorageService(reactor, MEMORY, memory)
+        return memory, StorageService(reactor, MEMORY, memory, stats=stats)
     database: Any
     if kind == "sqlite":
         from presence.storage.sqlite import SQLiteStore
 
         path = sqlitePath(config.database)
-        database = SQLiteStore(path, reactor=reactor)
+        database = SQLiteStore(path, reactor=reactor, stats=stats)
         description = f"sqlite:{path}"
     else:
         from presence.storage.postgres import PostgresStore
 
         database = PostgresStore(
-            config.database, reactor=reactor, connections=config.dbConnections
+            config.database,
+            reactor=reactor,
+            connections=config.dbConnections,
+            stats=stats,
         )
         description = _withoutPassword(config.database)
     store: IPresenceStore
@@ -274,6 +304,7 @@ def buildStore(config: Config, reactor: Any) -> tuple[IPresenceStore, StorageSer
         flushPeriod=config.dbUpdatePeriod,
         createTables=config.createTables,
         description=description,
+        stats=stats,
     )
     return store, service
 

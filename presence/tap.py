@@ -35,6 +35,13 @@ class Options(usage.Options):
         ["config", "c", None, "TOML configuration file."],
         ["advertised-address", None, None, "Host to put in Via and Contact."],
         [
+            "admin-listen",
+            None,
+            None,
+            "Where the admin site (XML-RPC /RPC2, /metrics) listens, as a Twisted"
+            ' endpoint (tcp:8080:interface=127.0.0.1), or "none".',
+        ],
+        [
             "database",
             None,
             None,
@@ -95,6 +102,8 @@ class Options(usage.Options):
                 overrides["advertised_address"] = self["advertised-address"]
             if self["tcp-idle-timeout"] is not None:
                 overrides["tcp_idle_timeout"] = self["tcp-idle-timeout"]
+            if self["admin-listen"]:
+                overrides["admin_listen"] = self["admin-listen"]
             self.config = fromMapping(overrides, config).validate()
         except ConfigError as e:
             raise usage.UsageError(str(e)) from None
@@ -139,8 +148,9 @@ class StackService(service.MultiService):
         super().startService()
         tuneGarbageCollector()
         self.log.info(
-            "presence server listening on {listen}",
+            "presence server listening on {listen}; administration: {admin}",
             listen=", ".join(self.stack.config.listen),
+            admin=self.stack.config.adminListen,
         )
 
     def _refuse(self, reason: str) -> None:
@@ -217,4 +227,10 @@ def makeService(options: Options, reactor: Any = None) -> StackService:
             )
             tcp.setName(address.description)
             tcp.setServiceParent(top)
+    if config.adminListen != "none":
+        admin = internet.StreamServerEndpointService(
+            serverFromString(reactor, config.adminListen), stack.admin
+        )
+        admin.setName("admin")
+        admin.setServiceParent(top)
     return top

@@ -5,16 +5,23 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import socket
+import subprocess
+import sys
 from typing import Any
 
-from twisted.internet import reactor
+from twisted.internet import defer, reactor
+from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.protocol import Factory, Protocol
 from twisted.python import usage
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from presence.ctl import Options, dump, openDatabase, run
 from presence.storage.credentials import Credentials, SQLCredentialStore
 from presence.storage.records import Batch, Binding, Publication, Subscription
 from presence.storage.statements import SCHEMA_VERSION
+from presence.testing import pidf
+from test.support.sockets import SocketUA, startServerWithAdmin
 
 
 def options(*argv: str) -> Options:
@@ -278,3 +285,199 @@ class UserCommandTests(TestCase):
         )
         status, text = await self.command("user", "list")
         self.assertEqual((status, text), (0, ""))
+
+
+async def unusedTCPPort() -> int:
+    """A loopback TCP port where nothing listens."""
+    endpoint = TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1")
+    port = await endpoint.listen(Factory.forProtocol(Protocol))
+    address: Any = port.getHost()
+    await defer.maybeDeferred(port.stopListening)
+    return int(address.port)
+
+
+def carol(n: int) -> Subscription:
+    """A stored subscription of watcher ``n`` to carol."""
+    return Subscription(
+        "sip:carol@example.com",
+        "presence",
+        "",
+        f"call-{n:05d}",
+        "t",
+        "f",
+        f"w{n}",
+        "example.org",
+        "carol",
+        "example.com",
+        1,
+        1,
+        f"sip:w{n}@192.0.2.2",
+        "",
+        4e9,
+        socketInfo="udp:192.0.2.2:5060",
+    )
+
+
+class ServerCommandTests(TestCase):
+    """show, subscriptions, refresh-watchers and stats against a running server."""
+
+    timeout = 30
+
+    async def setUp(self) -> None:  # type: ignore[override]  # trial awaits it
+        """Start a server; write a configuration file naming its admin port."""
+        started = await startServerWithAdmin(reactor)
+        self.server, self.udpPort, _, adminPort, connections = started
+        self.addCleanup(self.server.stopService)
+        self.addCleanup(connections.whenClosed)
+        self.config = self.writeConfig(f"tcp:{adminPort}:interface=127.0.0.1")
+
+    def writeConfig(self, adminListen: str) -> str:
+        """A configuration file with this admin_listen; its path."""
+        path = str(self.mktemp())
+        with open(path, "w") as f:
+            f.write(f'database = "memory"\nadmin_listen = "{adminListen}"\n')
+        return path
+
+    async def command(
+        self, *argv: str, config: str | None = None
+    ) -> tuple[int, str, str]:
+        """Run presence-ctl in this process; its status, output and errors."""
+        out, err = io.StringIO(), io.StringIO()
+        parsed = options("--config", config or self.config, *argv)
+        status = await run(parsed, reactor, out, err)
+        return status, out.getvalue(), err.getvalue()
+
+    async def ua(self, user: str) -> SocketUA:
+        """A started user agent over UDP, closed and checked at cleanup."""
+        agent = SocketUA(reactor, user, self.udpPort)
+        await agent.start()
+        self.addCleanup(lambda: self.assertEqual(agent.errors, []))
+        self.addCleanup(agent.close)
+        return agent
+
+    async def test_show(self) -> None:
+        """Show prints the presentity's publications, subscriptions, watchers."""
+        bob = await self.ua("bob")
+        alice = await self.ua("alice")
+        published = await bob.publish(pidf("open"))
+        await alice.subscribe("sip:bob@example.com")
+        await alice.notify()
+        status, text, errors = await self.command("show", "sip:bob@example.com")
+        self.assertEqual((status, errors), (0, ""))
+        lines = text.splitlines()
+        self.assertEqual(lines[0], "sip:bob@example.com")
+        self.assertEqual(lines[1], "publications: 1")
+        self.assertIn(f"presence etag={published.header('sip-etag')}", lines[2])
+        self.assertEqual(lines[3], "subscriptions: 1")
+        self.assertIn("presence <- sip:alice@example.com active expires in", lines[4])
+        self.assertIn("transport=UDP", lines[4])
+        self.assertEqual(lines[5], "watchers: 1")
+        self.assertEqual(lines[6], "  presence <- sip:alice@example.com active")
+        status, text, _ = await self.command("show", "nobody@example.com")
+        self.assertEqual(status, 0)
+        self.assertIn("publications: 0\nsubscriptions: 0\nwatchers: 0\n", text)
+
+    async def test_subscriptionsPageThroughAll(self) -> None:
+        """Subscriptions lists every one, over more than one page."""
+        for n in range(2500):
+            await self.server.stack.store.putSubscription(carol(n))
+        status, text, _ = await self.command("subscriptions")
+        self.assertEqual(status, 0)
+        lines = text.splitlines()
+        self.assertEqual(lines[-1], "2500 subscriptions")
+        self.assertEqual(len(set(lines[:-1])), 2500)
+        self.assertTrue(lines[0].startswith("sip:carol@example.com presence <- sip:w0"))
+        status, text, _ = await self.command("subscriptions", "--event", "dialog")
+        self.assertEqual((status, text), (0, "0 subscriptions\n"))
+
+    async def test_refreshWatchers(self) -> None:
+        """refresh-watchers has the server notify the watchers again."""
+        bob = await self.ua("bob")
+        alice = await self.ua("alice")
+        await bob.publish(pidf("open"))
+        await alice.subscribe("sip:bob@example.com")
+        await alice.notify()
+        status, text, _ = await self.command(
+            "refresh-watchers", "sip:bob@example.com", "--type", "0"
+        )
+        self.assertEqual(
+            (status, text),
+            (0, "refreshed sip:bob@example.com presence (type 0): 1 subscriptions\n"),
+        )
+        notify = await alice.notify()
+        self.assertEqual(notify.callId, alice.callId)
+
+    async def test_faultIsOneLine(self) -> None:
+        """A fault is one line on stderr and exit status 1."""
+        status, text, errors = await self.command(
+            "refresh-watchers", "sip:bob@example.com", "--event", "nope"
+        )
+        self.assertEqual((status, text), (1, ""))
+        self.assertEqual(len(errors.splitlines()), 1)
+        self.assertIn("the server refused: refreshWatchers:", errors)
+        self.assertIn("unknown event package 'nope'", errors)
+        self.assertIn("(fault 400)", errors)
+
+    async def test_stats(self) -> None:
+        """Stats prints every counter, or those asked for."""
+        bob = await self.ua("bob")
+        await bob.publish(pidf("open"))
+        status, text, _ = await self.command("stats")
+        self.assertEqual(status, 0)
+        self.assertIn("requests:PUBLISH:200 = 1\n", text)
+        self.assertIn("publications:presence = 1\n", text)
+        self.assertIn("xcap:fetches = 0\n", text)
+        status, text, _ = await self.command("stats", "requests:")
+        self.assertEqual((status, text), (0, "requests:PUBLISH:200 = 1\n"))
+
+    async def test_serverStopped(self) -> None:
+        """Against a stopped server: one line saying so, and exit status 1."""
+        port = await unusedTCPPort()
+        config = self.writeConfig(f"tcp:{port}:interface=127.0.0.1")
+        for argv in [("stats",), ("show", "sip:bob@example.com"), ("subscriptions",)]:
+            status, text, errors = await self.command(*argv, config=config)
+            self.assertEqual((status, text), (1, ""))
+            self.assertEqual(
+                errors,
+                "presence-ctl: cannot reach the presence server at"
+                f" http://127.0.0.1:{port}/RPC2: connection refused\n",
+            )
+
+    def test_noAdminSite(self) -> None:
+        """A server configured without an admin site: a usage error saying so."""
+        config = self.writeConfig("none")
+        with self.assertRaises(usage.UsageError) as caught:
+            options("--config", config, "stats")
+        self.assertIn("admin_listen is none", str(caught.exception))
+        parsed = options(
+            "--config", config, "--url", "http://127.0.0.1:1/RPC2", "stats"
+        )
+        self.assertEqual(parsed["url"], "http://127.0.0.1:1/RPC2")
+
+
+class ConsoleScriptTests(SynchronousTestCase):
+    """The presence-ctl console script against a stopped server."""
+
+    def test_exitStatus(self) -> None:
+        """It prints one line to stderr and exits with status 1."""
+        # A loopback port that was free a moment ago; nothing listens there.
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write('database = "memory"\n')
+            f.write(f'admin_listen = "tcp:{port}:interface=127.0.0.1"\n')
+        done = subprocess.run(
+            [sys.executable, "-m", "presence.ctl", "--config", path, "stats"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        self.assertEqual(done.returncode, 1)
+        self.assertEqual(done.stdout, "")
+        self.assertEqual(
+            done.stderr,
+            "presence-ctl: cannot reach the presence server at"
+            f" http://127.0.0.1:{port}/RPC2: connection refused\n",
+        )

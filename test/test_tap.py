@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import configparser
+
 from twisted.application import internet
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
@@ -131,6 +133,27 @@ class OptionsTests(SynchronousTestCase):
             config = loadFile(f"etc/{name}").validate()
             self.assertIsInstance(config, Config)
         self.assertTrue(loadFile("etc/presence-shared.toml").fallback2db)
+        self.assertEqual(
+            loadFile("etc/presence.toml").adminListen, Config().adminListen
+        )
+
+    def test_systemdUnit(self) -> None:
+        """The systemd unit runs twistd in the foreground, as its own user."""
+        unit = configparser.ConfigParser(strict=False, interpolation=None)
+        unit.optionxform = str  # type: ignore[assignment,method-assign]
+        unit.read("etc/presence.service")
+        service = unit["Service"]
+        command = service["ExecStart"].split()
+        self.assertTrue(command[0].endswith("/twistd"))
+        self.assertIn("-n", command[: command.index("presence")])
+        self.assertEqual(
+            command[command.index("presence") :],
+            ["presence", "--config", "/etc/presence/presence.toml"],
+        )
+        self.assertEqual(service["Restart"], "on-failure")
+        self.assertEqual(service["User"], "presence")
+        self.assertEqual(service["WorkingDirectory"], "/var/lib/presence")
+        self.assertIn("/var/lib/presence", service["ReadWritePaths"])
 
 
 class ListenTests(SynchronousTestCase):
@@ -173,17 +196,40 @@ class MakeServiceTests(SynchronousTestCase):
     """The service tree makeService builds (never started here)."""
 
     def test_defaultTree(self) -> None:
-        """The default builds one UDP and one TCP listener on 5060."""
+        """The default builds one UDP and one TCP listener on 5060, and the admin."""
         top = makeService(options(), MemoryReactorClock())
         children = list(top)
-        self.assertEqual(len(children), 3)
+        self.assertEqual(len(children), 4)
+        admin = top.getServiceNamed("admin")
+        assert isinstance(admin, internet.StreamServerEndpointService)
+        self.assertEqual(
+            (admin.endpoint._port, admin.endpoint._interface),
+            (8080, "127.0.0.1"),
+        )
+        self.assertIs(admin.factory, top.stack.admin)
         udp = [c for c in children if isinstance(c, internet.UDPServer)]
         tcp = [
-            c for c in children if isinstance(c, internet.StreamServerEndpointService)
+            c
+            for c in children
+            if isinstance(c, internet.StreamServerEndpointService) and c is not admin
         ]
         self.assertEqual(len(udp), 1)
         self.assertEqual(len(tcp), 1)
         self.assertEqual(udp[0].args[0], 5060)
+
+    def test_adminListen(self) -> None:
+        """--admin-listen moves the administration site; "none" leaves it out."""
+        self.assertEqual(Config().adminListen, "tcp:8080:interface=127.0.0.1")
+        config = options("--admin-listen", "tcp:9090").config
+        self.assertEqual(config.adminListen, "tcp:9090")
+        top = makeService(options("--admin-listen", "none"), MemoryReactorClock())
+        self.assertNotIn("admin", [c.name for c in top])
+        self.assertRaises(usage.UsageError, options, "--admin-listen", "tcp:x")
+        self.assertRaises(usage.UsageError, options, "--admin-listen", "http:80")
+        self.assertRaises(ConfigError, fromMapping, {"admin_listen": 8080})
+        self.assertEqual(
+            fromMapping({"admin_listen": "none"}).validate().adminListen, "none"
+        )
 
     def test_listeners(self) -> None:
         """Each --listen becomes one listening service."""

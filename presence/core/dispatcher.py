@@ -21,6 +21,7 @@ from twisted.python.failure import Failure
 
 from presence import __version__
 from presence.auth.identity import Identity
+from presence.core.statistics import RequestStatistics
 from presence.packages.interfaces import PackageRegistry
 from presence.sip.errors import (
     BadExtension,
@@ -149,6 +150,7 @@ class Dispatcher:
             are checked: responses (to the server's NOTIFYs) go to client
             transactions and never reach the dispatcher.
         supported: the option tags the server supports.
+        stats: the requests answered, by method and status, and how fast.
     """
 
     log = Logger()
@@ -160,6 +162,7 @@ class Dispatcher:
         ready: Callable[[], bool] = lambda: True,
         checks: Sequence[RequestCheck] = (),
         maxBodySize: int = 60000,
+        stats: RequestStatistics | None = None,
     ) -> None:
         """Route to ``handlers`` and advertise ``packages``.
 
@@ -170,6 +173,8 @@ class Dispatcher:
                 request gets 503 (it becomes the first request check).
             checks: more request checks, run after the readiness one.
             maxBodySize: the largest body accepted (513 above it).
+            stats: where the requests answered are counted (a new
+                `RequestStatistics` when not given).
         """
         self.maxBodySize = maxBodySize
         self.handlers: dict[str, Handler] = {"OPTIONS": self._options}
@@ -179,6 +184,9 @@ class Dispatcher:
         self.supported: list[str] = []
         self.requests = 0
         self.errors = 0
+        self.stats = stats if stats is not None else RequestStatistics()
+        # Made once: a bound method made per request would cost an object each.
+        self._onFinal = self._answered
 
     @property
     def allow(self) -> list[str]:
@@ -207,6 +215,7 @@ class Dispatcher:
     ) -> None:
         """Check and route a new request; never raises."""
         self.requests += 1
+        transaction.onFinalResponse = self._onFinal
         try:
             checkRequest(request, self.maxBodySize, self.supported)
             handler = self.handlers.get(request.method)
@@ -258,7 +267,16 @@ class Dispatcher:
         """Answer a request that failed to parse with 400 (or 505, 513)."""
         self.requests += 1
         self.errors += 1
+        transaction.onFinalResponse = self._onFinal
         transaction.respond(self._response(transaction, code, reason))
+
+    def _answered(self, transaction: ServerTransaction, response: SIPResponse) -> None:
+        """Count a request's final response and how long it took to come."""
+        self.stats.answered(
+            transaction.request.method,
+            response.code,
+            transaction.layer.clock.seconds() - transaction.received,
+        )
 
     def _answerError(self, transaction: ServerTransaction, failure: Failure) -> None:
         self.errors += 1

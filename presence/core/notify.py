@@ -48,7 +48,15 @@ def aorOf(presentityURI: str) -> str:
 
 
 class NotifyStatistics:
-    """Counters of the notifier."""
+    """Counters of the notifier.
+
+    Attributes:
+        sent: NOTIFYs sent (each once, whatever its retransmissions).
+        accepted: NOTIFYs answered with a 2xx.
+        failed: NOTIFYs answered otherwise, timed out, not deliverable, or
+            not sent because the store was unavailable.
+        coalesced: newer states that replaced one already queued.
+    """
 
     def __init__(self) -> None:
         """Start every counter at zero."""
@@ -71,6 +79,7 @@ class Notifier:
         transactions: TransactionLayer,
         transports: SIPTransports,
         onRemoved: Callable[[Subscription, str], Any] | None = None,
+        stats: NotifyStatistics | None = None,
     ) -> None:
         """Notify through ``transactions``, reading state from ``store``.
 
@@ -82,13 +91,15 @@ class Notifier:
             transports: what routes them.
             onRemoved: called with a subscription the notifier removed (a
                 481, a timeout...) and why.
+            stats: where the NOTIFYs are counted (a new `NotifyStatistics`
+                when not given).
         """
         self.clock = clock
         self.store = store
         self.packages = packages
         self.transactions = transactions
         self.transports = transports
-        self.stats = NotifyStatistics()
+        self.stats = stats if stats is not None else NotifyStatistics()
         self._busy: set[SubscriptionKey] = set()
         self._queued: dict[SubscriptionKey, tuple[Subscription, str | None]] = {}
         self.onRemoved = onRemoved
@@ -97,6 +108,11 @@ class Notifier:
     def outstanding(self) -> int:
         """How many NOTIFYs are in flight."""
         return len(self._busy)
+
+    @property
+    def queued(self) -> int:
+        """How many newer states wait for the NOTIFY in flight to finish."""
+        return len(self._queued)
 
     def send(
         self,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import secrets
 from collections import deque
+from collections.abc import Callable
 from typing import Any, Final
 from typing import Protocol as TypingProtocol
 
@@ -129,7 +130,13 @@ class ServerTransaction(_Timed):
         state: ``"trying"``, ``"proceeding"``, ``"completed"``, ``"confirmed"``
             or ``"terminated"``.
         lastResponse: the last response sent, or ``None``.
+        received: when the request arrived, on the layer's clock.
+        onFinalResponse: called with the transaction and its final response
+            when that is sent (once); the transaction user sets it to time
+            and count what it answers.
     """
+
+    onFinalResponse: Callable[[ServerTransaction, SIPResponse], object] | None = None
 
     def __init__(
         self,
@@ -145,6 +152,7 @@ class ServerTransaction(_Timed):
         self.peer = peer
         self.state = "trying"
         self.lastResponse: SIPResponse | None = None
+        self.received = layer.clock.seconds()
         self.toTag = newTag()
         self._timers: dict[str, IDelayedCall] = {}
         self._wire: tuple[bytes, Via] | None = None
@@ -233,6 +241,8 @@ class NonInviteServerTransaction(ServerTransaction):
             self.state = "proceeding"
             return
         self.state = "completed"
+        if self.onFinalResponse is not None:
+            self.onFinalResponse(self, response)
         if self.peer.reliable:
             self._schedule("J", 0.0, self.terminate)
         else:
@@ -257,6 +267,8 @@ class InviteServerTransaction(ServerTransaction):
         if response.code < 200:
             self.state = "proceeding"
             return
+        if self.onFinalResponse is not None:
+            self.onFinalResponse(self, response)
         if response.code < 300:
             self.terminate()
             return
@@ -269,6 +281,7 @@ class InviteServerTransaction(ServerTransaction):
         if self.state != "completed" or self._wire is None:
             return
         self.layer.stats.retransmissionsSent += 1
+        self.layer.stats.responsesRetransmitted += 1
         self._resend()
         interval = min(2 * interval, T2)
         self._schedule("G", interval, self._timerG, interval)
@@ -384,6 +397,7 @@ class ClientTransaction(_Timed):
         if self.state not in ("trying", "proceeding"):
             return
         self.layer.stats.retransmissionsSent += 1
+        self.layer.stats.requestsRetransmitted += 1
         interval = T2 if self.state == "proceeding" else min(2 * interval, T2)
         # Schedule before sending: a send that fails at once terminates the
         # transaction, which must then cancel this timer too.
@@ -429,7 +443,22 @@ class ClientTransaction(_Timed):
 
 
 class TransactionStatistics:
-    """Counters of the transaction layer."""
+    """Counters of the transaction layer.
+
+    Attributes:
+        serverTransactions: server transactions opened.
+        clientTransactions: client transactions opened (the NOTIFYs sent).
+        retransmissionsAbsorbed: retransmitted requests answered again
+            with the last response.
+        retransmissionsSent: every retransmission sent, requests (Timer E)
+            and responses (Timer G) together.
+        requestsRetransmitted: requests retransmitted by Timer E (NOTIFYs
+            over UDP).
+        responsesRetransmitted: responses retransmitted by Timer G (the
+            refusals of INVITE over UDP).
+        timeouts: client transactions ended by Timer F.
+        strayResponses: responses matching no client transaction.
+    """
 
     def __init__(self) -> None:
         """Start every counter at zero."""
@@ -437,6 +466,8 @@ class TransactionStatistics:
         self.clientTransactions = 0
         self.retransmissionsAbsorbed = 0
         self.retransmissionsSent = 0
+        self.requestsRetransmitted = 0
+        self.responsesRetransmitted = 0
         self.timeouts = 0
         self.strayResponses = 0
 

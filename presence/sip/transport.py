@@ -127,6 +127,7 @@ class Statistics:
         self.malformed = 0
         self.keepAlives = 0
         self.sendErrors = 0
+        self.connectionsOpened = 0
 
 
 def isIPAddress(host: str) -> bool:
@@ -449,6 +450,7 @@ class SIPTransports:
     def connectionMade(self, protocol: SIPStreamProtocol) -> None:
         """Remember a connection for reuse by requests to the same peer."""
         assert protocol.peer is not None
+        self.stats.connectionsOpened += 1
         self.connections[(protocol.peer.host, protocol.peer.port)] = protocol
 
     def connectionLost(self, protocol: SIPStreamProtocol) -> None:

@@ -24,6 +24,8 @@ from presence.storage.records import (
     Batch,
     Binding,
     DialogKey,
+    EventCounts,
+    Page,
     Publication,
     Subscription,
     SubscriptionKey,
@@ -133,6 +135,11 @@ class CachedStore:
     async def stopped(self) -> None:
         """Record that everything was flushed at a clean stop."""
         await self.database.setMarker(RUNNING, 0)
+
+    @property
+    def failing(self) -> bool:
+        """Whether the last flush could not write every row."""
+        return self._failing
 
     @property
     def pending(self) -> int:
@@ -375,6 +382,42 @@ class CachedStore:
         for row in rows:
             self._dirty.bindings[(row.aor, row.contact)] = None
         return rows
+
+    # -- listings, from memory -----------------------------------------------------
+
+    async def listPublications(
+        self,
+        presentity: str | None = None,
+        event: str | None = None,
+        after: tuple[str, ...] | None = None,
+        limit: int = 1000,
+    ) -> Page[Publication]:
+        """See `IPresenceStore.listPublications`."""
+        return await self.memory.listPublications(presentity, event, after, limit)
+
+    async def listSubscriptions(
+        self,
+        presentity: str | None = None,
+        event: str | None = None,
+        after: tuple[str, ...] | None = None,
+        limit: int = 1000,
+    ) -> Page[Subscription]:
+        """See `IPresenceStore.listSubscriptions`."""
+        return await self.memory.listSubscriptions(presentity, event, after, limit)
+
+    async def listWatchers(
+        self,
+        presentity: str | None = None,
+        event: str | None = None,
+        after: tuple[str, ...] | None = None,
+        limit: int = 1000,
+    ) -> Page[Watcher]:
+        """See `IPresenceStore.listWatchers`."""
+        return await self.memory.listWatchers(presentity, event, after, limit)
+
+    async def eventCounts(self) -> EventCounts:
+        """See `IPresenceStore.eventCounts`."""
+        return await self.memory.eventCounts()
 
     def counts(self) -> dict[str, int]:
         """How many rows of each kind are kept."""

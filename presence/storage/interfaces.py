@@ -7,6 +7,8 @@ from zope.interface import Attribute, Interface
 from presence.storage.records import (
     Binding,
     DialogKey,
+    EventCounts,
+    Page,
     Publication,
     Subscription,
     SubscriptionKey,
@@ -109,3 +111,68 @@ class IPresenceStore(Interface):
 
     async def expiredBindings(now: float) -> list[Binding]:
         """Remove and return the bindings that expired at ``now`` or before."""
+
+    # Listings, for the administration interface
+
+    async def listPublications(
+        presentity: str | None = None,
+        event: str | None = None,
+        after: tuple[str, ...] | None = None,
+        limit: int = 1000,
+    ) -> Page[Publication]:
+        """A page of publications, in the order of their key.
+
+        Keyset paging: the key is the ``presentity`` table's unique key,
+        ``(username, domain, event, etag)`` (`Publication.key`), and each page
+        starts after the key where the last one stopped, so that a page costs
+        the same however far into the listing it is, and a row present for the
+        whole listing comes in it exactly once. Keys compare as the database
+        compares them (code points in memory and in SQLite; the database's
+        collation on PostgreSQL).
+
+        Args:
+            presentity: only this presentity's (``user@domain``), or all.
+            event: only this event package's, or all.
+            after: the ``next`` of the previous page; ``None`` for the first.
+            limit: the most rows the page holds (at least 1).
+        """
+
+    async def listSubscriptions(
+        presentity: str | None = None,
+        event: str | None = None,
+        after: tuple[str, ...] | None = None,
+        limit: int = 1000,
+    ) -> Page[Subscription]:
+        """A page of subscriptions, in the order of their key.
+
+        As `listPublications`; the key is `Subscription.key`, ``(callid,
+        to_tag, from_tag, event, event_id)``, the unique key of
+        ``active_watchers``.
+
+        Args:
+            presentity: only the subscriptions to this presentity URI, or all.
+            event: only this event package's, or all.
+            after: the ``next`` of the previous page; ``None`` for the first.
+            limit: the most rows the page holds (at least 1).
+        """
+
+    async def listWatchers(
+        presentity: str | None = None,
+        event: str | None = None,
+        after: tuple[str, ...] | None = None,
+        limit: int = 1000,
+    ) -> Page[Watcher]:
+        """A page of ``watchers`` rows, in the order of their key.
+
+        As `listPublications`; the key is `Watcher.key`, ``(presentity_uri,
+        watcher_username, watcher_domain, event)``.
+
+        Args:
+            presentity: only the watchers of this presentity URI, or all.
+            event: only this event package's, or all.
+            after: the ``next`` of the previous page; ``None`` for the first.
+            limit: the most rows the page holds (at least 1).
+        """
+
+    async def eventCounts() -> EventCounts:
+        """How many publications, subscriptions and watchers, by event."""

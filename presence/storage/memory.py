@@ -5,14 +5,19 @@ For tests and throw-away runs, and the cache that the database-backed modes sit 
 Expiry costs O(log n) per change and O(k) per sweep for k expired rows: each
 put pushes (expires, key) on a heap, and a sweep pops only what is due,
 skipping entries that a later put made stale.
+
+The paged listings of the administration interface read ordered indexes of
+the keys (`SortedKeys`), kept up to date when a row comes or goes (not when
+it is replaced), so that a page costs O(log n + page).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import heapq
-from collections.abc import Hashable
-from typing import Any
+from bisect import bisect_right
+from collections.abc import Callable, Hashable, Iterable
+from typing import Any, Final, TypeVar
 
 from zope.interface import implementer
 
@@ -20,11 +25,25 @@ from presence.storage.interfaces import IPresenceStore
 from presence.storage.records import (
     Binding,
     DialogKey,
+    EventCounts,
+    Page,
     Publication,
+    PublicationKey,
     Subscription,
     SubscriptionKey,
     Watcher,
+    WatcherKey,
+    checkPage,
 )
+from presence.storage.sortedkeys import SortedKeys
+
+K = TypeVar("K", bound=tuple[str, ...])
+R = TypeVar("R")
+
+#: Keys a page of a listing filtered by event alone looks at, per row it may
+#: hold, before it stops (and says where to go on): a rare event among a
+#: million subscriptions costs many short pages, never one long one.
+SCAN_FACTOR: Final = 10
 
 
 class _ExpiryHeap:
@@ -79,6 +98,13 @@ class MemoryStore:
         ] = {}
         self._bindings: dict[str, dict[str, Binding]] = {}
         self._bindingExpiry = _ExpiryHeap()
+        # For the listings: the keys in order, the events ever stored (a
+        # handful: the packages served), the rows by event.
+        self._publicationKeys: SortedKeys[PublicationKey] = SortedKeys()
+        self._subscriptionKeys: SortedKeys[SubscriptionKey] = SortedKeys()
+        self._watcherKeys: SortedKeys[WatcherKey] = SortedKeys()
+        self._events: set[str] = set()
+        self._counts = EventCounts()
 
     # -- publications -----------------------------------------------------------
 
@@ -103,10 +129,25 @@ class MemoryStore:
         key = (publication.presentity, publication.event)
         rows = self._publications.setdefault(key, {})
         if replacing is not None and replacing != publication.etag:
-            rows.pop(replacing, None)
+            if rows.pop(replacing, None) is not None:
+                self._unlistPublication(*key, replacing)
             self._publicationExpiry.discard((*key, replacing))
+        if publication.etag not in rows:
+            self._listPublication(*key, publication.etag)
         rows[publication.etag] = publication.copy()
         self._publicationExpiry.set((*key, publication.etag), publication.expires)
+
+    def _listPublication(self, presentity: str, event: str, etag: str) -> None:
+        username, _, domain = presentity.rpartition("@")
+        self._publicationKeys.add((username, domain, event, etag))
+        self._events.add(event)
+        counts = self._counts.publications
+        counts[event] = counts.get(event, 0) + 1
+
+    def _unlistPublication(self, presentity: str, event: str, etag: str) -> None:
+        username, _, domain = presentity.rpartition("@")
+        self._publicationKeys.discard((username, domain, event, etag))
+        self._counts.publications[event] -= 1
 
     async def removePublication(
         self, presentity: str, event: str, etag: str
@@ -123,6 +164,8 @@ class MemoryStore:
         if not rows:
             del self._publications[(presentity, event)]
         self._publicationExpiry.discard(key)
+        if row is not None:
+            self._unlistPublication(presentity, event, etag)
         return row
 
     async def expiredPublications(self, now: float) -> list[Publication]:
@@ -155,7 +198,12 @@ class MemoryStore:
         """See `IPresenceStore.putSubscription`."""
         key = subscription.key
         old = self._subscriptions.get(key)
-        if old is not None and (old.presentity, old.event) != (
+        if old is None:
+            self._subscriptionKeys.add(key)
+            self._events.add(subscription.event)
+            counts = self._counts.subscriptions
+            counts[subscription.event] = counts.get(subscription.event, 0) + 1
+        elif (old.presentity, old.event) != (
             subscription.presentity,
             subscription.event,
         ):
@@ -195,6 +243,8 @@ class MemoryStore:
             return None
         self._unindex(row)
         self._subscriptionExpiry.discard(key)
+        self._subscriptionKeys.discard(key)
+        self._counts.subscriptions[row.event] -= 1
         return row
 
     async def expiredSubscriptions(self, now: float) -> list[Subscription]:
@@ -235,13 +285,21 @@ class MemoryStore:
     async def putWatcher(self, watcher: Watcher) -> None:
         """See `IPresenceStore.putWatcher`."""
         rows = self._watchers.setdefault((watcher.presentity, watcher.event), {})
-        rows[watcher.key] = dataclasses.replace(watcher)
+        key = watcher.key
+        if key not in rows:
+            self._watcherKeys.add(key)
+            self._events.add(watcher.event)
+            counts = self._counts.watchers
+            counts[watcher.event] = counts.get(watcher.event, 0) + 1
+        rows[key] = dataclasses.replace(watcher)
 
     async def removeWatcher(self, watcher: Watcher) -> None:
         """See `IPresenceStore.removeWatcher`."""
         rows = self._watchers.get((watcher.presentity, watcher.event))
         if rows is not None:
-            rows.pop(watcher.key, None)
+            if rows.pop(watcher.key, None) is not None:
+                self._watcherKeys.discard(watcher.key)
+                self._counts.watchers[watcher.event] -= 1
             if not rows:
                 del self._watchers[(watcher.presentity, watcher.event)]
 
@@ -282,6 +340,106 @@ class MemoryStore:
                 out.append(row)
         return out
 
+    # -- listings -------------------------------------------------------------------
+
+    async def listPublications(
+        self,
+        presentity: str | None = None,
+        event: str | None = None,
+        after: tuple[str, ...] | None = None,
+        limit: int = 1000,
+    ) -> Page[Publication]:
+        """See `IPresenceStore.listPublications`."""
+
+        def row(key: PublicationKey) -> Publication:
+            username, domain, event, etag = key
+            # The presentity the key was split from: user@domain, or a
+            # domain alone (or, oddly, @domain).
+            aors = (f"{username}@{domain}",) if username else (domain, f"@{domain}")
+            for aor in aors:
+                found = self._publications.get((aor, event), {}).get(etag)
+                if found is not None:
+                    return found.copy()
+            raise KeyError(key)
+
+        if presentity is not None:
+            keys = [
+                p.key
+                for ev in self._eventsOf(event)
+                for p in self._publications.get((presentity, ev), {}).values()
+            ]
+            return _page(_sortedAfter(keys, after, 4), row, limit)
+        return _page(
+            self._publicationKeys.after(_key(after, 4)),
+            row,
+            limit,
+            (lambda key: key[2] == event) if event is not None else None,
+        )
+
+    async def listSubscriptions(
+        self,
+        presentity: str | None = None,
+        event: str | None = None,
+        after: tuple[str, ...] | None = None,
+        limit: int = 1000,
+    ) -> Page[Subscription]:
+        """See `IPresenceStore.listSubscriptions`."""
+
+        def row(key: SubscriptionKey) -> Subscription:
+            return self._subscriptions[key].copy()
+
+        if presentity is not None:
+            keys = [
+                key
+                for ev in self._eventsOf(event)
+                for key in self._byPresentity.get((presentity, ev), {})
+            ]
+            return _page(_sortedAfter(keys, after, 5), row, limit)
+        return _page(
+            self._subscriptionKeys.after(_key(after, 5)),
+            row,
+            limit,
+            (lambda key: key[3] == event) if event is not None else None,
+        )
+
+    async def listWatchers(
+        self,
+        presentity: str | None = None,
+        event: str | None = None,
+        after: tuple[str, ...] | None = None,
+        limit: int = 1000,
+    ) -> Page[Watcher]:
+        """See `IPresenceStore.listWatchers`."""
+
+        def row(key: WatcherKey) -> Watcher:
+            return dataclasses.replace(self._watchers[(key[0], key[3])][key])
+
+        if presentity is not None:
+            keys = [
+                key
+                for ev in self._eventsOf(event)
+                for key in self._watchers.get((presentity, ev), {})
+            ]
+            return _page(_sortedAfter(keys, after, 4), row, limit)
+        return _page(
+            self._watcherKeys.after(_key(after, 4)),
+            row,
+            limit,
+            (lambda key: key[3] == event) if event is not None else None,
+        )
+
+    def _eventsOf(self, event: str | None) -> Iterable[str]:
+        return (event,) if event is not None else sorted(self._events)
+
+    async def eventCounts(self) -> EventCounts:
+        """See `IPresenceStore.eventCounts`."""
+        counts = self._counts
+        return EventCounts(
+            {e: n for e, n in counts.publications.items() if n},
+            {e: n for e, n in counts.subscriptions.items() if n},
+            {e: n for e, n in counts.watchers.items() if n},
+        )
+
     # -- counts, for statistics -----------------------------------------------------
 
     def counts(self) -> dict[str, int]:
@@ -292,3 +450,42 @@ class MemoryStore:
             "watchers": sum(len(r) for r in self._watchers.values()),
             "bindings": sum(len(r) for r in self._bindings.values()),
         }
+
+
+def _key(after: tuple[str, ...] | None, size: int) -> Any:
+    """``after``, checked to be a key of ``size`` strings."""
+    checkPage(after, size, 1)
+    return after
+
+
+def _sortedAfter(keys: list[K], after: tuple[str, ...] | None, size: int) -> list[K]:
+    """The keys above ``after`` (a key of ``size`` strings), in order."""
+    keys.sort()
+    if after is None:
+        return keys
+    return keys[bisect_right(keys, _key(after, size)) :]
+
+
+def _page(
+    keys: Iterable[K],
+    row: Callable[[K], R],
+    limit: int,
+    match: Callable[[K], bool] | None = None,
+) -> Page[R]:
+    """The rows of the first ``limit`` keys that ``match``, and where to go on.
+
+    At most ``SCAN_FACTOR * limit`` keys are looked at: a filter that matches
+    few rows gives short pages rather than a long wait.
+    """
+    checkPage(None, 0, limit)
+    entries: list[R] = []
+    budget = SCAN_FACTOR * limit
+    last: K | None = None
+    for key in keys:
+        if len(entries) == limit or budget == 0:
+            return Page(entries, last)
+        budget -= 1
+        last = key
+        if match is None or match(key):
+            entries.append(row(key))
+    return Page(entries, None)

@@ -35,6 +35,7 @@ from presence._async import detach
 from presence.storage.errors import StorageError
 from presence.storage.runner import SQLRunner
 from presence.storage.sql import SQLStore
+from presence.storage.statistics import StorageStatistics
 from presence.storage.waiters import Waiters
 
 _TABLES: Final = (
@@ -260,6 +261,7 @@ class PostgresStore(SQLStore):
         connectTimeout: float = 10.0,
         retryDelay: float = 1.0,
         maxRetryDelay: float = 30.0,
+        stats: StorageStatistics | None = None,
     ) -> None:
         """Make a store of the database at ``dsn``; `start` connects.
 
@@ -273,8 +275,9 @@ class PostgresStore(SQLStore):
             retryDelay: how long after losing the server the store first
                 probes it again; the delay doubles up to ``maxRetryDelay``.
             maxRetryDelay: the longest delay between probes.
+            stats: where failed statements are counted.
         """
-        super().__init__("postgres", _TABLES)
+        super().__init__("postgres", _TABLES, stats)
         self._reactor = reactor
         self.dsn = dsn
         self._size = connections

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import operator
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Generic, TypeVar
 
 from presence.status import ACTIVE
 
@@ -19,6 +19,15 @@ DialogKey = tuple[str, str, str]
 
 #: A subscription: its dialog, its event package and its Event id.
 SubscriptionKey = tuple[str, str, str, str, str]
+
+#: A publication as the ``presentity`` table's unique key names it: the user
+#: part and the domain of the presentity, the event and the entity tag.
+PublicationKey = tuple[str, str, str, str]
+
+#: A watcher row: presentity URI, watcher user and domain, event.
+WatcherKey = tuple[str, str, str, str]
+
+R = TypeVar("R")
 
 
 @dataclass(slots=True)
@@ -56,6 +65,12 @@ class Publication:
     def domain(self) -> str:
         """The domain of the presentity."""
         return self.presentity.rpartition("@")[2]
+
+    @property
+    def key(self) -> PublicationKey:
+        """What names this publication, in the order of the table's key."""
+        username, _, domain = self.presentity.rpartition("@")
+        return (username, domain, self.event, self.etag)
 
     def copy(self, **changes: Any) -> Publication:
         """A copy with some fields changed."""
@@ -165,7 +180,7 @@ _SUBSCRIPTION_FIELDS: Final = operator.attrgetter(
 
 @dataclass(slots=True)
 class Watcher:
-    """The authorisation of one watcher for one presentity (`watchers`).
+    """The authorisation of one watcher for one presentity (``watchers``).
 
     Attributes:
         presentity: the presentity URI.
@@ -186,7 +201,7 @@ class Watcher:
     insertedTime: float
 
     @property
-    def key(self) -> tuple[str, str, str, str]:
+    def key(self) -> WatcherKey:
         """What names this row."""
         return (self.presentity, self.watcherUsername, self.watcherDomain, self.event)
 
@@ -231,6 +246,56 @@ class Binding:
     def domain(self) -> str:
         """The domain of the address of record."""
         return self.aor.rpartition("@")[2]
+
+
+@dataclass
+class Page(Generic[R]):
+    """One page of a listing in key order (``listPublications`` and the like).
+
+    Attributes:
+        entries: the rows of the page, at most the limit asked for; fewer,
+            even none, does not mean the listing is over.
+        next: what to pass as ``after`` for the next page (the key of the last
+            row looked at), or ``None``: there is nothing after this page.
+    """
+
+    entries: list[R]
+    next: tuple[str, ...] | None
+
+
+def checkPage(after: tuple[str, ...] | None, size: int, limit: int) -> None:
+    """Check the arguments of a listing.
+
+    Args:
+        after: the key a page starts after, or ``None``.
+        size: how many strings a key of the table has.
+        limit: the most rows a page may hold.
+
+    Raises:
+        ValueError: ``after`` is not a key of ``size`` strings, or ``limit`` is
+            below 1.
+    """
+    if after is not None and (
+        len(after) != size or not all(isinstance(part, str) for part in after)
+    ):
+        raise ValueError(f"not a key of {size} strings: {after!r}")
+    if limit < 1:
+        raise ValueError("the limit must be at least 1")
+
+
+@dataclass
+class EventCounts:
+    """How many rows of each table a store holds, by event package.
+
+    Attributes:
+        publications: event -> publications (``presentity`` rows).
+        subscriptions: event -> subscriptions (``active_watchers`` rows).
+        watchers: event -> ``watchers`` rows.
+    """
+
+    publications: dict[str, int] = field(default_factory=dict)
+    subscriptions: dict[str, int] = field(default_factory=dict)
+    watchers: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass

@@ -28,6 +28,7 @@ from twisted.logger import Logger
 from presence._async import detach
 from presence.storage.cached import CachedStore
 from presence.storage.errors import SchemaError, StorageError
+from presence.storage.statistics import StorageStatistics
 from presence.storage.waiters import Waiters
 
 MEMORY: Final = "memory"
@@ -52,6 +53,7 @@ class StorageService(Service):
         flushPeriod: float = 5.0,
         createTables: bool = True,
         description: str = "",
+        stats: StorageStatistics | None = None,
     ) -> None:
         """Run the ``mode`` store ``store`` over ``database``.
 
@@ -64,6 +66,8 @@ class StorageService(Service):
             flushPeriod: seconds between flushes in cache mode.
             createTables: create missing tables at start.
             description: the database, for log lines (no password).
+            stats: where the flushes are counted and timed (a new
+                `StorageStatistics` when not given).
         """
         self.clock = clock
         self.mode = mode
@@ -72,6 +76,7 @@ class StorageService(Service):
         self.flushPeriod = flushPeriod
         self.createTables = createTables
         self.description = description
+        self.stats = stats if stats is not None else StorageStatistics()
         self.loaded = mode == MEMORY
         self._loadedWaiters = Waiters()
         self._degraded = False
@@ -195,7 +200,12 @@ class StorageService(Service):
         """Flush the cache now (cache mode); how many rows were written."""
         if not isinstance(self.store, CachedStore) or not self.loaded:
             return 0
-        return await self.store.flush()
+        if not self.store.pending:
+            return await self.store.flush()
+        started = self.clock.seconds()
+        written = await self.store.flush()
+        self.stats.flushed(self.clock.seconds() - started, written, self.store.failing)
+        return written
 
     def stopService(self) -> defer.Deferred[None]:
         """Flush what is left and close the database; twistd waits for it."""
@@ -224,7 +234,7 @@ class StorageService(Service):
         if self.mode == MEMORY:
             return
         if isinstance(self.store, CachedStore) and self.loaded:
-            written = await self.store.flush()
+            written = await self.flush()
             if self.store.pending:
                 self.log.error(
                     "stopping with {count} changed rows not written: the database"

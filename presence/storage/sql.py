@@ -10,7 +10,7 @@ other modules imported them from here before those two modules were split off.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple, TypeVar
 
 from twisted.internet.defer import Deferred, succeed
@@ -23,10 +23,13 @@ from presence.storage.records import (
     Batch,
     Binding,
     DialogKey,
+    EventCounts,
+    Page,
     Publication,
     Subscription,
     SubscriptionKey,
     Watcher,
+    checkPage,
 )
 from presence.storage.rows import Row as Row
 from presence.storage.rows import (
@@ -50,6 +53,7 @@ from presence.storage.runner import SQLRunner as SQLRunner
 from presence.storage.statements import ACTIVE_WATCHERS as ACTIVE_WATCHERS
 from presence.storage.statements import (
     CLAIM_NOTIFY,
+    COUNT_BY_EVENT,
     DELETE_BINDING,
     DELETE_PUBLICATION,
     DELETE_REPLACED_PUBLICATION,
@@ -78,8 +82,10 @@ from presence.storage.statements import (
     UPSERT_PUBLICATION,
     UPSERT_SUBSCRIPTION,
     UPSERT_WATCHER,
+    Table,
     batchDeletes,
     batchUpserts,
+    pageQuery,
 )
 from presence.storage.statements import LOCATION as LOCATION
 from presence.storage.statements import PRESENTITY as PRESENTITY
@@ -92,9 +98,11 @@ from presence.storage.statements import compileStatement as compileStatement
 from presence.storage.statements import loadSchema as loadSchema
 from presence.storage.statements import mergeStatements as mergeStatements
 from presence.storage.statements import splitScript as splitScript
+from presence.storage.statistics import StorageStatistics
 from presence.storage.waiters import Waiters
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 def checkSchemaVersion(found: int | None) -> None:
@@ -149,17 +157,23 @@ class SQLStore:
     Attributes:
         runner: the runner of the statements; ``None`` while the store is
             stopped.
+        stats: the counters of the database (its errors).
     """
 
     log = Logger()
 
-    def __init__(self, dialect: str, tablesQuery: str) -> None:
+    def __init__(
+        self, dialect: str, tablesQuery: str, stats: StorageStatistics | None = None
+    ) -> None:
         """Make a store that is not started yet.
 
         Args:
             dialect: the name of the schema file, ``sqlite`` or ``postgres``.
             tablesQuery: a statement listing the names of the tables there are.
+            stats: where failed statements are counted (a new
+                `StorageStatistics` when not given).
         """
+        self.stats = stats if stats is not None else StorageStatistics()
         self.dialect = dialect
         self._tablesQuery = tablesQuery
         self.runner: SQLRunner | None = None
@@ -199,6 +213,7 @@ class SQLStore:
         try:
             result = await d
         except runner.errors as e:
+            self.stats.errors += 1
             if runner.isDisconnection(e):
                 self._disconnected(e)
             elif runner.isRejection(e):
@@ -479,6 +494,94 @@ class SQLStore:
         """See `IPresenceStore.expiredBindings`."""
         rows = await self._query(EXPIRE_BINDINGS, {"now": now})
         return sorted((bindingFromRow(row) for row in rows), key=lambda b: b.expires)
+
+    # -- listings -------------------------------------------------------------
+
+    async def _page(
+        self,
+        table: Table,
+        filters: dict[str, object],
+        after: tuple[str, ...] | None,
+        limit: int,
+        fromRow: Callable[[Row], R],
+    ) -> Page[R]:
+        """One page of a listing: one statement, ``limit + 1`` rows at most.
+
+        The row past the page is read only to know whether there is one.
+        """
+        checkPage(after, len(table.key), limit)
+        values: dict[str, object] = {**filters, "limit": limit + 1}
+        if after is not None:
+            values.update(
+                (f"after_{c}", part) for c, part in zip(table.key, after, strict=True)
+            )
+        query = pageQuery(table, tuple(filters), after is not None)
+        rows = await self._query(query, values)
+        page = rows[:limit]
+        more = len(rows) > limit
+        return Page(
+            [fromRow(row) for row in page],
+            tuple(str(c) for c in table.keyOf(page[-1])) if more else None,
+        )
+
+    async def listPublications(
+        self,
+        presentity: str | None = None,
+        event: str | None = None,
+        after: tuple[str, ...] | None = None,
+        limit: int = 1000,
+    ) -> Page[Publication]:
+        """See `IPresenceStore.listPublications`."""
+        filters: dict[str, object] = {}
+        if presentity is not None:
+            filters.update(addressValues(presentity))
+        if event is not None:
+            filters["event"] = event
+        return await self._page(PRESENTITY, filters, after, limit, publicationFromRow)
+
+    async def listSubscriptions(
+        self,
+        presentity: str | None = None,
+        event: str | None = None,
+        after: tuple[str, ...] | None = None,
+        limit: int = 1000,
+    ) -> Page[Subscription]:
+        """See `IPresenceStore.listSubscriptions`."""
+        filters: dict[str, object] = {}
+        if presentity is not None:
+            filters["presentity_uri"] = presentity
+        if event is not None:
+            filters["event"] = event
+        return await self._page(
+            ACTIVE_WATCHERS, filters, after, limit, subscriptionFromRow
+        )
+
+    async def listWatchers(
+        self,
+        presentity: str | None = None,
+        event: str | None = None,
+        after: tuple[str, ...] | None = None,
+        limit: int = 1000,
+    ) -> Page[Watcher]:
+        """See `IPresenceStore.listWatchers`."""
+        filters: dict[str, object] = {}
+        if presentity is not None:
+            filters["presentity_uri"] = presentity
+        if event is not None:
+            filters["event"] = event
+        return await self._page(WATCHERS, filters, after, limit, watcherFromRow)
+
+    async def eventCounts(self) -> EventCounts:
+        """See `IPresenceStore.eventCounts`: one ``GROUP BY`` per table."""
+        counts = EventCounts()
+        tables = {
+            "presentity": counts.publications,
+            "active_watchers": counts.subscriptions,
+            "watchers": counts.watchers,
+        }
+        for table, event, count in await self._query(COUNT_BY_EVENT, {}):
+            tables[table][event] = int(count)
+        return counts
 
     # -- bulk, for the cache --------------------------------------------------
 

@@ -18,6 +18,7 @@ from twisted.enterprise import adbapi
 from presence.storage.errors import StorageError
 from presence.storage.runner import SQLRunner
 from presence.storage.sql import SQLStore
+from presence.storage.statistics import StorageStatistics
 
 #: The oldest SQLite that runs our statements (RETURNING came in 3.35).
 MINIMUM_VERSION: Final = (3, 35, 0)
@@ -64,14 +65,17 @@ def _prepareConnection(connection: sqlite3.Connection) -> None:
 class SQLiteStore(SQLStore):
     """`IPresenceStore` in an SQLite database file."""
 
-    def __init__(self, path: str, *, reactor: Any) -> None:
+    def __init__(
+        self, path: str, *, reactor: Any, stats: StorageStatistics | None = None
+    ) -> None:
         """Make a store of the database at ``path``; `start` opens it.
 
         Args:
             path: the database file, created if missing.
             reactor: the reactor whose thread pool runs the statements.
+            stats: where failed statements are counted.
         """
-        super().__init__("sqlite", _TABLES)
+        super().__init__("sqlite", _TABLES, stats)
         self._reactor = reactor
         self.path = path
         self._pool: adbapi.ConnectionPool | None = None

@@ -217,6 +217,10 @@ class Table:
         """The condition of one key, with the key columns as placeholders."""
         return " AND ".join(f"{c} = :{c}" for c in self.key)
 
+    def keyOf(self, row: Sequence[object]) -> tuple[object, ...]:
+        """The key columns of a row read in `columns` order."""
+        return tuple(row[self.columns.index(c)] for c in self.key)
+
     def upsert(self, rows: int | None = None) -> str:
         """An insert that updates the rows already there.
 
@@ -435,6 +439,38 @@ SELECT_ALL_PUBLICATIONS: Final = f"{PRESENTITY.select} ORDER BY received_time, i
 SELECT_ALL_SUBSCRIPTIONS: Final = f"{ACTIVE_WATCHERS.select} ORDER BY id"
 SELECT_ALL_WATCHERS: Final = f"{WATCHERS.select} ORDER BY id"
 SELECT_ALL_BINDINGS: Final = f"{LOCATION.select} ORDER BY id"
+
+
+@cache
+def pageQuery(table: Table, filters: tuple[str, ...], after: bool) -> str:
+    """A page of a listing: keyset paging on the table's unique key.
+
+    ``WHERE (key columns) > (:after_<column>, ...) ORDER BY key LIMIT
+    :limit``: a range of the unique key's index, however far into the table
+    the page is. Each filter column is a ``column = :column`` condition.
+
+    Args:
+        table: `PRESENTITY`, `ACTIVE_WATCHERS` or `WATCHERS`.
+        filters: the columns to filter on.
+        after: whether the page starts after a key.
+
+    Returns:
+        The statement.
+    """
+    conditions = [f"{column} = :{column}" for column in filters]
+    if after:
+        key = ", ".join(table.key)
+        bound = ", ".join(f":after_{c}" for c in table.key)
+        conditions.append(f"({key}) > ({bound})")
+    where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+    return f"{table.select}{where} ORDER BY {', '.join(table.key)} LIMIT :limit"
+
+
+#: Rows by table and event, one round trip: ``(table, event, count)``.
+COUNT_BY_EVENT: Final = " UNION ALL ".join(
+    f"SELECT '{table}', event, COUNT(*) FROM {table} GROUP BY event"
+    for table in ("presentity", "active_watchers", "watchers")
+)
 
 SELECT_MARKER: Final = "SELECT table_version FROM version WHERE table_name = :name"
 UPSERT_MARKER: Final = (

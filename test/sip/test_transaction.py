@@ -150,6 +150,8 @@ class ClientTransactionUDPTests(SynchronousTestCase):
             times, [0.5, 1.5, 3.5, 7.5, 11.5, 15.5, 19.5, 23.5, 27.5, 31.5]
         )
         self.assertEqual(self.stack.layer.stats.retransmissionsSent, 10)
+        self.assertEqual(self.stack.layer.stats.requestsRetransmitted, 10)
+        self.assertEqual(self.stack.layer.stats.responsesRetransmitted, 0)
         self.assertNoResult(self.d)
 
     def test_timerFGivesSynthetic408(self) -> None:
@@ -389,6 +391,26 @@ class NonInviteServerTransactionTests(SynchronousTestCase):
         self.assertEqual(first[1], CLIENT)
         self.assertEqual(self.stack.layer.stats.retransmissionsAbsorbed, 1)
 
+    def test_onFinalResponse(self) -> None:
+        """The transaction tells its hook of its final response, once.
+
+        Provisional responses and retransmissions of the final one are not
+        told; the transaction knows when its request arrived.
+        """
+        self.user.answer = None
+        self.stack.clock.advance(10)
+        self.stack.receive(requestBytes())
+        [(_, transaction)] = self.user.requests
+        self.assertEqual(transaction.received, 10)
+        told: list[tuple[object, int]] = []
+        transaction.onFinalResponse = lambda t, r: told.append((t, r.code))
+        transaction.respond(transaction.response(100))
+        self.assertEqual(told, [])
+        transaction.respond(transaction.response(202))
+        self.stack.receive(requestBytes())
+        transaction.respond(transaction.response(500))
+        self.assertEqual(told, [(transaction, 202)])
+
     def test_retransmissionInTryingIsDiscarded(self) -> None:
         """Retransmissions in Trying are discarded.
 
@@ -563,6 +585,8 @@ class InviteServerTransactionTests(SynchronousTestCase):
         times = self.stack.writeTimes(12.0)
         self.assertEqual(times, [0.5, 1.5, 3.5, 7.5, 11.5])
         self.assertEqual({r.code for r in self.stack.sentResponses()}, {405})
+        self.assertEqual(self.stack.layer.stats.responsesRetransmitted, 5)
+        self.assertEqual(self.stack.layer.stats.requestsRetransmitted, 0)
         self.ack()
         self.assertEqual(self.stack.writeTimes(40.0), [])
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import (
+    ConnectionDone,
     ConnectionRefusedError,
     InvalidAddressError,
     MessageLengthError,
@@ -348,6 +349,14 @@ class StreamTests(SynchronousTestCase):
     def message(self, n: int, body: bytes = b"") -> bytes:
         """A request over TCP with branch ``n``."""
         return requestBytes(via=self.tcpVia.format(n), body=body)
+
+    def test_connectionsCounted(self) -> None:
+        """Each accepted connection is counted, and kept until it is lost."""
+        self.assertEqual(self.transports.stats.connectionsOpened, 1)
+        self.assertEqual(len(self.transports.connections), 1)
+        self.protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(self.transports.connections, {})
+        self.assertEqual(self.transports.stats.connectionsOpened, 1)
 
     def test_twoMessagesInOneRead(self) -> None:
         """Two messages in one read are framed by Content-Length (RFC 3261 18.3)."""

@@ -381,6 +381,38 @@ class StorageServiceTests(SynchronousTestCase):
         self.assertEqual(self.database.stopped, 1)
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
+    def test_flushesCountedAndTimed(self) -> None:
+        """Each flush with rows to write is counted, with its duration."""
+        service = self.service()
+        service.startService()
+        slow: Deferred[None] = Deferred()
+        applyBatch = self.database.applyBatch
+
+        async def slowBatch(batch: Batch) -> None:
+            await slow
+            await applyBatch(batch)
+
+        self.database.applyBatch = slowBatch  # type: ignore[method-assign]
+        self.clock.advance(5)
+        self.assertEqual(service.stats.flushes, 0)  # nothing to write
+        self.successResultOf(service.store.putPublication(publication()))
+        self.successResultOf(service.store.putPublication(publication("e2")))
+        self.clock.advance(5)
+        self.clock.advance(0.3)
+        slow.callback(None)
+        stats = service.stats
+        self.assertEqual((stats.flushes, stats.rowsFlushed), (1, 2))
+        self.assertAlmostEqual(stats.flushSeconds, 0.3)
+        self.assertEqual(sum(stats.flushDurations), 1)
+        self.database.applyBatch = applyBatch  # type: ignore[method-assign]
+        self.database.down = True
+        self.successResultOf(service.store.putPublication(publication("e3")))
+        self.clock.advance(5)
+        self.assertEqual((stats.flushes, stats.flushFailures), (2, 1))
+        self.database.down = False
+        self.successResultOf(service.stopService())
+        self.assertEqual((stats.flushes, stats.rowsFlushed), (3, 3))
+
     def test_cacheServesWhileDown(self) -> None:
         """A database down at start.
 

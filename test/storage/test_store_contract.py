@@ -22,11 +22,19 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
 from presence.status import ACTIVE, PENDING, TERMINATED
+from presence.storage.cached import CachedStore
 from presence.storage.errors import StorageError
 from presence.storage.interfaces import IPresenceStore
 from presence.storage.memory import MemoryStore
 from presence.storage.postgres import PostgresStore
-from presence.storage.records import Batch, Binding, Publication, Subscription, Watcher
+from presence.storage.records import (
+    Batch,
+    Binding,
+    EventCounts,
+    Publication,
+    Subscription,
+    Watcher,
+)
 from presence.storage.sql import SCHEMA_VERSION
 from presence.storage.sqlite import SQLiteStore
 from test.support.postgres import NO_PG, PG_DSN, PostgresDatabase, pgDSN
@@ -396,6 +404,200 @@ class StoreContract(_Base):
         got = await self.store.bindings("alice@example.com")
         self.assertEqual([b.contact for b in got], ["sip:b@192.0.2.1"])
 
+    # -- listings -------------------------------------------------------------
+
+    async def everything(
+        self, listing: Callable[..., Any], limit: int, **filters: Any
+    ) -> tuple[list[Any], int]:
+        """Every row of a listing, page by page; the rows and the pages."""
+        rows: list[Any] = []
+        after = None
+        pages = 0
+        while True:
+            page = await listing(after=after, limit=limit, **filters)
+            pages += 1
+            self.assertLessEqual(len(page.entries), limit)
+            rows.extend(page.entries)
+            if page.next is None:
+                return rows, pages
+            after = page.next
+            self.assertLess(pages, 1000, "the listing does not end")
+
+    def assertInKeyOrder(self, rows: list[Any], expected: list[Any]) -> None:
+        """Rows come once each, in key order, and are those expected."""
+        keys = [row.key for row in rows]
+        self.assertEqual(keys, sorted(set(keys)))
+        self.assertEqual(keys, sorted(row.key for row in expected))
+        self.assertEqual(rows, sorted(expected, key=lambda row: row.key))
+
+    async def test_listPublicationsPaged(self) -> None:
+        """Publications come page by page in key order, each exactly once."""
+        made = [
+            publication(
+                f"e{n:02d}",
+                presentity=f"user{n % 4}@example.com",
+                event="dialog" if n % 3 == 0 else "presence",
+            )
+            for n in range(23)
+        ]
+        for p in made:
+            await self.store.putPublication(p)
+        rows, pages = await self.everything(self.store.listPublications, 5)
+        self.assertInKeyOrder(rows, made)
+        self.assertEqual(pages, 5)
+        rows, _ = await self.everything(self.store.listPublications, 100)
+        self.assertInKeyOrder(rows, made)
+
+    async def test_listPublicationsFiltered(self) -> None:
+        """A listing may keep to a presentity, an event, or both."""
+        made = [
+            publication(
+                f"e{n:02d}",
+                presentity=f"user{n % 4}@example.com",
+                event="dialog" if n % 3 == 0 else "presence",
+            )
+            for n in range(23)
+        ]
+        for p in made:
+            await self.store.putPublication(p)
+        for presentity, event in [
+            ("user1@example.com", None),
+            (None, "dialog"),
+            ("user2@example.com", "presence"),
+            ("nobody@example.com", None),
+        ]:
+            rows, _ = await self.everything(
+                self.store.listPublications, 2, presentity=presentity, event=event
+            )
+            expected = [
+                p
+                for p in made
+                if presentity in (None, p.presentity) and event in (None, p.event)
+            ]
+            self.assertInKeyOrder(rows, expected)
+
+    async def test_listSubscriptionsPaged(self) -> None:
+        """Subscriptions come page by page in key order, each exactly once."""
+        made = [
+            subscription(
+                f"call-{n:02d}",
+                event="dialog" if n % 5 == 0 else "presence",
+                presentity=f"sip:user{n % 3}@example.com",
+            )
+            for n in range(31)
+        ]
+        for s in made:
+            await self.store.putSubscription(s)
+        rows, pages = await self.everything(self.store.listSubscriptions, 10)
+        self.assertInKeyOrder(rows, made)
+        self.assertEqual(pages, 4)
+        for presentity, event in [
+            ("sip:user0@example.com", None),
+            (None, "dialog"),
+            ("sip:user1@example.com", "presence"),
+        ]:
+            rows, _ = await self.everything(
+                self.store.listSubscriptions, 3, presentity=presentity, event=event
+            )
+            expected = [
+                s
+                for s in made
+                if presentity in (None, s.presentity) and event in (None, s.event)
+            ]
+            self.assertInKeyOrder(rows, expected)
+
+    async def test_listRareEvent(self) -> None:
+        """An event that few rows have is found whatever the page size."""
+        made = [subscription(f"call-{n:03d}") for n in range(60)]
+        made += [subscription("call-030x", event="dialog")]
+        for s in made:
+            await self.store.putSubscription(s)
+        rows, _ = await self.everything(self.store.listSubscriptions, 1, event="dialog")
+        self.assertEqual([s.callId for s in rows], ["call-030x"])
+
+    async def test_listWatchersPaged(self) -> None:
+        """Watcher rows come page by page in key order, each exactly once."""
+        made = [
+            watcher(
+                f"user{n:02d}",
+                presentity=f"sip:p{n % 2}@example.com",
+                event="presence.winfo" if n % 4 == 0 else "presence",
+            )
+            for n in range(17)
+        ]
+        for w in made:
+            await self.store.putWatcher(w)
+        rows, pages = await self.everything(self.store.listWatchers, 4)
+        self.assertInKeyOrder(rows, made)
+        self.assertEqual(pages, 5)
+        rows, _ = await self.everything(
+            self.store.listWatchers, 3, presentity="sip:p1@example.com"
+        )
+        self.assertInKeyOrder(
+            rows, [w for w in made if w.presentity == "sip:p1@example.com"]
+        )
+        rows, _ = await self.everything(
+            self.store.listWatchers, 3, event="presence.winfo"
+        )
+        self.assertInKeyOrder(rows, [w for w in made if w.event == "presence.winfo"])
+
+    async def test_listWhileChanging(self) -> None:
+        """Rows there for the whole listing come once, whatever else changes."""
+        for n in range(0, 40, 2):
+            await self.store.putSubscription(subscription(f"call-{n:02d}"))
+        first = await self.store.listSubscriptions(limit=5)
+        await self.store.removeSubscription(subscription("call-04").key)
+        await self.store.removeSubscription(subscription("call-20").key)
+        for n in range(1, 40, 2):
+            await self.store.putSubscription(subscription(f"call-{n:02d}"))
+        rest, _ = await self.everything(
+            lambda **kw: self.store.listSubscriptions(
+                **{**kw, "after": kw["after"] or first.next}
+            ),
+            5,
+        )
+        seen = [s.callId for s in first.entries + rest]
+        self.assertEqual(len(seen), len(set(seen)))
+        kept = {f"call-{n:02d}" for n in range(0, 40, 2)} - {"call-04", "call-20"}
+        self.assertLessEqual(kept, set(seen))
+
+    async def test_listBadArguments(self) -> None:
+        """A key of the wrong shape, or a limit below 1, is a ValueError."""
+        for call in [
+            self.store.listSubscriptions(after=("a", "b")),
+            self.store.listPublications(after=("a", "b", "c", 4)),
+            self.store.listWatchers(limit=0),
+            self.store.listSubscriptions(presentity="sip:a@b", after=("a",)),
+        ]:
+            with self.assertRaises(ValueError):
+                await call
+
+    async def test_eventCounts(self) -> None:
+        """The rows of each table are counted by event."""
+        self.assertEqual(await self.store.eventCounts(), EventCounts())
+        await self.store.putPublication(publication("a"))
+        await self.store.putPublication(publication("b"))
+        await self.store.putPublication(publication("c", event="dialog"))
+        await self.store.putPublication(publication("d"), replacing="b")
+        await self.store.removePublication("alice@example.com", "presence", "a")
+        await self.store.putSubscription(subscription("c1"))
+        await self.store.putSubscription(subscription("c1"))
+        await self.store.putSubscription(subscription("c2", event="dialog"))
+        await self.store.putSubscription(subscription("c3", event="dialog"))
+        await self.store.removeSubscription(subscription("c3", event="dialog").key)
+        await self.store.putWatcher(watcher("w1"))
+        await self.store.putWatcher(watcher("w1"))
+        await self.store.putWatcher(watcher("w2"))
+        await self.store.removeWatcher(watcher("w2"))
+        self.assertEqual(
+            await self.store.eventCounts(),
+            EventCounts(
+                publications={"presence": 1, "dialog": 1},
+                subscriptions={"presence": 1, "dialog": 1},
+                watchers={"presence": 1},
+            ),
+        )
+
     async def test_recordsAreCopies(self) -> None:
         """Changing a record handed out does not change the store."""
         await self.store.putSubscription(subscription())
@@ -436,6 +638,15 @@ class MemoryStoreContractTests(StoreContract, SynchronousTestCase):
     def setUp(self) -> None:
         """Use an empty memory store."""
         self.store = MemoryStore()
+
+
+@synchronously
+class CachedStoreContractTests(StoreContract, SynchronousTestCase):
+    """The cache keeps the contract: it reads and writes its memory copy."""
+
+    def setUp(self) -> None:
+        """Use an empty cache; its database is never reached before a flush."""
+        self.store = CachedStore(database=None)
 
 
 # -- the SQL stores ----------------------------------------------------------
@@ -578,6 +789,15 @@ class SQLStoreTests(_Base):
         snapshot = await self.store.loadAll()
         self.assertEqual((snapshot.publications, snapshot.subscriptions), ([], []))
         self.assertTrue(self.store.ready)
+
+    async def test_errorsCounted(self) -> None:
+        """Each statement the database refuses is counted."""
+        self.assertEqual(self.store.stats.errors, 0)
+        await self.assertFailure(
+            Deferred.fromCoroutine(self.store._query("SELECT nope FROM nothing", {})),
+            StorageError,
+        )
+        self.assertEqual(self.store.stats.errors, 1)
 
     async def test_emptyBatch(self) -> None:
         """An empty batch does nothing."""

@@ -7,11 +7,13 @@ runs.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import defer
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import DatagramProtocol, Protocol
+from twisted.protocols.policies import WrappingFactory
 
 from presence.sip.message import SIPMessage, SIPRequest, SIPResponse, responseTo
 from presence.sip.parser import StreamFramer, parseDatagram
@@ -62,13 +64,17 @@ class TCPClient(Protocol):
         self.lost.callback(None)
 
 
-def startServer(reactor: Any, *argv: str) -> tuple[StackService, int, int]:
+def startServer(
+    reactor: Any, *argv: str, prepare: Callable[[StackService], None] | None = None
+) -> tuple[StackService, int, int]:
     """Start the server on ``reactor``, on ephemeral loopback ports.
 
     Args:
         reactor: the reactor the server runs on.
         argv: more command-line options; without ``--database`` or
-            ``--config`` the store is in memory.
+            ``--config`` the store is in memory; without ``--admin-listen``
+            there is no administration site (`startServerWithAdmin` has one).
+        prepare: called with the service tree before it starts.
 
     Returns:
         The running service, its UDP port and its TCP port.
@@ -85,15 +91,71 @@ def startServer(reactor: Any, *argv: str) -> tuple[StackService, int, int]:
                 if {"--database", "--config"} & set(argv)
                 else ("--database", "memory")
             ),
+            *(() if "--admin-listen" in argv else ("--admin-listen", "none")),
             *argv,
         ]
     )
     server = makeService(options, reactor)
+    if prepare is not None:
+        prepare(server)
     server.startService()
     transports = server.stack.transports
     udpPort = transports.udp[0].transport.getHost().port  # type: ignore[union-attr]
     tcpPort = transports.tcpPorts[0]
     return server, udpPort, tcpPort
+
+
+class TrackingFactory(WrappingFactory):
+    """Wraps a factory to know its open connections and wait for them to close."""
+
+    def __init__(self, wrappedFactory: Any) -> None:
+        """Track the connections of ``wrappedFactory``."""
+        super().__init__(wrappedFactory)
+        self._emptyWaiters: list[defer.Deferred[None]] = []
+
+    def unregisterProtocol(self, p: Any) -> None:
+        """A connection closed: fire the waiters once none is left."""
+        super().unregisterProtocol(p)
+        if not self.protocols:
+            waiters, self._emptyWaiters = self._emptyWaiters, []
+            for d in waiters:
+                d.callback(None)
+
+    def whenClosed(self) -> defer.Deferred[None]:
+        """Fires when no connection is open (at once if none is)."""
+        if not self.protocols:
+            return defer.succeed(None)
+        d: defer.Deferred[None] = defer.Deferred()
+        self._emptyWaiters.append(d)
+        return d
+
+
+async def startServerWithAdmin(
+    reactor: Any, *argv: str
+) -> tuple[StackService, int, int, int, TrackingFactory]:
+    """`startServer` with the administration site on an ephemeral loopback port.
+
+    The site's connections are tracked: a test waits for them to be closed
+    (the clients close them) before it ends, so that none is left open.
+
+    Returns:
+        The running service, its UDP, TCP and administration ports, and the
+        tracker of the administration connections.
+    """
+    trackers: list[TrackingFactory] = []
+
+    def track(server: StackService) -> None:
+        admin: Any = server.getServiceNamed("admin")
+        trackers.append(TrackingFactory(admin.factory))
+        admin.factory = trackers[0]
+
+    server, udpPort, tcpPort = startServer(
+        reactor, "--admin-listen", "tcp:0:interface=127.0.0.1", *argv, prepare=track
+    )
+    admin: Any = server.getServiceNamed("admin")
+    # The endpoint service keeps the Deferred of its listening port.
+    port = await admin._waitingForPort
+    return server, udpPort, tcpPort, int(port.getHost().port), trackers[0]
 
 
 async def connectTCP(reactor: Any, port: int) -> TCPClient:
