@@ -16,6 +16,7 @@ from typing import Any
 from presence.auth.check import DigestAuthenticator, IdentityCheck
 from presence.auth.identity import TrustedPeers
 from presence.config import Config, databaseKind, sqlitePath
+from presence.core.authorise import Reauthoriser, ReauthoriseResult
 from presence.core.dispatcher import SERVER, Dispatcher
 from presence.core.expiry import ExpirySweeper
 from presence.core.expirypolicy import (
@@ -24,7 +25,7 @@ from presence.core.expirypolicy import (
     publishExpires,
     subscribeExpires,
 )
-from presence.core.notify import Notifier
+from presence.core.notify import Notifier, aorOf
 from presence.core.publish import PublishHandler
 from presence.core.registrar import REGISTRAR_EXPIRES, Registrar
 from presence.core.subscribe import SubscribeHandler
@@ -32,7 +33,7 @@ from presence.core.watchers import WatcherTracker
 from presence.packages.dialog import DialogPackage, SharedLineDialogPackage
 from presence.packages.interfaces import PackageRegistry
 from presence.packages.mwi import MessageSummaryPackage
-from presence.packages.presence import PresencePackage
+from presence.packages.presence import PresencePackage, aggregate
 from presence.packages.winfo import WatcherInfoPackage
 from presence.sip.resolver import LazyResolver
 from presence.sip.transaction import TransactionLayer
@@ -47,7 +48,10 @@ from presence.storage.credentials import (
 from presence.storage.interfaces import IPresenceStore
 from presence.storage.memory import MemoryStore
 from presence.storage.service import CACHE, MEMORY, SHARED, StorageService
-from presence.xcap.policy import AllowAll
+from presence.storage.xcap import IXCAPStore, MemoryXCAPStore, SQLXCAPStore
+from presence.xcap.integrated import RulesPolicy
+from presence.xcap.policy import AllowAll, IPrivacyPolicy
+from presence.xcap.transform import currentSphere
 
 
 @dataclass
@@ -69,6 +73,20 @@ class Stack:
     reactor: Any
     credentials: ICredentialStore | None = None
     authenticator: DigestAuthenticator | None = None
+    policy: IPrivacyPolicy | None = None
+    xcap: IXCAPStore | None = None
+    reauthoriser: Reauthoriser | None = None
+
+    async def reauthorise(
+        self, presentity: str, event: str = "presence"
+    ) -> ReauthoriseResult:
+        """Re-authorise this presentity's watchers and notify the changes.
+
+        The operation behind ``refreshWatchers``, xcap-diff and the periodic
+        check (`presence.core.authorise.Reauthoriser.reauthorise`).
+        """
+        assert self.reauthoriser is not None
+        return await self.reauthoriser.reauthorise(presentity, event)
 
 
 def buildStack(config: Config, reactor: Any) -> Stack:
@@ -92,6 +110,7 @@ def buildStack(config: Config, reactor: Any) -> Stack:
     )
     transactions = TransactionLayer(reactor, transports, serverHeader=SERVER)
     store, storage = buildStore(config, reactor)
+    xcap, policy = buildPolicy(config, reactor, store, storage)
     packages = PackageRegistry(
         [
             PresencePackage(offline=config.offlineBody),
@@ -108,13 +127,14 @@ def buildStack(config: Config, reactor: Any) -> Stack:
         transactions,
         transports,
         onRemoved=lambda s, why: watchers.changed(s, "deactivated"),
+        policy=None if isinstance(policy, AllowAll) else policy,
     )
     watchers = WatcherTracker(reactor, store, packages, notifier)
     subscribe = SubscribeHandler(
         reactor,
         store,
         packages,
-        AllowAll(),
+        policy,
         notifier,
         transports,
         config.domains,
@@ -165,6 +185,9 @@ def buildStack(config: Config, reactor: Any) -> Stack:
         interval=config.cleanPeriod,
         onSubscriptionExpired=lambda s: watchers.changed(s, "timeout"),
     )
+    reauthoriser = Reauthoriser(
+        reactor, store, packages, policy, notifier, onWatcherChange=watchers.changed
+    )
     credentials = buildCredentials(reactor, storage)
     authenticator, checks = buildChecks(config, reactor, credentials)
     dispatcher = Dispatcher(
@@ -191,7 +214,39 @@ def buildStack(config: Config, reactor: Any) -> Stack:
         reactor=reactor,
         credentials=credentials,
         authenticator=authenticator,
+        policy=policy,
+        xcap=xcap,
+        reauthoriser=reauthoriser,
     )
+
+
+def buildPolicy(
+    config: Config, reactor: Any, store: IPresenceStore, storage: StorageService
+) -> tuple[IXCAPStore | None, IPrivacyPolicy]:
+    """The privacy policy, and the XCAP documents it reads.
+
+    ``force_active`` (the default without an XCAP mode): `AllowAll`, no
+    documents. The integrated mode: a `RulesPolicy` over the database's
+    ``xcap`` table, read directly in cache and in shared mode alike (an XCAP
+    server writes it), or over memory in memory mode. ``force_active =
+    false`` without an XCAP mode reads rules from nowhere: every watcher
+    waits (pending), as OpenSIPS does.
+    """
+    if config.forceActiveInEffect:
+        return None, AllowAll()
+    documents: IXCAPStore
+    if config.integratedXcapServer and storage.database is not None:
+        documents = SQLXCAPStore(storage.database)
+    else:
+        documents = MemoryXCAPStore()
+
+    async def sphere(presentity: str) -> str | None:
+        publications = await store.publications(aorOf(presentity), "presence")
+        if not publications:
+            return None
+        return currentSphere(aggregate(presentity, [p.body for p in publications]))
+
+    return documents, RulesPolicy(reactor, documents, sphere=sphere)
 
 
 def buildCredentials(reactor: Any, storage: StorageService) -> ICredentialStore:

@@ -34,6 +34,7 @@ from presence.status import ACTIVE, PENDING
 from presence.storage.errors import StorageError
 from presence.storage.interfaces import IPresenceStore
 from presence.storage.records import Publication, Subscription, SubscriptionKey
+from presence.xcap.policy import IPrivacyPolicy
 
 #: Responses to NOTIFY that end the subscription (RFC 6665 4.2.2, RFC 5057
 #: section 5.1: these end the dialog usage).
@@ -71,6 +72,7 @@ class Notifier:
         transactions: TransactionLayer,
         transports: SIPTransports,
         onRemoved: Callable[[Subscription, str], Any] | None = None,
+        policy: IPrivacyPolicy | None = None,
     ) -> None:
         """Notify through ``transactions``, reading state from ``store``.
 
@@ -82,6 +84,10 @@ class Notifier:
             transports: what routes them.
             onRemoved: called with a subscription the notifier removed (a
                 481, a timeout...) and why.
+            policy: asked for the decision (permissions, polite block) of an
+                active subscription whose row carries none, because it was
+                read from the database rather than made by this process;
+                none: such a subscription sees everything.
         """
         self.clock = clock
         self.store = store
@@ -92,6 +98,7 @@ class Notifier:
         self._busy: set[SubscriptionKey] = set()
         self._queued: dict[SubscriptionKey, tuple[Subscription, str | None]] = {}
         self.onRemoved = onRemoved
+        self.policy = policy
 
     @property
     def outstanding(self) -> int:
@@ -253,6 +260,17 @@ class Notifier:
             if publications is None:
                 publications = await self.store.publications(
                     aorOf(subscription.presentity), subscription.event
+                )
+            if (
+                subscription.decision is None
+                and self.policy is not None
+                and package.needsAuthorisation
+            ):
+                subscription.decision = await self.policy.authorise(
+                    subscription.presentity,
+                    subscription.watcherUsername,
+                    subscription.watcherDomain,
+                    subscription.event,
                 )
             version = subscription.version
             body = package.notifyBody(
