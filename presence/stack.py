@@ -30,6 +30,7 @@ from presence.core.publish import PublishHandler
 from presence.core.registrar import REGISTRAR_EXPIRES, Registrar
 from presence.core.subscribe import SubscribeHandler
 from presence.core.watchers import WatcherTracker
+from presence.core.xcapdiff import XCAPDiffPublish
 from presence.packages.dialog import DialogPackage, SharedLineDialogPackage
 from presence.packages.interfaces import PackageRegistry
 from presence.packages.mwi import MessageSummaryPackage
@@ -155,6 +156,9 @@ def buildStack(config: Config, reactor: Any) -> Stack:
         packages,
         notifier,
         config.domains,
+        onPublished=None
+        if xcap is None
+        else lambda presentity, event: reauthoriser.published(presentity, event),
         expiry=ExpiryPolicy(
             publishExpires,
             ExpiryOverrides(
@@ -190,8 +194,12 @@ def buildStack(config: Config, reactor: Any) -> Stack:
     )
     credentials = buildCredentials(reactor, storage)
     authenticator, checks = buildChecks(config, reactor, credentials)
+    publishing: Any = publish
+    if xcap is not None:
+        # The integrated mode hears of rules changes through xcap-diff.
+        publishing = XCAPDiffPublish(publish, reauthoriser, config.domains)
     dispatcher = Dispatcher(
-        {"SUBSCRIBE": subscribe, "PUBLISH": publish, "REGISTER": registrar},
+        {"SUBSCRIBE": subscribe, "PUBLISH": publishing, "REGISTER": registrar},
         packages,
         ready=lambda: storage.serving,
         checks=checks,

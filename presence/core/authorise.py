@@ -89,6 +89,36 @@ class Reauthoriser:
         self.notifier = notifier
         self.onWatcherChange = onWatcherChange
         self.runs = 0
+        self._spheres: dict[str, str | None] = {}
+
+    async def published(self, presentity: str, event: str) -> None:
+        """Re-authorise after a PUBLISH if it changed the sphere rules read.
+
+        Only when one of the presentity's rules has a ``sphere`` condition
+        and the current sphere is not the one last seen.
+
+        RFC 4745 section 7 and RFC 5025 section 3.1.3 (the ``sphere``
+        condition holds while the presentity's current sphere is one it
+        names): a watcher's status may change with the sphere alone. A
+        policy that cannot say (``force_active``) is never asked.
+        """
+        package = self.packages.get(event)
+        if package is None or not package.needsAuthorisation:
+            return
+        hasSpheres = getattr(self.policy, "hasSphereConditions", None)
+        reader = getattr(self.policy, "sphere", None)
+        if hasSpheres is None or reader is None:
+            return
+        if not await hasSpheres(presentity):
+            self._spheres.pop(presentity, None)
+            return
+        sphere = await reader(presentity)
+        if presentity in self._spheres and self._spheres[presentity] == sphere:
+            return
+        if len(self._spheres) >= 10_000:
+            self._spheres.clear()
+        self._spheres[presentity] = sphere
+        await self.reauthorise(presentity, event)
 
     async def reauthorise(
         self, presentity: str, event: str = "presence"

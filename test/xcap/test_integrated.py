@@ -522,3 +522,147 @@ class ReauthoriseTests(IntegratedModeTestCase):
         self.server.advance(RULES_TTL + 1)
         self.assertEqual(self.bob.subscribe(BOB).code, 403)
         self.assertEqual(policy.reads, reads + 1)
+
+
+def xcapDiff(*sels: str, root: str = "http://127.0.0.1:8089/xcap-root") -> bytes:
+    """An RFC 5874 body, as OpenXCAP 3.2.0 sends it."""
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f'<xcap-diff xmlns="urn:ietf:params:xml:ns:xcap-diff" xcap-root="{root}">'
+        + "".join(
+            f'<document new-etag="874739014a9855dee2cdd0a56eedcb63" sel="{sel}"/>'
+            for sel in sels
+        )
+        + "</xcap-diff>"
+    ).encode()
+
+
+class XCAPDiffTests(IntegratedModeTestCase):
+    """OpenXCAP 3.x's PUBLISH Event: xcap-diff re-authorises at once."""
+
+    def diff(self, body: bytes, sender: UA | None = None) -> Any:
+        """PUBLISH xcap-diff for bob with Expires: 0, as OpenXCAP does."""
+        sender = sender or UA(self.server, "bob", "192.0.2.40", 35060, "TCP")
+        return sender.publish(
+            body,
+            expires=0,
+            event="xcap-diff",
+            contentType="application/xcap-diff+xml",
+            presentity=BOB,
+        )
+
+    def test_absoluteSel(self) -> None:
+        """An absolute sel: bob's pending watcher becomes active at once.
+
+        200 with Expires 0, and nothing is published (RFC 3903 section 6:
+        Expires 0 removes).
+        """
+        self.rules(rule("c", ["alice"], "confirm"))
+        self.bob.publish(RICH)
+        self.assertEqual(self.alice.subscribe(BOB).code, 200)
+        self.only(self.alice)
+        self.rules(rule("c", ["alice"], "allow", EVERYTHING), etag="now")
+        publications = self.server.store.counts()["publications"]
+        response = self.diff(
+            xcapDiff(
+                "http://127.0.0.1:8089/xcap-root/pres-rules/users/"
+                "sip:bob@example.com/index"
+            )
+        )
+        self.assertEqual((response.code, response.header("expires")), (200, "0"))
+        self.assertIsNone(response.header("sip-etag"))
+        self.assertEqual(self.server.store.counts()["publications"], publications)
+        notify = self.only(self.alice)
+        self.assertTrue(str(notify.header("subscription-state")).startswith("active"))
+        self.assertIn(b"Gone fishing", notify.body)
+
+    def test_relativeSel(self) -> None:
+        """A sel relative to the XCAP root (RFC 5874 section 4's examples)."""
+        self.rules(rule("a", ["alice"], "allow"))
+        self.assertEqual(self.alice.subscribe(BOB).code, 200)
+        self.only(self.alice)
+        self.rules(rule("a", ["alice"], "block"), etag="blocked")
+        response = self.diff(
+            xcapDiff("org.openmobilealliance.pres-rules/users/bob@example.com/index")
+        )
+        self.assertEqual(response.code, 200)
+        self.assertEqual(
+            self.only(self.alice).header("subscription-state"),
+            "terminated;reason=rejected",
+        )
+
+    def test_malformed(self) -> None:
+        """A body that is not an xcap-diff document gets 400, another type 415."""
+        self.assertEqual(self.diff(b"<nope").code, 400)
+        bob = UA(self.server, "bob", "192.0.2.41", 35061)
+        response = bob.publish(
+            xcapDiff("pres-rules/users/sip:bob@example.com/index"),
+            expires=0,
+            event="xcap-diff",
+            contentType="application/xml",
+        )
+        self.assertEqual(response.code, 415)
+
+    def test_ownerParsing(self) -> None:
+        """The owner is the XUI after users/, with or without sip:."""
+        from presence.core.xcapdiff import documentOwner
+
+        for sel, owner in [
+            (
+                "http://h/xcap-root/pres-rules/users/sip:bob@Example.com/index",
+                "bob@example.com",
+            ),
+            (
+                "/xcap-root/pres-rules/users/sip%3Abob%40example.com/index",
+                "bob@example.com",
+            ),
+            ("resource-lists/users/bob@example.com/index", "bob@example.com"),
+            ("xcap-caps/global/index", None),
+            ("pres-rules/users/nobody/index", None),
+        ]:
+            self.assertEqual(documentOwner(sel), owner, sel)
+
+
+RPID_NS = "urn:ietf:params:xml:ns:pidf:rpid"
+DM_NS = "urn:ietf:params:xml:ns:pidf:data-model"
+
+
+def inSphere(sphere: str) -> bytes:
+    """Bob's PIDF with his person in ``sphere``."""
+    return (
+        f'<?xml version="1.0" encoding="UTF-8"?>\n<presence xmlns="{PIDF_NS}"'
+        f' xmlns:dm="{DM_NS}" xmlns:rpid="{RPID_NS}" entity="sip:bob@example.com">'
+        '<tuple id="t1"><status><basic>open</basic></status></tuple>'
+        f'<dm:person id="p1"><rpid:sphere>{sphere}</rpid:sphere></dm:person>'
+        "</presence>"
+    ).encode()
+
+
+class SphereTests(IntegratedModeTestCase):
+    """A PUBLISH that changes bob's sphere re-authorises his watchers."""
+
+    def test_sphereChange(self) -> None:
+        """Alice is allowed while bob is at work, pending otherwise.
+
+        RFC 4745 section 7.2: the sphere condition holds when the
+        presentity's current state is in the sphere it names.
+        """
+        self.rules(
+            '<cr:rule id="w"><cr:conditions><cr:identity>'
+            '<cr:one id="sip:alice@example.com"/></cr:identity>'
+            '<cr:sphere value="work"/></cr:conditions>'
+            "<cr:actions><pr:sub-handling>allow</pr:sub-handling></cr:actions>"
+            "<cr:transformations><pr:provide-services><pr:all-services/>"
+            "</pr:provide-services></cr:transformations></cr:rule>",
+            rule("c", ["alice"], "confirm"),
+        )
+        response = self.bob.publish(inSphere("home"))
+        self.assertEqual(response.code, 200)
+        self.assertEqual(self.alice.subscribe(BOB).code, 200)
+        notify = self.only(self.alice)
+        self.assertTrue(str(notify.header("subscription-state")).startswith("pending"))
+        etag = response.header("sip-etag")
+        self.bob.publish(inSphere("work"), etag=etag)
+        notify = self.only(self.alice)
+        self.assertTrue(str(notify.header("subscription-state")).startswith("active"))
+        self.assertIn(b"open", notify.body)
