@@ -666,3 +666,69 @@ class SphereTests(IntegratedModeTestCase):
         notify = self.only(self.alice)
         self.assertTrue(str(notify.header("subscription-state")).startswith("active"))
         self.assertIn(b"open", notify.body)
+
+
+#: Five rules, each for a fifth of the watchers, each showing something else.
+FIVE_GRANTS = (
+    "<pr:provide-note>true</pr:provide-note>",
+    "<pr:provide-services><pr:all-services/></pr:provide-services>",
+    "<pr:provide-services><pr:all-services/></pr:provide-services>"
+    "<pr:provide-note>true</pr:provide-note>",
+    EVERYTHING,
+    "<pr:provide-persons><pr:all-persons/></pr:provide-persons>",
+)
+
+
+def fanOutRules(watchers: int) -> bytes:
+    """Bob's rules: watcher ``w<n>`` is allowed by rule ``n % 5``."""
+    rules = []
+    for k, grant in enumerate(FIVE_GRANTS):
+        who = [f"w{n}" for n in range(k, watchers, len(FIVE_GRANTS))]
+        rules.append(rule(f"r{k}", who, "allow", grant))
+    return ruleset(*rules)
+
+
+def answerEverything(server: Server) -> int:
+    """Answer every request the server sent with 200; how many."""
+    from presence.sip.message import responseTo
+    from presence.sip.parser import parseDatagram
+
+    answered = 0
+    while server.udp.written:
+        written = list(server.udp.written)
+        server.udp.written.clear()
+        for data, addr in written:
+            message = parseDatagram(data)
+            if isinstance(message, SIPRequest):
+                server.receive(responseTo(message, 200, toTag=None).toBytes(), addr)
+                answered += 1
+    return answered
+
+
+class FanOutTests(SynchronousTestCase):
+    """1,000 watchers under five rules: at most five transformed documents."""
+
+    def test_fiveDocumentsPerChange(self) -> None:
+        """A PUBLISH to 1,000 watchers with five permission sets: five documents.
+
+        The aggregate is transformed once per set (the body cache is keyed
+        by the permissions), and every watcher gets its NOTIFY.
+        """
+        count = 1000
+        server = Server(integratedXcapServer=True)
+        self.addCleanup(server.close)
+        xcap = server.stack.xcap
+        assert xcap is not None
+        run(xcap.put(XCAPDocument("bob", "example.com", fanOutRules(count), 2, "5")))
+        package = server.stack.packages.get("presence")
+        assert isinstance(package, PresencePackage)
+        for n in range(count):
+            watcher = Subscriber(server, f"w{n}", f"198.51.{n // 250}.{n % 250 + 1}")
+            self.assertEqual(watcher.subscribe(BOB).code, 200)
+            [notify] = watcher.notifies()
+            watcher.answer(notify)
+        before = package.transformed
+        self.assertLessEqual(before, len(FIVE_GRANTS))
+        UA(server, "bob", "192.0.2.21", 5071).publish(RICH)
+        self.assertEqual(answerEverything(server), count)
+        self.assertEqual(package.transformed - before, len(FIVE_GRANTS))
