@@ -732,3 +732,29 @@ class FanOutTests(SynchronousTestCase):
         UA(server, "bob", "192.0.2.21", 5071).publish(RICH)
         self.assertEqual(answerEverything(server), count)
         self.assertEqual(package.transformed - before, len(FIVE_GRANTS))
+
+
+class ReadmeExampleTests(IntegratedModeTestCase):
+    """The rules document of the README's "Privacy rules" does what it says."""
+
+    def test_example(self) -> None:
+        """Alice sees status and notes, dave waits, carol sees bob offline."""
+        with open("README.md", encoding="utf-8") as f:
+            readme = f.read()
+        section = readme[readme.index("## Privacy rules") :]
+        start = section.index("```xml\n") + len("```xml\n")
+        document = section[start : section.index("```", start)].encode()
+        xcap = self.server.stack.xcap
+        assert xcap is not None
+        run(xcap.put(XCAPDocument("bob", "example.com", document, 2, "readme")))
+        self.bob.publish(RICH)
+        self.assertEqual(self.alice.subscribe(BOB).code, 200)
+        body = self.only(self.alice).body
+        self.assertIn(b"Gone fishing", body)
+        self.assertIn(b"<basic>open</basic>", body)
+        dave = Subscriber(self.server, "dave", "192.0.2.23", 5073)
+        self.assertEqual(dave.subscribe(BOB).code, 200)
+        notify = self.only(dave)
+        self.assertTrue(str(notify.header("subscription-state")).startswith("pending"))
+        self.assertEqual(self.carol.subscribe(BOB).code, 200)
+        self.assertEqual(self.only(self.carol).body, offlineDocument(BOB))
