@@ -314,6 +314,7 @@ class SubscribeHandler:
             if not siblings:
                 raise CallOrTransactionDoesNotExist()
             subscription = self._newInDialog(siblings[0], package, eventId)
+            await self._authoriseNew(subscription, package)
         if identity is not None:
             watcher = f"{subscription.watcherUsername}@{subscription.watcherDomain}"
             if watcher != identity.aor:
@@ -348,6 +349,30 @@ class SubscribeHandler:
         self.refreshed += 1
         self.notifier.send(subscription)
         await self._watchersChanged(subscription, "subscribe")
+
+    async def _authoriseNew(
+        self, subscription: Subscription, package: IEventPackage
+    ) -> None:
+        """Decide a new subscription in an existing dialog, not copy its sibling's.
+
+        Raises:
+            Forbidden: the policy blocks the watcher.
+        """
+        subscription.status, subscription.reason = ACTIVE, None
+        subscription.decision = None
+        if not package.needsAuthorisation:
+            return
+        decision = await self.policy.authorise(
+            subscription.presentity,
+            subscription.watcherUsername,
+            subscription.watcherDomain,
+            package.name,
+        )
+        if decision.status == TERMINATED:
+            self.refused += 1
+            raise Forbidden("not authorised to watch this presentity")
+        subscription.status, subscription.reason = decision.status, decision.reason
+        subscription.decision = decision
 
     def _newInDialog(
         self, sibling: Subscription, package: IEventPackage, eventId: str

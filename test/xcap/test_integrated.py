@@ -758,3 +758,49 @@ class ReadmeExampleTests(IntegratedModeTestCase):
         self.assertTrue(str(notify.header("subscription-state")).startswith("pending"))
         self.assertEqual(self.carol.subscribe(BOB).code, 200)
         self.assertEqual(self.only(self.carol).body, offlineDocument(BOB))
+
+
+class MoreOutcomeTests(IntegratedModeTestCase):
+    """The policy decides every new subscription, and logs a bad document once."""
+
+    def test_newSubscriptionInDialog(self) -> None:
+        """A new subscription in an existing dialog goes through the policy.
+
+        RFC 6665 section 4.5.2: a SUBSCRIBE in a dialog with a new Event
+        id creates a new subscription, which the notifier authorises anew.
+        """
+        self.rules(rule("a", ["alice"], "allow"))
+        self.assertEqual(self.alice.subscribe(BOB, event="presence;id=1").code, 200)
+        self.only(self.alice)
+        self.rules(rule("a", ["alice"], "block"), etag="blocked")
+        self.server.advance(RULES_TTL + 1)
+        response = self.alice.subscribe(refresh=True, event="presence;id=2")
+        self.assertEqual(response.code, 403)
+        self.assertEqual(self.server.store.counts()["subscriptions"], 1)
+
+    def test_unreadableLoggedOnce(self) -> None:
+        """A document that cannot be read is logged once, not per watcher."""
+        from twisted.logger import Logger
+
+        events: list[dict[str, Any]] = []
+        policy = self.server.stack.policy
+        assert isinstance(policy, RulesPolicy)
+        policy.log = Logger(observer=events.append)
+        xcap = self.server.stack.xcap
+        assert xcap is not None
+        run(xcap.put(XCAPDocument("bob", "example.com", b"<ruleset", 2, "x")))
+        for watcher in (self.alice, self.carol):
+            self.assertEqual(watcher.subscribe(BOB).code, 403)
+            self.server.advance(RULES_TTL + 1)
+        self.assertEqual(len(events), 1)
+        self.assertIn("cannot be read", events[0]["log_format"])
+
+    def test_forceActiveFalseWithoutMode(self) -> None:
+        """force_active = false without an XCAP mode: every watcher pending."""
+        server = Server(forceActive=False)
+        self.addCleanup(server.close)
+        self.assertIsInstance(server.stack.policy, RulesPolicy)
+        alice = Subscriber(server, "alice", "192.0.2.20", 5070)
+        self.assertEqual(alice.subscribe(BOB).code, 200)
+        [notify] = alice.notifies()
+        self.assertTrue(str(notify.header("subscription-state")).startswith("pending"))
