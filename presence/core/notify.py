@@ -9,6 +9,7 @@ dialog usage (RFC 5057) removes the subscription.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import math
 from collections.abc import Callable, Sequence
@@ -266,12 +267,17 @@ class Notifier:
                 and self.policy is not None
                 and package.needsAuthorisation
             ):
-                subscription.decision = await self.policy.authorise(
+                decision = await self.policy.authorise(
                     subscription.presentity,
                     subscription.watcherUsername,
                     subscription.watcherDomain,
                     subscription.event,
                 )
+                if decision.status != ACTIVE:
+                    # The rules changed and nobody re-authorised yet: show
+                    # nothing (the offline body) until the status follows.
+                    decision = dataclasses.replace(decision, politeBlock=True)
+                subscription.decision = decision
             version = subscription.version
             body = package.notifyBody(
                 subscription.presentity, subscription, publications

@@ -804,3 +804,43 @@ class MoreOutcomeTests(IntegratedModeTestCase):
         self.assertEqual(alice.subscribe(BOB).code, 200)
         [notify] = alice.notifies()
         self.assertTrue(str(notify.header("subscription-state")).startswith("pending"))
+
+
+class UndecidedRowTests(IntegratedModeTestCase):
+    """A row without the decision (read from a database) is decided again."""
+
+    def forgetDecisions(self) -> None:
+        """What a restart in cache mode, or shared mode, leaves: no decisions."""
+        for subscription in self.server.store._subscriptions.values():
+            subscription.decision = None
+
+    def test_politeBlockSurvives(self) -> None:
+        """A politely blocked watcher still sees only the offline body."""
+        self.rules(rule("p", ["alice"], "polite-block", EVERYTHING))
+        self.assertEqual(self.alice.subscribe(BOB).code, 200)
+        self.only(self.alice)
+        self.forgetDecisions()
+        self.bob.publish(RICH)
+        self.assertEqual(self.only(self.alice).body, offlineDocument(BOB))
+
+    def test_transformationsSurvive(self) -> None:
+        """A watcher allowed only notes still sees only notes."""
+        self.rules(
+            rule("n", ["alice"], "allow", "<pr:provide-note>true</pr:provide-note>")
+        )
+        self.assertEqual(self.alice.subscribe(BOB).code, 200)
+        self.only(self.alice)
+        self.forgetDecisions()
+        self.bob.publish(RICH)
+        self.assertNotIn(b"at the desk", self.only(self.alice).body)
+
+    def test_blockedBeforeReauthorise(self) -> None:
+        """Rules that now block an active row show nothing until reauthorise."""
+        self.rules(rule("a", ["alice"], "allow", EVERYTHING))
+        self.assertEqual(self.alice.subscribe(BOB).code, 200)
+        self.only(self.alice)
+        self.rules(rule("a", ["alice"], "confirm", EVERYTHING), etag="confirm")
+        self.server.advance(RULES_TTL + 1)
+        self.forgetDecisions()
+        self.bob.publish(RICH)
+        self.assertEqual(self.only(self.alice).body, offlineDocument(BOB))
