@@ -169,6 +169,17 @@ class Config:
         adminListen: where the administration site (XML-RPC on ``/RPC2``,
             Prometheus metrics on ``/metrics``) listens, as a Twisted server
             endpoint description, or ``"none"`` for no administration site.
+        forceActive: every watcher is active and sees everything, no rules
+            are read; ``None`` (not set): true unless an XCAP mode is set
+            (`forceActiveInEffect`).
+        integratedXcapServer: the integrated XCAP mode: privacy rules are
+            read from the database's ``xcap`` table, which an XCAP server
+            (OpenXCAP, Kamailio's xcap_server) writes.
+        xcapServer: the external XCAP mode's XCAP roots (reserved: that mode
+            is not built yet, and a server given any is refused at start).
+        periodicalQuery: the external mode's periodic check of the
+            documents (reserved).
+        queryPeriod: seconds between the external mode's checks (reserved).
 
     An expiry setting replaces only its own bound; how the bounds left to a
     package (or the registrar) yield to it is
@@ -204,6 +215,22 @@ class Config:
     nonceSecret: str | None = dataclasses.field(default=None, repr=False)
     trustedPeers: tuple[str, ...] = ()
     adminListen: str = DEFAULT_ADMIN_LISTEN
+    forceActive: bool | None = None
+    integratedXcapServer: bool = False
+    xcapServer: tuple[str, ...] = ()
+    periodicalQuery: bool = True
+    queryPeriod: int = 100
+
+    @property
+    def forceActiveInEffect(self) -> bool:
+        """Whether every watcher is allowed: ``force_active``, or its default.
+
+        Unset, it is true when no XCAP mode is set (no rules can be read)
+        and false in the integrated mode.
+        """
+        if self.forceActive is not None:
+            return self.forceActive
+        return not (self.integratedXcapServer or self.xcapServer)
 
     @property
     def listenAddresses(self) -> list[ListenAddress]:
@@ -234,7 +261,7 @@ class Config:
         if not 0 < self.maxBodySize <= 65535:
             raise ConfigError("max_body_size must be between 1 and 65535")
         checkAdminListen(self.adminListen)
-        problems = self._expiryProblems() + self._authProblems()
+        problems = self._expiryProblems() + self._authProblems() + self._xcapProblems()
         if problems:
             raise ConfigError("; ".join(problems))
         return self
@@ -325,6 +352,50 @@ class Config:
                 )
         return problems
 
+    def _xcapProblems(self) -> list[str]:
+        """What is wrong with the privacy-rules settings, one sentence each.
+
+        One mode at a time: ``integrated_xcap_server`` (rules in the
+        ``xcap`` table), ``xcap_server`` (rules fetched over HTTP) or
+        ``force_active = true`` (no rules); a mix would leave it unclear
+        whose rules count, so it is refused rather than one silently
+        winning. ``xcap_server`` is refused on its own as well: the
+        external mode is not built yet, and a server that silently allowed
+        every watcher instead would show presence its users meant to hide.
+        """
+        problems: list[str] = []
+        if self.integratedXcapServer and self.xcapServer:
+            problems.append(
+                "integrated_xcap_server and xcap_server are both set: rules come"
+                " either from the xcap table (integrated) or from XCAP servers"
+                " (external), choose one"
+            )
+        if self.forceActive and (self.integratedXcapServer or self.xcapServer):
+            mode = (
+                "integrated_xcap_server"
+                if self.integratedXcapServer
+                else ("xcap_server")
+            )
+            problems.append(
+                f"force_active = true and {mode} are both set: force_active"
+                " allows every watcher without reading any rules, so the"
+                " rules would never count; remove one"
+            )
+        for url in self.xcapServer:
+            if not url.startswith(("http://", "https://")):
+                problems.append(f"xcap_server: {url!r} is not an http(s) URL")
+        if self.xcapServer:
+            problems.append(
+                "xcap_server: the external XCAP mode is not available yet;"
+                " use integrated_xcap_server = true with the XCAP server writing"
+                " the database's xcap table"
+            )
+        if isinstance(self.queryPeriod, bool) or not isinstance(self.queryPeriod, int):
+            problems.append("query_period must be a whole number of seconds")
+        elif self.queryPeriod < 1:
+            problems.append("query_period must be 1 or more")
+        return problems
+
     def replace(self, **changes: Any) -> Config:
         """A copy with some settings changed."""
         return dataclasses.replace(self, **changes)
@@ -395,6 +466,17 @@ _KEYS: dict[str, tuple[str, Any]] = {
         lambda v: tuple(_strings("trusted_peers", v)),
     ),
     "admin_listen": ("adminListen", lambda v: _string("admin_listen", v)),
+    "force_active": ("forceActive", lambda v: _bool("force_active", v)),
+    "integrated_xcap_server": (
+        "integratedXcapServer",
+        lambda v: _bool("integrated_xcap_server", v),
+    ),
+    "xcap_server": ("xcapServer", lambda v: tuple(_strings("xcap_server", v))),
+    "periodical_query": (
+        "periodicalQuery",
+        lambda v: _bool("periodical_query", v),
+    ),
+    "query_period": ("queryPeriod", lambda v: _seconds("query_period", v)),
 }
 
 #: The digest algorithms ``auth_algorithms`` may name (RFC 8760 section 2.1),

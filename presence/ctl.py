@@ -320,7 +320,8 @@ class RefreshOptions(usage.Options):
             "t",
             1,
             "OpenSIPS's refresh type: 0 the rules changed, 1 the state changed"
-            " (both re-send the stored state until privacy rules exist).",
+            " (0 decides the watchers again under privacy rules; otherwise"
+            " both re-send the stored state).",
             int,
         ],
     ]

@@ -19,6 +19,7 @@ from presence.admin import ServerStatistics, adminSite
 from presence.auth.check import DigestAuthenticator, IdentityCheck
 from presence.auth.identity import TrustedPeers
 from presence.config import Config, databaseKind, sqlitePath
+from presence.core.authorise import Reauthoriser, ReauthoriseResult
 from presence.core.dispatcher import SERVER, Dispatcher
 from presence.core.expiry import ExpirySweeper
 from presence.core.expirypolicy import (
@@ -27,16 +28,17 @@ from presence.core.expirypolicy import (
     publishExpires,
     subscribeExpires,
 )
-from presence.core.notify import Notifier, NotifyStatistics
+from presence.core.notify import Notifier, NotifyStatistics, aorOf
 from presence.core.publish import PublishHandler
 from presence.core.registrar import REGISTRAR_EXPIRES, Registrar
 from presence.core.statistics import RequestStatistics
 from presence.core.subscribe import SubscribeHandler
 from presence.core.watchers import WatcherTracker
+from presence.core.xcapdiff import XCAPDiffPublish
 from presence.packages.dialog import DialogPackage, SharedLineDialogPackage
 from presence.packages.interfaces import PackageRegistry
 from presence.packages.mwi import MessageSummaryPackage
-from presence.packages.presence import PresencePackage
+from presence.packages.presence import PresencePackage, aggregate
 from presence.packages.winfo import WatcherInfoPackage
 from presence.sip.resolver import LazyResolver
 from presence.sip.transaction import TransactionLayer
@@ -52,7 +54,10 @@ from presence.storage.interfaces import IPresenceStore
 from presence.storage.memory import MemoryStore
 from presence.storage.service import CACHE, MEMORY, SHARED, StorageService
 from presence.storage.statistics import StorageStatistics
-from presence.xcap.policy import AllowAll
+from presence.storage.xcap import IXCAPStore, MemoryXCAPStore, SQLXCAPStore
+from presence.xcap.integrated import RulesPolicy
+from presence.xcap.policy import AllowAll, IPrivacyPolicy
+from presence.xcap.transform import currentSphere
 
 
 @dataclass
@@ -76,6 +81,20 @@ class Stack:
     reactor: Any
     credentials: ICredentialStore | None = None
     authenticator: DigestAuthenticator | None = None
+    policy: IPrivacyPolicy | None = None
+    xcap: IXCAPStore | None = None
+    reauthoriser: Reauthoriser | None = None
+
+    async def reauthorise(
+        self, presentity: str, event: str = "presence"
+    ) -> ReauthoriseResult:
+        """Re-authorise this presentity's watchers and notify the changes.
+
+        The operation behind ``refreshWatchers``, xcap-diff and the periodic
+        check (`presence.core.authorise.Reauthoriser.reauthorise`).
+        """
+        assert self.reauthoriser is not None
+        return await self.reauthoriser.reauthorise(presentity, event)
 
 
 def buildStack(config: Config, reactor: Any) -> Stack:
@@ -102,6 +121,7 @@ def buildStack(config: Config, reactor: Any) -> Stack:
     )
     transactions = TransactionLayer(reactor, transports, serverHeader=SERVER)
     store, storage = buildStore(config, reactor, StorageStatistics())
+    xcap, policy = buildPolicy(config, reactor, store, storage)
     packages = PackageRegistry(
         [
             PresencePackage(offline=config.offlineBody),
@@ -119,13 +139,14 @@ def buildStack(config: Config, reactor: Any) -> Stack:
         transports,
         onRemoved=lambda s, why: watchers.changed(s, "deactivated"),
         stats=NotifyStatistics(),
+        policy=None if isinstance(policy, AllowAll) else policy,
     )
     watchers = WatcherTracker(reactor, store, packages, notifier)
     subscribe = SubscribeHandler(
         reactor,
         store,
         packages,
-        AllowAll(),
+        policy,
         notifier,
         transports,
         config.domains,
@@ -146,6 +167,9 @@ def buildStack(config: Config, reactor: Any) -> Stack:
         packages,
         notifier,
         config.domains,
+        onPublished=None
+        if xcap is None
+        else lambda presentity, event: reauthoriser.published(presentity, event),
         expiry=ExpiryPolicy(
             publishExpires,
             ExpiryOverrides(
@@ -176,10 +200,17 @@ def buildStack(config: Config, reactor: Any) -> Stack:
         interval=config.cleanPeriod,
         onSubscriptionExpired=lambda s: watchers.changed(s, "timeout"),
     )
+    reauthoriser = Reauthoriser(
+        reactor, store, packages, policy, notifier, onWatcherChange=watchers.changed
+    )
     credentials = buildCredentials(reactor, storage)
     authenticator, checks = buildChecks(config, reactor, credentials)
+    publishing: Any = publish
+    if xcap is not None:
+        # The integrated mode hears of rules changes through xcap-diff.
+        publishing = XCAPDiffPublish(publish, reauthoriser, config.domains)
     dispatcher = Dispatcher(
-        {"SUBSCRIBE": subscribe, "PUBLISH": publish, "REGISTER": registrar},
+        {"SUBSCRIBE": subscribe, "PUBLISH": publishing, "REGISTER": registrar},
         packages,
         ready=lambda: storage.serving,
         checks=checks,
@@ -190,7 +221,14 @@ def buildStack(config: Config, reactor: Any) -> Stack:
     statistics = ServerStatistics(
         transports, transactions, dispatcher.stats, notifier, storage, store
     )
-    admin = adminSite(statistics, store, notifier, packages, reactor)
+    rulesChanged = None
+    if xcap is not None:
+
+        async def rulesChanged(presentity: str, event: str) -> tuple[int, int]:
+            result = await reauthoriser.reauthorise(presentity, event)
+            return result.subscriptions, result.changed
+
+    admin = adminSite(statistics, store, notifier, packages, reactor, rulesChanged)
     return Stack(
         config=config,
         transports=transports,
@@ -209,7 +247,39 @@ def buildStack(config: Config, reactor: Any) -> Stack:
         reactor=reactor,
         credentials=credentials,
         authenticator=authenticator,
+        policy=policy,
+        xcap=xcap,
+        reauthoriser=reauthoriser,
     )
+
+
+def buildPolicy(
+    config: Config, reactor: Any, store: IPresenceStore, storage: StorageService
+) -> tuple[IXCAPStore | None, IPrivacyPolicy]:
+    """The privacy policy, and the XCAP documents it reads.
+
+    ``force_active`` (the default without an XCAP mode): `AllowAll`, no
+    documents. The integrated mode: a `RulesPolicy` over the database's
+    ``xcap`` table, read directly in cache and in shared mode alike (an XCAP
+    server writes it), or over memory in memory mode. ``force_active =
+    false`` without an XCAP mode reads rules from nowhere: every watcher
+    waits (pending), as OpenSIPS does.
+    """
+    if config.forceActiveInEffect:
+        return None, AllowAll()
+    documents: IXCAPStore
+    if config.integratedXcapServer and storage.database is not None:
+        documents = SQLXCAPStore(storage.database)
+    else:
+        documents = MemoryXCAPStore()
+
+    async def sphere(presentity: str) -> str | None:
+        publications = await store.publications(aorOf(presentity), "presence")
+        if not publications:
+            return None
+        return currentSphere(aggregate(presentity, [p.body for p in publications]))
+
+    return documents, RulesPolicy(reactor, documents, sphere=sphere)
 
 
 def buildCredentials(reactor: Any, storage: StorageService) -> ICredentialStore:

@@ -129,10 +129,18 @@ class OptionsTests(SynchronousTestCase):
 
     def test_exampleConfig(self) -> None:
         """Every example configuration in etc/ loads and is valid."""
-        for name in ["presence.toml", "presence-shared.toml", "presence-memory.toml"]:
+        for name in [
+            "presence.toml",
+            "presence-shared.toml",
+            "presence-memory.toml",
+            "presence-integrated-xcap.toml",
+        ]:
             config = loadFile(f"etc/{name}").validate()
             self.assertIsInstance(config, Config)
         self.assertTrue(loadFile("etc/presence-shared.toml").fallback2db)
+        integrated = loadFile("etc/presence-integrated-xcap.toml")
+        self.assertTrue(integrated.integratedXcapServer)
+        self.assertFalse(integrated.forceActiveInEffect)
         self.assertEqual(
             loadFile("etc/presence.toml").adminListen, Config().adminListen
         )

@@ -17,7 +17,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from presence.admin.metrics import MetricsResource, ServerStatistics
-from presence.admin.xmlrpc import AdminXMLRPC
+from presence.admin.xmlrpc import AdminXMLRPC, Reauthorise
 from presence.core.notify import Notifier
 from presence.packages.interfaces import PackageRegistry
 from presence.storage.interfaces import IPresenceStore
@@ -31,6 +31,7 @@ def adminSite(
     notifier: Notifier,
     packages: PackageRegistry,
     reactor: Any,
+    reauthorise: Reauthorise | None = None,
 ) -> Site:
     """The administration site of one server.
 
@@ -40,12 +41,16 @@ def adminSite(
         notifier: what ``refreshWatchers`` notifies through.
         packages: the event packages served.
         reactor: the reactor the site's connections and timeouts run on.
+        reauthorise: what ``refreshWatchers`` type 0 calls, with privacy
+            rules.
 
     Returns:
         A site serving ``/RPC2`` (`AdminXMLRPC`) and ``/metrics``
         (`MetricsResource`).
     """
     root = Resource()
-    root.putChild(b"RPC2", AdminXMLRPC(store, notifier, packages, statistics))
+    root.putChild(
+        b"RPC2", AdminXMLRPC(store, notifier, packages, statistics, reauthorise)
+    )
     root.putChild(b"metrics", MetricsResource(statistics))
     return Site(root, reactor=reactor)

@@ -52,6 +52,10 @@ from presence.storage.errors import StorageError
 from presence.storage.interfaces import IPresenceStore
 from presence.storage.records import Publication, Subscription, Watcher
 
+#: Decide a presentity's watchers of an event again: how many subscriptions
+#: were decided, and how many of them changed status.
+Reauthorise = Callable[[str, str], Coroutine[Any, Any, tuple[int, int]]]
+
 #: Entries in a page when the caller gives no limit.
 DEFAULT_LIMIT: Final = 1000
 
@@ -275,6 +279,7 @@ class AdminXMLRPC(xmlrpc.XMLRPC):
         notifier: Notifier,
         packages: PackageRegistry,
         statistics: ServerStatistics,
+        reauthorise: Reauthorise | None = None,
     ) -> None:
         """Answer from ``store``, notify through ``notifier``.
 
@@ -284,8 +289,13 @@ class AdminXMLRPC(xmlrpc.XMLRPC):
             packages: the event packages served (``refreshWatchers`` checks
                 the event).
             statistics: what ``get_statistics`` reads.
+            reauthorise: what ``refreshWatchers`` of type 0 (the rules
+                changed) calls: decide the presentity's watchers again and
+                notify the changes; none (no privacy rules): type 0 re-sends
+                the stored state like any other.
         """
         super().__init__(allowNone=False, useDateTime=False)
+        self.reauthorise = reauthorise
         self.store = store
         self.notifier = notifier
         self.packages = packages
@@ -425,13 +435,14 @@ class AdminXMLRPC(xmlrpc.XMLRPC):
     def xmlrpc_refreshWatchers(self, *args: Any) -> Deferred[Any]:
         """refreshWatchers(presentity, event[, type]).
 
-        Sends every active or pending watcher of the presentity's event a
-        NOTIFY with the state stored now. OpenSIPS's type 0 means "the
-        authorisation rules changed" and 1 "the published state changed";
-        until privacy rules exist every type re-sends the stored state.
-        Answers {presentity, event, type, subscriptions}: how many
-        subscriptions the presentity has for the event (the active and
-        pending ones are notified).
+        OpenSIPS's type 0 means "the authorisation rules changed": with
+        privacy rules (the integrated XCAP mode) the presentity's watchers
+        are decided again, and those whose status or view changed are
+        notified (and the winfo watchers). Any other type, or type 0 without
+        rules, sends every active or pending watcher a NOTIFY with the
+        state stored now. Answers {presentity, event, type, subscriptions,
+        changed}: how many subscriptions the presentity has for the event,
+        and how many changed status (0 for a plain re-send).
         """
         method = "refreshWatchers"
         named = arguments(method, args, ("presentity", "event", "type"))
@@ -451,7 +462,11 @@ class AdminXMLRPC(xmlrpc.XMLRPC):
         uri = presentityURI(method, presentity)
 
         async def refresh() -> dict[str, Any]:
-            notified = await self.notifier.presentityChanged(uri, event)
+            changed = 0
+            if kind == 0 and self.reauthorise is not None:
+                notified, changed = await self.reauthorise(uri, event)
+            else:
+                notified = await self.notifier.presentityChanged(uri, event)
             self.log.info(
                 "refreshWatchers {presentity} {event} type {type}:"
                 " {count} subscriptions",
@@ -465,6 +480,7 @@ class AdminXMLRPC(xmlrpc.XMLRPC):
                 "event": _text(event),
                 "type": _number(kind),
                 "subscriptions": _number(notified),
+                "changed": _number(changed),
             }
 
         return self._run(refresh())

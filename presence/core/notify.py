@@ -9,6 +9,7 @@ dialog usage (RFC 5057) removes the subscription.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import math
 from collections.abc import Callable, Sequence
@@ -34,6 +35,7 @@ from presence.status import ACTIVE, PENDING
 from presence.storage.errors import StorageError
 from presence.storage.interfaces import IPresenceStore
 from presence.storage.records import Publication, Subscription, SubscriptionKey
+from presence.xcap.policy import IPrivacyPolicy
 
 #: Responses to NOTIFY that end the subscription (RFC 6665 4.2.2, RFC 5057
 #: section 5.1: these end the dialog usage).
@@ -80,6 +82,7 @@ class Notifier:
         transports: SIPTransports,
         onRemoved: Callable[[Subscription, str], Any] | None = None,
         stats: NotifyStatistics | None = None,
+        policy: IPrivacyPolicy | None = None,
     ) -> None:
         """Notify through ``transactions``, reading state from ``store``.
 
@@ -93,6 +96,10 @@ class Notifier:
                 481, a timeout...) and why.
             stats: where the NOTIFYs are counted (a new `NotifyStatistics`
                 when not given).
+            policy: asked for the decision (permissions, polite block) of an
+                active subscription whose row carries none, because it was
+                read from the database rather than made by this process;
+                none: such a subscription sees everything.
         """
         self.clock = clock
         self.store = store
@@ -103,6 +110,7 @@ class Notifier:
         self._busy: set[SubscriptionKey] = set()
         self._queued: dict[SubscriptionKey, tuple[Subscription, str | None]] = {}
         self.onRemoved = onRemoved
+        self.policy = policy
 
     @property
     def outstanding(self) -> int:
@@ -270,6 +278,22 @@ class Notifier:
                 publications = await self.store.publications(
                     aorOf(subscription.presentity), subscription.event
                 )
+            if (
+                subscription.decision is None
+                and self.policy is not None
+                and package.needsAuthorisation
+            ):
+                decision = await self.policy.authorise(
+                    subscription.presentity,
+                    subscription.watcherUsername,
+                    subscription.watcherDomain,
+                    subscription.event,
+                )
+                if decision.status != ACTIVE:
+                    # The rules changed and nobody re-authorised yet: show
+                    # nothing (the offline body) until the status follows.
+                    decision = dataclasses.replace(decision, politeBlock=True)
+                subscription.decision = decision
             version = subscription.version
             body = package.notifyBody(
                 subscription.presentity, subscription, publications

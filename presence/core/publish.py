@@ -9,7 +9,8 @@ new entity tag. Changes that alter what watchers see notify them.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -77,6 +78,7 @@ class PublishHandler:
         notifier: Notifier,
         domains: Sequence[str] = (),
         expiry: ExpiryPolicy | None = None,
+        onPublished: Callable[[str, str], Awaitable[Any]] | None = None,
     ) -> None:
         """Serve publications for ``domains`` (all when empty).
 
@@ -88,6 +90,9 @@ class PublishHandler:
             domains: the domains served; every domain when empty.
             expiry: the expiry bounds of PUBLISH for each package; none:
                 each package's own ``publishExpires``.
+            onPublished: called with the presentity URI and the event when
+                its state changed, before the watchers are notified (the
+                re-authorisation of rules with a ``sphere`` condition).
         """
         self.clock = clock
         self.store = store
@@ -96,6 +101,7 @@ class PublishHandler:
         self.domains = [d.lower() for d in domains]
         self.expiry = expiry or ExpiryPolicy(publishExpires, packages=packages)
         self.counts = {"initial": 0, "refresh": 0, "modify": 0, "remove": 0}
+        self.onPublished = onPublished
 
     def package(self, request: SIPRequest) -> IEventPackage:
         """The package the Event header names, if it accepts PUBLISH.
@@ -206,6 +212,8 @@ class PublishHandler:
         )
 
     async def _changed(self, aor: str, package: IEventPackage) -> None:
+        if self.onPublished is not None:
+            await self.onPublished(f"sip:{aor}", package.name)
         await self.notifier.presentityChanged(f"sip:{aor}", package.name)
 
 

@@ -133,6 +133,7 @@ class SubscribeHandler:
         self.created = 0
         self.refreshed = 0
         self.ended = 0
+        self.refused = 0
         self.onWatcherChange = onWatcherChange
         self.expiry = expiry or ExpiryPolicy(subscribeExpires, packages=packages)
 
@@ -233,12 +234,18 @@ class SubscribeHandler:
         toUser = unescape(toURI.user or "") if isinstance(toURI, SIPURI) else ""
         toDomain = toURI.host.lower() if isinstance(toURI, SIPURI) else ""
         now = self.clock.seconds()
-        status, reason = ACTIVE, None
+        status, reason, decision = ACTIVE, None, None
         if package.needsAuthorisation:
             decision = await self.policy.authorise(
                 presentity, watcherUser, watcherDomain, package.name
             )
             status, reason = decision.status, decision.reason
+            if status == TERMINATED:
+                # RFC 6665 section 4.2.1.1: a subscriber the notifier can
+                # tell at once is not authorised gets 403. Rules that must
+                # not reveal the refusal say polite-block (active, offline).
+                self.refused += 1
+                raise Forbidden("not authorised to watch this presentity")
         # The route set must parse now, or every NOTIFY would fail later.
         recordRoute = ", ".join(str(r) for r in request.addressList("record-route"))
         localContact = str(self.transports.contactURI(transaction.peer))
@@ -274,13 +281,8 @@ class SubscribeHandler:
             if transaction.peer.reliable
             else None,
         )
+        subscription.decision = decision
         refuseOversized(ACTIVE_WATCHERS, subscriptionRow(subscription))
-        if status == TERMINATED:
-            # Refused outright (RFC 6665 4.2.1.1: a 403 would reveal the
-            # policy; polite blocking is done by the policy with ACTIVE).
-            self._respond(transaction, 200, expires=0, contact=localContact)
-            self.notifier.send(subscription, terminated=reason or "rejected")
-            return
         self._respond(transaction, 200, expires=expires, contact=localContact)
         self.created += 1
         if expires == 0:
@@ -312,6 +314,7 @@ class SubscribeHandler:
             if not siblings:
                 raise CallOrTransactionDoesNotExist()
             subscription = self._newInDialog(siblings[0], package, eventId)
+            await self._authoriseNew(subscription, package)
         if identity is not None:
             watcher = f"{subscription.watcherUsername}@{subscription.watcherDomain}"
             if watcher != identity.aor:
@@ -346,6 +349,30 @@ class SubscribeHandler:
         self.refreshed += 1
         self.notifier.send(subscription)
         await self._watchersChanged(subscription, "subscribe")
+
+    async def _authoriseNew(
+        self, subscription: Subscription, package: IEventPackage
+    ) -> None:
+        """Decide a new subscription in an existing dialog, not copy its sibling's.
+
+        Raises:
+            Forbidden: the policy blocks the watcher.
+        """
+        subscription.status, subscription.reason = ACTIVE, None
+        subscription.decision = None
+        if not package.needsAuthorisation:
+            return
+        decision = await self.policy.authorise(
+            subscription.presentity,
+            subscription.watcherUsername,
+            subscription.watcherDomain,
+            package.name,
+        )
+        if decision.status == TERMINATED:
+            self.refused += 1
+            raise Forbidden("not authorised to watch this presentity")
+        subscription.status, subscription.reason = decision.status, decision.reason
+        subscription.decision = decision
 
     def _newInDialog(
         self, sibling: Subscription, package: IEventPackage, eventId: str

@@ -68,9 +68,15 @@ class WatcherTracker:
                 reason=event if ended else subscription.reason,
                 insertedTime=subscription.createdTime or self.clock.seconds(),
             )
-            if ended and not await self._stillWatching(subscription):
+            if (
+                ended
+                and event != "rejected"
+                and not await self._stillWatching(subscription)
+            ):
                 # Its last subscription is gone: the row goes too, or rows of
-                # watchers long gone would pile up for ever.
+                # watchers long gone would pile up for ever. A rejected
+                # watcher's row stays, terminated: the user's decision, as
+                # the XCAP server's watchers application shows it.
                 await self.store.removeWatcher(row)
             else:
                 await self.store.putWatcher(row)

@@ -22,6 +22,9 @@ from presence.packages.interfaces import Body, ExpiryRange, IEventPackage
 from presence.packages.xml import parseXML, serialise
 from presence.sip.errors import BadRequest
 from presence.storage.records import Publication, Subscription
+from presence.xcap.policy import FULL_PERMISSIONS
+from presence.xcap.rules import Permissions
+from presence.xcap.transform import NotPIDF, transform
 
 PIDF_NS: Final = "urn:ietf:params:xml:ns:pidf"
 PIDF_TYPE: Final = "application/pidf+xml"
@@ -119,6 +122,13 @@ class PresencePackage(EventPackage):
         # gets the same document, and a new tag comes with every change, so
         # a PUBLISH to thousands of watchers aggregates once.
         self._bodies: dict[tuple[str, tuple[str, ...]], Body | None] = {}
+        # What watchers with fewer permissions see, by the same key and the
+        # permissions: one transformation per distinct set per change.
+        self._transformed: dict[
+            tuple[str, tuple[str, ...], Permissions], Body | None
+        ] = {}
+        #: How many documents were transformed (not taken from the cache).
+        self.transformed = 0
 
     def validate(self, body: bytes, contentType: str) -> None:
         """Accept a well-formed PIDF document with an ``entity``."""
@@ -139,21 +149,59 @@ class PresencePackage(EventPackage):
         subscription: Subscription,
         publications: Sequence[Publication],
     ) -> Body | None:
-        """Aggregate the publications, or give the offline body."""
+        """Aggregate the publications, or give the offline body.
+
+        What the watcher sees is what the privacy policy decided
+        (``subscription.decision``): a politely blocked watcher always gets
+        the offline body, as if nothing were published (RFC 5025 section
+        3.2.1); one with fewer than full permissions gets the aggregate
+        through `presence.xcap.transform.transform` (RFC 5025 section 3.3),
+        computed once per distinct set of permissions per change. Full
+        permissions (``force_active``, or no decision) cost nothing more.
+        """
+        decision = subscription.decision
+        if decision is not None and decision.politeBlock:
+            return self._offline(presentity)
         key = (presentity, tuple(p.etag for p in publications))
         if key in self._bodies:
-            return self._bodies[key]
-        body: Body | None
-        if not publications:
-            if self.offline == OFFLINE_EMPTY:
-                body = None
-            else:
-                body = Body(PIDF_TYPE, offlineDocument(presentity))
+            body = self._bodies[key]
         else:
-            body = Body(
-                PIDF_TYPE, aggregate(presentity, [p.body for p in publications])
-            )
-        if len(self._bodies) >= BODY_CACHE_SIZE:
-            self._bodies.clear()
-        self._bodies[key] = body
-        return body
+            if not publications:
+                body = self._offline(presentity)
+            else:
+                body = Body(
+                    PIDF_TYPE, aggregate(presentity, [p.body for p in publications])
+                )
+            if len(self._bodies) >= BODY_CACHE_SIZE:
+                self._bodies.clear()
+                self._transformed.clear()
+            self._bodies[key] = body
+        if decision is None or body is None:
+            return body
+        permissions = decision.permissions
+        if permissions is FULL_PERMISSIONS or permissions == FULL_PERMISSIONS:
+            return body
+        return self._transform(key, body, permissions)
+
+    def _offline(self, presentity: str) -> Body | None:
+        if self.offline == OFFLINE_EMPTY:
+            return None
+        return Body(PIDF_TYPE, offlineDocument(presentity))
+
+    def _transform(
+        self, key: tuple[str, tuple[str, ...]], body: Body, permissions: Permissions
+    ) -> Body | None:
+        """The aggregate as a watcher with ``permissions`` sees it, cached."""
+        fullKey = (*key, permissions)
+        if fullKey in self._transformed:
+            return self._transformed[fullKey]
+        self.transformed += 1
+        try:
+            seen: Body | None = Body(PIDF_TYPE, transform(body.data, permissions))
+        except NotPIDF:
+            # Fail closed: a document that cannot be transformed is not shown.
+            seen = self._offline(key[0])
+        if len(self._transformed) >= BODY_CACHE_SIZE:
+            self._transformed.clear()
+        self._transformed[fullKey] = seen
+        return seen

@@ -110,6 +110,7 @@ class Subscription:
         fromHeader: the SUBSCRIBE's From header, as written.
         toHeader: the SUBSCRIBE's To header with our tag, as written.
         sharingTag: the server that owns the subscription in shared mode.
+        createdTime: when the subscription was made.
     """
 
     presentity: str
@@ -140,6 +141,11 @@ class Subscription:
     createdTime: float = 0.0
     #: Runtime only, never stored: the connection the SUBSCRIBE came on.
     connection: Any = field(default=None, compare=False, repr=False)
+    #: Runtime only, never stored: the privacy policy's decision (a
+    #: `presence.xcap.policy.Decision`: permissions, polite block), or
+    #: ``None`` when this process has not made it (a row read from the
+    #: database); the notifier asks the policy again then.
+    decision: Any = field(default=None, compare=False, repr=False)
 
     @property
     def key(self) -> SubscriptionKey:

@@ -7,26 +7,53 @@ RFC 4745) plugs in here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Final
 
 from zope.interface import Interface, implementer
 
 from presence.status import ACTIVE
+from presence.xcap.rules import (
+    BOOLEAN_PERMISSIONS,
+    EVERYTHING,
+    Permissions,
+    UserInput,
+)
+
+#: Everything is shown: what ``force_active`` gives, and what a package
+#: sends untransformed (`presence.packages.presence` checks for this object
+#: and skips the transformation, so that it costs nothing).
+FULL_PERMISSIONS: Final = Permissions(
+    services=EVERYTHING,
+    persons=EVERYTHING,
+    devices=EVERYTHING,
+    attributes=frozenset(BOOLEAN_PERMISSIONS.values()),
+    userInput=UserInput.FULL,
+    allAttributes=True,
+)
 
 
 @dataclass(frozen=True)
 class Decision:
     """What a policy decided for a watcher.
 
+    Frozen and hashable: the same decision object is shared by every
+    watcher the same rules match, and its permissions key the bodies a
+    package caches.
+
     Attributes:
         status: 1 active, 2 pending, 3 terminated, 4 waiting.
         reason: the reason of a terminated status (``rejected``...).
-        transformations: what to strip from the state the watcher sees.
+        permissions: what the watcher is shown of the state (RFC 5025
+            section 3.3); `FULL_PERMISSIONS` shows everything.
+        politeBlock: the watcher is active but must only ever see the
+            offline document (RFC 5025 section 3.2.1, ``polite-block``).
     """
 
     status: int
     reason: str | None = None
-    transformations: dict[str, object] = field(default_factory=dict)
+    permissions: Permissions = FULL_PERMISSIONS
+    politeBlock: bool = False
 
 
 ALLOW = Decision(ACTIVE)
@@ -47,6 +74,13 @@ class IPrivacyPolicy(Interface):
             event: the event package.
         """
 
+    def forget(presentity: str) -> None:
+        """Drop what is kept of a presentity's rules: read them again next time.
+
+        Called when the rules are known to have changed (`reauthorise
+        <presence.core.authorise.Reauthoriser.reauthorise>`).
+        """
+
 
 @implementer(IPrivacyPolicy)
 class AllowAll:
@@ -57,3 +91,6 @@ class AllowAll:
     ) -> Decision:
         """Allow."""
         return ALLOW
+
+    def forget(self, presentity: str) -> None:
+        """Nothing is kept."""

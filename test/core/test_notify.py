@@ -30,6 +30,9 @@ class PendingPolicy:
         """Pending."""
         return Decision(PENDING)
 
+    def forget(self, presentity: str) -> None:
+        """Nothing is kept."""
+
 
 class NotifyTestCase(BobAndAliceTestCase):
     """A server, a publisher (bob) and a watcher (alice)."""

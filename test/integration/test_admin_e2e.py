@@ -248,6 +248,7 @@ class RefreshWatchersTests(AdminTestCase):
                     "event": "presence",
                     "type": int(kind),
                     "subscriptions": 1,
+                    "changed": 0,
                 },
             )
             again = await alice.notify()

@@ -11,7 +11,13 @@ from zope.interface.verify import verifyObject
 from presence.packages.mwi import MWI_TYPE
 from presence.status import ACTIVE, PENDING, TERMINATED
 from presence.testing import Server, Subscriber
-from presence.xcap.policy import ALLOW, AllowAll, Decision, IPrivacyPolicy
+from presence.xcap.policy import (
+    ALLOW,
+    FULL_PERMISSIONS,
+    AllowAll,
+    Decision,
+    IPrivacyPolicy,
+)
 
 BOB = "sip:bob@example.com"
 
@@ -32,18 +38,30 @@ class RecordingPolicy:
         self.asked.append((presentity, watcherUsername, watcherDomain, event))
         return self.decision
 
+    def forget(self, presentity: str) -> None:
+        """Nothing is kept."""
+
 
 class DecisionTests(SynchronousTestCase):
     """What a policy decides."""
 
     def test_defaults(self) -> None:
-        """A decision is a status; no reason, nothing stripped unless given."""
+        """A decision is a status; no reason, full permissions, no polite block."""
         decision = Decision(PENDING)
         self.assertEqual(
-            (decision.status, decision.reason, decision.transformations),
-            (PENDING, None, {}),
+            (
+                decision.status,
+                decision.reason,
+                decision.permissions,
+                decision.politeBlock,
+            ),
+            (PENDING, None, FULL_PERMISSIONS, False),
         )
-        self.assertIsNot(decision.transformations, Decision(PENDING).transformations)
+
+    def test_hashable(self) -> None:
+        """Decisions are hashable and equal by value, so they key caches."""
+        self.assertEqual(hash(Decision(ACTIVE)), hash(ALLOW))
+        self.assertEqual({Decision(ACTIVE): 1}[ALLOW], 1)
 
     def test_frozen(self) -> None:
         """A decision cannot be changed once made (``ALLOW`` is shared)."""
@@ -68,7 +86,8 @@ class AllowAllTests(SynchronousTestCase):
             decision = self.successResultOf(AllowAll().authorise(*args))
             self.assertIs(decision, ALLOW)
         self.assertEqual((ALLOW.status, ALLOW.reason), (ACTIVE, None))
-        self.assertEqual(ALLOW.transformations, {})
+        self.assertIs(ALLOW.permissions, FULL_PERMISSIONS)
+        self.assertFalse(ALLOW.politeBlock)
 
 
 class PolicySeamTests(SynchronousTestCase):
@@ -104,17 +123,16 @@ class PolicySeamTests(SynchronousTestCase):
         self.assertEqual(self.policy.asked, [])
 
     def test_rejected(self) -> None:
-        """A terminated decision ends the subscription at once, with its reason.
+        """A terminated decision refuses the SUBSCRIBE with 403, storing nothing.
 
-        The SUBSCRIBE gets 200 with Expires 0, not 403, so that the answer
-        does not tell the watcher what the policy decided (RFC 6665
-        4.2.1.1); the NOTIFY that follows is terminated with the reason.
+        RFC 6665 section 4.2.1.1: a notifier that can tell at once that the
+        subscriber is not authorised answers 403 (Forbidden). Rules that
+        must not reveal a refusal say polite-block instead (RFC 5025
+        section 3.2.1).
         """
         self.policy.decision = Decision(TERMINATED, "rejected")
         response = self.alice.subscribe(BOB)
-        self.assertEqual((response.code, response.header("expires")), (200, "0"))
-        [notify] = self.alice.notifies()
-        self.assertEqual(
-            notify.header("subscription-state"), "terminated;reason=rejected"
-        )
+        self.assertEqual(response.code, 403)
+        self.assertEqual(self.alice.notifies(), [])
         self.assertEqual(self.server.store.counts()["subscriptions"], 0)
+        self.assertEqual(self.server.stack.subscribe.refused, 1)

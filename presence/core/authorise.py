@@ -1,0 +1,211 @@
+"""Re-authorising a presentity's watchers when its rules (or sphere) change.
+
+`Reauthoriser.reauthorise` is the one operation behind every "the rules
+changed" signal: the XML-RPC ``refreshWatchers`` of OpenXCAP 2.x, the
+xcap-diff PUBLISH of OpenXCAP 3.x, a periodic check of the ``xcap`` table,
+and a PUBLISH that changes the presentity's sphere when a rule has a
+``sphere`` condition. It drops what the policy kept of the presentity's
+rules, asks it again about every subscription and watcher row, and tells
+the watchers what changed:
+
+- pending to active: the first NOTIFY with the state (RFC 6665 section
+  4.2.2), and ``approved`` for the winfo watchers;
+- active to pending: a NOTIFY ``pending`` without state;
+- to blocked: the subscription ends with ``terminated;reason=rejected``
+  (RFC 6665 section 4.2.2), and ``rejected`` for the winfo watchers;
+- the same status with other permissions, or a polite block begun or
+  lifted: a NOTIFY with what the watcher may see now.
+
+Every change of status is also a winfo NOTIFY (RFC 3857 section 4.3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from presence.core.notify import Notifier
+from presence.packages.interfaces import PackageRegistry
+from presence.status import ACTIVE, PENDING, TERMINATED, WAITING
+from presence.storage.interfaces import IPresenceStore
+from presence.storage.records import Subscription
+from presence.xcap.policy import IPrivacyPolicy
+
+
+@dataclass
+class ReauthoriseResult:
+    """What one re-authorisation changed.
+
+    Attributes:
+        subscriptions: how many subscriptions were decided again.
+        changed: how many changed status.
+        renotified: how many kept their status and were notified because
+            what they may see changed.
+        rejected: how many ended because they are now blocked.
+        watchers: how many watcher rows without a subscription changed.
+    """
+
+    subscriptions: int = 0
+    changed: int = 0
+    renotified: int = 0
+    rejected: int = 0
+    watchers: int = 0
+
+
+class Reauthoriser:
+    """Decides a presentity's watchers again and notifies the changes."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        store: IPresenceStore,
+        packages: PackageRegistry,
+        policy: IPrivacyPolicy,
+        notifier: Notifier,
+        onWatcherChange: Callable[[Subscription, str], Awaitable[Any]] | None = None,
+    ) -> None:
+        """Re-authorise through ``policy``, notifying through ``notifier``.
+
+        Args:
+            clock: the clock.
+            store: where subscriptions and watcher rows are.
+            packages: the event packages (only those that need
+                authorisation are re-authorised).
+            policy: the privacy policy.
+            notifier: sends the NOTIFYs.
+            onWatcherChange: the watcher tracker's callback (the watchers
+                row and the winfo NOTIFYs).
+        """
+        self.clock = clock
+        self.store = store
+        self.packages = packages
+        self.policy = policy
+        self.notifier = notifier
+        self.onWatcherChange = onWatcherChange
+        self.runs = 0
+        self._spheres: dict[str, str | None] = {}
+
+    async def published(self, presentity: str, event: str) -> None:
+        """Re-authorise after a PUBLISH if it changed the sphere rules read.
+
+        Only when one of the presentity's rules has a ``sphere`` condition
+        and the current sphere is not the one last seen.
+
+        RFC 4745 section 7 and RFC 5025 section 3.1.3 (the ``sphere``
+        condition holds while the presentity's current sphere is one it
+        names): a watcher's status may change with the sphere alone. A
+        policy that cannot say (``force_active``) is never asked.
+        """
+        package = self.packages.get(event)
+        if package is None or not package.needsAuthorisation:
+            return
+        hasSpheres = getattr(self.policy, "hasSphereConditions", None)
+        reader = getattr(self.policy, "sphere", None)
+        if hasSpheres is None or reader is None:
+            return
+        if not await hasSpheres(presentity):
+            self._spheres.pop(presentity, None)
+            return
+        sphere = await reader(presentity)
+        if presentity in self._spheres and self._spheres[presentity] == sphere:
+            return
+        if len(self._spheres) >= 10_000:
+            self._spheres.clear()
+        self._spheres[presentity] = sphere
+        await self.reauthorise(presentity, event)
+
+    async def reauthorise(
+        self, presentity: str, event: str = "presence"
+    ) -> ReauthoriseResult:
+        """Re-authorise this presentity's watchers and notify the changes.
+
+        Args:
+            presentity: the presentity URI, ``sip:user@domain``.
+            event: the event package whose watchers are decided again.
+
+        Returns:
+            What changed.
+        """
+        self.runs += 1
+        result = ReauthoriseResult()
+        package = self.packages.get(event)
+        if package is None or not package.needsAuthorisation:
+            return result
+        self.policy.forget(presentity)
+        watching: set[tuple[str, str]] = set()
+        for subscription in await self.store.subscriptions(presentity, event):
+            if subscription.status not in (ACTIVE, PENDING, WAITING):
+                continue
+            result.subscriptions += 1
+            watching.add((subscription.watcherUsername, subscription.watcherDomain))
+            await self._subscription(subscription, result)
+        for row in await self.store.watchers(presentity, event):
+            if (row.watcherUsername, row.watcherDomain) in watching:
+                continue
+            decision = await self.policy.authorise(
+                presentity, row.watcherUsername, row.watcherDomain, event
+            )
+            if (row.status, row.reason) != (decision.status, decision.reason):
+                row.status, row.reason = decision.status, decision.reason
+                await self.store.putWatcher(row)
+                result.watchers += 1
+        if result.changed or result.renotified or result.watchers:
+            self.log.info(
+                "{presentity} re-authorised: {changed} changed status"
+                " ({rejected} rejected), {renotified} see something else",
+                presentity=presentity,
+                changed=result.changed,
+                rejected=result.rejected,
+                renotified=result.renotified,
+            )
+        return result
+
+    async def _subscription(
+        self, subscription: Subscription, result: ReauthoriseResult
+    ) -> None:
+        decision = await self.policy.authorise(
+            subscription.presentity,
+            subscription.watcherUsername,
+            subscription.watcherDomain,
+            subscription.event,
+        )
+        before = subscription.decision
+        if decision.status == TERMINATED:
+            removed = await self.store.removeSubscription(subscription.key)
+            if removed is not None:
+                subscription.localCSeq = max(subscription.localCSeq, removed.localCSeq)
+            subscription.status, subscription.reason = TERMINATED, decision.reason
+            subscription.decision = decision
+            result.changed += 1
+            result.rejected += 1
+            self.notifier.send(subscription, terminated=decision.reason or "rejected")
+            await self._watcherChanged(subscription, "rejected")
+            return
+        statusChanged = decision.status != subscription.status
+        seesOther = before is None or (
+            (before.permissions, before.politeBlock)
+            != (decision.permissions, decision.politeBlock)
+        )
+        if not statusChanged and not seesOther:
+            return
+        subscription.status, subscription.reason = decision.status, decision.reason
+        subscription.decision = decision
+        await self.store.putSubscription(subscription)
+        if statusChanged:
+            result.changed += 1
+            self.notifier.send(subscription)
+            event = "approved" if decision.status == ACTIVE else "subscribe"
+            await self._watcherChanged(subscription, event)
+        elif seesOther and decision.status == ACTIVE:
+            result.renotified += 1
+            self.notifier.send(subscription)
+
+    async def _watcherChanged(self, subscription: Subscription, event: str) -> None:
+        if self.onWatcherChange is not None:
+            await self.onWatcherChange(subscription, event)

@@ -1,0 +1,222 @@
+"""The pres-rules policy: decisions from the rules an XCAP server stored.
+
+`RulesPolicy` provides `IPrivacyPolicy <presence.xcap.policy.IPrivacyPolicy>`
+over an `IXCAPStore <presence.storage.xcap.IXCAPStore>`: the integrated XCAP
+mode, in which OpenXCAP (or Kamailio's xcap_server) writes each user's
+documents into the ``xcap`` table. For a watcher of ``sip:user@domain``:
+
+- every pres-rules document of the user (``doc_type`` 2, and 32 for OMA
+  pres-rules, each row whatever its ``doc_uri``) is one rule set
+  (`presence.xcap.rules.parseRuleSet`), evaluated with the members of the
+  user's resource lists (``doc_type`` 4) for ``external-list`` conditions;
+- no pres-rules document at all: pending (`presence.xcap.rules.NO_RULES`),
+  as OpenSIPS and Kamailio do without ``force_active``;
+- a document that cannot be read: every watcher blocked
+  (`presence.xcap.rules.BLOCK_ALL`), logged once per version of the
+  documents;
+- the outcome gives the status and reason, the permissions and whether the
+  block is polite.
+
+The table is written by another process, so it is read again when what was
+read is older than `RULES_TTL` seconds; the parsed rule set is kept as long
+as the entity tags of the rows are the same, and `RulesPolicy.forget` drops
+a user's at once (the re-authorise operation calls it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from presence.storage.xcap import (
+    RESOURCE_LISTS,
+    RULES_TYPES,
+    IXCAPStore,
+    XCAPDocument,
+)
+from presence.xcap.lists import resourceLists
+from presence.xcap.policy import Decision, IPrivacyPolicy
+from presence.xcap.rules import (
+    BLOCK_ALL,
+    RulesError,
+    RuleSet,
+    Watcher,
+    evaluate,
+    parseRuleSet,
+)
+
+#: Seconds a user's rows, once read, are used without reading them again.
+#: Short: the table is written by the XCAP server, which may never say so.
+RULES_TTL: Final = 2.0
+
+#: How many users' rules are kept at most.
+RULES_CACHE_LIMIT: Final = 10_000
+
+#: Reads the presentity's current sphere (``sip:user@domain`` in).
+SphereReader = Callable[[str], Awaitable[str | None]]
+
+
+@dataclass
+class _Rules:
+    """One user's rules as last read."""
+
+    readAt: float
+    tags: tuple[tuple[int, str, str], ...]
+    ruleSet: RuleSet | None
+    lists: dict[str, frozenset[str]]
+
+    @property
+    def hasSphereConditions(self) -> bool:
+        return self.ruleSet is not None and any(r.spheres for r in self.ruleSet.rules)
+
+
+def _userOf(presentity: str) -> tuple[str, str]:
+    """``sip:alice@example.com`` -> ``("alice", "example.com")``."""
+    aor = presentity.partition(":")[2] if ":" in presentity else presentity
+    user, _, domain = aor.rpartition("@")
+    return user, domain.lower()
+
+
+@implementer(IPrivacyPolicy)
+class RulesPolicy:
+    """Watchers decided by the user's pres-rules (integrated XCAP mode).
+
+    Attributes:
+        parsed: how many times documents were parsed (a change of tags).
+        reads: how many times the store was read.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        documents: IXCAPStore,
+        sphere: SphereReader | None = None,
+        ttl: float = RULES_TTL,
+        limit: int = RULES_CACHE_LIMIT,
+    ) -> None:
+        """Read rules from ``documents``.
+
+        Args:
+            clock: the clock for ``validity`` conditions and the cache.
+            documents: where the users' documents are.
+            sphere: reads a presentity's current sphere, asked only when a
+                rule has a ``sphere`` condition; none: no sphere condition
+                ever holds.
+            ttl: seconds rows once read are used before reading them again.
+            limit: how many users' rules are kept.
+        """
+        self.clock = clock
+        self.documents = documents
+        self.sphere = sphere
+        self.ttl = ttl
+        self.limit = limit
+        self._rules: dict[tuple[str, str], _Rules] = {}
+        self._decisions: dict[tuple[int, str | None, object, bool], Decision] = {}
+        self.parsed = 0
+        self.reads = 0
+
+    async def rules(self, presentity: str) -> _Rules:
+        """The presentity's rules, read again when older than `ttl`."""
+        key = _userOf(presentity)
+        now = self.clock.seconds()
+        kept = self._rules.get(key)
+        if kept is not None and kept.readAt + self.ttl > now:
+            return kept
+        self.reads += 1
+        rows = await self.documents.documents(
+            key[0], key[1], (*RULES_TYPES, RESOURCE_LISTS)
+        )
+        tags = tuple((r.docType, r.docURI, r.etag) for r in rows)
+        if kept is not None and kept.tags == tags:
+            kept.readAt = now
+            return kept
+        rules = self._parse(presentity, rows, tags, now)
+        cache = self._rules
+        cache.pop(key, None)
+        while len(cache) >= self.limit:
+            del cache[next(iter(cache))]
+        cache[key] = rules
+        return rules
+
+    def _parse(
+        self,
+        presentity: str,
+        rows: Sequence[XCAPDocument],
+        tags: tuple[tuple[int, str, str], ...],
+        now: float,
+    ) -> _Rules:
+        self.parsed += 1
+        policies = [r.doc for r in rows if r.docType in RULES_TYPES]
+        ruleSet: RuleSet | None = None
+        if policies:
+            try:
+                ruleSet = parseRuleSet(policies)
+            except RulesError as e:
+                # Logged once: the next parse comes only with new tags.
+                self.log.warn(
+                    "the pres-rules of {presentity} cannot be read ({error}):"
+                    " every watcher is blocked until they are fixed",
+                    presentity=presentity,
+                    error=str(e),
+                )
+                ruleSet = BLOCK_ALL
+        lists: dict[str, frozenset[str]] = {}
+        for row in rows:
+            if row.docType != RESOURCE_LISTS:
+                continue
+            try:
+                found = resourceLists(row.doc)
+            except RulesError as e:
+                self.log.warn(
+                    "the resource lists of {presentity} cannot be read"
+                    " ({error}): nobody is a member of them",
+                    presentity=presentity,
+                    error=str(e),
+                )
+                continue
+            for name, members in found.items():
+                lists[name] = lists.get(name, frozenset()) | members
+        return _Rules(now, tags, ruleSet, lists)
+
+    async def hasSphereConditions(self, presentity: str) -> bool:
+        """Whether a rule of the presentity's depends on its sphere."""
+        return (await self.rules(presentity)).hasSphereConditions
+
+    async def authorise(
+        self, presentity: str, watcherUsername: str, watcherDomain: str, event: str
+    ) -> Decision:
+        """The decision of the presentity's rules for one watcher.
+
+        See `IPrivacyPolicy.authorise
+        <presence.xcap.policy.IPrivacyPolicy.authorise>`.
+        """
+        rules = await self.rules(presentity)
+        sphere = None
+        if self.sphere is not None and rules.hasSphereConditions:
+            sphere = await self.sphere(presentity)
+        outcome = evaluate(
+            rules.ruleSet,
+            Watcher.fromParts(watcherUsername, watcherDomain),
+            self.clock.seconds(),
+            sphere,
+            rules.lists,
+        )
+        key = (outcome.status, outcome.reason, outcome.permissions, outcome.politeBlock)
+        decision = self._decisions.get(key)
+        if decision is None:
+            # One Decision object per distinct outcome, shared by watchers.
+            if len(self._decisions) >= self.limit:
+                self._decisions.clear()
+            decision = self._decisions[key] = Decision(*key)
+        return decision
+
+    def forget(self, presentity: str) -> None:
+        """Read the presentity's documents again next time."""
+        self._rules.pop(_userOf(presentity), None)
