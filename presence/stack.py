@@ -16,13 +16,19 @@ from typing import Any
 from presence.auth.check import DigestAuthenticator, IdentityCheck
 from presence.auth.identity import TrustedPeers
 from presence.config import Config, databaseKind, sqlitePath
-from presence.core.dispatcher import SERVER, Dispatcher
+from presence.core.dispatcher import SERVER, Dispatcher, Handler, RequestCheck
 from presence.core.expiry import ExpirySweeper
 from presence.core.expirypolicy import (
     ExpiryOverrides,
     ExpiryPolicy,
     publishExpires,
     subscribeExpires,
+)
+from presence.core.limits import (
+    PublicationLimit,
+    SourceRateLimit,
+    SubscriptionLimit,
+    WatcherCounts,
 )
 from presence.core.notify import Notifier
 from presence.core.publish import PublishHandler
@@ -34,6 +40,7 @@ from presence.packages.interfaces import PackageRegistry
 from presence.packages.mwi import MessageSummaryPackage
 from presence.packages.presence import PresencePackage
 from presence.packages.winfo import WatcherInfoPackage
+from presence.sip.limits import LimitStatistics
 from presence.sip.resolver import LazyResolver
 from presence.sip.transaction import TransactionLayer
 from presence.sip.transport import SIPTransports
@@ -69,6 +76,8 @@ class Stack:
     reactor: Any
     credentials: ICredentialStore | None = None
     authenticator: DigestAuthenticator | None = None
+    limits: LimitStatistics | None = None
+    rateLimit: SourceRateLimit | None = None
 
 
 def buildStack(config: Config, reactor: Any) -> Stack:
@@ -82,6 +91,7 @@ def buildStack(config: Config, reactor: Any) -> Stack:
     NOTIFYs through the transaction layer (the dispatcher becomes the layer's
     user once it is built).
     """
+    limits = LimitStatistics()
     transports = SIPTransports(
         clock=reactor,
         reactor=reactor,
@@ -89,9 +99,18 @@ def buildStack(config: Config, reactor: Any) -> Stack:
         idleTimeout=config.tcpIdleTimeout,
         trace=config.sipTrace,
         advertisedHost=config.advertisedAddress,
+        maxConnections=config.maxTcpConnections or None,
+        readTimeout=config.tcpReadTimeout or None,
+        limitStats=limits,
     )
     transactions = TransactionLayer(reactor, transports, serverHeader=SERVER)
     store, storage = buildStore(config, reactor)
+    # What adds and removes subscriptions sees a store counting each
+    # watcher's, when their number is limited.
+    counted: WatcherCounts | None = None
+    subscriptions: IPresenceStore = store
+    if config.maxSubscriptionsPerWatcher:
+        subscriptions = counted = WatcherCounts(store)
     packages = PackageRegistry(
         [
             PresencePackage(offline=config.offlineBody),
@@ -103,7 +122,7 @@ def buildStack(config: Config, reactor: Any) -> Stack:
     )
     notifier = Notifier(
         reactor,
-        store,
+        subscriptions,
         packages,
         transactions,
         transports,
@@ -112,7 +131,7 @@ def buildStack(config: Config, reactor: Any) -> Stack:
     watchers = WatcherTracker(reactor, store, packages, notifier)
     subscribe = SubscribeHandler(
         reactor,
-        store,
+        subscriptions,
         packages,
         AllowAll(),
         notifier,
@@ -160,15 +179,40 @@ def buildStack(config: Config, reactor: Any) -> Stack:
     )
     sweeper = ExpirySweeper(
         reactor,
-        store,
+        subscriptions,
         notifier,
         interval=config.cleanPeriod,
         onSubscriptionExpired=lambda s: watchers.changed(s, "timeout"),
     )
     credentials = buildCredentials(reactor, storage)
-    authenticator, checks = buildChecks(config, reactor, credentials)
+    authenticator, identityChecks = buildChecks(config, reactor, credentials)
+    checks: list[RequestCheck] = list(identityChecks)
+    rateLimit = None
+    if config.sourceRateLimit:
+        # First: a flood costs no digest verification.
+        rateLimit = SourceRateLimit(
+            reactor,
+            config.sourceRateLimit,
+            limits,
+            TrustedPeers(config.trustedPeers),
+        )
+        checks.insert(0, rateLimit)
+    subscribeHandler: Handler = subscribe
+    if counted is not None:
+        subscribeHandler = SubscriptionLimit(
+            subscribe, counted, config.maxSubscriptionsPerWatcher, limits
+        )
+    publishHandler: Handler = publish
+    if config.maxPublicationsPerPresentity:
+        publishHandler = PublicationLimit(
+            publish, config.maxPublicationsPerPresentity, limits
+        )
     dispatcher = Dispatcher(
-        {"SUBSCRIBE": subscribe, "PUBLISH": publish, "REGISTER": registrar},
+        {
+            "SUBSCRIBE": subscribeHandler,
+            "PUBLISH": publishHandler,
+            "REGISTER": registrar,
+        },
         packages,
         ready=lambda: storage.serving,
         checks=checks,
@@ -191,6 +235,8 @@ def buildStack(config: Config, reactor: Any) -> Stack:
         reactor=reactor,
         credentials=credentials,
         authenticator=authenticator,
+        limits=limits,
+        rateLimit=rateLimit,
     )
 
 

@@ -8,6 +8,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from presence.auth.check import IdentityCheck
 from presence.config import Config
 from presence.core.dispatcher import SERVER
+from presence.core.limits import PublicationLimit, SourceRateLimit, SubscriptionLimit
 from presence.stack import buildStack
 
 
@@ -26,11 +27,48 @@ class BuildStackTests(SynchronousTestCase):
             dispatcher.allow,
             ["OPTIONS", "SUBSCRIBE", "PUBLISH", "REGISTER", "ACK", "CANCEL"],
         )
-        self.assertIs(dispatcher.handlers["SUBSCRIBE"], self.stack.subscribe)
-        self.assertIs(dispatcher.handlers["PUBLISH"], self.stack.publish)
+        subscribe = dispatcher.handlers["SUBSCRIBE"]
+        publish = dispatcher.handlers["PUBLISH"]
+        # Behind the limits of the default configuration.
+        assert isinstance(subscribe, SubscriptionLimit)
+        assert isinstance(publish, PublicationLimit)
+        self.assertIs(subscribe.handler, self.stack.subscribe)
+        self.assertIs(publish.handler, self.stack.publish)
         self.assertIs(dispatcher.handlers["REGISTER"], self.stack.registrar)
         self.assertIs(self.stack.transactions.user, dispatcher)
-        self.assertEqual(len(dispatcher.checks), 1)
+        # Readiness, then the source rate limit.
+        [_, rate] = dispatcher.checks
+        self.assertIs(rate, self.stack.rateLimit)
+
+    def test_withoutLimits(self) -> None:
+        """Each limit set to 0 is left out: the handlers are the core's own."""
+        stack = buildStack(
+            Config(
+                database="memory",
+                sourceRateLimit=0,
+                maxSubscriptionsPerWatcher=0,
+                maxPublicationsPerPresentity=0,
+                maxTcpConnections=0,
+                tcpReadTimeout=0,
+            ),
+            MemoryReactorClock(),
+        )
+        self.assertIs(stack.dispatcher.handlers["SUBSCRIBE"], stack.subscribe)
+        self.assertIs(stack.dispatcher.handlers["PUBLISH"], stack.publish)
+        self.assertEqual(len(stack.dispatcher.checks), 1)
+        self.assertIsNone(stack.rateLimit)
+        self.assertIsNone(stack.transports.maxConnections)
+        self.assertIsNone(stack.transports.readTimeout)
+
+    def test_limitsShareOneStatistics(self) -> None:
+        """Every limit counts into the stack's one statistics object."""
+        stack = self.stack
+        assert stack.rateLimit is not None
+        self.assertIs(stack.rateLimit.stats, stack.limits)
+        self.assertIs(stack.transports.limitStats, stack.limits)
+        self.assertEqual(stack.transports.maxConnections, 1000)
+        self.assertEqual(stack.transports.readTimeout, 10.0)
+        self.assertEqual(stack.rateLimit.rate, 200.0)
 
     def test_advertisedFromThePackages(self) -> None:
         """Accept and Allow-Events are the registry's packages'."""
@@ -68,8 +106,9 @@ class AuthWiringTests(SynchronousTestCase):
         stack = buildStack(
             Config(database="memory", authentication=True), MemoryReactorClock()
         )
-        self.assertEqual(len(stack.dispatcher.checks), 2)
-        check = stack.dispatcher.checks[1]
+        # Readiness, the source rate limit, then who sent the request.
+        self.assertEqual(len(stack.dispatcher.checks), 3)
+        check = stack.dispatcher.checks[2]
         assert isinstance(check, IdentityCheck)
         self.assertIs(check.authenticator, stack.authenticator)
         assert stack.authenticator is not None
@@ -82,7 +121,8 @@ class AuthWiringTests(SynchronousTestCase):
             Config(database="memory", trustedPeers=("10.0.0.0/8",)),
             MemoryReactorClock(),
         )
-        [_, check] = stack.dispatcher.checks
+        [_, rate, check] = stack.dispatcher.checks
+        assert isinstance(rate, SourceRateLimit)
         assert isinstance(check, IdentityCheck)
         self.assertIsNone(check.authenticator)
         self.assertIn("10.1.1.1", check.trusted)
