@@ -262,6 +262,10 @@ class Dispatcher:
 
     def _answerError(self, transaction: ServerTransaction, failure: Failure) -> None:
         self.errors += 1
+        if transaction.state == "terminated":
+            # A check ended it to leave the request unanswered (a source
+            # far over its rate): nothing to build.
+            return
         response = self.errorResponse(transaction, failure)
         if transaction.state in ("trying", "proceeding"):
             transaction.respond(response)

@@ -169,6 +169,16 @@ class RateLimitedServerTests(SynchronousTestCase):
         self.server.advance(1)
         self.assertEqual(alice.subscribe("sip:dave@example.com").code, 200)
 
+    def test_farOverUnanswered(self) -> None:
+        """Beyond four times the rate a request gets no response at all."""
+        bob = UA(self.server, "bob", "192.0.2.21", 5071)
+        codes = [bob.publish(pidf()).code for _ in range(5)]
+        self.assertEqual(codes, [200, 200, 503, 503, 503])
+        bob.send(bob.request("OPTIONS", "sip:example.com"))
+        self.assertEqual(bob.received(), [])
+        assert self.server.stack.limits is not None
+        self.assertEqual(self.server.stack.limits.rateDropped, 1)
+
     def test_responsesNotCounted(self) -> None:
         """Responses to the server's NOTIFYs take no token."""
         alice = Subscriber(self.server, "alice", "192.0.2.20", 5070)
