@@ -189,14 +189,15 @@ def buildStack(config: Config, reactor: Any) -> Stack:
     checks: list[RequestCheck] = list(identityChecks)
     rateLimit = None
     if config.sourceRateLimit:
-        # First: a flood costs no digest verification.
+        # The dispatcher's gate, before anything else: a flood costs no
+        # header checks and no digest verification, and malformed requests
+        # are limited too.
         rateLimit = SourceRateLimit(
             reactor,
             config.sourceRateLimit,
             limits,
             TrustedPeers(config.trustedPeers),
         )
-        checks.insert(0, rateLimit)
     subscribeHandler: Handler = subscribe
     if counted is not None:
         subscribeHandler = SubscriptionLimit(
@@ -217,6 +218,7 @@ def buildStack(config: Config, reactor: Any) -> Stack:
         ready=lambda: storage.serving,
         checks=checks,
         maxBodySize=config.maxBodySize,
+        gate=rateLimit,
     )
     transactions.user = dispatcher
     return Stack(

@@ -36,9 +36,10 @@ class BuildStackTests(SynchronousTestCase):
         self.assertIs(publish.handler, self.stack.publish)
         self.assertIs(dispatcher.handlers["REGISTER"], self.stack.registrar)
         self.assertIs(self.stack.transactions.user, dispatcher)
-        # Readiness, then the source rate limit.
-        [_, rate] = dispatcher.checks
-        self.assertIs(rate, self.stack.rateLimit)
+        # Readiness; the source rate limit is the gate, before everything.
+        self.assertEqual(len(dispatcher.checks), 1)
+        self.assertIsNotNone(self.stack.rateLimit)
+        self.assertIs(dispatcher.gate, self.stack.rateLimit)
 
     def test_withoutLimits(self) -> None:
         """Each limit set to 0 is left out: the handlers are the core's own."""
@@ -57,6 +58,7 @@ class BuildStackTests(SynchronousTestCase):
         self.assertIs(stack.dispatcher.handlers["PUBLISH"], stack.publish)
         self.assertEqual(len(stack.dispatcher.checks), 1)
         self.assertIsNone(stack.rateLimit)
+        self.assertIsNone(stack.dispatcher.gate)
         self.assertIsNone(stack.transports.maxConnections)
         self.assertIsNone(stack.transports.readTimeout)
 
@@ -106,9 +108,8 @@ class AuthWiringTests(SynchronousTestCase):
         stack = buildStack(
             Config(database="memory", authentication=True), MemoryReactorClock()
         )
-        # Readiness, the source rate limit, then who sent the request.
-        self.assertEqual(len(stack.dispatcher.checks), 3)
-        check = stack.dispatcher.checks[2]
+        self.assertEqual(len(stack.dispatcher.checks), 2)
+        check = stack.dispatcher.checks[1]
         assert isinstance(check, IdentityCheck)
         self.assertIs(check.authenticator, stack.authenticator)
         assert stack.authenticator is not None
@@ -121,8 +122,10 @@ class AuthWiringTests(SynchronousTestCase):
             Config(database="memory", trustedPeers=("10.0.0.0/8",)),
             MemoryReactorClock(),
         )
-        [_, rate, check] = stack.dispatcher.checks
+        [_, check] = stack.dispatcher.checks
+        rate = stack.dispatcher.gate
         assert isinstance(rate, SourceRateLimit)
+        self.assertIn("10.1.1.1", rate.trusted or ())
         assert isinstance(check, IdentityCheck)
         self.assertIsNone(check.authenticator)
         self.assertIn("10.1.1.1", check.trusted)

@@ -149,6 +149,10 @@ class Dispatcher:
             are checked: responses (to the server's NOTIFYs) go to client
             transactions and never reach the dispatcher.
         supported: the option tags the server supports.
+        gate: a check run before everything else, even for a request that
+            failed to parse or will be refused: the source rate limit, so
+            that a flood of malformed or unroutable requests is limited
+            too. It answers at once (no awaitable) and names no identity.
     """
 
     log = Logger()
@@ -160,6 +164,7 @@ class Dispatcher:
         ready: Callable[[], bool] = lambda: True,
         checks: Sequence[RequestCheck] = (),
         maxBodySize: int = 60000,
+        gate: Callable[[SIPRequest, ServerTransaction], None] | None = None,
     ) -> None:
         """Route to ``handlers`` and advertise ``packages``.
 
@@ -170,7 +175,10 @@ class Dispatcher:
                 request gets 503 (it becomes the first request check).
             checks: more request checks, run after the readiness one.
             maxBodySize: the largest body accepted (513 above it).
+            gate: the check run first on every request, parsed or not,
+                raising `SIPError` to refuse it (see the class).
         """
+        self.gate = gate
         self.maxBodySize = maxBodySize
         self.handlers: dict[str, Handler] = {"OPTIONS": self._options}
         self.handlers.update(handlers or {})
@@ -208,6 +216,8 @@ class Dispatcher:
         """Check and route a new request; never raises."""
         self.requests += 1
         try:
+            if self.gate is not None:
+                self.gate(request, transaction)
             checkRequest(request, self.maxBodySize, self.supported)
             handler = self.handlers.get(request.method)
             if handler is None:
@@ -257,6 +267,12 @@ class Dispatcher:
     ) -> None:
         """Answer a request that failed to parse with 400 (or 505, 513)."""
         self.requests += 1
+        if self.gate is not None:
+            try:
+                self.gate(request, transaction)
+            except Exception:
+                self._answerError(transaction, Failure())
+                return
         self.errors += 1
         transaction.respond(self._response(transaction, code, reason))
 

@@ -1,8 +1,9 @@
 """The limits that keep one sender from taking the whole server.
 
-- `SourceRateLimit`: a request check (the dispatcher runs it before
-  routing) allowing each source address ``source_rate_limit`` requests a
-  second, with a burst of twice that, by a token bucket per address. A
+- `SourceRateLimit`: the dispatcher's gate (run on every request before
+  anything else, malformed ones included) allowing each source address
+  ``source_rate_limit`` requests a second, with a burst of twice that, by a
+  token bucket per address. A
   request over the rate is answered 503 with Retry-After; a source sending
   more than four times the rate has its excess dropped unanswered.
 - `WatcherCounts` and `SubscriptionLimit`: at most
@@ -48,7 +49,7 @@ OVERFLOW: Final = "*"
 
 
 class SourceRateLimit:
-    """A request check limiting each source address to a rate.
+    """The dispatcher's gate, limiting each source address to a rate.
 
     Each address has a token bucket: ``rate`` tokens a second, at most
     ``2 * rate`` saved up (the burst). A request takes a token and goes on.
@@ -60,8 +61,9 @@ class SourceRateLimit:
 
     Trusted peers (``trusted_peers``: a proxy in front of the server) are
     not limited. Only requests are checked: responses to the server's
-    NOTIFYs never reach the dispatcher's checks, nor do retransmissions,
-    which the transaction layer absorbs.
+    NOTIFYs never reach the dispatcher, nor do retransmissions, which the
+    transaction layer absorbs. Every new request is, whether it parsed or
+    not and whatever it will be answered.
 
     The buckets of sources idle long enough to be full again are forgotten
     every ``sweepInterval`` seconds (a sweep runs during a check, on the

@@ -179,6 +179,25 @@ class RateLimitedServerTests(SynchronousTestCase):
         assert self.server.stack.limits is not None
         self.assertEqual(self.server.stack.limits.rateDropped, 1)
 
+    def test_beforeRouting(self) -> None:
+        """Requests refused before routing (405 here) are limited too."""
+        bob = UA(self.server, "bob", "192.0.2.21", 5071)
+        codes = []
+        for _ in range(6):
+            bob.send(bob.request("INVITE", "sip:carol@example.com"))
+            codes += [m.code for m in bob.received() if isinstance(m, SIPResponse)]
+        self.assertEqual(codes, [405, 405, 503, 503, 503])
+
+    def test_malformedLimited(self) -> None:
+        """A request that failed to parse but could be answered is limited too."""
+        bob = UA(self.server, "bob", "192.0.2.21", 5071)
+        codes = []
+        for _ in range(6):
+            data = bob.request("OPTIONS", "sip:example.com", [("X-Bad", "cafe")])
+            bob.send(data.replace(b"cafe", b"caf\xe9"))
+            codes += [m.code for m in bob.received() if isinstance(m, SIPResponse)]
+        self.assertEqual(codes, [400, 400, 503, 503, 503])
+
     def test_responsesNotCounted(self) -> None:
         """Responses to the server's NOTIFYs take no token."""
         alice = Subscriber(self.server, "alice", "192.0.2.20", 5070)
