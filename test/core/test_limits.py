@@ -268,6 +268,24 @@ class SubscriptionLimitTests(SynchronousTestCase):
         self.assertEqual(other.subscribe("sip:erin@example.com").code, 200)
 
 
+class IdentityWatcherTests(SynchronousTestCase):
+    """The watcher counted is the identity, not the From."""
+
+    def test_assertedIdentity(self) -> None:
+        """Through a trusted proxy, subscriptions count per asserted user."""
+        server = Server(maxSubscriptionsPerWatcher=1, trustedPeers=("192.0.2.50",))
+        self.addCleanup(server.close)
+
+        def subscribe(fromUser: str, asserted: str, presentity: str) -> int:
+            ua = Subscriber(server, fromUser, "192.0.2.50", 5060)
+            pai = [("P-Asserted-Identity", f"<sip:{asserted}@example.com>")]
+            return ua.subscribe(presentity, extra=pai).code
+
+        self.assertEqual(subscribe("x", "alice", "sip:bob@example.com"), 200)
+        self.assertEqual(subscribe("y", "alice", "sip:carol@example.com"), 403)
+        self.assertEqual(subscribe("x", "erin", "sip:carol@example.com"), 200)
+
+
 class WatcherOfTests(SynchronousTestCase):
     """Whose subscription a SUBSCRIBE would make."""
 
