@@ -60,8 +60,17 @@ KEEP_UP: Final = 0.95
 #: Lines of the server's log that count as trouble.
 LOG_TROUBLE: Final = ("#error]", "#critical]", "#warn]", "Traceback", "Unhandled")
 #: The server's configuration file: the in-memory store, whatever the default.
+#: The limits off: sipp and the probes send thousands of requests a second
+#: from one address, tens of thousands of subscriptions from one watcher, and
+#: the benchmark measures what the server sustains, not what it refuses.
+LIMITS_OFF: Final = (
+    "source_rate_limit = 0\n"
+    "max_subscriptions_per_watcher = 0\n"
+    "max_publications_per_presentity = 0\n"
+    "max_tcp_connections = 0\n"
+)
 #: The server's configuration file; --database and --fallback2db change it.
-SERVER_CONFIG = 'database = "memory"\n'
+SERVER_CONFIG = 'database = "memory"\n' + LIMITS_OFF
 #: Whether the server runs its administration site (on a free loopback port,
 #: as the default configuration runs it on 8080), from --admin.
 ADMIN = "on"
@@ -1240,8 +1249,10 @@ def main(argv: Sequence[str]) -> int:
     options = parseArguments(argv)
     global SERVER_CONFIG, ADMIN, SCRAPE
     ADMIN, SCRAPE = options.admin, options.scrape
-    SERVER_CONFIG = f'database = "{options.database}"\n' + (
-        "fallback2db = true\n" if options.fallback2db else ""
+    SERVER_CONFIG = (
+        f'database = "{options.database}"\n'
+        + ("fallback2db = true\n" if options.fallback2db else "")
+        + LIMITS_OFF
     )
     if options.list:
         for s in SCENARIOS.values():

@@ -180,6 +180,19 @@ class Config:
         periodicalQuery: the external mode's periodic check of the
             documents (reserved).
         queryPeriod: seconds between the external mode's checks (reserved).
+        sourceRateLimit: requests a second accepted from one source address
+            (trusted peers excepted), with a burst of twice that; over it,
+            503 with Retry-After, and beyond four times it the excess is
+            dropped (`presence.core.limits.SourceRateLimit`). 0: no limit.
+        maxSubscriptionsPerWatcher: the most subscriptions one watcher may
+            hold; an initial SUBSCRIBE beyond it gets 403. 0: no limit.
+        maxPublicationsPerPresentity: the most publications one presentity
+            may have of one event package; an initial PUBLISH beyond it gets
+            403. 0: no limit.
+        maxTcpConnections: the most accepted TCP connections open at once;
+            one more is closed on arrival. 0: no limit.
+        tcpReadTimeout: seconds an incomplete message may take to arrive on
+            a TCP connection before the connection is closed. 0: for ever.
 
     An expiry setting replaces only its own bound; how the bounds left to a
     package (or the registrar) yield to it is
@@ -220,6 +233,11 @@ class Config:
     xcapServer: tuple[str, ...] = ()
     periodicalQuery: bool = True
     queryPeriod: int = 100
+    sourceRateLimit: float = 200.0
+    maxSubscriptionsPerWatcher: int = 1000
+    maxPublicationsPerPresentity: int = 32
+    maxTcpConnections: int = 1000
+    tcpReadTimeout: float = 10.0
 
     @property
     def forceActiveInEffect(self) -> bool:
@@ -261,7 +279,12 @@ class Config:
         if not 0 < self.maxBodySize <= 65535:
             raise ConfigError("max_body_size must be between 1 and 65535")
         checkAdminListen(self.adminListen)
-        problems = self._expiryProblems() + self._authProblems() + self._xcapProblems()
+        problems = (
+            self._expiryProblems()
+            + self._authProblems()
+            + self._xcapProblems()
+            + self._limitProblems()
+        )
         if problems:
             raise ConfigError("; ".join(problems))
         return self
@@ -396,6 +419,15 @@ class Config:
             problems.append("query_period must be 1 or more")
         return problems
 
+    def _limitProblems(self) -> list[str]:
+        """What is wrong with the limits: each is 0 (off) or more."""
+        problems: list[str] = []
+        for name, attribute in _LIMITS:
+            value = getattr(self, attribute)
+            if value < 0:
+                problems.append(f"{name} must be 0 (no limit) or more, not {value}")
+        return problems
+
     def replace(self, **changes: Any) -> Config:
         """A copy with some settings changed."""
         return dataclasses.replace(self, **changes)
@@ -477,7 +509,36 @@ _KEYS: dict[str, tuple[str, Any]] = {
         lambda v: _bool("periodical_query", v),
     ),
     "query_period": ("queryPeriod", lambda v: _seconds("query_period", v)),
+    "source_rate_limit": (
+        "sourceRateLimit",
+        lambda v: float(_number("source_rate_limit", v)),
+    ),
+    "max_subscriptions_per_watcher": (
+        "maxSubscriptionsPerWatcher",
+        lambda v: _count("max_subscriptions_per_watcher", v),
+    ),
+    "max_publications_per_presentity": (
+        "maxPublicationsPerPresentity",
+        lambda v: _count("max_publications_per_presentity", v),
+    ),
+    "max_tcp_connections": (
+        "maxTcpConnections",
+        lambda v: _count("max_tcp_connections", v),
+    ),
+    "tcp_read_timeout": (
+        "tcpReadTimeout",
+        lambda v: float(_number("tcp_read_timeout", v)),
+    ),
 }
+
+#: The limits, by TOML name and attribute: each 0 (off) or more.
+_LIMITS: Final = (
+    ("source_rate_limit", "sourceRateLimit"),
+    ("max_subscriptions_per_watcher", "maxSubscriptionsPerWatcher"),
+    ("max_publications_per_presentity", "maxPublicationsPerPresentity"),
+    ("max_tcp_connections", "maxTcpConnections"),
+    ("tcp_read_timeout", "tcpReadTimeout"),
+)
 
 #: The digest algorithms ``auth_algorithms`` may name (RFC 8760 section 2.1),
 #: as they are written in challenges.
@@ -621,6 +682,12 @@ def _bool(key: str, value: Any) -> bool:
 def _number(key: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigError(f"{key}: expected a number")
+    return value
+
+
+def _count(key: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{key}: expected a whole number")
     return value
 
 

@@ -20,13 +20,19 @@ from presence.auth.check import DigestAuthenticator, IdentityCheck
 from presence.auth.identity import TrustedPeers
 from presence.config import Config, databaseKind, sqlitePath
 from presence.core.authorise import Reauthoriser, ReauthoriseResult
-from presence.core.dispatcher import SERVER, Dispatcher
+from presence.core.dispatcher import SERVER, Dispatcher, Handler, RequestCheck
 from presence.core.expiry import ExpirySweeper
 from presence.core.expirypolicy import (
     ExpiryOverrides,
     ExpiryPolicy,
     publishExpires,
     subscribeExpires,
+)
+from presence.core.limits import (
+    PublicationLimit,
+    SourceRateLimit,
+    SubscriptionLimit,
+    WatcherCounts,
 )
 from presence.core.notify import Notifier, NotifyStatistics, aorOf
 from presence.core.publish import PublishHandler
@@ -40,6 +46,7 @@ from presence.packages.interfaces import PackageRegistry
 from presence.packages.mwi import MessageSummaryPackage
 from presence.packages.presence import PresencePackage, aggregate
 from presence.packages.winfo import WatcherInfoPackage
+from presence.sip.limits import LimitStatistics
 from presence.sip.resolver import LazyResolver
 from presence.sip.transaction import TransactionLayer
 from presence.sip.transport import SIPTransports
@@ -96,6 +103,9 @@ class Stack:
         assert self.reauthoriser is not None
         return await self.reauthoriser.reauthorise(presentity, event)
 
+    limits: LimitStatistics | None = None
+    rateLimit: SourceRateLimit | None = None
+
 
 def buildStack(config: Config, reactor: Any) -> Stack:
     """Build the server the configuration describes, on ``reactor``.
@@ -111,6 +121,7 @@ def buildStack(config: Config, reactor: Any) -> Stack:
     NOTIFYs through the transaction layer (the dispatcher becomes the layer's
     user once it is built).
     """
+    limits = LimitStatistics()
     transports = SIPTransports(
         clock=reactor,
         reactor=reactor,
@@ -118,10 +129,19 @@ def buildStack(config: Config, reactor: Any) -> Stack:
         idleTimeout=config.tcpIdleTimeout,
         trace=config.sipTrace,
         advertisedHost=config.advertisedAddress,
+        maxConnections=config.maxTcpConnections or None,
+        readTimeout=config.tcpReadTimeout or None,
+        limitStats=limits,
     )
     transactions = TransactionLayer(reactor, transports, serverHeader=SERVER)
     store, storage = buildStore(config, reactor, StorageStatistics())
     xcap, policy = buildPolicy(config, reactor, store, storage)
+    # What adds and removes subscriptions sees a store counting each
+    # watcher's, when their number is limited.
+    counted: WatcherCounts | None = None
+    subscriptions: IPresenceStore = store
+    if config.maxSubscriptionsPerWatcher:
+        subscriptions = counted = WatcherCounts(store)
     packages = PackageRegistry(
         [
             PresencePackage(offline=config.offlineBody),
@@ -133,7 +153,7 @@ def buildStack(config: Config, reactor: Any) -> Stack:
     )
     notifier = Notifier(
         reactor,
-        store,
+        subscriptions,
         packages,
         transactions,
         transports,
@@ -144,7 +164,7 @@ def buildStack(config: Config, reactor: Any) -> Stack:
     watchers = WatcherTracker(reactor, store, packages, notifier)
     subscribe = SubscribeHandler(
         reactor,
-        store,
+        subscriptions,
         packages,
         policy,
         notifier,
@@ -195,27 +215,59 @@ def buildStack(config: Config, reactor: Any) -> Stack:
     )
     sweeper = ExpirySweeper(
         reactor,
-        store,
+        subscriptions,
         notifier,
         interval=config.cleanPeriod,
         onSubscriptionExpired=lambda s: watchers.changed(s, "timeout"),
     )
     reauthoriser = Reauthoriser(
-        reactor, store, packages, policy, notifier, onWatcherChange=watchers.changed
+        reactor,
+        subscriptions,
+        packages,
+        policy,
+        notifier,
+        onWatcherChange=watchers.changed,
     )
     credentials = buildCredentials(reactor, storage)
-    authenticator, checks = buildChecks(config, reactor, credentials)
-    publishing: Any = publish
+    authenticator, identityChecks = buildChecks(config, reactor, credentials)
+    checks: list[RequestCheck] = list(identityChecks)
+    rateLimit = None
+    if config.sourceRateLimit:
+        # The dispatcher's gate, before anything else: a flood costs no
+        # header checks and no digest verification, and malformed requests
+        # are limited too.
+        rateLimit = SourceRateLimit(
+            reactor,
+            config.sourceRateLimit,
+            limits,
+            TrustedPeers(config.trustedPeers),
+        )
+    subscribeHandler: Handler = subscribe
+    if counted is not None:
+        subscribeHandler = SubscriptionLimit(
+            subscribe, counted, config.maxSubscriptionsPerWatcher, limits
+        )
+    publishHandler: Handler = publish
+    if config.maxPublicationsPerPresentity:
+        publishHandler = PublicationLimit(
+            publish, config.maxPublicationsPerPresentity, limits
+        )
     if xcap is not None:
-        # The integrated mode hears of rules changes through xcap-diff.
-        publishing = XCAPDiffPublish(publish, reauthoriser, config.domains)
+        # The integrated mode hears of rules changes through xcap-diff
+        # (which creates no publication, so it is not limited).
+        publishHandler = XCAPDiffPublish(publishHandler, reauthoriser, config.domains)
     dispatcher = Dispatcher(
-        {"SUBSCRIBE": subscribe, "PUBLISH": publishing, "REGISTER": registrar},
+        {
+            "SUBSCRIBE": subscribeHandler,
+            "PUBLISH": publishHandler,
+            "REGISTER": registrar,
+        },
         packages,
         ready=lambda: storage.serving,
         checks=checks,
         maxBodySize=config.maxBodySize,
         stats=RequestStatistics(),
+        gate=rateLimit,
     )
     transactions.user = dispatcher
     statistics = ServerStatistics(
@@ -250,6 +302,8 @@ def buildStack(config: Config, reactor: Any) -> Stack:
         policy=policy,
         xcap=xcap,
         reauthoriser=reauthoriser,
+        limits=limits,
+        rateLimit=rateLimit,
     )
 
 

@@ -302,7 +302,9 @@ class Server:
 
         Args:
             settings: `presence.config.Config` attributes; the database is
-                in memory unless given.
+                in memory unless given, and ``sourceRateLimit`` is 0 (no
+                limit) unless given, since the fake clock stands still while
+                a test sends as many requests as it likes.
 
         Raises:
             presence.config.ConfigError: the settings would not start a
@@ -311,6 +313,7 @@ class Server:
         self.reactor = MemoryReactorClock()
         self.reactor.advance(1_000_000)
         settings.setdefault("database", "memory")
+        settings.setdefault("sourceRateLimit", 0)
         self.config = Config(**settings).validate()
         self.stack: Stack = buildStack(self.config, self.reactor)
         self.udp = FakeDatagramTransport(*SERVER)

@@ -270,3 +270,59 @@ class AuthSettingsTests(SynchronousTestCase):
             ("trusted_peers", [1]),
         ]:
             self.assertRaises(ConfigError, fromMapping, {key: value})
+
+
+class LimitSettingsTests(SynchronousTestCase):
+    """The limits: a default each, read from TOML, 0 for none."""
+
+    def test_defaults(self) -> None:
+        """Defaults that protect a small server."""
+        config = Config()
+        self.assertEqual(config.sourceRateLimit, 200.0)
+        self.assertEqual(config.maxSubscriptionsPerWatcher, 1000)
+        self.assertEqual(config.maxPublicationsPerPresentity, 32)
+        self.assertEqual(config.maxTcpConnections, 1000)
+        self.assertEqual(config.tcpReadTimeout, 10.0)
+
+    def test_fromTOML(self) -> None:
+        """Each is read by its snake-case name; 0 turns it off."""
+        config = fromMapping(
+            {
+                "source_rate_limit": 50,
+                "max_subscriptions_per_watcher": 0,
+                "max_publications_per_presentity": 4,
+                "max_tcp_connections": 10,
+                "tcp_read_timeout": 2.5,
+            }
+        ).validate()
+        self.assertEqual(config.sourceRateLimit, 50.0)
+        self.assertEqual(config.maxSubscriptionsPerWatcher, 0)
+        self.assertEqual(config.maxPublicationsPerPresentity, 4)
+        self.assertEqual(config.maxTcpConnections, 10)
+        self.assertEqual(config.tcpReadTimeout, 2.5)
+
+    def test_invalid(self) -> None:
+        """A negative limit, or a fraction of a count, is refused."""
+        with self.assertRaises(ConfigError) as caught:
+            fromMapping({"source_rate_limit": -1}).validate()
+        self.assertIn(
+            "source_rate_limit must be 0 (no limit) or more", str(caught.exception)
+        )
+        self.assertRaises(ConfigError, fromMapping, {"max_tcp_connections": 1.5})
+        self.assertRaises(
+            ConfigError, fromMapping, {"max_subscriptions_per_watcher": True}
+        )
+
+    def test_documented(self) -> None:
+        """Every limit has a row in the README's configuration table."""
+        with open("README.md") as f:
+            readme = f.read()
+        table = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+        for name in (
+            "source_rate_limit",
+            "max_subscriptions_per_watcher",
+            "max_publications_per_presentity",
+            "max_tcp_connections",
+            "tcp_read_timeout",
+        ):
+            self.assertIn(f"\n| `{name}` |", table, name)

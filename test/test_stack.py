@@ -8,6 +8,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from presence.auth.check import IdentityCheck
 from presence.config import Config
 from presence.core.dispatcher import SERVER
+from presence.core.limits import PublicationLimit, SourceRateLimit, SubscriptionLimit
 from presence.stack import buildStack
 
 
@@ -26,11 +27,50 @@ class BuildStackTests(SynchronousTestCase):
             dispatcher.allow,
             ["OPTIONS", "SUBSCRIBE", "PUBLISH", "REGISTER", "ACK", "CANCEL"],
         )
-        self.assertIs(dispatcher.handlers["SUBSCRIBE"], self.stack.subscribe)
-        self.assertIs(dispatcher.handlers["PUBLISH"], self.stack.publish)
+        subscribe = dispatcher.handlers["SUBSCRIBE"]
+        publish = dispatcher.handlers["PUBLISH"]
+        # Behind the limits of the default configuration.
+        assert isinstance(subscribe, SubscriptionLimit)
+        assert isinstance(publish, PublicationLimit)
+        self.assertIs(subscribe.handler, self.stack.subscribe)
+        self.assertIs(publish.handler, self.stack.publish)
         self.assertIs(dispatcher.handlers["REGISTER"], self.stack.registrar)
         self.assertIs(self.stack.transactions.user, dispatcher)
+        # Readiness; the source rate limit is the gate, before everything.
         self.assertEqual(len(dispatcher.checks), 1)
+        self.assertIsNotNone(self.stack.rateLimit)
+        self.assertIs(dispatcher.gate, self.stack.rateLimit)
+
+    def test_withoutLimits(self) -> None:
+        """Each limit set to 0 is left out: the handlers are the core's own."""
+        stack = buildStack(
+            Config(
+                database="memory",
+                sourceRateLimit=0,
+                maxSubscriptionsPerWatcher=0,
+                maxPublicationsPerPresentity=0,
+                maxTcpConnections=0,
+                tcpReadTimeout=0,
+            ),
+            MemoryReactorClock(),
+        )
+        self.assertIs(stack.dispatcher.handlers["SUBSCRIBE"], stack.subscribe)
+        self.assertIs(stack.dispatcher.handlers["PUBLISH"], stack.publish)
+        self.assertEqual(len(stack.dispatcher.checks), 1)
+        self.assertIsNone(stack.rateLimit)
+        self.assertIsNone(stack.dispatcher.gate)
+        self.assertIsNone(stack.transports.maxConnections)
+        self.assertIsNone(stack.transports.readTimeout)
+
+    def test_limitsShareOneStatistics(self) -> None:
+        """Every limit counts into the stack's one statistics object."""
+        stack = self.stack
+        assert stack.rateLimit is not None
+        self.assertIs(stack.rateLimit.stats, stack.limits)
+        self.assertIs(stack.transports.limitStats, stack.limits)
+        self.assertEqual(stack.transports.maxConnections, 1000)
+        self.assertEqual(stack.transports.readTimeout, 10.0)
+        self.assertEqual(stack.rateLimit.rate, 200.0)
 
     def test_advertisedFromThePackages(self) -> None:
         """Accept and Allow-Events are the registry's packages'."""
@@ -83,6 +123,9 @@ class AuthWiringTests(SynchronousTestCase):
             MemoryReactorClock(),
         )
         [_, check] = stack.dispatcher.checks
+        rate = stack.dispatcher.gate
+        assert isinstance(rate, SourceRateLimit)
+        self.assertIn("10.1.1.1", rate.trusted or ())
         assert isinstance(check, IdentityCheck)
         self.assertIsNone(check.authenticator)
         self.assertIn("10.1.1.1", check.trusted)

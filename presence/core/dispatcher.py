@@ -151,6 +151,10 @@ class Dispatcher:
             transactions and never reach the dispatcher.
         supported: the option tags the server supports.
         stats: the requests answered, by method and status, and how fast.
+        gate: a check run before everything else, even for a request that
+            failed to parse or will be refused: the source rate limit, so
+            that a flood of malformed or unroutable requests is limited
+            too. It answers at once (no awaitable) and names no identity.
     """
 
     log = Logger()
@@ -163,6 +167,7 @@ class Dispatcher:
         checks: Sequence[RequestCheck] = (),
         maxBodySize: int = 60000,
         stats: RequestStatistics | None = None,
+        gate: Callable[[SIPRequest, ServerTransaction], None] | None = None,
     ) -> None:
         """Route to ``handlers`` and advertise ``packages``.
 
@@ -175,7 +180,10 @@ class Dispatcher:
             maxBodySize: the largest body accepted (513 above it).
             stats: where the requests answered are counted (a new
                 `RequestStatistics` when not given).
+            gate: the check run first on every request, parsed or not,
+                raising `SIPError` to refuse it (see the class).
         """
+        self.gate = gate
         self.maxBodySize = maxBodySize
         self.handlers: dict[str, Handler] = {"OPTIONS": self._options}
         self.handlers.update(handlers or {})
@@ -217,6 +225,8 @@ class Dispatcher:
         self.requests += 1
         transaction.onFinalResponse = self._onFinal
         try:
+            if self.gate is not None:
+                self.gate(request, transaction)
             checkRequest(request, self.maxBodySize, self.supported)
             handler = self.handlers.get(request.method)
             if handler is None:
@@ -266,6 +276,12 @@ class Dispatcher:
     ) -> None:
         """Answer a request that failed to parse with 400 (or 505, 513)."""
         self.requests += 1
+        if self.gate is not None:
+            try:
+                self.gate(request, transaction)
+            except Exception:
+                self._answerError(transaction, Failure())
+                return
         self.errors += 1
         transaction.onFinalResponse = self._onFinal
         transaction.respond(self._response(transaction, code, reason))
@@ -280,6 +296,10 @@ class Dispatcher:
 
     def _answerError(self, transaction: ServerTransaction, failure: Failure) -> None:
         self.errors += 1
+        if transaction.state == "terminated":
+            # A check ended it to leave the request unanswered (a source
+            # far over its rate): nothing to build.
+            return
         response = self.errorResponse(transaction, failure)
         if transaction.state in ("trying", "proceeding"):
             transaction.respond(response)

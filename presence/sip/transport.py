@@ -40,6 +40,7 @@ from twisted.python.failure import Failure
 from presence.sip.errors import SIPParseError, TransportError
 from presence.sip.grammar import splitList
 from presence.sip.headers import Via
+from presence.sip.limits import LimitStatistics
 from presence.sip.message import SIPMessage, SIPRequest, SIPResponse
 from presence.sip.parser import KEEPALIVE, StreamFramer, parseDatagram
 from presence.sip.uri import SIPURI
@@ -194,9 +195,22 @@ class SIPStreamProtocol(Protocol):
             transactions waiting for a response over it).
     """
 
-    def __init__(self, transports: SIPTransports, idleTimeout: float | None) -> None:
-        """Report to ``transports``; close after ``idleTimeout`` idle seconds."""
+    def __init__(
+        self,
+        transports: SIPTransports,
+        idleTimeout: float | None,
+        inbound: bool = True,
+    ) -> None:
+        """Report to ``transports``; close after ``idleTimeout`` idle seconds.
+
+        ``inbound`` is false for a connection this server makes (to send a
+        NOTIFY): only accepted connections count against
+        ``max_tcp_connections``.
+        """
         self.transports = transports
+        self.inbound = inbound
+        self.counted = False
+        self._readCall: IDelayedCall | None = None
         self.framer = StreamFramer()
         self.idleTimeout = idleTimeout
         self.peer: Peer | None = None
@@ -205,7 +219,16 @@ class SIPStreamProtocol(Protocol):
         self._idleCall: IDelayedCall | None = None
 
     def connectionMade(self) -> None:
-        """Register the connection so that requests can reuse it."""
+        """Register the connection so that requests can reuse it.
+
+        An accepted connection beyond ``max_tcp_connections`` is closed at
+        once, before anything is read from it.
+        """
+        if self.inbound and not self.transports.admit(self):
+            self.connected = False
+            assert self.transport is not None
+            self.transport.loseConnection()
+            return
         self.connected = True
         address = cast(ITCPTransport, self.transport).getPeer()
         host = str(getattr(address, "host", ""))
@@ -228,7 +251,8 @@ class SIPStreamProtocol(Protocol):
             return
         self._activity()
         assert self.peer is not None
-        for item in self.framer.dataReceived(data):
+        items = self.framer.dataReceived(data)
+        for item in items:
             if item is KEEPALIVE:
                 self.transports.stats.keepAlives += 1
                 self._write(b"\r\n")
@@ -240,6 +264,39 @@ class SIPStreamProtocol(Protocol):
                 self.transports.messageReceived(item, self.peer)
             if not self.connected:
                 return
+        if self.transports.readTimeout is not None:
+            self._readBudget(bool(items))
+
+    def _readBudget(self, framed: bool) -> None:
+        """Give an incomplete message ``tcp_read_timeout`` seconds to finish.
+
+        The time runs from when the bytes of a message start waiting for the
+        rest, and is not reset by more bytes, only by a message (or ping)
+        completed: a peer sending one byte a second does not keep its
+        connection for ever.
+        """
+        call = self._readCall
+        if call is not None and (framed or not self.framer.buffered):
+            self._readCall = None
+            if call.active():
+                call.cancel()
+            call = None
+        if call is None and self.framer.buffered:
+            timeout = self.transports.readTimeout
+            assert timeout is not None
+            self._readCall = self.transports.clock.callLater(timeout, self.readTimedOut)
+
+    def readTimedOut(self) -> None:
+        """Close a connection whose message did not arrive in time."""
+        self._readCall = None
+        self.transports.limitStats.readTimeouts += 1
+        self.transports.log.info(
+            "closing connection from {peer}: an incomplete message waited"
+            " longer than {timeout} s",
+            peer=self.peer,
+            timeout=self.transports.readTimeout,
+        )
+        self.close()
 
     def send(self, data: bytes) -> None:
         """Write one message."""
@@ -271,6 +328,9 @@ class SIPStreamProtocol(Protocol):
         call, self._idleCall = self._idleCall, None
         if call is not None and call.active():
             call.cancel()
+        call, self._readCall = self._readCall, None
+        if call is not None and call.active():
+            call.cancel()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """Forget the connection."""
@@ -290,13 +350,20 @@ class SIPStreamFactory(Factory[SIPStreamProtocol]):
 
     noisy = False
 
-    def __init__(self, transports: SIPTransports) -> None:
-        """Build protocols reporting to ``transports``."""
+    def __init__(self, transports: SIPTransports, inbound: bool = True) -> None:
+        """Build protocols reporting to ``transports``.
+
+        ``inbound``: for accepted connections (the listening factory), or
+        for those the server makes.
+        """
         self.transports = transports
+        self.inbound = inbound
 
     def buildProtocol(self, addr: IAddress | None) -> SIPStreamProtocol:
         """Build one connection's protocol."""
-        return SIPStreamProtocol(self.transports, self.transports.idleTimeout)
+        return SIPStreamProtocol(
+            self.transports, self.transports.idleTimeout, self.inbound
+        )
 
 
 class SIPTransports:
@@ -318,6 +385,9 @@ class SIPTransports:
         idleTimeout: float | None = 600.0,
         trace: bool = False,
         advertisedHost: str | None = None,
+        maxConnections: int | None = None,
+        readTimeout: float | None = None,
+        limitStats: LimitStatistics | None = None,
     ) -> None:
         """Build the transport layer.
 
@@ -329,7 +399,20 @@ class SIPTransports:
             trace: log every message in and out with its peer.
             advertisedHost: the host to put in Via and Contact; by default
                 the address of the socket a message goes out on.
+            maxConnections: the most accepted TCP connections open at once
+                (``max_tcp_connections``); one more is closed on arrival.
+                ``None``: no limit.
+            readTimeout: seconds an incomplete message may wait for the rest
+                on a TCP connection before it is closed
+                (``tcp_read_timeout``); ``None``: for ever.
+            limitStats: where refused connections and read timeouts are
+                counted.
         """
+        self.maxConnections = maxConnections
+        self.readTimeout = readTimeout
+        self.limitStats = limitStats if limitStats is not None else LimitStatistics()
+        #: How many accepted connections are open.
+        self.inboundConnections = 0
         self.clock = clock
         self.reactor = reactor
         self.resolver = resolver
@@ -345,6 +428,7 @@ class SIPTransports:
             tuple[str, int], list[tuple[bytes, defer.Deferred[None]]]
         ] = {}
         self.streamFactory = SIPStreamFactory(self)
+        self._clientFactory = SIPStreamFactory(self, inbound=False)
         self._localHosts: dict[str, str] = {}
 
     # -- listeners ------------------------------------------------------------
@@ -453,8 +537,27 @@ class SIPTransports:
         self.stats.connectionsOpened += 1
         self.connections[(protocol.peer.host, protocol.peer.port)] = protocol
 
+    def admit(self, protocol: SIPStreamProtocol) -> bool:
+        """Count an accepted connection, or refuse it beyond the limit."""
+        if (
+            self.maxConnections is not None
+            and self.inboundConnections >= self.maxConnections
+        ):
+            self.limitStats.connectionsRefused += 1
+            self.log.debug(
+                "refused a TCP connection: {limit} are open (max_tcp_connections)",
+                limit=self.inboundConnections,
+            )
+            return False
+        protocol.counted = True
+        self.inboundConnections += 1
+        return True
+
     def connectionLost(self, protocol: SIPStreamProtocol) -> None:
         """Forget a connection (lost, or being closed)."""
+        if protocol.counted:
+            protocol.counted = False
+            self.inboundConnections -= 1
         if protocol.peer is None:
             return
         key = (protocol.peer.host, protocol.peer.port)
@@ -604,7 +707,7 @@ class SIPTransports:
             for _, d in waiting:
                 d.errback(TransportError(reason))
 
-        endpoint.connect(self.streamFactory).addCallbacks(connected, failed)
+        endpoint.connect(self._clientFactory).addCallbacks(connected, failed)
         return sent
 
     def _writeStream(self, connection: SIPStreamProtocol, data: bytes) -> None:

@@ -822,16 +822,19 @@ class InvalidTCPTests(_Checks):
     def test_clerr(self) -> None:
         """3.1.2.2: on a stream the message is only incomplete (no 400).
 
-        The connection waits for the 9999 octets: it closes when idle for
-        tcp_idle_timeout, and once they arrive the INVITE is answered (405).
+        The connection waits for the 9999 octets: it closes when they have
+        not all come within tcp_read_timeout, and once they arrive the
+        INVITE is answered (405).
         """
         [(server, protocol, transport), _] = self.check("clerr")
         body = torture("invalid", "clerr").split(b"\r\n\r\n", 1)[1]
         self.assertEqual(protocol.framer.buffered, len(body))
-        server.advance(server.config.tcpIdleTimeout - 1)
+        server.advance(server.config.tcpReadTimeout - 1)
         self.assertFalse(transport.disconnecting)
         server.advance(1)
         self.assertTrue(transport.disconnecting)
+        assert server.stack.limits is not None
+        self.assertEqual(server.stack.limits.readTimeouts, 1)
 
         server = startServer(self)
         protocol, transport = server.tcp()
