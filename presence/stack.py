@@ -271,7 +271,13 @@ def buildStack(config: Config, reactor: Any) -> Stack:
     )
     transactions.user = dispatcher
     statistics = ServerStatistics(
-        transports, transactions, dispatcher.stats, notifier, storage, store
+        transports,
+        transactions,
+        dispatcher.stats,
+        notifier,
+        storage,
+        store,
+        limits=limits,
     )
     rulesChanged = None
     if xcap is not None:

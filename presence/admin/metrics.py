@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from prometheus_client.core import (
@@ -40,6 +40,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from presence.core.notify import Notifier
 from presence.core.statistics import HANDLING_BUCKETS, RequestStatistics
+from presence.sip.limits import LimitStatistics
 from presence.sip.transaction import TransactionLayer
 from presence.sip.transport import SIPTransports
 from presence.storage.cached import CachedStore
@@ -135,6 +136,8 @@ class Snapshot:
         counts: the rows of the store by event, or ``None`` when the store
             could not be read.
         xcapFetches: XCAP documents fetched (none until XCAP exists).
+        limits: what each limit refused, by `LimitStatistics` attribute name
+            (``rateLimited``, ``connectionsRefused``...).
     """
 
     sip: dict[str, int]
@@ -153,6 +156,7 @@ class Snapshot:
     serving: bool
     counts: EventCounts | None = None
     xcapFetches: int = 0
+    limits: dict[str, int] = field(default_factory=dict)
 
     def flat(self) -> dict[str, int | float]:
         """Every value under an OpenSIPS-style ``group:name``.
@@ -191,6 +195,8 @@ class Snapshot:
         out["database:pending_rows"] = self.pendingRows
         out["database:serving"] = int(self.serving)
         out["xcap:fetches"] = self.xcapFetches
+        for name, value in sorted(self.limits.items()):
+            out[f"limits:{name}"] = value
         return out
 
 
@@ -208,6 +214,7 @@ class ServerStatistics:
         storage: StorageService,
         store: IPresenceStore,
         xcapFetches: Callable[[], int] = lambda: 0,
+        limits: LimitStatistics | None = None,
     ) -> None:
         """Read the counters of these objects.
 
@@ -220,6 +227,7 @@ class ServerStatistics:
             store: the store the rows are counted in.
             xcapFetches: how many XCAP documents were fetched; always 0 until
                 the privacy rules (XCAP) exist.
+            limits: what the limits refused.
         """
         self.transports = transports
         self.transactions = transactions
@@ -228,6 +236,7 @@ class ServerStatistics:
         self.storage = storage
         self.store = store
         self.xcapFetches = xcapFetches
+        self.limits = limits
 
     def counters(self) -> Snapshot:
         """Every counter now, without the store's rows (no I/O)."""
@@ -281,6 +290,7 @@ class ServerStatistics:
             pendingRows=store.pending if isinstance(store, CachedStore) else 0,
             serving=self.storage.serving,
             xcapFetches=self.xcapFetches(),
+            limits=self.limits.asDict() if self.limits is not None else {},
         )
 
     async def snapshot(self) -> Snapshot:
@@ -364,6 +374,14 @@ class PresenceCollector(Collector):
             "XCAP documents fetched (none until XCAP exists).",
             value=snapshot.xcapFetches,
         )
+        refused = CounterMetricFamily(
+            f"{p}_limit_refusals",
+            "Requests and connections a limit refused, by limit.",
+            labels=["limit"],
+        )
+        for name, value in sorted(snapshot.limits.items()):
+            refused.add_metric([name], value)
+        yield refused
         yield _histogram(
             f"{p}_database_flush_seconds",
             "Time each flush of the cache took.",

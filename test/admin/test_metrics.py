@@ -61,6 +61,28 @@ class MetricsTests(SynchronousTestCase):
             families["presence_database_flush_seconds"].samples[-1].value, 0
         )
 
+    def test_limitRefusals(self) -> None:
+        """What the limits refused: ``limits:NAME`` and a labelled counter."""
+        server = Server(maxPublicationsPerPresentity=1)
+        self.addCleanup(server.close)
+        bob = UA(server, "bob", "192.0.2.21", 5071)
+        self.assertEqual(bob.publish(pidf()).code, 200)
+        self.assertEqual(bob.publish(pidf()).code, 403)
+        statistics = server.stack.statistics
+        flat = statistics.counters().flat()
+        self.assertEqual(flat["limits:publicationsRefused"], 1)
+        self.assertEqual(flat["limits:rateLimited"], 0)
+        resource = MetricsResource(statistics)
+        resource.collector.current = statistics.counters()
+        text = generate_latest(resource.registry).decode()
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+        samples = {
+            s.labels["limit"]: s.value
+            for s in families["presence_limit_refusals"].samples
+            if s.name.endswith("_total")
+        }
+        self.assertEqual(samples["publicationsRefused"], 1)
+
     def test_flatNames(self) -> None:
         """get_statistics names every value group:name."""
         self.bob.publish(pidf())
