@@ -169,6 +169,10 @@ class Config:
         adminListen: where the administration site (XML-RPC on ``/RPC2``,
             Prometheus metrics on ``/metrics``) listens, as a Twisted server
             endpoint description, or ``"none"`` for no administration site.
+        adminUser: the user name the administration site asks for (HTTP
+            basic authentication) when ``adminPassword`` is set.
+        adminPassword: the password of the administration site; ``None``:
+            no authentication, allowed only on a loopback address.
         forceActive: every watcher is active and sees everything, no rules
             are read; ``None`` (not set): true unless an XCAP mode is set
             (`forceActiveInEffect`).
@@ -228,6 +232,8 @@ class Config:
     nonceSecret: str | None = dataclasses.field(default=None, repr=False)
     trustedPeers: tuple[str, ...] = ()
     adminListen: str = DEFAULT_ADMIN_LISTEN
+    adminUser: str = "admin"
+    adminPassword: str | None = dataclasses.field(default=None, repr=False)
     forceActive: bool | None = None
     integratedXcapServer: bool = False
     xcapServer: tuple[str, ...] = ()
@@ -279,6 +285,14 @@ class Config:
         if not 0 < self.maxBodySize <= 65535:
             raise ConfigError("max_body_size must be between 1 and 65535")
         checkAdminListen(self.adminListen)
+        if self.adminPassword is None and not adminIsLocal(self.adminListen):
+            raise ConfigError(
+                f"admin_listen {self.adminListen!r} is not a loopback address:"
+                " set admin_password (and admin_user, default admin), or listen"
+                ' on "tcp:8080:interface=127.0.0.1"'
+            )
+        if self.adminPassword is not None and not self.adminPassword:
+            raise ConfigError("admin_password must not be empty")
         problems = (
             self._expiryProblems()
             + self._authProblems()
@@ -498,6 +512,8 @@ _KEYS: dict[str, tuple[str, Any]] = {
         lambda v: tuple(_strings("trusted_peers", v)),
     ),
     "admin_listen": ("adminListen", lambda v: _string("admin_listen", v)),
+    "admin_user": ("adminUser", lambda v: _string("admin_user", v)),
+    "admin_password": ("adminPassword", lambda v: _string("admin_password", v)),
     "force_active": ("forceActive", lambda v: _bool("force_active", v)),
     "integrated_xcap_server": (
         "integratedXcapServer",
@@ -590,6 +606,30 @@ def checkAdminListen(description: str) -> None:
             f'admin_listen {description!r}: {e} (expected "none" or an endpoint'
             ' such as "tcp:8080:interface=127.0.0.1")'
         ) from None
+
+
+def adminIsLocal(description: str) -> bool:
+    """Whether an ``admin_listen`` setting is reachable only from this machine.
+
+    ``"none"``, a ``unix:`` socket, or a ``tcp:``/``tcp6:`` endpoint whose
+    ``interface`` is a loopback address. No interface means every one.
+    """
+    if description == "none":
+        return True
+    parts = _splitEndpoint(description.strip())
+    kind = parts[0].lower()
+    if kind == "unix":
+        return True
+    if kind not in ("tcp", "tcp6"):
+        return False
+    for part in parts[1:]:
+        key, equals, value = part.partition("=")
+        if equals and key == "interface":
+            try:
+                return ipaddress.ip_address(value.strip("[]")).is_loopback
+            except ValueError:
+                return value.lower() == "localhost"
+    return False
 
 
 def adminURL(description: str) -> str:

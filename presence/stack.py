@@ -286,7 +286,17 @@ def buildStack(config: Config, reactor: Any) -> Stack:
             result = await reauthoriser.reauthorise(presentity, event)
             return result.subscriptions, result.changed
 
-    admin = adminSite(statistics, store, notifier, packages, reactor, rulesChanged)
+    admin = adminSite(
+        statistics,
+        store,
+        notifier,
+        packages,
+        reactor,
+        rulesChanged,
+        None
+        if config.adminPassword is None
+        else (config.adminUser, config.adminPassword),
+    )
     return Stack(
         config=config,
         transports=transports,
