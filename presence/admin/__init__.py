@@ -17,7 +17,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from presence.admin.metrics import MetricsResource, ServerStatistics
-from presence.admin.xmlrpc import AdminXMLRPC, Reauthorise
+from presence.admin.xmlrpc import AdminXMLRPC, Reauthorise, RefreshDocument
 from presence.core.notify import Notifier
 from presence.packages.interfaces import PackageRegistry
 from presence.storage.interfaces import IPresenceStore
@@ -32,6 +32,7 @@ def adminSite(
     packages: PackageRegistry,
     reactor: Any,
     reauthorise: Reauthorise | None = None,
+    refreshDocument: RefreshDocument | None = None,
 ) -> Site:
     """The administration site of one server.
 
@@ -43,6 +44,8 @@ def adminSite(
         reactor: the reactor the site's connections and timeouts run on.
         reauthorise: what ``refreshWatchers`` type 0 calls, with privacy
             rules.
+        refreshDocument: what ``refreshXcapDoc`` calls, in the external
+            XCAP mode.
 
     Returns:
         A site serving ``/RPC2`` (`AdminXMLRPC`) and ``/metrics``
@@ -50,7 +53,10 @@ def adminSite(
     """
     root = Resource()
     root.putChild(
-        b"RPC2", AdminXMLRPC(store, notifier, packages, statistics, reauthorise)
+        b"RPC2",
+        AdminXMLRPC(
+            store, notifier, packages, statistics, reauthorise, refreshDocument
+        ),
     )
     root.putChild(b"metrics", MetricsResource(statistics))
     return Site(root, reactor=reactor)

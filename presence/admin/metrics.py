@@ -134,7 +134,7 @@ class Snapshot:
         serving: whether the server serves requests (the store is usable).
         counts: the rows of the store by event, or ``None`` when the store
             could not be read.
-        xcapFetches: XCAP documents fetched (none until XCAP exists).
+        xcapFetches: XCAP documents fetched (the external XCAP mode's requests).
     """
 
     sip: dict[str, int]
@@ -218,8 +218,8 @@ class ServerStatistics:
             notifier: the notifier (its counters, and what it has in flight).
             storage: the storage service (flushes, database errors).
             store: the store the rows are counted in.
-            xcapFetches: how many XCAP documents were fetched; always 0 until
-                the privacy rules (XCAP) exist.
+            xcapFetches: how many XCAP documents were fetched (requests of
+                the external XCAP mode's client).
         """
         self.transports = transports
         self.transactions = transactions
@@ -361,7 +361,7 @@ class PresenceCollector(Collector):
                 )
         yield CounterMetricFamily(
             f"{p}_xcap_fetches",
-            "XCAP documents fetched (none until XCAP exists).",
+            "XCAP documents fetched (the external XCAP mode's requests).",
             value=snapshot.xcapFetches,
         )
         yield _histogram(
