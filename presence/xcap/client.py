@@ -360,7 +360,9 @@ class XCAPClient(Service):
         Raises:
             XCAPError: any answer but 200, 304 and 404, or a bad body.
         """
-        request = self.http.get(url, headers=headers)
+        started = self.clock.seconds()
+        # No redirects: a 3xx is an answer like any other error.
+        request = self.http.get(url, headers=headers, allow_redirects=False)
         request.addTimeout(self.timeout, self.clock)
         response = await request
         code = int(response.code)
@@ -382,7 +384,8 @@ class XCAPClient(Service):
             received.append(data)
 
         reading: Deferred[None] = collectBody(response, collect)
-        reading.addTimeout(self.timeout, self.clock)
+        left = self.timeout - (self.clock.seconds() - started)
+        reading.addTimeout(max(left, 0.0), self.clock)
         await reading
         body = b"".join(received)
         try:

@@ -267,6 +267,26 @@ class ExternalModeTests(SynchronousTestCase):
         self.assertEqual(self.alice.notifies(), [])
         self.assertEqual(len(self.failures()), 1)
 
+    def test_timeout(self) -> None:
+        """A fetch that takes longer than the timeout fails; the row is kept."""
+        self.allowAlice()
+        self.aliceWatches()
+        self.assertEqual(self.state(), "active")
+        self.xcapServer.hold = True
+        self.server.advance(100)
+        self.assertEqual(len(self.xcapServer.held), 1)
+        self.server.advance(self.client.timeout)
+        self.assertEqual(len(self.failures()), 1)
+        self.assertEqual(len(self.held()), 1)
+        self.assertEqual(self.alice.notifies(), [])
+
+    def test_redirectIsAnError(self) -> None:
+        """A redirect is not followed: an error, nothing stored."""
+        self.xcapServer.status = 302
+        self.aliceWatches()
+        self.assertEqual(self.held(), [])
+        self.assertEqual(len(self.failures()), 1)
+
     def test_sizeCap(self) -> None:
         """A document over the cap is an error: nothing stored."""
         self.client.maxSize = 100
