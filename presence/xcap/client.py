@@ -82,6 +82,10 @@ class _TooLarge(XCAPError):
     pass
 
 
+def _refuse(data: bytes) -> None:
+    raise XCAPError("a body not read")
+
+
 def unquoteETag(value: str) -> str:
     """An entity tag without its quotes (and without ``W/``)."""
     value = value.strip()
@@ -366,6 +370,9 @@ class XCAPClient(Service):
         request.addTimeout(self.timeout, self.clock)
         response = await request
         code = int(response.code)
+        if code != 200:
+            # The body is not wanted: its first bytes close the connection.
+            collectBody(response, _refuse).addErrback(lambda _: None)
         if code in (304, 404):
             return code, "", None
         if code != 200:
