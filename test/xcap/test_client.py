@@ -387,3 +387,21 @@ class HelpersTests(SynchronousTestCase):
     def client(self) -> XCAPClient:
         """A client that never fetches."""
         return XCAPClient(Clock(), None, MemoryXCAPStore(), (ROOT + "/",))
+
+
+class RefreshWithoutExternalModeTests(SynchronousTestCase):
+    """refreshXcapDoc outside the external mode, and bad arguments."""
+
+    def test_faults(self) -> None:
+        """No xcap_server: 404; an empty doc_uri or a bad port: 400."""
+        server = Server()
+        self.addCleanup(server.close)
+        admin = server.stack.admin.resource.children[b"RPC2"]
+        assert isinstance(admin, AdminXMLRPC)
+        fault = self.assertRaises(Fault, admin.xmlrpc_refreshXcapDoc, RULES_URL)
+        self.assertEqual(fault.faultCode, 404)
+        for args in (("",), (RULES_URL, "eighty")):
+            self.assertEqual(
+                self.assertRaises(Fault, admin.xmlrpc_refreshXcapDoc, *args).faultCode,
+                400,
+            )
