@@ -179,11 +179,13 @@ class Config:
         integratedXcapServer: the integrated XCAP mode: privacy rules are
             read from the database's ``xcap`` table, which an XCAP server
             (OpenXCAP, Kamailio's xcap_server) writes.
-        xcapServer: the external XCAP mode's XCAP roots (reserved: that mode
-            is not built yet, and a server given any is refused at start).
-        periodicalQuery: the external mode's periodic check of the
-            documents (reserved).
-        queryPeriod: seconds between the external mode's checks (reserved).
+        xcapServer: the external XCAP mode's XCAP roots
+            (``http://host:port/xcap-root``): privacy rules are fetched from
+            the first (`presence.xcap.client.XCAPClient`) into the ``xcap``
+            table.
+        periodicalQuery: whether the external mode fetches every document
+            held again every ``queryPeriod`` seconds.
+        queryPeriod: seconds between the external mode's checks.
         sourceRateLimit: requests a second accepted from one source address
             (trusted peers excepted), with a burst of twice that; over it,
             503 with Retry-After, and beyond four times it the excess is
@@ -396,9 +398,7 @@ class Config:
         ``xcap`` table), ``xcap_server`` (rules fetched over HTTP) or
         ``force_active = true`` (no rules); a mix would leave it unclear
         whose rules count, so it is refused rather than one silently
-        winning. ``xcap_server`` is refused on its own as well: the
-        external mode is not built yet, and a server that silently allowed
-        every watcher instead would show presence its users meant to hide.
+        winning.
         """
         problems: list[str] = []
         if self.integratedXcapServer and self.xcapServer:
@@ -421,12 +421,6 @@ class Config:
         for url in self.xcapServer:
             if not url.startswith(("http://", "https://")):
                 problems.append(f"xcap_server: {url!r} is not an http(s) URL")
-        if self.xcapServer:
-            problems.append(
-                "xcap_server: the external XCAP mode is not available yet;"
-                " use integrated_xcap_server = true with the XCAP server writing"
-                " the database's xcap table"
-            )
         if isinstance(self.queryPeriod, bool) or not isinstance(self.queryPeriod, int):
             problems.append("query_period must be a whole number of seconds")
         elif self.queryPeriod < 1:

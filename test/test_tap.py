@@ -134,6 +134,7 @@ class OptionsTests(SynchronousTestCase):
             "presence-shared.toml",
             "presence-memory.toml",
             "presence-integrated-xcap.toml",
+            "presence-external-xcap.toml",
         ]:
             config = loadFile(f"etc/{name}").validate()
             self.assertIsInstance(config, Config)
@@ -141,6 +142,9 @@ class OptionsTests(SynchronousTestCase):
         integrated = loadFile("etc/presence-integrated-xcap.toml")
         self.assertTrue(integrated.integratedXcapServer)
         self.assertFalse(integrated.forceActiveInEffect)
+        external = loadFile("etc/presence-external-xcap.toml")
+        self.assertEqual(external.xcapServer, ("http://127.0.0.1:8000/xcap-root",))
+        self.assertFalse(external.forceActiveInEffect)
         self.assertEqual(
             loadFile("etc/presence.toml").adminListen, Config().adminListen
         )

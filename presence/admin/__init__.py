@@ -20,7 +20,7 @@ from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request, Site
 
 from presence.admin.metrics import MetricsResource, ServerStatistics
-from presence.admin.xmlrpc import AdminXMLRPC, Reauthorise
+from presence.admin.xmlrpc import AdminXMLRPC, Reauthorise, RefreshDocument
 from presence.core.notify import Notifier
 from presence.packages.interfaces import PackageRegistry
 from presence.storage.interfaces import IPresenceStore
@@ -36,6 +36,7 @@ def adminSite(
     reactor: Any,
     reauthorise: Reauthorise | None = None,
     credentials: tuple[str, str] | None = None,
+    refreshDocument: RefreshDocument | None = None,
 ) -> Site:
     """The administration site of one server.
 
@@ -49,6 +50,8 @@ def adminSite(
             rules.
         credentials: the user and password every request must give (HTTP
             basic authentication); ``None``: none asked.
+        refreshDocument: what ``refreshXcapDoc`` calls, in the external
+            XCAP mode.
 
     Returns:
         A site serving ``/RPC2`` (`AdminXMLRPC`) and ``/metrics``
@@ -56,7 +59,10 @@ def adminSite(
     """
     root: Resource = Resource() if credentials is None else BasicAuthRoot(*credentials)
     root.putChild(
-        b"RPC2", AdminXMLRPC(store, notifier, packages, statistics, reauthorise)
+        b"RPC2",
+        AdminXMLRPC(
+            store, notifier, packages, statistics, reauthorise, refreshDocument
+        ),
     )
     root.putChild(b"metrics", MetricsResource(statistics))
     return Site(root, reactor=reactor)
