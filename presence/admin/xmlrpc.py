@@ -40,6 +40,7 @@ with warnings.catch_warnings():
     # server side used here is not deprecated.
     warnings.filterwarnings("ignore", "twisted.web.http.HTTPClient", DeprecationWarning)
     from twisted.web import xmlrpc
+from twisted.web import server
 from twisted.web.xmlrpc import Fault
 
 from presence.admin.metrics import ServerStatistics
@@ -70,6 +71,8 @@ MAX_LIMIT: Final = 1000
 #: Fault codes (besides Twisted's 8001 for an unknown method and 8002 for an
 #: unexpected error), after the SIP statuses they resemble.
 BAD_ARGUMENTS: Final = 400
+# A document type declaration, wherever it stands (and however it is cased).
+_DTD_RE: Final = re.compile(rb"<!\s*(?:DOCTYPE|ENTITY)", re.IGNORECASE)
 NOT_FOUND: Final = 404
 UNAVAILABLE: Final = 503
 
@@ -311,6 +314,27 @@ class AdminXMLRPC(xmlrpc.XMLRPC):
         self.statistics = statistics
         xmlrpc.addIntrospection(self)
 
+    def render_POST(self, request: Any) -> Any:
+        """Refuse a call that declares a DTD or entities, then answer it.
+
+        The XML-RPC parser behind ``/RPC2`` is the standard library's; as
+        the SIP body parser does, a document type declaration (and with it
+        every entity definition, the ground of entity expansion attacks) is
+        refused before anything is parsed: fault 400, and the server keeps
+        serving.
+        """
+        request.content.seek(0, 0)
+        body = request.content.read()
+        request.content.seek(0, 0)
+        if _DTD_RE.search(body) is not None:
+            request.setHeader(b"content-type", b"text/xml; charset=utf-8")
+            self._cbRender(
+                Fault(BAD_ARGUMENTS, "an XML-RPC call must not declare a DTD"),
+                request,
+            )
+            return server.NOT_DONE_YET
+        return super().render_POST(request)
+
     def _run(self, coroutine: Coroutine[Any, Any, Any]) -> Deferred[Any]:
         """Run a method's coroutine; storage errors become fault 503."""
 
@@ -493,6 +517,9 @@ class AdminXMLRPC(xmlrpc.XMLRPC):
             }
 
         return self._run(refresh())
+
+    #: OpenSIPS's MI spelling of the same method.
+    xmlrpc_refresh_watchers = xmlrpc_refreshWatchers
 
     def xmlrpc_refreshXcapDoc(self, *args: Any) -> Deferred[Any]:
         """refreshXcapDoc(doc_uri[, port]).

@@ -227,6 +227,31 @@ class FaultTests(AdminTestCase):
         with self.assertRaises(xmlrpc.client.Fault):
             xmlrpc.client.loads(content)
 
+    async def test_hostileXML(self) -> None:
+        """A call declaring a DTD (an entity expansion bomb) is refused: 400.
+
+        And the site keeps answering.
+        """
+        bomb = (
+            b'<?xml version="1.0"?>\n<!DOCTYPE lolz [<!ENTITY lol "lol">'
+            b'<!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">]>'
+            b"<methodCall><methodName>get_statistics</methodName>"
+            b"<params><param><value><string>&lol2;</string></value></param>"
+            b"</params></methodCall>"
+        )
+        content = await self.post(bomb)
+        with self.assertRaises(xmlrpc.client.Fault) as caught:
+            xmlrpc.client.loads(content)
+        self.assertEqual(caught.exception.faultCode, 400)
+        self.assertIn("DTD", caught.exception.faultString)
+        self.assertIsInstance(await self.call("get_statistics", "xcap:"), dict)
+
+    async def test_refreshWatchersBothNames(self) -> None:
+        """refresh_watchers is OpenSIPS's spelling of refreshWatchers."""
+        for name in ("refreshWatchers", "refresh_watchers"):
+            result = await self.call(name, BOB, "presence", "1")
+            self.assertEqual(result["subscriptions"], 0)
+
 
 class RefreshWatchersTests(AdminTestCase):
     """refreshWatchers re-sends the stored state."""
