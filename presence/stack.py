@@ -63,7 +63,7 @@ from presence.storage.service import CACHE, MEMORY, SHARED, StorageService
 from presence.storage.statistics import StorageStatistics
 from presence.storage.xcap import IXCAPStore, MemoryXCAPStore, SQLXCAPStore
 from presence.xcap.client import FETCH_TIMEOUT, FetchingXCAPStore, XCAPClient
-from presence.xcap.integrated import RulesPolicy
+from presence.xcap.integrated import RulesPolicy, RulesWatch
 from presence.xcap.policy import AllowAll, IPrivacyPolicy
 from presence.xcap.transform import currentSphere
 
@@ -93,6 +93,7 @@ class Stack:
     xcap: IXCAPStore | None = None
     reauthoriser: Reauthoriser | None = None
     xcapClient: XCAPClient | None = None
+    rulesWatch: RulesWatch | None = None
 
     async def reauthorise(
         self, presentity: str, event: str = "presence"
@@ -298,6 +299,16 @@ def buildStack(config: Config, reactor: Any) -> Stack:
 
         xcapClient.onChanged = documentsChanged
         refreshDocument = xcapClient.refresh
+    rulesWatch = None
+    if config.integratedXcapServer and isinstance(policy, RulesPolicy):
+        # An XCAP server need not signal a change (OpenXCAP 2.x never signals
+        # a DELETE): the table is checked every query_period.
+        rulesWatch = RulesWatch(
+            reactor,
+            policy,
+            lambda presentity: reauthoriser.reauthorise(presentity, "presence"),
+            config.queryPeriod,
+        )
     admin = adminSite(
         statistics,
         store,
@@ -334,6 +345,7 @@ def buildStack(config: Config, reactor: Any) -> Stack:
         limits=limits,
         rateLimit=rateLimit,
         xcapClient=xcapClient,
+        rulesWatch=rulesWatch,
     )
 
 

@@ -209,6 +209,9 @@ def makeService(options: Options, reactor: Any = None) -> StackService:
     if stack.xcapClient is not None:
         stack.xcapClient.setName("xcap-client")
         stack.xcapClient.setServiceParent(top)
+    if stack.rulesWatch is not None:
+        stack.rulesWatch.setName("rules-watch")
+        stack.rulesWatch.setServiceParent(top)
     for address in config.listenAddresses:
         if address.transport == "udp":
             udp = internet.UDPServer(

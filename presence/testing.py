@@ -322,6 +322,8 @@ class Server:
         self.stack.sweeper.startService()
         if self.stack.xcapClient is not None:
             self.stack.xcapClient.startService()
+        if self.stack.rulesWatch is not None:
+            self.stack.rulesWatch.startService()
 
     def register(self, *packages: Any) -> None:
         """Serve more event packages, advertised in OPTIONS, 489 and 415."""
@@ -340,6 +342,8 @@ class Server:
         self.stack.sweeper.stopService()
         if self.stack.xcapClient is not None:
             self.stack.xcapClient.stopService()
+        if self.stack.rulesWatch is not None:
+            self.stack.rulesWatch.stopService()
         self.stack.transactions.stop()
 
     def receive(

@@ -27,12 +27,16 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from presence.storage.errors import StorageError
 from presence.storage.xcap import (
     RESOURCE_LISTS,
     RULES_TYPES,
@@ -220,3 +224,87 @@ class RulesPolicy:
     def forget(self, presentity: str) -> None:
         """Read the presentity's documents again next time."""
         self._rules.pop(_userOf(presentity), None)
+
+    async def changedUsers(self) -> list[str]:
+        """The users whose documents changed since their rules were read.
+
+        Each user whose rules are held is read again (one query each); a
+        row changed, added or deleted makes the user's rules be read again
+        next time, and the user is returned, ``sip:user@domain``.
+        """
+        changed: list[str] = []
+        for key, kept in list(self._rules.items()):
+            rows = await self.documents.documents(
+                key[0], key[1], (*RULES_TYPES, RESOURCE_LISTS)
+            )
+            self.reads += 1
+            if tuple((r.docType, r.docURI, r.etag) for r in rows) != kept.tags:
+                self._rules.pop(key, None)
+                changed.append(f"sip:{key[0]}@{key[1]}")
+        return changed
+
+
+class RulesWatch(Service):
+    """Notices by itself a rules document written or deleted in the table.
+
+    OpenXCAP 2.x signals a PUT (``refreshWatchers``) but never a DELETE, and
+    an XCAP server may signal nothing at all: every ``period`` seconds the
+    documents of every user whose rules are held are read again, and the
+    users whose documents changed are re-authorised (their watchers decided
+    again, the changes notified), so that what the rules no longer allow is
+    revoked within one period.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        policy: RulesPolicy,
+        onChanged: Callable[[str], Awaitable[object]],
+        period: float,
+    ) -> None:
+        """Check ``policy``'s users every ``period`` seconds on ``clock``."""
+        self.clock = clock
+        self.policy = policy
+        self.onChanged = onChanged
+        self.period = period
+        self.checks = 0
+        self._loop: LoopingCall | None = None
+
+    def startService(self) -> None:
+        """Start checking."""
+        super().startService()  # type: ignore[no-untyped-call]
+        self._loop = LoopingCall(self._tick)
+        self._loop.clock = self.clock
+        self._loop.start(self.period, now=False).addErrback(
+            lambda f: self.log.failure("rules check stopped", f)
+        )
+
+    def stopService(self) -> Any:
+        """Stop checking."""
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        return super().stopService()  # type: ignore[no-untyped-call]
+
+    def _tick(self) -> Deferred[None]:
+        async def once() -> None:
+            await self.check()
+
+        return Deferred.fromCoroutine(once())
+
+    async def check(self) -> int:
+        """Check once; re-authorise the users whose documents changed.
+
+        Returns:
+            How many users were re-authorised.
+        """
+        self.checks += 1
+        try:
+            users = await self.policy.changedUsers()
+        except StorageError as e:
+            self.log.warn("rules check skipped: {error}", error=str(e))
+            return 0
+        for presentity in users:
+            await self.onChanged(presentity)
+        return len(users)

@@ -506,6 +506,43 @@ class ReauthoriseTests(IntegratedModeTestCase):
         self.assertEqual(notify.body, b"")
         self.assertEqual(self.watcherRow("alice"), (PENDING, None))
 
+    def test_deletedNoticedWithoutSignal(self) -> None:
+        """A row deleted with no signal is noticed within ``query_period``.
+
+        OpenXCAP never signals a DELETE: the server checks the documents of
+        the users whose rules it holds every ``query_period`` seconds (100 by
+        default) and revokes what the rules no longer allow.
+        """
+        self.rules(rule("a", None, "allow", EVERYTHING))
+        self.bob.publish(RICH)
+        self.assertEqual(self.alice.subscribe(BOB).code, 200)
+        self.only(self.alice)
+        xcap = self.server.stack.xcap
+        watch = self.server.stack.rulesWatch
+        assert xcap is not None and watch is not None
+        self.assertEqual(watch.period, 100)
+        self.server.advance(100)
+        self.assertEqual(self.alice.notifies(), [])
+        self.assertTrue(run(xcap.remove("bob", "example.com", 2, "index.xml")))
+        self.server.advance(99)
+        self.assertEqual(self.alice.notifies(), [])
+        self.server.advance(1)
+        notify = self.only(self.alice)
+        self.assertTrue(str(notify.header("subscription-state")).startswith("pending"))
+        self.assertEqual(self.watcherRow("alice"), (PENDING, None))
+
+    def test_changedNoticedWithoutSignal(self) -> None:
+        """A rules row rewritten (a new etag) with no signal: block, rejected."""
+        self.rules(rule("a", None, "allow", EVERYTHING))
+        self.assertEqual(self.alice.subscribe(BOB).code, 200)
+        self.only(self.alice)
+        self.rules(rule("b", ["carol"], "allow", EVERYTHING), etag="carol-only")
+        self.server.advance(200)
+        notify = self.only(self.alice)
+        self.assertEqual(
+            notify.header("subscription-state"), "terminated;reason=rejected"
+        )
+
     def test_permissionsChange(self) -> None:
         """Same status, fewer permissions: a NOTIFY with less in it."""
         self.rules(rule("a", ["alice"], "allow", EVERYTHING))
