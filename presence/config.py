@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ class ListenAddress:
     """One place to listen, parsed from ``udp:5060:interface=127.0.0.1``.
 
     Attributes:
-        transport: ``"udp"`` or ``"tcp"``.
+        transport: ``"udp"``, ``"tcp"`` or ``"tls"``.
         port: the port (0 picks a free one).
         interface: the address to bind, ``""`` for all.
         description: the text it was parsed from.
@@ -43,7 +44,13 @@ class ListenAddress:
     description: str
 
     def endpointDescription(self) -> str:
-        """The description for ``serverFromString`` (TCP only)."""
+        """The description for ``serverFromString`` (TCP and TLS).
+
+        A TLS listener's description is Twisted's ``ssl:`` one, passed
+        through as it was written after ``tls:`` (or ``ssl:``).
+        """
+        if self.transport == "tls":
+            return "ssl:" + self.description.strip().partition(":")[2]
         interface = self.interface.replace(":", "\\:")
         if self.interface:
             kind = "tcp6" if ":" in self.interface else "tcp"
@@ -74,6 +81,9 @@ def parseListen(description: str) -> ListenAddress:
 
     ``udp:5060``, ``tcp:5060:interface=127.0.0.1``, ``udp:5060:interface=::1``
     (an IPv6 interface may be written with or without backslash escapes).
+    ``tls:5061:privateKey=KEY:certKey=CERT`` (or ``ssl:...``) listens for
+    SIP over TLS: what follows ``tls:`` is Twisted's ``ssl:`` server
+    endpoint syntax, handed to ``serverFromString`` as it is.
 
     Raises:
         ConfigError: the description is not understood.
@@ -81,12 +91,15 @@ def parseListen(description: str) -> ListenAddress:
     text = description.strip()
     kind, _, rest = text.partition(":")
     kind = kind.lower()
+    if kind in ("tls", "ssl"):
+        return _parseTLSListen(description, rest)
     if kind in ("tcp6", "udp6"):
         kind = kind[:3]
     if kind not in ("udp", "tcp") or not rest:
         raise ConfigError(
-            f"listen {description!r}: expected udp:PORT or tcp:PORT"
-            " with an optional :interface=ADDRESS"
+            f"listen {description!r}: expected udp:PORT, tcp:PORT"
+            " with an optional :interface=ADDRESS, or"
+            " tls:PORT:privateKey=KEY:certKey=CERT"
         )
     interface = ""
     marker = rest.find(":interface=")
@@ -106,6 +119,36 @@ def parseListen(description: str) -> ListenAddress:
     if not portText.isdigit() or int(portText) > 65535:
         raise ConfigError(f"listen {description!r}: bad port {portText!r}")
     return ListenAddress(kind, int(portText), interface, description)
+
+
+def _parseTLSListen(description: str, rest: str) -> ListenAddress:
+    """Parse what follows ``tls:`` for its port and interface only.
+
+    The rest (keys, certificates, ciphers) is Twisted's to read when the
+    server starts listening: ``serverFromString`` loads the files.
+
+    Raises:
+        ConfigError: no port, or no ``privateKey``.
+    """
+    parts = _splitEndpoint(rest)
+    portText, interface, keys = "", "", set()
+    for i, part in enumerate(parts):
+        key, equals, value = part.partition("=")
+        if not equals and i == 0:
+            portText = key
+        elif key == "port":
+            portText = value
+        elif key == "interface":
+            interface = value
+        keys.add(key)
+    if not portText.isdigit() or int(portText) > 65535:
+        raise ConfigError(f"listen {description!r}: bad port {portText!r}")
+    if "privateKey" not in keys:
+        raise ConfigError(
+            f"listen {description!r}: a TLS listener needs"
+            " privateKey=KEY (and certKey=CERT unless KEY holds both)"
+        )
+    return ListenAddress("tls", int(portText), interface, description)
 
 
 @dataclass(frozen=True)
@@ -193,6 +236,12 @@ class Config:
             one more is closed on arrival. 0: no limit.
         tcpReadTimeout: seconds an incomplete message may take to arrive on
             a TCP connection before the connection is closed. 0: for ever.
+        tlsVerify: verify the certificate of a peer this server connects to
+            over TLS (a NOTIFY whose subscriber's connection is gone) against
+            ``tlsCa``, or the system's trust store; off by default, since
+            phones rarely hold certificates a public authority signed.
+        tlsCa: a PEM file of the certificate authorities ``tlsVerify``
+            trusts; ``None``: the system's.
 
     An expiry setting replaces only its own bound; how the bounds left to a
     package (or the registrar) yield to it is
@@ -238,6 +287,8 @@ class Config:
     maxPublicationsPerPresentity: int = 32
     maxTcpConnections: int = 1000
     tcpReadTimeout: float = 10.0
+    tlsVerify: bool = False
+    tlsCa: str | None = None
 
     @property
     def forceActiveInEffect(self) -> bool:
@@ -279,6 +330,8 @@ class Config:
         if not 0 < self.maxBodySize <= 65535:
             raise ConfigError("max_body_size must be between 1 and 65535")
         checkAdminListen(self.adminListen)
+        if self.tlsCa is not None and not os.path.isfile(self.tlsCa):
+            raise ConfigError(f"tls_ca {self.tlsCa!r}: no such file")
         problems = (
             self._expiryProblems()
             + self._authProblems()
@@ -529,6 +582,8 @@ _KEYS: dict[str, tuple[str, Any]] = {
         "tcpReadTimeout",
         lambda v: float(_number("tcp_read_timeout", v)),
     ),
+    "tls_verify": ("tlsVerify", lambda v: _bool("tls_verify", v)),
+    "tls_ca": ("tlsCa", lambda v: _string("tls_ca", v)),
 }
 
 #: The limits, by TOML name and attribute: each 0 (off) or more.
