@@ -232,10 +232,12 @@ class Config:
         maxPublicationsPerPresentity: the most publications one presentity
             may have of one event package; an initial PUBLISH beyond it gets
             403. 0: no limit.
-        maxTcpConnections: the most accepted TCP connections open at once;
-            one more is closed on arrival. 0: no limit.
-        tcpReadTimeout: seconds an incomplete message may take to arrive on
-            a TCP connection before the connection is closed. 0: for ever.
+        maxTcpConnections: the most accepted TCP and TLS connections open
+            at once, counted together; one more is closed on arrival. 0: no
+            limit.
+        tcpReadTimeout: seconds an incomplete message, or a TLS handshake,
+            may take to arrive on a TCP or TLS connection before the
+            connection is closed. 0: for ever.
         tlsVerify: verify the certificate of a peer this server connects to
             over TLS (a NOTIFY whose subscriber's connection is gone) against
             ``tlsCa``, or the system's trust store; off by default, since

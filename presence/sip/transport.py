@@ -35,6 +35,7 @@ from twisted.internet.error import MessageLengthError
 from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
+    IHandshakeListener,
     IReactorTime,
     ITCPTransport,
 )
@@ -47,6 +48,7 @@ from twisted.internet.protocol import (
 from twisted.logger import Logger
 from twisted.names import dns
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from presence.sip.errors import SIPParseError, TransportError
 from presence.sip.grammar import splitList
@@ -219,6 +221,7 @@ class SIPDatagramProtocol(DatagramProtocol):
             raise TransportError(f"cannot send to {host}:{port}: {e}") from e
 
 
+@implementer(IHandshakeListener)
 class SIPStreamProtocol(Protocol):
     """A TCP or TLS connection carrying SIP messages framed by Content-Length.
 
@@ -257,6 +260,7 @@ class SIPStreamProtocol(Protocol):
         self.connected = False
         self.watchers: set[StreamWatcher] = set()
         self._idleCall: IDelayedCall | None = None
+        self._handshakeCall: IDelayedCall | None = None
 
     def connectionMade(self) -> None:
         """Register the connection so that requests can reuse it.
@@ -278,7 +282,33 @@ class SIPStreamProtocol(Protocol):
             self._idleCall = self.transports.clock.callLater(
                 self.idleTimeout, self.timeoutConnection
             )
+        timeout = self.transports.readTimeout
+        if self.transportName == "TLS" and timeout is not None:
+            # Twisted's TLS makes the connection before the handshake: one
+            # never finished is no message begun, and would otherwise hold
+            # the connection until the idle timeout.
+            self._handshakeCall = self.transports.clock.callLater(
+                timeout, self.handshakeTimedOut
+            )
         self.transports.connectionMade(self)
+
+    def handshakeCompleted(self) -> None:
+        """The TLS handshake is done: messages may come."""
+        call, self._handshakeCall = self._handshakeCall, None
+        if call is not None and call.active():
+            call.cancel()
+
+    def handshakeTimedOut(self) -> None:
+        """Close a TLS connection whose handshake did not finish in time."""
+        self._handshakeCall = None
+        self.transports.limitStats.readTimeouts += 1
+        self.transports.log.info(
+            "closing connection from {peer}: the TLS handshake took longer"
+            " than {timeout} s",
+            peer=self.peer,
+            timeout=self.transports.readTimeout,
+        )
+        self.close()
 
     def _activity(self) -> None:
         call = self._idleCall
@@ -368,6 +398,9 @@ class SIPStreamProtocol(Protocol):
         call, self._idleCall = self._idleCall, None
         if call is not None and call.active():
             call.cancel()
+        call, self._handshakeCall = self._handshakeCall, None
+        if call is not None and call.active():
+            call.cancel()
         call, self._readCall = self._readCall, None
         if call is not None and call.active():
             call.cancel()
@@ -450,12 +483,13 @@ class SIPTransports:
             trace: log every message in and out with its peer.
             advertisedHost: the host to put in Via and Contact; by default
                 the address of the socket a message goes out on.
-            maxConnections: the most accepted TCP connections open at once
-                (``max_tcp_connections``); one more is closed on arrival.
-                ``None``: no limit.
+            maxConnections: the most accepted TCP and TLS connections open
+                at once, counted together (``max_tcp_connections``); one
+                more is closed on arrival. ``None``: no limit.
             readTimeout: seconds an incomplete message may wait for the rest
-                on a TCP connection before it is closed
-                (``tcp_read_timeout``); ``None``: for ever.
+                on a TCP or TLS connection, and a TLS handshake may take,
+                before the connection is closed (``tcp_read_timeout``);
+                ``None``: for ever.
             limitStats: where refused connections and read timeouts are
                 counted.
             clientTLS: makes the client TLS options for a new TLS connection

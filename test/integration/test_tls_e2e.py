@@ -266,3 +266,19 @@ class TLSEndToEndTests(TestCase):
         self.assertFalse(silent.lost.called)
         self.assertEqual(silent.queue.pending, [])
         self.assertEqual(garbage.queue.pending, [])
+
+    async def test_handshakeTimeout(self) -> None:
+        """A handshake not finished in ``tcp_read_timeout`` is closed and counted."""
+        await self.restart("tcp_read_timeout = 0.3")
+        silent = await self.rawClient()
+        alice = await self.ua("alice")
+        self.assertEqual((await alice.ping()).code, 200)
+        partial = await self.rawClient()
+        partial.send(b"\x16\x03\x01\x02\x00")
+        await silent.lost
+        await partial.lost
+        limits = self.server.stack.limits
+        assert limits is not None
+        self.assertEqual(limits.readTimeouts, 2)
+        # The client whose handshake finished is still served.
+        self.assertEqual((await alice.ping()).code, 200)
