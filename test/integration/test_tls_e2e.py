@@ -16,6 +16,7 @@ from twisted.internet.endpoints import (
     serverFromString,
 )
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from presence.sip.message import SIPRequest, responseTo
@@ -145,7 +146,12 @@ class TLSEndToEndTests(TestCase):
         self.assertTrue((via.branch or "").startswith("z9hG4bK-ua-"))
 
     async def test_sipsRequestURI(self) -> None:
-        """A ``sips:`` Request-URI is served over TLS; the Contact is sips."""
+        """A ``sips:`` Request-URI is served over TLS; the Contact is sips.
+
+        The presentity is the same address of record as ``sip:``'s.
+        """
+        bob = await self.ua("bob", "UDP")
+        self.assertEqual((await bob.publish(pidf("open", "phone", "secure"))).code, 200)
         alice = await self.ua("alice")
         options = await alice.request("OPTIONS", f"sips:127.0.0.1:{self.tlsPort}")
         self.assertEqual(options.code, 200)
@@ -157,6 +163,7 @@ class TLSEndToEndTests(TestCase):
         notify = await alice.notify()
         self.assertEqual(notify.topVia.transport, "TLS")
         self.assertEqual(notify.header("contact"), f"<{contact}>")
+        self.assertIn(b"secure", notify.body)
 
     async def test_subscribeNotifyOverConnection(self) -> None:
         """The NOTIFYs to a TLS watcher come back over its TLS connection.
@@ -282,3 +289,19 @@ class TLSEndToEndTests(TestCase):
         self.assertEqual(limits.readTimeouts, 2)
         # The client whose handshake finished is still served.
         self.assertEqual((await alice.ping()).code, 200)
+
+    async def test_connectionsCountedWithTCP(self) -> None:
+        """``max_tcp_connections`` counts a TCP and a TLS connection together."""
+        await self.restart("max_tcp_connections = 1")
+        alice = await self.ua("alice", "TCP")
+        self.assertEqual((await alice.ping()).code, 200)
+        refused = await self.rawClient()
+        await refused.lost
+        limits = self.server.stack.limits
+        assert limits is not None
+        self.assertEqual(limits.connectionsRefused, 1)
+        await alice.close()
+        while self.server.stack.transports.inboundConnections:
+            await deferLater(reactor, 0.01)
+        bob = await self.ua("bob")
+        self.assertEqual((await bob.ping()).code, 200)
