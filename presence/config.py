@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -317,7 +316,8 @@ class Config:
         if not self.listen:
             raise ConfigError("listen: at least one address is needed")
         for description in self.listen:
-            parseListen(description)
+            if parseListen(description).transport == "tls":
+                checkTLSListen(description)
         if self.tcpIdleTimeout <= 0:
             raise ConfigError("tcp_idle_timeout must be positive")
         databaseKind(self.database)
@@ -332,8 +332,8 @@ class Config:
         if not 0 < self.maxBodySize <= 65535:
             raise ConfigError("max_body_size must be between 1 and 65535")
         checkAdminListen(self.adminListen)
-        if self.tlsCa is not None and not os.path.isfile(self.tlsCa):
-            raise ConfigError(f"tls_ca {self.tlsCa!r}: no such file")
+        if self.tlsCa is not None:
+            checkCertificateFile(self.tlsCa)
         problems = (
             self._expiryProblems()
             + self._authProblems()
@@ -647,6 +647,38 @@ def checkAdminListen(description: str) -> None:
             f'admin_listen {description!r}: {e} (expected "none" or an endpoint'
             ' such as "tcp:8080:interface=127.0.0.1")'
         ) from None
+
+
+def checkTLSListen(description: str) -> None:
+    """Check that Twisted can listen with a ``tls:`` description's key and certificate.
+
+    Twisted's ``ssl:`` parser reads the files when the description is parsed,
+    so a missing or unreadable one is found here, before anything starts.
+
+    Raises:
+        ConfigError: Twisted cannot make an endpoint of it.
+    """
+    from twisted.internet.endpoints import serverFromString
+
+    try:
+        serverFromString(None, parseListen(description).endpointDescription())
+    except Exception as e:  # files, PEM and OpenSSL errors: all "cannot listen"
+        raise ConfigError(f"listen {description!r}: {e}") from None
+
+
+def checkCertificateFile(path: str) -> None:
+    """Check a ``tls_ca`` file: readable, with a PEM certificate in it.
+
+    Raises:
+        ConfigError: it cannot be read or holds no certificate.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise ConfigError(f"tls_ca {path!r}: {e.strerror}") from None
+    if b"-----BEGIN CERTIFICATE-----" not in data:
+        raise ConfigError(f"tls_ca {path!r}: no PEM certificate in the file")
 
 
 def adminURL(description: str) -> str:

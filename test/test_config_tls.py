@@ -7,6 +7,7 @@ import os
 from twisted.trial.unittest import SynchronousTestCase
 
 from presence.config import Config, ConfigError, fromMapping, parseListen
+from test.support.certificates import selfSignedCertificate
 
 
 class TLSListenTests(SynchronousTestCase):
@@ -38,6 +39,15 @@ class TLSListenTests(SynchronousTestCase):
             ConfigError, Config(listen=("tls:5061:certKey=/c.pem",)).validate
         )
 
+    def test_filesChecked(self) -> None:
+        """The key and certificate are read when the settings are checked."""
+        key, cert = selfSignedCertificate(os.path.abspath(self.mktemp()))
+        good = f"tls:5061:privateKey={key}:certKey={cert}"
+        self.assertEqual(Config(listen=(good,)).validate().listen, (good,))
+        missing = f"tls:5061:privateKey={key}.missing:certKey={cert}"
+        error = self.assertRaises(ConfigError, Config(listen=(missing,)).validate)
+        self.assertIn("listen", str(error))
+
 
 class TLSSettingsTests(SynchronousTestCase):
     """``tls_verify`` and ``tls_ca``."""
@@ -50,9 +60,7 @@ class TLSSettingsTests(SynchronousTestCase):
 
     def test_read(self) -> None:
         """Both are read from TOML keys; tls_ca must be a file."""
-        path = os.path.abspath(self.mktemp())
-        with open(path, "w") as f:
-            f.write("")
+        _, path = selfSignedCertificate(os.path.abspath(self.mktemp()))
         config = fromMapping({"tls_verify": True, "tls_ca": path}).validate()
         self.assertTrue(config.tlsVerify)
         self.assertEqual(config.tlsCa, path)
@@ -60,3 +68,7 @@ class TLSSettingsTests(SynchronousTestCase):
         self.assertRaises(
             ConfigError, fromMapping({"tls_ca": path + ".missing"}).validate
         )
+        empty = os.path.abspath(self.mktemp())
+        with open(empty, "w") as f:
+            f.write("not a certificate\n")
+        self.assertRaises(ConfigError, fromMapping({"tls_ca": empty}).validate)
