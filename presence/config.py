@@ -211,17 +211,23 @@ class Config:
         adminListen: where the administration site (XML-RPC on ``/RPC2``,
             Prometheus metrics on ``/metrics``) listens, as a Twisted server
             endpoint description, or ``"none"`` for no administration site.
+        adminUser: the user name the administration site asks for (HTTP
+            basic authentication) when ``adminPassword`` is set.
+        adminPassword: the password of the administration site; ``None``:
+            no authentication, allowed only on a loopback address.
         forceActive: every watcher is active and sees everything, no rules
             are read; ``None`` (not set): true unless an XCAP mode is set
             (`forceActiveInEffect`).
         integratedXcapServer: the integrated XCAP mode: privacy rules are
             read from the database's ``xcap`` table, which an XCAP server
             (OpenXCAP, Kamailio's xcap_server) writes.
-        xcapServer: the external XCAP mode's XCAP roots (reserved: that mode
-            is not built yet, and a server given any is refused at start).
-        periodicalQuery: the external mode's periodic check of the
-            documents (reserved).
-        queryPeriod: seconds between the external mode's checks (reserved).
+        xcapServer: the external XCAP mode's XCAP roots
+            (``http://host:port/xcap-root``): privacy rules are fetched from
+            the first (`presence.xcap.client.XCAPClient`) into the ``xcap``
+            table.
+        periodicalQuery: whether the external mode fetches every document
+            held again every ``queryPeriod`` seconds.
+        queryPeriod: seconds between the external mode's checks.
         sourceRateLimit: requests a second accepted from one source address
             (trusted peers excepted), with a burst of twice that; over it,
             503 with Retry-After, and beyond four times it the excess is
@@ -278,6 +284,8 @@ class Config:
     nonceSecret: str | None = dataclasses.field(default=None, repr=False)
     trustedPeers: tuple[str, ...] = ()
     adminListen: str = DEFAULT_ADMIN_LISTEN
+    adminUser: str = "admin"
+    adminPassword: str | None = dataclasses.field(default=None, repr=False)
     forceActive: bool | None = None
     integratedXcapServer: bool = False
     xcapServer: tuple[str, ...] = ()
@@ -334,6 +342,14 @@ class Config:
         checkAdminListen(self.adminListen)
         if self.tlsCa is not None:
             checkCertificateFile(self.tlsCa)
+        if self.adminPassword is None and not adminIsLocal(self.adminListen):
+            raise ConfigError(
+                f"admin_listen {self.adminListen!r} is not a loopback address:"
+                " set admin_password (and admin_user, default admin), or listen"
+                ' on "tcp:8080:interface=127.0.0.1"'
+            )
+        if self.adminPassword is not None and not self.adminPassword:
+            raise ConfigError("admin_password must not be empty")
         problems = (
             self._expiryProblems()
             + self._authProblems()
@@ -437,9 +453,7 @@ class Config:
         ``xcap`` table), ``xcap_server`` (rules fetched over HTTP) or
         ``force_active = true`` (no rules); a mix would leave it unclear
         whose rules count, so it is refused rather than one silently
-        winning. ``xcap_server`` is refused on its own as well: the
-        external mode is not built yet, and a server that silently allowed
-        every watcher instead would show presence its users meant to hide.
+        winning.
         """
         problems: list[str] = []
         if self.integratedXcapServer and self.xcapServer:
@@ -462,12 +476,6 @@ class Config:
         for url in self.xcapServer:
             if not url.startswith(("http://", "https://")):
                 problems.append(f"xcap_server: {url!r} is not an http(s) URL")
-        if self.xcapServer:
-            problems.append(
-                "xcap_server: the external XCAP mode is not available yet;"
-                " use integrated_xcap_server = true with the XCAP server writing"
-                " the database's xcap table"
-            )
         if isinstance(self.queryPeriod, bool) or not isinstance(self.queryPeriod, int):
             problems.append("query_period must be a whole number of seconds")
         elif self.queryPeriod < 1:
@@ -553,6 +561,8 @@ _KEYS: dict[str, tuple[str, Any]] = {
         lambda v: tuple(_strings("trusted_peers", v)),
     ),
     "admin_listen": ("adminListen", lambda v: _string("admin_listen", v)),
+    "admin_user": ("adminUser", lambda v: _string("admin_user", v)),
+    "admin_password": ("adminPassword", lambda v: _string("admin_password", v)),
     "force_active": ("forceActive", lambda v: _bool("force_active", v)),
     "integrated_xcap_server": (
         "integratedXcapServer",
@@ -679,6 +689,30 @@ def checkCertificateFile(path: str) -> None:
         raise ConfigError(f"tls_ca {path!r}: {e.strerror}") from None
     if b"-----BEGIN CERTIFICATE-----" not in data:
         raise ConfigError(f"tls_ca {path!r}: no PEM certificate in the file")
+
+
+def adminIsLocal(description: str) -> bool:
+    """Whether an ``admin_listen`` setting is reachable only from this machine.
+
+    ``"none"``, a ``unix:`` socket, or a ``tcp:``/``tcp6:`` endpoint whose
+    ``interface`` is a loopback address. No interface means every one.
+    """
+    if description == "none":
+        return True
+    parts = _splitEndpoint(description.strip())
+    kind = parts[0].lower()
+    if kind == "unix":
+        return True
+    if kind not in ("tcp", "tcp6"):
+        return False
+    for part in parts[1:]:
+        key, equals, value = part.partition("=")
+        if equals and key == "interface":
+            try:
+                return ipaddress.ip_address(value.strip("[]")).is_loopback
+            except ValueError:
+                return value.lower() == "localhost"
+    return False
 
 
 def adminURL(description: str) -> str:

@@ -21,6 +21,7 @@ presentity's watchers again, ``stats`` prints the server's counters.
 
 from __future__ import annotations
 
+import base64
 import getpass
 import sys
 import xmlrpc.client
@@ -409,6 +410,11 @@ class Options(usage.Options):
                     self["url"] = adminURL(config.adminListen)
                 except ConfigError as e:
                     raise usage.UsageError(f"{e} (give --url)") from None
+            self["adminCredentials"] = (
+                None
+                if config.adminPassword is None
+                else (config.adminUser, config.adminPassword)
+            )
             return
         if databaseKind(config.database) == "memory":
             raise usage.UsageError("the database is memory: there is nothing to manage")
@@ -477,11 +483,22 @@ class CtlError(Exception):
 class AdminClient:
     """Calls the server's XML-RPC methods (the marshalling is the stdlib's)."""
 
-    def __init__(self, url: str, reactor: Any, timeout: float = CALL_TIMEOUT) -> None:
-        """Call the server at ``url``, on ``reactor``."""
+    def __init__(
+        self,
+        url: str,
+        reactor: Any,
+        timeout: float = CALL_TIMEOUT,
+        credentials: tuple[str, str] | None = None,
+    ) -> None:
+        """Call the server at ``url``, on ``reactor``.
+
+        With ``credentials`` (the configuration's ``admin_user`` and
+        ``admin_password``), every call carries them (HTTP basic).
+        """
         self.url = url
         self.reactor = reactor
         self.timeout = timeout
+        self.credentials = credentials
         self.http = HTTPClient(Agent(reactor, connectTimeout=timeout))
 
     async def call(self, method: str, *args: Any) -> Any:
@@ -493,9 +510,11 @@ class AdminClient:
         """
         body = xmlrpc.client.dumps(args, method, allow_none=False).encode()
         try:
-            posted = self.http.post(
-                self.url, data=body, headers=Headers({b"Content-Type": [b"text/xml"]})
-            )
+            headers = {b"Content-Type": [b"text/xml"]}
+            if self.credentials is not None:
+                token = base64.b64encode(":".join(self.credentials).encode("utf-8"))
+                headers[b"Authorization"] = [b"Basic " + token]
+            posted = self.http.post(self.url, data=body, headers=Headers(headers))
             posted.addTimeout(self.timeout, self.reactor)
             response = await posted
             read = response.content()
@@ -507,6 +526,11 @@ class AdminClient:
             raise self._unreachable("no answer in time") from None
         except Exception as e:
             raise self._unreachable(_reason(e)) from None
+        if response.code == 401:
+            raise CtlError(
+                f"the presence server at {self.url} refused the admin_user and"
+                " admin_password of the configuration (HTTP 401)"
+            )
         if response.code != 200:
             raise CtlError(
                 f"the presence server at {self.url} answered HTTP {response.code}:"
@@ -585,7 +609,9 @@ async def runServerCommand(
     options: Options, reactor: Any, out: TextIO, err: TextIO
 ) -> int:
     """Carry out a command that asks the running server; the exit status."""
-    client = AdminClient(options["url"], reactor)
+    client = AdminClient(
+        options["url"], reactor, credentials=options.get("adminCredentials")
+    )
     command, sub = options.subCommand, options.subOptions
     now = reactor.seconds()
     try:

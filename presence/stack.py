@@ -63,6 +63,7 @@ from presence.storage.memory import MemoryStore
 from presence.storage.service import CACHE, MEMORY, SHARED, StorageService
 from presence.storage.statistics import StorageStatistics
 from presence.storage.xcap import IXCAPStore, MemoryXCAPStore, SQLXCAPStore
+from presence.xcap.client import FETCH_TIMEOUT, FetchingXCAPStore, XCAPClient
 from presence.xcap.integrated import RulesPolicy
 from presence.xcap.policy import AllowAll, IPrivacyPolicy
 from presence.xcap.transform import currentSphere
@@ -92,6 +93,7 @@ class Stack:
     policy: IPrivacyPolicy | None = None
     xcap: IXCAPStore | None = None
     reauthoriser: Reauthoriser | None = None
+    xcapClient: XCAPClient | None = None
 
     async def reauthorise(
         self, presentity: str, event: str = "presence"
@@ -144,6 +146,7 @@ def buildStack(config: Config, reactor: Any) -> Stack:
     subscriptions: IPresenceStore = store
     if config.maxSubscriptionsPerWatcher:
         subscriptions = counted = WatcherCounts(store)
+    xcapClient = xcap.client if isinstance(xcap, FetchingXCAPStore) else None
     packages = PackageRegistry(
         [
             PresencePackage(offline=config.offlineBody),
@@ -280,6 +283,7 @@ def buildStack(config: Config, reactor: Any) -> Stack:
         storage,
         store,
         limits=limits,
+        xcapFetches=lambda: 0 if xcapClient is None else xcapClient.fetches,
     )
     rulesChanged = None
     if xcap is not None:
@@ -288,7 +292,26 @@ def buildStack(config: Config, reactor: Any) -> Stack:
             result = await reauthoriser.reauthorise(presentity, event)
             return result.subscriptions, result.changed
 
-    admin = adminSite(statistics, store, notifier, packages, reactor, rulesChanged)
+    refreshDocument = None
+    if xcapClient is not None:
+
+        async def documentsChanged(presentity: str) -> None:
+            await reauthoriser.reauthorise(presentity, "presence")
+
+        xcapClient.onChanged = documentsChanged
+        refreshDocument = xcapClient.refresh
+    admin = adminSite(
+        statistics,
+        store,
+        notifier,
+        packages,
+        reactor,
+        rulesChanged,
+        credentials=None
+        if config.adminPassword is None
+        else (config.adminUser, config.adminPassword),
+        refreshDocument=refreshDocument,
+    )
     return Stack(
         config=config,
         transports=transports,
@@ -312,6 +335,7 @@ def buildStack(config: Config, reactor: Any) -> Stack:
         reauthoriser=reauthoriser,
         limits=limits,
         rateLimit=rateLimit,
+        xcapClient=xcapClient,
     )
 
 
@@ -325,15 +349,33 @@ def buildPolicy(
     ``xcap`` table, read directly in cache and in shared mode alike (an XCAP
     server writes it), or over memory in memory mode. ``force_active =
     false`` without an XCAP mode reads rules from nowhere: every watcher
-    waits (pending), as OpenSIPS does.
+    waits (pending), as OpenSIPS does. The external mode (``xcap_server``):
+    the same policy over a `FetchingXCAPStore`, whose `XCAPClient` fetches
+    the documents into the table (the database's, or memory's); its
+    ``onChanged`` is set by `buildStack` once the re-authoriser exists.
     """
     if config.forceActiveInEffect:
         return None, AllowAll()
     documents: IXCAPStore
-    if config.integratedXcapServer and storage.database is not None:
+    if (
+        config.integratedXcapServer or config.xcapServer
+    ) and storage.database is not None:
         documents = SQLXCAPStore(storage.database)
     else:
         documents = MemoryXCAPStore()
+    if config.xcapServer:
+        from treq.client import HTTPClient
+        from twisted.web.client import Agent
+
+        client = XCAPClient(
+            reactor,
+            HTTPClient(Agent(reactor, connectTimeout=FETCH_TIMEOUT)),
+            documents,
+            config.xcapServer,
+            periodical=config.periodicalQuery,
+            period=config.queryPeriod,
+        )
+        documents = FetchingXCAPStore(documents, client)
 
     async def sphere(presentity: str) -> str | None:
         publications = await store.publications(aorOf(presentity), "presence")

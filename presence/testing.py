@@ -320,6 +320,8 @@ class Server:
         self.protocol = self.stack.transports.datagramProtocol()
         self.protocol.makeConnection(self.udp)
         self.stack.sweeper.startService()
+        if self.stack.xcapClient is not None:
+            self.stack.xcapClient.startService()
 
     def register(self, *packages: Any) -> None:
         """Serve more event packages, advertised in OPTIONS, 489 and 415."""
@@ -334,8 +336,10 @@ class Server:
         return store
 
     def close(self) -> None:
-        """Stop the sweeper and every transaction timer."""
+        """Stop the sweeper, the XCAP client and every transaction timer."""
         self.stack.sweeper.stopService()
+        if self.stack.xcapClient is not None:
+            self.stack.xcapClient.stopService()
         self.stack.transactions.stop()
 
     def receive(

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import os
 import socket
 import subprocess
 import sys
+import xmlrpc.client
 from typing import Any
 
+from treq.client import HTTPClient
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python import usage
+from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.client import Agent
+from twisted.web.http_headers import Headers
 
 from presence.ctl import Options, dump, openDatabase, run
 from presence.storage.credentials import Credentials, SQLCredentialStore
@@ -481,3 +487,67 @@ class ConsoleScriptTests(SynchronousTestCase):
             "presence-ctl: cannot reach the presence server at"
             f" http://127.0.0.1:{port}/RPC2: connection refused\n",
         )
+
+
+class AdminPasswordTests(TestCase):
+    """An administration site with admin_password asks every call for it."""
+
+    timeout = 30
+
+    async def setUp(self) -> None:  # type: ignore[override]  # trial awaits it
+        """A server whose site wants admin/s3cret."""
+        path = FilePath(self.mktemp())
+        path.setContent(b'database = "memory"\nadmin_password = "s3cret"\n')
+        started = await startServerWithAdmin(reactor, "--config", path.path)
+        self.server, _, _, self.adminPort, connections = started
+        self.addCleanup(self.server.stopService)
+        self.addCleanup(connections.whenClosed)
+
+    def writeConfig(self, extra: str) -> str:
+        """A configuration file naming the site, with ``extra`` settings."""
+        path = str(self.mktemp())
+        with open(path, "w") as f:
+            f.write(
+                'database = "memory"\n'
+                f'admin_listen = "tcp:{self.adminPort}:interface=127.0.0.1"\n' + extra
+            )
+        return path
+
+    async def command(self, config: str, *argv: str) -> tuple[int, str, str]:
+        """Run presence-ctl in this process; its status, output and errors."""
+        out, err = io.StringIO(), io.StringIO()
+        status = await run(options("--config", config, *argv), reactor, out, err)
+        return status, out.getvalue(), err.getvalue()
+
+    async def test_withoutCredentials401(self) -> None:
+        """A call without credentials, or with wrong ones, gets HTTP 401."""
+        http = HTTPClient(Agent(reactor))
+        url = f"http://127.0.0.1:{self.adminPort}/RPC2"
+        body = xmlrpc.client.dumps((), "get_statistics").encode()
+        for headers in (
+            {},
+            {"Authorization": ["Basic " + base64.b64encode(b"admin:no").decode()]},
+            {"Authorization": ["Basic " + base64.b64encode(b"root:s3cret").decode()]},
+        ):
+            response = await http.post(url, data=body, headers=Headers(headers))
+            self.assertEqual(response.code, 401)
+            self.assertEqual(
+                response.headers.getRawHeaders("www-authenticate"),
+                ['Basic realm="presence admin"'],
+            )
+            await response.content()
+        response = await http.get(f"http://127.0.0.1:{self.adminPort}/metrics")
+        self.assertEqual(response.code, 401)
+        await response.content()
+
+    async def test_ctlSendsTheConfiguredOnes(self) -> None:
+        """presence-ctl reads admin_user/admin_password from the same file."""
+        status, text, _ = await self.command(
+            self.writeConfig('admin_password = "s3cret"\n'), "stats", "xcap:"
+        )
+        self.assertEqual((status, text), (0, "xcap:fetches = 0\n"))
+        status, text, errors = await self.command(
+            self.writeConfig('admin_password = "wrong"\n'), "stats"
+        )
+        self.assertEqual((status, text), (1, ""))
+        self.assertIn("refused the admin_user and admin_password", errors)

@@ -134,6 +134,7 @@ class OptionsTests(SynchronousTestCase):
             "presence-shared.toml",
             "presence-memory.toml",
             "presence-integrated-xcap.toml",
+            "presence-external-xcap.toml",
         ]:
             config = loadFile(f"etc/{name}").validate()
             self.assertIsInstance(config, Config)
@@ -141,6 +142,9 @@ class OptionsTests(SynchronousTestCase):
         integrated = loadFile("etc/presence-integrated-xcap.toml")
         self.assertTrue(integrated.integratedXcapServer)
         self.assertFalse(integrated.forceActiveInEffect)
+        external = loadFile("etc/presence-external-xcap.toml")
+        self.assertEqual(external.xcapServer, ("http://127.0.0.1:8000/xcap-root",))
+        self.assertFalse(external.forceActiveInEffect)
         self.assertEqual(
             loadFile("etc/presence.toml").adminListen, Config().adminListen
         )
@@ -228,8 +232,8 @@ class MakeServiceTests(SynchronousTestCase):
     def test_adminListen(self) -> None:
         """--admin-listen moves the administration site; "none" leaves it out."""
         self.assertEqual(Config().adminListen, "tcp:8080:interface=127.0.0.1")
-        config = options("--admin-listen", "tcp:9090").config
-        self.assertEqual(config.adminListen, "tcp:9090")
+        config = options("--admin-listen", "tcp:9090:interface=127.0.0.1").config
+        self.assertEqual(config.adminListen, "tcp:9090:interface=127.0.0.1")
         top = makeService(options("--admin-listen", "none"), MemoryReactorClock())
         self.assertNotIn("admin", [c.name for c in top])
         self.assertRaises(usage.UsageError, options, "--admin-listen", "tcp:x")
@@ -238,6 +242,31 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertEqual(
             fromMapping({"admin_listen": "none"}).validate().adminListen, "none"
         )
+
+    def test_adminPasswordOffLoopback(self) -> None:
+        """An administration site beyond loopback needs admin_password.
+
+        Every interface (no ``interface``), or a public address, without a
+        password stops the server at start; with one it is served.
+        """
+        for description in ("tcp:9090", "tcp:9090:interface=192.0.2.1"):
+            error = self.assertRaises(
+                usage.UsageError, options, "--admin-listen", description
+            )
+            self.assertIn("set admin_password", str(error))
+        for description in (
+            "tcp:9090:interface=127.0.0.1",
+            "tcp6:9090:interface=\\:\\:1",
+            "unix:/tmp/presence-admin.sock",
+            "none",
+        ):
+            fromMapping({"admin_listen": description}).validate()
+        config = fromMapping(
+            {"admin_listen": "tcp:9090", "admin_password": "s3cret"}
+        ).validate()
+        self.assertEqual((config.adminUser, config.adminPassword), ("admin", "s3cret"))
+        self.assertNotIn("s3cret", repr(config))
+        self.assertRaises(ConfigError, fromMapping({"admin_password": ""}).validate)
 
     def test_listeners(self) -> None:
         """Each --listen becomes one listening service."""

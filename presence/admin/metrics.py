@@ -135,7 +135,7 @@ class Snapshot:
         serving: whether the server serves requests (the store is usable).
         counts: the rows of the store by event, or ``None`` when the store
             could not be read.
-        xcapFetches: XCAP documents fetched (none until XCAP exists).
+        xcapFetches: XCAP documents fetched (the external XCAP mode's requests).
         limits: what each limit refused, by `LimitStatistics` attribute name
             (``rateLimited``, ``connectionsRefused``...).
     """
@@ -225,8 +225,8 @@ class ServerStatistics:
             notifier: the notifier (its counters, and what it has in flight).
             storage: the storage service (flushes, database errors).
             store: the store the rows are counted in.
-            xcapFetches: how many XCAP documents were fetched; always 0 until
-                the privacy rules (XCAP) exist.
+            xcapFetches: how many XCAP documents were fetched (requests of
+                the external XCAP mode's client).
             limits: what the limits refused.
         """
         self.transports = transports
@@ -371,7 +371,7 @@ class PresenceCollector(Collector):
                 )
         yield CounterMetricFamily(
             f"{p}_xcap_fetches",
-            "XCAP documents fetched (none until XCAP exists).",
+            "XCAP documents fetched (the external XCAP mode's requests).",
             value=snapshot.xcapFetches,
         )
         refused = CounterMetricFamily(

@@ -56,6 +56,11 @@ from presence.storage.records import Publication, Subscription, Watcher
 #: were decided, and how many of them changed status.
 Reauthorise = Callable[[str, str], Coroutine[Any, Any, tuple[int, int]]]
 
+#: Fetch one XCAP document again (its ``doc_uri`` and, when given, ``port``)
+#: and re-authorise its owner's watchers: whether it changed. Raises
+#: ``LookupError`` when no such document is held.
+RefreshDocument = Callable[[str, int | None], Coroutine[Any, Any, bool]]
+
 #: Entries in a page when the caller gives no limit.
 DEFAULT_LIMIT: Final = 1000
 
@@ -280,6 +285,7 @@ class AdminXMLRPC(xmlrpc.XMLRPC):
         packages: PackageRegistry,
         statistics: ServerStatistics,
         reauthorise: Reauthorise | None = None,
+        refreshDocument: RefreshDocument | None = None,
     ) -> None:
         """Answer from ``store``, notify through ``notifier``.
 
@@ -293,9 +299,12 @@ class AdminXMLRPC(xmlrpc.XMLRPC):
                 changed) calls: decide the presentity's watchers again and
                 notify the changes; none (no privacy rules): type 0 re-sends
                 the stored state like any other.
+            refreshDocument: what ``refreshXcapDoc`` calls (the external
+                XCAP mode); none: every ``refreshXcapDoc`` is fault 404.
         """
         super().__init__(allowNone=False, useDateTime=False)
         self.reauthorise = reauthorise
+        self.refreshDocument = refreshDocument
         self.store = store
         self.notifier = notifier
         self.packages = packages
@@ -484,3 +493,36 @@ class AdminXMLRPC(xmlrpc.XMLRPC):
             }
 
         return self._run(refresh())
+
+    def xmlrpc_refreshXcapDoc(self, *args: Any) -> Deferred[Any]:
+        """refreshXcapDoc(doc_uri[, port]).
+
+        OpenSIPS's: in the external XCAP mode, fetch the document stored
+        with this ``doc_uri`` (the full URL) again at once, and re-authorise
+        its owner's watchers. ``port`` is checked against the stored one
+        only when given. Answers {doc_uri, changed}; fault 404 when no such
+        document is held (or not in the external mode).
+        """
+        method = "refreshXcapDoc"
+        named = arguments(method, args, ("doc_uri", "port"))
+        docURI = stringArgument(method, "doc_uri", named.get("doc_uri"))
+        port = intArgument(method, "port", named.get("port"), -1)
+        if not docURI:
+            raise Fault(BAD_ARGUMENTS, f"{method}: the doc_uri is empty")
+        refresh = self.refreshDocument
+        if refresh is None:
+            raise Fault(NOT_FOUND, f"{method}: no XCAP server is configured")
+
+        async def refreshed() -> dict[str, Any]:
+            try:
+                changed = await refresh(docURI, None if port < 0 else port)
+            except LookupError as e:
+                raise Fault(NOT_FOUND, f"{method}: {e}") from None
+            self.log.info(
+                "refreshXcapDoc {uri}: {what}",
+                uri=docURI,
+                what="changed" if changed else "unchanged",
+            )
+            return {"doc_uri": _text(docURI), "changed": _number(int(changed))}
+
+        return self._run(refreshed())

@@ -187,12 +187,12 @@ class SettingsTests(SynchronousTestCase):
             e = self.assertRaises(ConfigError, Config(**settings).validate)
             self.assertIn(words, str(e))
 
-    def test_externalNotYet(self) -> None:
-        """xcap_server alone is refused: the external mode is not built yet."""
-        e = self.assertRaises(
-            ConfigError, Config(xcapServer=("http://x/xcap-root",)).validate
-        )
-        self.assertIn("not available yet", str(e))
+    def test_external(self) -> None:
+        """xcap_server alone is the external mode; a bad URL or period is refused."""
+        config = Config(xcapServer=("http://x/xcap-root",)).validate()
+        self.assertFalse(config.forceActiveInEffect)
+        e = self.assertRaises(ConfigError, Config(xcapServer=("ftp://x",)).validate)
+        self.assertIn("not an http(s) URL", str(e))
         e = self.assertRaises(
             ConfigError,
             Config(integratedXcapServer=True, queryPeriod=0).validate,
