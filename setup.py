@@ -12,7 +12,7 @@ setup(
     packages=[*find_packages(include=["presence", "presence.*"]), "twisted.plugins"],
     package_data={"presence.storage": ["schema/*.sql"]},
     install_requires=[
-        "Twisted>=23.10",
+        "Twisted[tls]>=23.10",
         "lxml>=5.0",
         "txpostgres>=1.7",
         "psycopg2-binary>=2.9",

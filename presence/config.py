@@ -31,7 +31,7 @@ class ListenAddress:
     """One place to listen, parsed from ``udp:5060:interface=127.0.0.1``.
 
     Attributes:
-        transport: ``"udp"`` or ``"tcp"``.
+        transport: ``"udp"``, ``"tcp"`` or ``"tls"``.
         port: the port (0 picks a free one).
         interface: the address to bind, ``""`` for all.
         description: the text it was parsed from.
@@ -43,7 +43,13 @@ class ListenAddress:
     description: str
 
     def endpointDescription(self) -> str:
-        """The description for ``serverFromString`` (TCP only)."""
+        """The description for ``serverFromString`` (TCP and TLS).
+
+        A TLS listener's description is Twisted's ``ssl:`` one, passed
+        through as it was written after ``tls:`` (or ``ssl:``).
+        """
+        if self.transport == "tls":
+            return "ssl:" + self.description.strip().partition(":")[2]
         interface = self.interface.replace(":", "\\:")
         if self.interface:
             kind = "tcp6" if ":" in self.interface else "tcp"
@@ -74,6 +80,9 @@ def parseListen(description: str) -> ListenAddress:
 
     ``udp:5060``, ``tcp:5060:interface=127.0.0.1``, ``udp:5060:interface=::1``
     (an IPv6 interface may be written with or without backslash escapes).
+    ``tls:5061:privateKey=KEY:certKey=CERT`` (or ``ssl:...``) listens for
+    SIP over TLS: what follows ``tls:`` is Twisted's ``ssl:`` server
+    endpoint syntax, handed to ``serverFromString`` as it is.
 
     Raises:
         ConfigError: the description is not understood.
@@ -81,12 +90,15 @@ def parseListen(description: str) -> ListenAddress:
     text = description.strip()
     kind, _, rest = text.partition(":")
     kind = kind.lower()
+    if kind in ("tls", "ssl"):
+        return _parseTLSListen(description, rest)
     if kind in ("tcp6", "udp6"):
         kind = kind[:3]
     if kind not in ("udp", "tcp") or not rest:
         raise ConfigError(
-            f"listen {description!r}: expected udp:PORT or tcp:PORT"
-            " with an optional :interface=ADDRESS"
+            f"listen {description!r}: expected udp:PORT, tcp:PORT"
+            " with an optional :interface=ADDRESS, or"
+            " tls:PORT:privateKey=KEY:certKey=CERT"
         )
     interface = ""
     marker = rest.find(":interface=")
@@ -106,6 +118,36 @@ def parseListen(description: str) -> ListenAddress:
     if not portText.isdigit() or int(portText) > 65535:
         raise ConfigError(f"listen {description!r}: bad port {portText!r}")
     return ListenAddress(kind, int(portText), interface, description)
+
+
+def _parseTLSListen(description: str, rest: str) -> ListenAddress:
+    """Parse what follows ``tls:`` for its port and interface only.
+
+    The rest (keys, certificates, ciphers) is Twisted's to read when the
+    server starts listening: ``serverFromString`` loads the files.
+
+    Raises:
+        ConfigError: no port, or no ``privateKey``.
+    """
+    parts = _splitEndpoint(rest)
+    portText, interface, keys = "", "", set()
+    for i, part in enumerate(parts):
+        key, equals, value = part.partition("=")
+        if not equals and i == 0:
+            portText = key
+        elif key == "port":
+            portText = value
+        elif key == "interface":
+            interface = value
+        keys.add(key)
+    if not portText.isdigit() or int(portText) > 65535:
+        raise ConfigError(f"listen {description!r}: bad port {portText!r}")
+    if "privateKey" not in keys:
+        raise ConfigError(
+            f"listen {description!r}: a TLS listener needs"
+            " privateKey=KEY (and certKey=CERT unless KEY holds both)"
+        )
+    return ListenAddress("tls", int(portText), interface, description)
 
 
 @dataclass(frozen=True)
@@ -195,10 +237,18 @@ class Config:
         maxPublicationsPerPresentity: the most publications one presentity
             may have of one event package; an initial PUBLISH beyond it gets
             403. 0: no limit.
-        maxTcpConnections: the most accepted TCP connections open at once;
-            one more is closed on arrival. 0: no limit.
-        tcpReadTimeout: seconds an incomplete message may take to arrive on
-            a TCP connection before the connection is closed. 0: for ever.
+        maxTcpConnections: the most accepted TCP and TLS connections open
+            at once, counted together; one more is closed on arrival. 0: no
+            limit.
+        tcpReadTimeout: seconds an incomplete message, or a TLS handshake,
+            may take to arrive on a TCP or TLS connection before the
+            connection is closed. 0: for ever.
+        tlsVerify: verify the certificate of a peer this server connects to
+            over TLS (a NOTIFY whose subscriber's connection is gone) against
+            ``tlsCa``, or the system's trust store; off by default, since
+            phones rarely hold certificates a public authority signed.
+        tlsCa: a PEM file of the certificate authorities ``tlsVerify``
+            trusts; ``None``: the system's.
 
     An expiry setting replaces only its own bound; how the bounds left to a
     package (or the registrar) yield to it is
@@ -246,6 +296,8 @@ class Config:
     maxPublicationsPerPresentity: int = 32
     maxTcpConnections: int = 1000
     tcpReadTimeout: float = 10.0
+    tlsVerify: bool = False
+    tlsCa: str | None = None
 
     @property
     def forceActiveInEffect(self) -> bool:
@@ -272,7 +324,8 @@ class Config:
         if not self.listen:
             raise ConfigError("listen: at least one address is needed")
         for description in self.listen:
-            parseListen(description)
+            if parseListen(description).transport == "tls":
+                checkTLSListen(description)
         if self.tcpIdleTimeout <= 0:
             raise ConfigError("tcp_idle_timeout must be positive")
         databaseKind(self.database)
@@ -287,6 +340,8 @@ class Config:
         if not 0 < self.maxBodySize <= 65535:
             raise ConfigError("max_body_size must be between 1 and 65535")
         checkAdminListen(self.adminListen)
+        if self.tlsCa is not None:
+            checkCertificateFile(self.tlsCa)
         if self.adminPassword is None and not adminIsLocal(self.adminListen):
             raise ConfigError(
                 f"admin_listen {self.adminListen!r} is not a loopback address:"
@@ -539,6 +594,8 @@ _KEYS: dict[str, tuple[str, Any]] = {
         "tcpReadTimeout",
         lambda v: float(_number("tcp_read_timeout", v)),
     ),
+    "tls_verify": ("tlsVerify", lambda v: _bool("tls_verify", v)),
+    "tls_ca": ("tlsCa", lambda v: _string("tls_ca", v)),
 }
 
 #: The limits, by TOML name and attribute: each 0 (off) or more.
@@ -600,6 +657,38 @@ def checkAdminListen(description: str) -> None:
             f'admin_listen {description!r}: {e} (expected "none" or an endpoint'
             ' such as "tcp:8080:interface=127.0.0.1")'
         ) from None
+
+
+def checkTLSListen(description: str) -> None:
+    """Check that Twisted can listen with a ``tls:`` description's key and certificate.
+
+    Twisted's ``ssl:`` parser reads the files when the description is parsed,
+    so a missing or unreadable one is found here, before anything starts.
+
+    Raises:
+        ConfigError: Twisted cannot make an endpoint of it.
+    """
+    from twisted.internet.endpoints import serverFromString
+
+    try:
+        serverFromString(None, parseListen(description).endpointDescription())
+    except Exception as e:  # files, PEM and OpenSSL errors: all "cannot listen"
+        raise ConfigError(f"listen {description!r}: {e}") from None
+
+
+def checkCertificateFile(path: str) -> None:
+    """Check a ``tls_ca`` file: readable, with a PEM certificate in it.
+
+    Raises:
+        ConfigError: it cannot be read or holds no certificate.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise ConfigError(f"tls_ca {path!r}: {e.strerror}") from None
+    if b"-----BEGIN CERTIFICATE-----" not in data:
+        raise ConfigError(f"tls_ca {path!r}: no PEM certificate in the file")
 
 
 def adminIsLocal(description: str) -> bool:

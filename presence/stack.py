@@ -48,6 +48,7 @@ from presence.packages.presence import PresencePackage, aggregate
 from presence.packages.winfo import WatcherInfoPackage
 from presence.sip.limits import LimitStatistics
 from presence.sip.resolver import LazyResolver
+from presence.sip.tls import clientTLS
 from presence.sip.transaction import TransactionLayer
 from presence.sip.transport import SIPTransports
 from presence.storage.cached import CachedStore
@@ -135,6 +136,7 @@ def buildStack(config: Config, reactor: Any) -> Stack:
         maxConnections=config.maxTcpConnections or None,
         readTimeout=config.tcpReadTimeout or None,
         limitStats=limits,
+        clientTLS=clientTLS(config.tlsVerify, config.tlsCa),
     )
     transactions = TransactionLayer(reactor, transports, serverHeader=SERVER)
     store, storage = buildStore(config, reactor, StorageStatistics())

@@ -7,6 +7,7 @@ the services that listen, start and stop it.
 from __future__ import annotations
 
 import gc
+from collections.abc import Callable
 from typing import Any, ClassVar, Final
 
 from twisted.application import internet, service
@@ -19,7 +20,6 @@ from zope.interface import implementer
 
 from presence.config import Config, ConfigError, fromMapping, loadFile
 from presence.sip.parser import MAX_MESSAGE_SIZE
-from presence.sip.transport import SIPTransports
 from presence.stack import Stack, buildStack
 
 
@@ -75,7 +75,9 @@ class Options(usage.Options):
         """Listen on an address such as udp:5060:interface=127.0.0.1.
 
         Repeatable; given once or more, it replaces the default UDP and TCP
-        listeners on port 5060.
+        listeners on port 5060. ``tls:5061:privateKey=KEY:certKey=CERT``
+        listens for SIP over TLS (the rest is Twisted's ``ssl:`` endpoint
+        syntax).
         """
         self.listen.append(description)
 
@@ -111,19 +113,19 @@ class Options(usage.Options):
 
 @implementer(IStreamServerEndpoint)
 class _RecordingEndpoint:
-    """Wraps an endpoint to tell the transports which TCP port it got."""
+    """Wraps an endpoint to tell the transports which TCP or TLS port it got."""
 
     def __init__(
-        self, endpoint: IStreamServerEndpoint, transports: SIPTransports
+        self, endpoint: IStreamServerEndpoint, record: Callable[[int], None]
     ) -> None:
         self.endpoint = endpoint
-        self.transports = transports
+        self.record = record
 
     def listen(self, protocolFactory: Any) -> defer.Deferred[IListeningPort]:
         d = self.endpoint.listen(protocolFactory)
 
         def listening(port: IListeningPort) -> IListeningPort:
-            self.transports.tcpListening(port.getHost().port)  # type: ignore[attr-defined]
+            self.record(port.getHost().port)  # type: ignore[attr-defined]
             return port
 
         d.addCallback(listening)
@@ -226,10 +228,17 @@ def makeService(options: Options, reactor: Any = None) -> StackService:
             udp.setName(address.description)
             udp.setServiceParent(top)
         else:
+            # A TLS listener is Twisted's ssl: endpoint (which reads the key
+            # and certificate now) around the same protocol, told it is TLS.
             endpoint = serverFromString(reactor, address.endpointDescription())
+            tls = address.transport == "tls"
+            transports = stack.transports
             tcp = internet.StreamServerEndpointService(
-                _RecordingEndpoint(endpoint, stack.transports),
-                stack.transports.streamFactory,
+                _RecordingEndpoint(
+                    endpoint,
+                    transports.tlsListening if tls else transports.tcpListening,
+                ),
+                transports.tlsFactory if tls else transports.streamFactory,
             )
             tcp.setName(address.description)
             tcp.setServiceParent(top)

@@ -248,7 +248,11 @@ class SubscribeHandler:
                 raise Forbidden("not authorised to watch this presentity")
         # The route set must parse now, or every NOTIFY would fail later.
         recordRoute = ", ".join(str(r) for r in request.addressList("record-route"))
-        localContact = str(self.transports.contactURI(transaction.peer))
+        localContact = str(
+            self.transports.contactURI(
+                transaction.peer, secure=request.uriText[:5].lower() == "sips:"
+            )
+        )
         # Strings that many subscriptions share are interned: with tens of
         # thousands of subscriptions, one copy of each domain, presentity
         # and local contact instead of one per subscription.

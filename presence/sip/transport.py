@@ -1,13 +1,19 @@
-"""UDP and TCP transports (RFC 3261 section 18, RFC 3581, RFC 5626 3.5.1).
+"""UDP, TCP and TLS transports (RFC 3261 sections 18 and 26, RFC 3581, RFC 5626 3.5.1).
 
 The protocols here only move bytes: a datagram or a Content-Length framed
 stream becomes a message handed to one sink, with the `Peer` it came from.
-`SIPTransports` owns the listening sockets and the TCP connections, and
+`SIPTransports` owns the listening sockets and the stream connections, and
 sends: responses where the top Via says (over the request's own connection
-for TCP), requests over an existing connection to the target when there is
-one and otherwise over a new one. Host names resolve through an injected
-``IResolver`` (RFC 3263: SRV, then A; IP literals and explicit ports skip the
-SRV lookup).
+for TCP and TLS), requests over an existing connection to the target when
+there is one and otherwise over a new one. Host names resolve through an
+injected ``IResolver`` (RFC 3263: SRV, then A; IP literals and explicit ports
+skip the SRV lookup).
+
+A stream connection knows the name of its transport, ``"TCP"`` or ``"TLS"``,
+from the factory that built it: TLS is Twisted's, wrapped around the same
+protocol (a listener made with an ``ssl:`` endpoint, and for outgoing
+connections the client TLS options `SIPTransports` is given), so everything
+above the bytes is the same for both.
 """
 
 from __future__ import annotations
@@ -15,15 +21,21 @@ from __future__ import annotations
 import ipaddress
 import random
 import socket
+from collections.abc import Callable
 from typing import Any, Final, cast
 from typing import Protocol as TypingProtocol
 
 from twisted.internet import defer
-from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
+from twisted.internet.endpoints import (
+    TCP4ClientEndpoint,
+    TCP6ClientEndpoint,
+    wrapClientTLS,
+)
 from twisted.internet.error import MessageLengthError
 from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
+    IHandshakeListener,
     IReactorTime,
     ITCPTransport,
 )
@@ -36,6 +48,7 @@ from twisted.internet.protocol import (
 from twisted.logger import Logger
 from twisted.names import dns
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from presence.sip.errors import SIPParseError, TransportError
 from presence.sip.grammar import splitList
@@ -47,29 +60,53 @@ from presence.sip.uri import SIPURI
 
 RELIABLE: Final = frozenset({"TCP", "TLS", "SCTP", "WS", "WSS"})
 DEFAULT_PORT: Final = 5060
+#: The default port of SIP over TLS (RFC 3261 section 19.1.2).
+DEFAULT_TLS_PORT: Final = 5061
+#: The stream transports this layer speaks.
+STREAMS: Final = frozenset({"TCP", "TLS"})
+
+
+def defaultPort(transport: str) -> int:
+    """The port a URI or Via without one means for ``transport``."""
+    return DEFAULT_TLS_PORT if transport == "TLS" else DEFAULT_PORT
+
+
+#: Makes the client TLS options for a connection to a server name (a host
+#: name, or an IP address when the URI has one): an
+#: ``IOpenSSLClientConnectionCreator``.
+ClientTLS = Callable[[str], Any]
 
 
 class Peer:
     """The far end of a hop: where a message came from or goes to.
 
     Attributes:
-        transport: ``"UDP"`` or ``"TCP"``.
+        transport: ``"UDP"``, ``"TCP"`` or ``"TLS"``.
         host: the IP address.
         port: the port.
-        connection: the TCP connection it came on or should go over, or the
-            UDP listener it came on; ``None`` when any will do.
+        connection: the stream connection it came on or should go over, or
+            the UDP listener it came on; ``None`` when any will do.
+        serverName: the host name a TLS connection to it must prove it
+            serves (the URI's host, RFC 5922 section 7.2); ``None``: the
+            IP address.
     """
 
-    __slots__ = ("connection", "host", "port", "transport")
+    __slots__ = ("connection", "host", "port", "serverName", "transport")
 
     def __init__(
-        self, transport: str, host: str, port: int, connection: Any = None
+        self,
+        transport: str,
+        host: str,
+        port: int,
+        connection: Any = None,
+        serverName: str | None = None,
     ) -> None:
         """Describe a peer."""
         self.transport = transport
         self.host = host
         self.port = port
         self.connection = connection
+        self.serverName = serverName
 
     @property
     def reliable(self) -> bool:
@@ -184,10 +221,13 @@ class SIPDatagramProtocol(DatagramProtocol):
             raise TransportError(f"cannot send to {host}:{port}: {e}") from e
 
 
+@implementer(IHandshakeListener)
 class SIPStreamProtocol(Protocol):
-    """A TCP connection carrying SIP messages framed by Content-Length.
+    """A TCP or TLS connection carrying SIP messages framed by Content-Length.
 
     Attributes:
+        transportName: ``"TCP"`` or ``"TLS"``: what the connection's `peer`
+            and the Via of requests sent over it say.
         peer: the far end, set when the connection is made.
         connected: whether messages may still be written; false once the
             connection is lost or being closed by us.
@@ -200,15 +240,18 @@ class SIPStreamProtocol(Protocol):
         transports: SIPTransports,
         idleTimeout: float | None,
         inbound: bool = True,
+        transportName: str = "TCP",
     ) -> None:
         """Report to ``transports``; close after ``idleTimeout`` idle seconds.
 
         ``inbound`` is false for a connection this server makes (to send a
-        NOTIFY): only accepted connections count against
-        ``max_tcp_connections``.
+        NOTIFY): only accepted connections, TCP and TLS together, count
+        against ``max_tcp_connections``. ``transportName`` is ``"TLS"`` for
+        a protocol that Twisted's TLS wraps.
         """
         self.transports = transports
         self.inbound = inbound
+        self.transportName = transportName
         self.counted = False
         self._readCall: IDelayedCall | None = None
         self.framer = StreamFramer()
@@ -217,6 +260,7 @@ class SIPStreamProtocol(Protocol):
         self.connected = False
         self.watchers: set[StreamWatcher] = set()
         self._idleCall: IDelayedCall | None = None
+        self._handshakeCall: IDelayedCall | None = None
 
     def connectionMade(self) -> None:
         """Register the connection so that requests can reuse it.
@@ -233,12 +277,38 @@ class SIPStreamProtocol(Protocol):
         address = cast(ITCPTransport, self.transport).getPeer()
         host = str(getattr(address, "host", ""))
         port = int(getattr(address, "port", 0))
-        self.peer = Peer("TCP", host, port, self)
+        self.peer = Peer(self.transportName, host, port, self)
         if self.idleTimeout is not None:
             self._idleCall = self.transports.clock.callLater(
                 self.idleTimeout, self.timeoutConnection
             )
+        timeout = self.transports.readTimeout
+        if self.transportName == "TLS" and timeout is not None:
+            # Twisted's TLS makes the connection before the handshake: one
+            # never finished is no message begun, and would otherwise hold
+            # the connection until the idle timeout.
+            self._handshakeCall = self.transports.clock.callLater(
+                timeout, self.handshakeTimedOut
+            )
         self.transports.connectionMade(self)
+
+    def handshakeCompleted(self) -> None:
+        """The TLS handshake is done: messages may come."""
+        call, self._handshakeCall = self._handshakeCall, None
+        if call is not None and call.active():
+            call.cancel()
+
+    def handshakeTimedOut(self) -> None:
+        """Close a TLS connection whose handshake did not finish in time."""
+        self._handshakeCall = None
+        self.transports.limitStats.readTimeouts += 1
+        self.transports.log.info(
+            "closing connection from {peer}: the TLS handshake took longer"
+            " than {timeout} s",
+            peer=self.peer,
+            timeout=self.transports.readTimeout,
+        )
+        self.close()
 
     def _activity(self) -> None:
         call = self._idleCall
@@ -328,6 +398,9 @@ class SIPStreamProtocol(Protocol):
         call, self._idleCall = self._idleCall, None
         if call is not None and call.active():
             call.cancel()
+        call, self._handshakeCall = self._handshakeCall, None
+        if call is not None and call.active():
+            call.cancel()
         call, self._readCall = self._readCall, None
         if call is not None and call.active():
             call.cancel()
@@ -350,19 +423,29 @@ class SIPStreamFactory(Factory[SIPStreamProtocol]):
 
     noisy = False
 
-    def __init__(self, transports: SIPTransports, inbound: bool = True) -> None:
+    def __init__(
+        self,
+        transports: SIPTransports,
+        inbound: bool = True,
+        transportName: str = "TCP",
+    ) -> None:
         """Build protocols reporting to ``transports``.
 
         ``inbound``: for accepted connections (the listening factory), or
-        for those the server makes.
+        for those the server makes. ``transportName``: ``"TCP"``, or
+        ``"TLS"`` for the protocols that Twisted's TLS wraps.
         """
         self.transports = transports
         self.inbound = inbound
+        self.transportName = transportName
 
     def buildProtocol(self, addr: IAddress | None) -> SIPStreamProtocol:
         """Build one connection's protocol."""
         return SIPStreamProtocol(
-            self.transports, self.transports.idleTimeout, self.inbound
+            self.transports,
+            self.transports.idleTimeout,
+            self.inbound,
+            self.transportName,
         )
 
 
@@ -388,6 +471,7 @@ class SIPTransports:
         maxConnections: int | None = None,
         readTimeout: float | None = None,
         limitStats: LimitStatistics | None = None,
+        clientTLS: ClientTLS | None = None,
     ) -> None:
         """Build the transport layer.
 
@@ -399,15 +483,20 @@ class SIPTransports:
             trace: log every message in and out with its peer.
             advertisedHost: the host to put in Via and Contact; by default
                 the address of the socket a message goes out on.
-            maxConnections: the most accepted TCP connections open at once
-                (``max_tcp_connections``); one more is closed on arrival.
-                ``None``: no limit.
+            maxConnections: the most accepted TCP and TLS connections open
+                at once, counted together (``max_tcp_connections``); one
+                more is closed on arrival. ``None``: no limit.
             readTimeout: seconds an incomplete message may wait for the rest
-                on a TCP connection before it is closed
-                (``tcp_read_timeout``); ``None``: for ever.
+                on a TCP or TLS connection, and a TLS handshake may take,
+                before the connection is closed (``tcp_read_timeout``);
+                ``None``: for ever.
             limitStats: where refused connections and read timeouts are
                 counted.
+            clientTLS: makes the client TLS options for a new TLS connection
+                to a server name (`presence.sip.tls.clientTLS`); ``None``:
+                no request goes out over a new TLS connection.
         """
+        self.clientTLS = clientTLS
         self.maxConnections = maxConnections
         self.readTimeout = readTimeout
         self.limitStats = limitStats if limitStats is not None else LimitStatistics()
@@ -423,12 +512,19 @@ class SIPTransports:
         self.stats = Statistics()
         self.udp: list[SIPDatagramProtocol] = []
         self.tcpPorts: list[int] = []
+        self.tlsPorts: list[int] = []
         self.connections: dict[tuple[str, int], SIPStreamProtocol] = {}
         self._connecting: dict[
             tuple[str, int], list[tuple[bytes, defer.Deferred[None]]]
         ] = {}
         self.streamFactory = SIPStreamFactory(self)
-        self._clientFactory = SIPStreamFactory(self, inbound=False)
+        #: What a TLS listener's connections are built with (inside
+        #: Twisted's TLS).
+        self.tlsFactory = SIPStreamFactory(self, transportName="TLS")
+        self._clientFactories = {
+            name: SIPStreamFactory(self, inbound=False, transportName=name)
+            for name in STREAMS
+        }
         self._localHosts: dict[str, str] = {}
 
     # -- listeners ------------------------------------------------------------
@@ -443,6 +539,11 @@ class SIPTransports:
         """Record a TCP port we listen on (for Via and Contact)."""
         if port not in self.tcpPorts:
             self.tcpPorts.append(port)
+
+    def tlsListening(self, port: int) -> None:
+        """Record a TLS port we listen on (for Via and Contact)."""
+        if port not in self.tlsPorts:
+            self.tlsPorts.append(port)
 
     # -- receiving ------------------------------------------------------------
 
@@ -545,7 +646,9 @@ class SIPTransports:
         ):
             self.limitStats.connectionsRefused += 1
             self.log.debug(
-                "refused a TCP connection: {limit} are open (max_tcp_connections)",
+                "refused a {transport} connection: {limit} TCP and TLS"
+                " connections are open (max_tcp_connections)",
+                transport=protocol.transportName,
                 limit=self.inboundConnections,
             )
             return False
@@ -596,8 +699,9 @@ class SIPTransports:
             if isinstance(connection, SIPStreamProtocol) and connection.connected:
                 self._writeStream(connection, data)
                 return
-            port = via.port or DEFAULT_PORT
-            self._sendOrLog(Peer("TCP", host, port), data)
+            transport = via.transport if via.transport in STREAMS else "TCP"
+            port = via.port or defaultPort(transport)
+            self._sendOrLog(Peer(transport, host, port), data)
             return
         port = via.rport or via.port or DEFAULT_PORT
         protocol = peer.connection if peer is not None else None
@@ -633,8 +737,8 @@ class SIPTransports:
     def sendBytes(self, data: bytes, target: Peer) -> defer.Deferred[None]:
         """Send a message's bytes to a resolved target.
 
-        Over TCP an open connection to the target (or the one the target
-        names) is reused; otherwise a new one is made.
+        Over TCP and TLS an open connection to the target (or the one the
+        target names) is reused; otherwise a new one is made.
 
         Returns:
             A Deferred that fires when the bytes were handed to a socket, or
@@ -651,7 +755,7 @@ class SIPTransports:
             except TransportError as e:
                 return defer.fail(e)
             return defer.succeed(None)
-        if target.transport != "TCP":
+        if target.transport not in STREAMS:
             return defer.fail(
                 TransportError(f"unsupported transport {target.transport}")
             )
@@ -662,16 +766,21 @@ class SIPTransports:
         return self._connectAndSend(data, target)
 
     def connectionFor(self, target: Peer) -> SIPStreamProtocol | None:
-        """The open TCP connection that bytes for ``target`` go over, if any.
+        """The open stream connection that bytes for ``target`` go over, if any.
 
         The one the target names while it is open, or else an open one to
-        the target's address.
+        the target's address over the target's transport (a TLS target is
+        never sent to over a TCP connection, nor the other way round).
         """
         named = target.connection
         if isinstance(named, SIPStreamProtocol) and named.connected:
             return named
         connection = self.connections.get((target.host, target.port))
-        if connection is not None and connection.connected:
+        if (
+            connection is not None
+            and connection.connected
+            and connection.transportName == target.transport
+        ):
             return connection
         return None
 
@@ -679,6 +788,8 @@ class SIPTransports:
         """Connect to ``target`` and send; later sends wait for the same connection."""
         if self.reactor is None:
             return defer.fail(TransportError("no reactor to connect with"))
+        if target.transport == "TLS" and self.clientTLS is None:
+            return defer.fail(TransportError("no TLS client options to connect with"))
         key = (target.host, target.port)
         sent: defer.Deferred[None] = defer.Deferred()
         waiting = self._connecting.get(key)
@@ -687,7 +798,14 @@ class SIPTransports:
             return sent
         waiting = self._connecting[key] = [(data, sent)]
         endpointClass = TCP6ClientEndpoint if ":" in target.host else TCP4ClientEndpoint
-        endpoint = endpointClass(self.reactor, target.host, target.port, timeout=10)
+        endpoint: Any = endpointClass(
+            self.reactor, target.host, target.port, timeout=10
+        )
+        if target.transport == "TLS":
+            assert self.clientTLS is not None
+            endpoint = wrapClientTLS(
+                self.clientTLS(target.serverName or target.host), endpoint
+            )
 
         def connected(protocol: object) -> None:
             assert isinstance(protocol, SIPStreamProtocol)
@@ -707,7 +825,9 @@ class SIPTransports:
             for _, d in waiting:
                 d.errback(TransportError(reason))
 
-        endpoint.connect(self._clientFactory).addCallbacks(connected, failed)
+        endpoint.connect(self._clientFactories[target.transport]).addCallbacks(
+            connected, failed
+        )
         return sent
 
     def _writeStream(self, connection: SIPStreamProtocol, data: bytes) -> None:
@@ -750,7 +870,8 @@ class SIPTransports:
                 local = protocol.transport.getHost()
                 host, port = local.host, local.port
         else:
-            port = self.tcpPorts[0] if self.tcpPorts else DEFAULT_PORT
+            ports = self.tlsPorts if target.transport == "TLS" else self.tcpPorts
+            port = ports[0] if ports else defaultPort(target.transport)
             host = "0.0.0.0"
             connection = target.connection
             if not isinstance(connection, SIPStreamProtocol):
@@ -788,12 +909,21 @@ class SIPTransports:
             host = f"[{host}]"
         return Via(target.transport, host, port, {"branch": branch, "rport": None})
 
-    def contactURI(self, target: Peer, user: str | None = None) -> SIPURI:
-        """A URI that reaches this server over the transport of ``target``."""
+    def contactURI(
+        self, target: Peer, user: str | None = None, secure: bool = False
+    ) -> SIPURI:
+        """A URI that reaches this server over the transport of ``target``.
+
+        Over TLS, ``secure`` (the request's URI was ``sips:``) makes a
+        ``sips:`` URI (RFC 3261 section 8.1.1.8, RFC 5630 section 3.1.3);
+        otherwise the URI names its transport (``;transport=tls``).
+        """
         host, port = self.localAddress(target)
         if ":" in host:
             host = f"[{host}]"
         params: dict[str, str | None] = {}
+        if secure and target.transport == "TLS":
+            return SIPURI(host, user, port, params, scheme="sips")
         if target.transport != "UDP":
             params["transport"] = target.transport.lower()
         return SIPURI(host, user, port, params)
@@ -803,35 +933,44 @@ class SIPTransports:
     async def resolve(self, uri: SIPURI, connection: Any = None) -> Peer:
         """Find where to send a request for ``uri`` (RFC 3263 section 4).
 
-        The transport is the URI's ``transport`` parameter, else UDP. An IP
-        literal is used as it is; a host with a port is looked up for its
-        address; a host without a port is looked up as ``_sip._udp`` (or
-        ``_tcp``) SRV first and then as an address on port 5060.
+        The transport is the URI's ``transport`` parameter, else TLS for a
+        ``sips:`` URI and UDP for a ``sip:`` one. An IP literal is used as it
+        is; a host with a port is looked up for its address; a host without
+        a port is looked up as ``_sip._udp`` (``_sip._tcp``, ``_sips._tcp``)
+        SRV first and then as an address on port 5060 (5061 for TLS). A TLS
+        peer keeps the URI's host as the name its certificate must show.
 
         Raises:
             TransportError: the host cannot be resolved.
         """
         transport = uri.transport or ("TLS" if uri.scheme == "sips" else "UDP")
-        if transport not in ("UDP", "TCP"):
+        if uri.scheme == "sips" and transport == "TCP":
+            # RFC 5630 section 3.1.3: sips with transport=tcp still means TLS.
+            transport = "TLS"
+        if transport not in ("UDP", "TCP", "TLS"):
             raise TransportError(f"unsupported transport {transport}")
         host = uri.params.get("maddr") or uri.host
         host = host.strip("[]")
+        name = host if transport == "TLS" else None
+        port = uri.port or defaultPort(transport)
         if isIPAddress(host):
-            return Peer(transport, host, uri.port or DEFAULT_PORT, connection)
+            return Peer(transport, host, port, connection, name)
         if self.resolver is None:
             raise TransportError(f"cannot resolve {host}: no resolver")
         if uri.port is None:
-            srvName = f"_sip._{transport.lower()}.{host}"
-            target = await self._lookupSRV(srvName)
+            service = (
+                "_sips._tcp" if transport == "TLS" else f"_sip._{transport.lower()}"
+            )
+            target = await self._lookupSRV(f"{service}.{host}")
             if target is not None:
                 srvHost, srvPort = target
                 if not srvHost:
                     # RFC 2782: a target of "." means "no service here".
                     raise TransportError(f"no SIP service at {host}")
                 address = await self._lookupAddress(srvHost)
-                return Peer(transport, address, srvPort, connection)
+                return Peer(transport, address, srvPort, connection, name)
         address = await self._lookupAddress(host)
-        return Peer(transport, address, uri.port or DEFAULT_PORT, connection)
+        return Peer(transport, address, port, connection, name)
 
     async def _lookupSRV(self, name: str) -> tuple[str, int] | None:
         try:
@@ -929,7 +1068,10 @@ def _stampVia(request: SIPRequest, peer: Peer) -> None:
 
 __all__ = [
     "DEFAULT_PORT",
+    "DEFAULT_TLS_PORT",
     "RELIABLE",
+    "STREAMS",
+    "ClientTLS",
     "MessageSink",
     "Peer",
     "SIPDatagramProtocol",
@@ -939,4 +1081,5 @@ __all__ = [
     "Statistics",
     "StreamWatcher",
     "TransportError",
+    "defaultPort",
 ]

@@ -538,7 +538,7 @@ class RequestSendingTests(SynchronousTestCase):
         self.failureResultOf(d, TransportError)
 
     def test_unsupportedTransport(self) -> None:
-        """A transport other than UDP and TCP fails with `TransportError`."""
+        """A transport other than UDP, TCP and TLS fails with `TransportError`."""
         d = self.transports.sendBytes(b"NOTIFY", Peer("SCTP", *SOURCE))
         self.failureResultOf(d, TransportError)
 
@@ -665,8 +665,8 @@ class ResolveTests(SynchronousTestCase):
         self.failureResultOf(transports.resolve(SIPURI("example.com")), TransportError)
 
     def test_unsupportedTransport(self) -> None:
-        """A sips URI (TLS) cannot be served and gives `TransportError`."""
-        uri = SIPURI("192.0.2.5", scheme="sips")
+        """A transport this server does not speak gives `TransportError`."""
+        uri = SIPURI("192.0.2.5", params={"transport": "sctp"})
         self.failureResultOf(self.transports.resolve(uri), TransportError)
 
     def test_maddr(self) -> None:

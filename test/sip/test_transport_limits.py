@@ -64,7 +64,7 @@ class ConnectionLimitTests(SynchronousTestCase):
         self.server.tcp("192.0.2.30", 40000)
         self.server.tcp("192.0.2.31", 40000)
         transports = self.server.stack.transports
-        protocol = transports._clientFactory.buildProtocol(None)
+        protocol = transports._clientFactories["TCP"].buildProtocol(None)
         protocol.makeConnection(
             StringTransport(peerAddress=IPv4Address("TCP", "192.0.2.40", 5060))
         )

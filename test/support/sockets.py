@@ -10,8 +10,12 @@ import itertools
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet import defer
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet import defer, ssl
+from twisted.internet.endpoints import (
+    TCP4ClientEndpoint,
+    connectProtocol,
+    wrapClientTLS,
+)
 from twisted.internet.protocol import DatagramProtocol, Protocol
 from twisted.protocols.policies import WrappingFactory
 
@@ -213,7 +217,8 @@ class SocketUA:
     It sends requests to the server and waits for their final response, and
     answers every request the server sends it (NOTIFYs) with ``notifyCode``,
     queueing each new one in `notifications`; a retransmission is answered
-    again but queued once. Over TCP everything goes over one connection, and
+    again but queued once. Over TCP and TLS everything goes over one
+    connection (TLS: with ``tlsOptions``, by default any certificate), and
     the Contact names ``contactPort`` (by default the local port), so that a
     test can name a port where nothing listens.
 
@@ -233,6 +238,7 @@ class SocketUA:
         notifyCode: int = 200,
         contactPort: int | None = None,
         timeout: float = 5.0,
+        tlsOptions: Any = None,
     ) -> None:
         """A user agent for ``user@domain`` talking to 127.0.0.1:``serverPort``.
 
@@ -246,6 +252,7 @@ class SocketUA:
         self.notifyCode = notifyCode
         self.contactPort = contactPort
         self.timeout = timeout
+        self.tlsOptions = tlsOptions
         self.tag = f"{user}-{next(_counter)}"
         self.cseq = 0
         self.notifications: defer.DeferredQueue[SIPRequest] = defer.DeferredQueue()
@@ -274,14 +281,19 @@ class SocketUA:
         return int(self._port.getHost().port)
 
     async def start(self) -> SocketUA:
-        """Open the socket (UDP) or the connection (TCP) to the server."""
+        """Open the socket (UDP) or the connection (TCP, TLS) to the server."""
         if self.transport == "UDP":
             self._port = self.reactor.listenUDP(
                 0, _DatagramLeg(self), interface="127.0.0.1"
             )
         else:
             leg = _StreamLeg(self)
-            endpoint = TCP4ClientEndpoint(self.reactor, "127.0.0.1", self.serverPort)
+            endpoint: Any = TCP4ClientEndpoint(
+                self.reactor, "127.0.0.1", self.serverPort
+            )
+            if self.transport == "TLS":
+                options = self.tlsOptions or ssl.CertificateOptions(verify=False)
+                endpoint = wrapClientTLS(options, endpoint)
             await connectProtocol(endpoint, leg)
             self._stream = leg
         return self
@@ -321,7 +333,9 @@ class SocketUA:
         branch = branch or f"z9hG4bK-ua-{next(_counter)}"
         to = f"<{to or uri}>" + (f";tag={toTag}" if toTag else "")
         contactPort = self.contactPort or self.localPort
-        params = ";transport=tcp" if self.transport == "TCP" else ""
+        params = (
+            "" if self.transport == "UDP" else f";transport={self.transport.lower()}"
+        )
         lines = [
             f"{method} {uri} SIP/2.0",
             f"Via: SIP/2.0/{self.transport} 127.0.0.1:{self.localPort}"
