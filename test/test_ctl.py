@@ -13,9 +13,7 @@ import xmlrpc.client
 from typing import Any
 
 from treq.client import HTTPClient
-from twisted.internet import defer, reactor
-from twisted.internet.endpoints import TCP4ServerEndpoint
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet import reactor
 from twisted.python import usage
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -27,7 +25,8 @@ from presence.storage.credentials import Credentials, SQLCredentialStore
 from presence.storage.records import Batch, Binding, Publication, Subscription
 from presence.storage.statements import SCHEMA_VERSION
 from presence.testing import pidf
-from test.support.sockets import SocketUA, startServerWithAdmin
+from test.support.records import carolSubscription
+from test.support.sockets import SocketUA, startServerWithAdmin, unusedTCPPort
 
 
 def options(*argv: str) -> Options:
@@ -293,37 +292,6 @@ class UserCommandTests(TestCase):
         self.assertEqual((status, text), (0, ""))
 
 
-async def unusedTCPPort() -> int:
-    """A loopback TCP port where nothing listens."""
-    endpoint = TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1")
-    port = await endpoint.listen(Factory.forProtocol(Protocol))
-    address: Any = port.getHost()
-    await defer.maybeDeferred(port.stopListening)
-    return int(address.port)
-
-
-def carol(n: int) -> Subscription:
-    """A stored subscription of watcher ``n`` to carol."""
-    return Subscription(
-        "sip:carol@example.com",
-        "presence",
-        "",
-        f"call-{n:05d}",
-        "t",
-        "f",
-        f"w{n}",
-        "example.org",
-        "carol",
-        "example.com",
-        1,
-        1,
-        f"sip:w{n}@192.0.2.2",
-        "",
-        4e9,
-        socketInfo="udp:192.0.2.2:5060",
-    )
-
-
 class ServerCommandTests(TestCase):
     """show, subscriptions, refresh-watchers and stats against a running server."""
 
@@ -386,7 +354,7 @@ class ServerCommandTests(TestCase):
     async def test_subscriptionsPageThroughAll(self) -> None:
         """Subscriptions lists every one, over more than one page."""
         for n in range(2500):
-            await self.server.stack.store.putSubscription(carol(n))
+            await self.server.stack.store.putSubscription(carolSubscription(n))
         status, text, _ = await self.command("subscriptions")
         self.assertEqual(status, 0)
         lines = text.splitlines()
@@ -438,7 +406,7 @@ class ServerCommandTests(TestCase):
 
     async def test_serverStopped(self) -> None:
         """Against a stopped server: one line saying so, and exit status 1."""
-        port = await unusedTCPPort()
+        port = await unusedTCPPort(reactor)
         config = self.writeConfig(f"tcp:{port}:interface=127.0.0.1")
         for argv in [("stats",), ("show", "sip:bob@example.com"), ("subscriptions",)]:
             status, text, errors = await self.command(*argv, config=config)

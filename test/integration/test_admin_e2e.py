@@ -12,33 +12,11 @@ from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent
 from twisted.web.http_headers import Headers
 
-from presence.storage.records import Subscription
 from presence.testing import pidf
+from test.support.records import carolSubscription
 from test.support.sockets import SocketUA, startServerWithAdmin
 
 BOB = "sip:bob@example.com"
-
-
-def subscription(n: int) -> Subscription:
-    """A stored subscription of watcher ``n`` to carol."""
-    return Subscription(
-        "sip:carol@example.com",
-        "presence",
-        "",
-        f"call-{n:05d}",
-        "ours",
-        "theirs",
-        f"w{n}",
-        "example.org",
-        "carol",
-        "example.com",
-        1,
-        1,
-        f"sip:w{n}@192.0.2.2",
-        "",
-        4e9,
-        socketInfo="udp:192.0.2.2:5060",
-    )
 
 
 class AdminTestCase(TestCase):
@@ -151,7 +129,7 @@ class ListingTests(AdminTestCase):
         """2,500 subscriptions come in 3 pages of at most 1,000, each once."""
         store = self.server.stack.store
         for n in range(2500):
-            await store.putSubscription(subscription(n))
+            await store.putSubscription(carolSubscription(n))
         seen: list[str] = []
         sizes = []
         cursor = ""
@@ -203,7 +181,7 @@ class FaultTests(AdminTestCase):
     async def test_cursorOfAnotherListing(self) -> None:
         """A cursor is refused by a listing that did not make it."""
         for n in range(3):
-            await self.server.stack.store.putSubscription(subscription(n))
+            await self.server.stack.store.putSubscription(carolSubscription(n))
         cursor = (await self.call("subs_phtable_list", "", "", "", 1))["next"]
         self.assertNotEqual(cursor, "")
         fault = await self.fault("pres_watchers_list", "", "", cursor)

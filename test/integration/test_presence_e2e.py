@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from lxml import etree
-from twisted.internet import defer, reactor
-from twisted.internet.endpoints import TCP4ServerEndpoint
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 
 from presence.sip.message import SIPRequest
 from presence.testing import pidf
-from test.support.sockets import SocketUA, startServer
+from test.support.sockets import SocketUA, startServer, unusedTCPPort
 
 PIDF_NS = "{urn:ietf:params:xml:ns:pidf}"
 BOB = "sip:bob@example.com"
@@ -29,15 +25,6 @@ def tuples(notify: SIPRequest) -> dict[str, tuple[str, str]]:
         note = element.findtext(PIDF_NS + "note") or ""
         out[element.get("id") or ""] = (basic, note)
     return out
-
-
-async def unusedTCPPort() -> int:
-    """A loopback TCP port where nothing listens."""
-    endpoint = TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1")
-    port = await endpoint.listen(Factory.forProtocol(Protocol))
-    address: Any = port.getHost()
-    await defer.maybeDeferred(port.stopListening)
-    return int(address.port)
 
 
 class PresenceEndToEndTests(TestCase):
@@ -79,7 +66,7 @@ class PresenceEndToEndTests(TestCase):
 
     async def flow(self, transport: str) -> None:
         """Publish, subscribe, modify, remove and unsubscribe over ``transport``."""
-        contactPort = await unusedTCPPort() if transport == "TCP" else None
+        contactPort = await unusedTCPPort(reactor) if transport == "TCP" else None
         bob = await self.ua("bob", transport)
         alice = await self.ua("alice", transport, contactPort=contactPort)
 
@@ -198,7 +185,7 @@ class PresenceEndToEndTests(TestCase):
 
     async def test_tcpWatcherGoneDropped(self) -> None:
         """A TCP watcher whose connection closed, at a dead Contact, is dropped."""
-        contactPort = await unusedTCPPort()
+        contactPort = await unusedTCPPort(reactor)
         bob = await self.ua("bob")
         alice = await self.ua("alice", "TCP", contactPort=contactPort)
         published = await bob.publish(pidf("open", "phone", "here"))

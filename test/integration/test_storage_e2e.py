@@ -11,18 +11,22 @@ for a length of time; rows are aged by the servers' own clock.
 from __future__ import annotations
 
 import os
-from typing import Any, ClassVar
+from typing import Any
 
 from twisted.internet import defer, reactor, task
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import DatagramProtocol
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 
 from presence.storage.postgres import PostgresStore
 from presence.storage.sqlite import SQLiteStore
 from presence.tap import StackService
 from presence.testing import pidf
-from test.support.postgres import NO_PG, PG_DSN, PostgresDatabase, pgAddress, pgURL
+from test.support.postgres import (
+    PostgresPerClass,
+    pgAddress,
+    pgURL,
+)
 from test.support.proxy import CuttableProxy
 from test.support.records import aliceSubscription
 from test.support.sockets import SocketUA, startServer
@@ -136,27 +140,12 @@ class RestartTests(ServerTestCase):
         self.assertGreater(resumed.cseq.number, unflushed.cseq.number)
 
 
-class PostgresServerTestCase(ServerTestCase):
+class PostgresServerTestCase(PostgresPerClass, ServerTestCase):
     """A PostgreSQL database of its own for each test class."""
-
-    database: ClassVar[PostgresDatabase]
-
-    @classmethod
-    def setUpClass(cls) -> None:
-        """Create the class's database, or skip without a server."""
-        if PG_DSN is None:
-            raise SkipTest(NO_PG)
-        cls.database = PostgresDatabase()
-
-    @classmethod
-    def tearDownClass(cls) -> None:
-        """Drop the class's database."""
-        if PG_DSN is not None:
-            cls.database.drop()
 
     async def reader(self, dsn: str | None = None) -> PostgresStore:
         """A store reading the class's database directly."""
-        store = PostgresStore(dsn or self.database.dsn, reactor=reactor)
+        store = PostgresStore(dsn or self.pg.dsn, reactor=reactor)
         await store.start()
         self.addCleanup(store.stop)
         return store
@@ -180,7 +169,7 @@ class SharedModeTests(PostgresServerTestCase):
     async def setUp(self) -> None:  # type: ignore[override]  # trial awaits it
         """Start servers A and B on the class's database, emptied."""
         await self.empty()
-        args = ("--database", self.database.url, "--fallback2db")
+        args = ("--database", self.pg.url, "--fallback2db")
         self.a, self.aPort = await self.server(*args)
         self.b, self.bPort = await self.server(*args)
 
@@ -318,7 +307,7 @@ class OutageTests(PostgresServerTestCase):
         self.addCleanup(self.port.stopListening)
         self.addCleanup(self.proxy.cut)
         self.dsn = pgURL(
-            dbname=self.database.name,
+            dbname=self.pg.name,
             host="127.0.0.1",
             port=str(self.port.getHost().port),
         )
@@ -475,6 +464,6 @@ class PostgresBadBytesTests(BadBytesMixin, PostgresServerTestCase):
     async def serverAndDatabase(self) -> tuple[StackService, int, Any]:
         """A server in cache mode on the class's database, emptied."""
         await self.empty()
-        config = self.configFile(database=self.database.url, db_update_period=0.1)
+        config = self.configFile(database=self.pg.url, db_update_period=0.1)
         server, port = await self.server("--config", config)
         return server, port, await self.reader()

@@ -8,7 +8,7 @@ database lets a change through within 5 seconds.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
@@ -30,7 +30,7 @@ from presence.storage.errors import SchemaError, StorageError
 from presence.storage.postgres import PostgresStore
 from presence.storage.sql import SCHEMA_VERSION
 from presence.storage.sqlite import SQLiteStore
-from test.support.postgres import NO_PG, PG_DSN, PostgresDatabase
+from test.support.postgres import NO_PG, PG_DSN, PostgresDatabase, PostgresPerClass
 
 if TYPE_CHECKING:
     _Base = TestCase
@@ -226,24 +226,10 @@ class SQLiteCredentialTests(SQLCredentialTests, TestCase):
         self.store = SQLCredentialStore(self.database)
 
 
-class PostgresCredentialTests(SQLCredentialTests, TestCase):
+class PostgresCredentialTests(PostgresPerClass, SQLCredentialTests, TestCase):
     """The subscriber table in PostgreSQL."""
 
     timeout = 20
-    pg: ClassVar[PostgresDatabase]
-
-    @classmethod
-    def setUpClass(cls) -> None:
-        """A database for the class, or skip without a server."""
-        if PG_DSN is None:
-            raise SkipTest(NO_PG)
-        cls.pg = PostgresDatabase()
-
-    @classmethod
-    def tearDownClass(cls) -> None:
-        """Drop the class's database."""
-        if PG_DSN is not None:
-            cls.pg.drop()
 
     async def setUp(self) -> None:  # type: ignore[override]  # trial awaits it
         """The class's database with the schema and no user."""

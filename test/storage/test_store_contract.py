@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import psycopg2
 import psycopg2.extensions
@@ -18,7 +18,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.task import deferLater
-from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
 from presence.status import ACTIVE, PENDING, TERMINATED
@@ -37,7 +37,10 @@ from presence.storage.records import (
 )
 from presence.storage.sql import SCHEMA_VERSION
 from presence.storage.sqlite import SQLiteStore
-from test.support.postgres import NO_PG, PG_DSN, PostgresDatabase, pgDSN
+from test.support.postgres import (
+    PostgresPerClass,
+    pgDSN,
+)
 from test.support.proxy import CuttableProxy
 
 #: The tables emptied before each PostgreSQL test (DELETE is quicker than
@@ -840,28 +843,14 @@ class SQLiteStoreContractTests(StoreContract, SQLStoreTests, TestCase):
 # -- PostgreSQL --------------------------------------------------------------
 
 
-class PostgresTestCase(TestCase):
+class PostgresTestCase(PostgresPerClass, TestCase):
     """A test case with a database of its own for the class."""
 
     timeout = 20
-    database: ClassVar[PostgresDatabase]
-
-    @classmethod
-    def setUpClass(cls) -> None:
-        """Create the class's database, or skip without a server."""
-        if PG_DSN is None:
-            raise SkipTest(NO_PG)
-        cls.database = PostgresDatabase()
-
-    @classmethod
-    def tearDownClass(cls) -> None:
-        """Drop the class's database."""
-        if PG_DSN is not None:
-            cls.database.drop()
 
     async def makeStore(self, dsn: str | None = None, **kw: Any) -> PostgresStore:
         """A started store of the class's database, with the schema, emptied."""
-        store = PostgresStore(dsn or self.database.dsn, reactor=reactor, **kw)
+        store = PostgresStore(dsn or self.pg.dsn, reactor=reactor, **kw)
         await store.start()
         self.addCleanup(store.stop)
         await store.ensureSchema(create=True)
@@ -918,7 +907,7 @@ class PostgresOutageTests(PostgresTestCase):
 
     async def setUp(self) -> None:  # type: ignore[override]  # trial awaits it
         """Put a proxy between the store and the server."""
-        params = psycopg2.extensions.parse_dsn(self.database.dsn)
+        params = psycopg2.extensions.parse_dsn(self.pg.dsn)
         self.proxy = CuttableProxy(
             params.get("host", "127.0.0.1"), int(params.get("port", 5432))
         )
@@ -927,7 +916,7 @@ class PostgresOutageTests(PostgresTestCase):
         self.addCleanup(self.port.stopListening)
         self.addCleanup(self.proxy.cut)
         dsn = pgDSN(
-            dbname=self.database.name,
+            dbname=self.pg.name,
             host="127.0.0.1",
             port=str(self.port.getHost().port),
         )

@@ -9,10 +9,10 @@ Kamailio with the whole HTTP path, OpenSIPS's client with a full URL).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import reactor
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 from zope.interface.verify import verifyObject
 
 from presence.storage.postgres import PostgresStore
@@ -26,7 +26,7 @@ from presence.storage.xcap import (
     SQLXCAPStore,
     XCAPDocument,
 )
-from test.support.postgres import NO_PG, PG_DSN, PostgresDatabase
+from test.support.postgres import PostgresPerClass
 
 if TYPE_CHECKING:
     _Base = TestCase
@@ -200,24 +200,10 @@ class SQLiteXCAPTests(SQLXCAPTests, TestCase):
         self.store = SQLXCAPStore(self.database)
 
 
-class PostgresXCAPTests(SQLXCAPTests, TestCase):
+class PostgresXCAPTests(PostgresPerClass, SQLXCAPTests, TestCase):
     """The xcap table in PostgreSQL."""
 
     timeout = 20
-    pg: ClassVar[PostgresDatabase]
-
-    @classmethod
-    def setUpClass(cls) -> None:
-        """A database for the class, or skip without a server."""
-        if PG_DSN is None:
-            raise SkipTest(NO_PG)
-        cls.pg = PostgresDatabase()
-
-    @classmethod
-    def tearDownClass(cls) -> None:
-        """Drop the class's database."""
-        if PG_DSN is not None:
-            cls.pg.drop()
 
     async def setUp(self) -> None:  # type: ignore[override]  # trial awaits it
         """The class's database with the schema and no document."""

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import os
 import uuid
+from typing import ClassVar
+
+from twisted.trial.unittest import SkipTest
 
 #: The DSN of the test PostgreSQL server, or None: tests then skip.
 PG_DSN = os.environ.get("PRESENCE_TEST_PG_DSN")
@@ -77,3 +80,26 @@ class PostgresDatabase:
     def drop(self) -> None:
         """Drop it, closing what is still connected."""
         self._admin(f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)")
+
+
+class PostgresPerClass:
+    """A mixin for test cases: a database of its own for each test class.
+
+    ``pg`` is created before the class's first test and dropped after its
+    last; without a server (`PG_DSN` unset) the class is skipped.
+    """
+
+    pg: ClassVar[PostgresDatabase]
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        """Create the class's database, or skip without a server."""
+        if PG_DSN is None:
+            raise SkipTest(NO_PG)
+        cls.pg = PostgresDatabase()
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        """Drop the class's database."""
+        if PG_DSN is not None:
+            cls.pg.drop()

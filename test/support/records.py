@@ -28,3 +28,24 @@ def aliceSubscription(**changes: Any) -> Subscription:
     }
     fields.update(changes)
     return Subscription(**fields)
+
+
+def carolSubscription(n: int, **changes: Any) -> Subscription:
+    """Stored subscription number ``n`` to carol's presence, of watcher ``w{n}``.
+
+    Many of them, each its own dialog, fill listings and pages.
+    """
+    return aliceSubscription(
+        presentity="sip:carol@example.com",
+        callId=f"call-{n:05d}",
+        toTag="t",
+        fromTag="f",
+        watcherUsername=f"w{n}",
+        watcherDomain="example.org",
+        toUser="carol",
+        localCSeq=1,
+        contact=f"sip:w{n}@192.0.2.2",
+        expires=4e9,
+        socketInfo="udp:192.0.2.2:5060",
+        **changes,
+    )

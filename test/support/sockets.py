@@ -13,10 +13,11 @@ from typing import Any
 from twisted.internet import defer, ssl
 from twisted.internet.endpoints import (
     TCP4ClientEndpoint,
+    TCP4ServerEndpoint,
     connectProtocol,
     wrapClientTLS,
 )
-from twisted.internet.protocol import DatagramProtocol, Protocol
+from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 from twisted.protocols.policies import WrappingFactory
 
 from presence.sip.message import SIPMessage, SIPRequest, SIPResponse, responseTo
@@ -513,3 +514,12 @@ class SocketUA:
             self.sendBytes(response)
         if new:
             self.notifications.put(message)
+
+
+async def unusedTCPPort(reactor: Any) -> int:
+    """A loopback TCP port where nothing listens (just found free)."""
+    endpoint = TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1")
+    port = await endpoint.listen(Factory.forProtocol(Protocol))
+    address: Any = port.getHost()
+    await defer.maybeDeferred(port.stopListening)
+    return int(address.port)
