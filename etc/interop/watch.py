@@ -4,22 +4,20 @@ Run from the repository root with the project's virtual environment:
 
     .venv/bin/python etc/interop/watch.py --port 15070 --seconds 60
 
-bob publishes an open PIDF, then alice subscribes to bob's presence over
-UDP; every response and every NOTIFY (its Subscription-State and the first
-line of its body) is printed with the time, for ``--seconds`` seconds. It
-answers each NOTIFY 200. It uses the end-to-end tests' user agent
-(test/support/sockets.py).
+bob (``--presentity``) publishes an open PIDF, then alice (``--watcher``)
+subscribes to bob's presence over UDP; every response and every NOTIFY (its
+Subscription-State and the first PIDF basic status of its body) is printed
+with the time, for ``--seconds`` seconds. It answers each NOTIFY 200. It
+uses the end-to-end tests' user agent (test/support/sockets.py).
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
+import importlib.util
 import time
 from pathlib import Path
 from typing import Any
-
-import importlib.util
 
 from twisted.internet import defer, task
 
@@ -40,20 +38,35 @@ PIDF = b"""<?xml version="1.0" encoding="UTF-8"?>
 
 
 def say(what: str) -> None:
+    """Print a line with the time."""
     print(time.strftime("%H:%M:%S"), what, flush=True)
 
 
+def basic(body: str) -> str:
+    """The first PIDF basic status in a body, or ``-``."""
+    for status in ("open", "closed"):
+        if f"<basic>{status}" in body:
+            return status
+    return "-"
+
+
 async def main(reactor: Any, options: argparse.Namespace) -> None:
-    bob = SocketUA(reactor, "bob", options.port)
-    bob.tag = f"bob-{time.time_ns()}"
+    """Publish for bob, subscribe as the watcher, print what comes."""
+    bob = SocketUA(reactor, options.presentity, options.port)
+    bob.tag = f"{options.presentity}-{time.time_ns()}"
     await bob.start()
     alice = SocketUA(reactor, options.watcher, options.port)
     alice.tag = f"{options.watcher}-{time.time_ns()}"
     await alice.start()
     if options.publish:
-        response = await bob.publish(PIDF, expires=3600)
-        say(f"bob PUBLISH -> {response.code} {response.phrase}")
-    response = await alice.subscribe("sip:bob@example.com", expires=options.expires)
+        response = await bob.publish(
+            PIDF.replace(b"sip:bob@", f"sip:{options.presentity}@".encode()),
+            expires=3600,
+        )
+        say(f"{options.presentity} PUBLISH -> {response.code} {response.phrase}")
+    response = await alice.subscribe(
+        f"sip:{options.presentity}@example.com", expires=options.expires
+    )
     say(f"{options.watcher} SUBSCRIBE -> {response.code} {response.phrase}")
     deadline = reactor.seconds() + options.seconds
     while reactor.seconds() < deadline:
@@ -64,8 +77,10 @@ async def main(reactor: Any, options: argparse.Namespace) -> None:
             break
         state = notify.header("Subscription-State")
         body = notify.body.decode("utf-8", "replace")
-        basic = "closed" if "<basic>closed" in body else "open" if "<basic>open" in body else "-"
-        say(f"NOTIFY Subscription-State: {state}; body {len(notify.body)} bytes, basic {basic}")
+        say(
+            f"NOTIFY Subscription-State: {state};"
+            f" body {len(notify.body)} bytes, basic {basic(body)}"
+        )
         if options.verbose and body:
             print(body, flush=True)
     if alice.toTag is not None and options.unsubscribe:
@@ -83,9 +98,11 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=15070)
     parser.add_argument("--watcher", default="alice")
+    parser.add_argument("--presentity", default="bob")
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--expires", type=int, default=600)
     parser.add_argument("--no-publish", dest="publish", action="store_false")
     parser.add_argument("--no-unsubscribe", dest="unsubscribe", action="store_false")
     parser.add_argument("--verbose", action="store_true")
-    task.react(lambda reactor: defer.Deferred.fromCoroutine(main(reactor, parser.parse_args())))
+    options = parser.parse_args()
+    task.react(lambda reactor: defer.Deferred.fromCoroutine(main(reactor, options)))
