@@ -371,17 +371,14 @@ class XCAPClient(Service):
             await self.documents.remove(username, domain, docType, held.docURI)
             return True
         assert body is not None
-        if held is not None and held.doc == body and held.etag == etag:
-            if held.docURI == url:
-                return False
-            # The same document from another root: kept under its URL.
-            await self._store(username, domain, docType, url, body, etag)
-            await self.documents.remove(username, domain, docType, held.docURI)
+        same = held is not None and held.doc == body and held.etag == etag
+        if same and held is not None and held.docURI == url:
             return False
         await self._store(username, domain, docType, url, body, etag)
         if held is not None and held.docURI != url:
+            # From another root than the last time: kept under its URL.
             await self.documents.remove(username, domain, docType, held.docURI)
-        return True
+        return not same
 
     def _failed(self, server: str, error: Exception, following: str | None) -> None:
         """Log a server's failure, once until it answers again."""
