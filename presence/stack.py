@@ -64,7 +64,7 @@ from presence.storage.service import CACHE, MEMORY, SHARED, StorageService
 from presence.storage.statistics import StorageStatistics
 from presence.storage.xcap import IXCAPStore, MemoryXCAPStore, SQLXCAPStore
 from presence.xcap.client import FETCH_TIMEOUT, FetchingXCAPStore, XCAPClient
-from presence.xcap.integrated import RulesPolicy, RulesWatch
+from presence.xcap.integrated import HardStateReader, RulesPolicy, RulesWatch
 from presence.xcap.policy import AllowAll, IPrivacyPolicy
 from presence.xcap.transform import currentSphere
 
@@ -148,9 +148,14 @@ def buildStack(config: Config, reactor: Any) -> Stack:
     if config.maxSubscriptionsPerWatcher:
         subscriptions = counted = WatcherCounts(store)
     xcapClient = xcap.client if isinstance(xcap, FetchingXCAPStore) else None
+    # pidf_manipulation: the users' hard state, aggregated with what they
+    # publish (RFC 4827).
+    hardState = (
+        HardStateReader(xcap) if xcap is not None and config.pidfManipulation else None
+    )
     packages = PackageRegistry(
         [
-            PresencePackage(offline=config.offlineBody),
+            PresencePackage(offline=config.offlineBody, hardState=hardState),
             WatcherInfoPackage(reactor, store),
             MessageSummaryPackage(),
             DialogPackage(),
@@ -310,6 +315,7 @@ def buildStack(config: Config, reactor: Any) -> Stack:
             policy,
             lambda presentity: reauthoriser.reauthorise(presentity, "presence"),
             config.queryPeriod,
+            hardState=hardState,
         )
     admin = adminSite(
         statistics,
@@ -322,6 +328,7 @@ def buildStack(config: Config, reactor: Any) -> Stack:
         if config.adminPassword is None
         else (config.adminUser, config.adminPassword),
         refreshDocument=refreshDocument,
+        refreshState=None if hardState is None else reauthoriser.refreshState,
     )
     return Stack(
         config=config,
@@ -386,6 +393,7 @@ def buildPolicy(
             config.xcapServer,
             periodical=config.periodicalQuery,
             period=config.queryPeriod,
+            hardState=config.pidfManipulation,
         )
         documents = FetchingXCAPStore(documents, client)
 
