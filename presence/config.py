@@ -478,9 +478,7 @@ class Config:
                 " allows every watcher without reading any rules, so the"
                 " rules would never count; remove one"
             )
-        if self.pidfManipulation and not (
-            self.integratedXcapServer or self.xcapServer
-        ):
+        if self.pidfManipulation and not (self.integratedXcapServer or self.xcapServer):
             problems.append(
                 "pidf_manipulation = true needs integrated_xcap_server or"
                 " xcap_server: the hard state comes from XCAP"

@@ -398,7 +398,9 @@ class HardStateReader:
             del held[next(iter(held))]
         held[key] = state
 
-    def current(self, presentity: str) -> HardState | None | Awaitable[HardState | None]:
+    def current(
+        self, presentity: str
+    ) -> HardState | Awaitable[HardState | None] | None:
         """See `IHardState.current <presence.xcap.policy.IHardState.current>`."""
         key = _userOf(presentity)
         held = self._held.get(key, _NOT_HELD)

@@ -125,7 +125,7 @@ class IHardState(Interface):
     calls), so what watchers were last told is what is held.
     """
 
-    def current(presentity: str) -> HardState | None | Awaitable[HardState | None]:
+    def current(presentity: str) -> HardState | Awaitable[HardState | None] | None:
         """The presentity's hard state: at once when held, else once read.
 
         Args:
