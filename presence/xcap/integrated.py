@@ -33,7 +33,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
@@ -405,7 +405,7 @@ class HardStateReader:
         key = _userOf(presentity)
         held = self._held.get(key, _NOT_HELD)
         if held is not _NOT_HELD:
-            return held  # type: ignore[return-value]
+            return cast(HardState | None, held)
         return Deferred.fromCoroutine(self._first(key))
 
     async def _first(self, key: tuple[str, str]) -> HardState | None:
@@ -426,7 +426,12 @@ class HardStateReader:
                 waiter.errback(failure)
             raise
         del self._reading[key]
-        self._keep(key, state)
+        held = self._held.get(key, _NOT_HELD)
+        if held is _NOT_HELD:
+            self._keep(key, state)
+        else:
+            # A reload ran meanwhile: what it read is what watchers are told.
+            state = cast(HardState | None, held)
         for waiter in waiters:
             waiter.callback(state)
         return state
