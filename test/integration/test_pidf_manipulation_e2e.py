@@ -60,7 +60,9 @@ class AdminCalls(TestCase):
 
     def newDatabase(self) -> str:
         """The path of a new SQLite file."""
-        return os.path.abspath(self.mktemp() + ".sqlite")
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        return os.path.join(directory, "presence.sqlite")
 
     async def startWith(self, settings: str) -> None:
         """Start the server on a configuration file holding ``settings``."""
