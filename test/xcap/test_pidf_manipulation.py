@@ -195,6 +195,26 @@ class PackageTests(SynchronousTestCase):
         )
         self.assertEqual(len(logged), 1)
 
+    def test_badDocumentsNeverCrash(self) -> None:
+        """Malformed XML, a DTD with entities, a PIDF without entity: left out.
+
+        The hard state goes through the hardened parser and the checks of a
+        PUBLISH body; bad input changes nothing of what is published.
+        """
+        bad = [
+            b"<presence",
+            b'<?xml version="1.0"?><!DOCTYPE p [<!ENTITY e "x">]>'
+            + f'<presence xmlns="{PIDF_NS}" entity="sip:bob@example.com">'.encode()
+            + b"<note>&e;</note></presence>",
+            f'<presence xmlns="{PIDF_NS}"><note>x</note></presence>'.encode(),
+            f'<presence xmlns="{PIDF_NS}" entity="sip:bob@example.com">'
+            "<tuple><status/></tuple></presence>".encode(),
+            b"\xff\xfe",
+        ]
+        package = PresencePackage(hardState=Fixed(*bad, HARD))
+        package.log = Logger(observer=cast(ILogObserver, [].append))
+        self.assertEqual(bodyOf(package, [publication(PHONE)]), HARD_AND_PHONE)
+
     def test_hardStateTagKeysTheBody(self) -> None:
         """Another version of the hard state: another body, same publications."""
         source = Fixed(HARD, tag="h1")
@@ -469,6 +489,42 @@ class IntegratedTests(IntegratedTestCase):
         )
         result = run(self.server.stack.reauthorise(BOB))
         self.assertEqual((result.stateChanged, result.renotified), (False, 0))
+        self.assertEqual(self.alice.notifies(), [])
+
+    def test_pendingWatcherToldNothing(self) -> None:
+        """A pending watcher gets no state, so a new hard state is not sent.
+
+        RFC 6665 section 4.2.2: a pending subscription is not sent state.
+        """
+        self.put(
+            XCAPDocument(
+                "bob",
+                "example.com",
+                ruleset(rule("c", ["alice"], "confirm")),
+                PRES_RULES,
+                "r3",
+            )
+        )
+        self.hardState()
+        self.assertEqual(self.alice.subscribe(BOB).code, 200)
+        [notify] = self.alice.notifies()
+        self.alice.answer(notify)
+        self.assertTrue(str(notify.header("subscription-state")).startswith("pending"))
+        self.hardState(PHONE, "h2")
+        result = run(self.server.stack.reauthorise(BOB))
+        self.assertEqual((result.stateChanged, result.renotified), (True, 0))
+        self.assertEqual(self.alice.notifies(), [])
+
+    def test_unchangedCheckTellsNothing(self) -> None:
+        """The periodic check of an unchanged hard state notifies nobody."""
+        self.hardState()
+        self.assertEqual(self.alice.subscribe(BOB).code, 200)
+        self.body()
+        watch = self.server.stack.rulesWatch
+        assert watch is not None
+        checks = watch.checks
+        self.server.advance(300)
+        self.assertEqual(watch.checks, checks + 3)
         self.assertEqual(self.alice.notifies(), [])
 
     def test_changedNoticedWithoutSignal(self) -> None:
