@@ -17,7 +17,8 @@ client for a user's documents the first time the user's rules are read.
 - The documents fetched: ``<root>/pres-rules/users/sip:<user>@<domain>/index``,
   and ``<root>/resource-lists/users/sip:<user>@<domain>/index`` when the
   pres-rules have an ``external-list`` condition (or a resource-lists
-  document is already held).
+  document is already held), and with ``hardState`` (``pidf_manipulation``)
+  ``<root>/pidf-manipulation/users/sip:<user>@<domain>/index`` (RFC 4827).
 - Every ``period`` seconds each user asked for is fetched again, with
   ``If-None-Match`` on the held entity tag: 304 changes nothing, 200 with
   another document replaces it and re-authorises, 404 removes it and
