@@ -10,6 +10,7 @@ stack on fake transports.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -153,9 +154,13 @@ def buildStack(config: Config, reactor: Any) -> Stack:
     hardState = (
         HardStateReader(xcap) if xcap is not None and config.pidfManipulation else None
     )
+    presencePackage = PresencePackage(offline=config.offlineBody, hardState=hardState)
+    if hardState is not None and isinstance(policy, RulesPolicy):
+        # A sphere set in the hard state counts as a published one.
+        policy.sphere = sphereReader(store, presencePackage)
     packages = PackageRegistry(
         [
-            PresencePackage(offline=config.offlineBody, hardState=hardState),
+            presencePackage,
             WatcherInfoPackage(reactor, store),
             MessageSummaryPackage(),
             DialogPackage(),
@@ -404,6 +409,24 @@ def buildPolicy(
         return currentSphere(aggregate(presentity, [p.body for p in publications]))
 
     return documents, RulesPolicy(reactor, documents, sphere=sphere)
+
+
+def sphereReader(
+    store: IPresenceStore, package: PresencePackage
+) -> Callable[[str], Awaitable[str | None]]:
+    """Reads a presentity's current sphere in its whole document.
+
+    With ``pidf_manipulation`` the document holds the hard state too
+    (`PresencePackage.document`), so that a ``sphere`` condition sees a
+    sphere the user set by XCAP.
+    """
+
+    async def sphere(presentity: str) -> str | None:
+        publications = await store.publications(aorOf(presentity), "presence")
+        document = await package.document(presentity, publications)
+        return None if document is None else currentSphere(document)
+
+    return sphere
 
 
 def buildCredentials(reactor: Any, storage: StorageService) -> ICredentialStore:

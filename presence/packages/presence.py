@@ -188,6 +188,27 @@ class PresencePackage(EventPackage):
             return self._compose(presentity, decision, publications, held)
         return self._composeLater(presentity, decision, publications, held)
 
+    async def document(
+        self, presentity: str, publications: Sequence[Publication]
+    ) -> bytes | None:
+        """The whole aggregate (hard state included), or ``None`` when empty.
+
+        What a watcher with every permission sees, without the offline
+        body: the rules' ``sphere`` conditions read the presentity's current
+        sphere in it (RFC 4745 section 7.2), so that a sphere set in the
+        hard state counts as one published does.
+        """
+        hard = None
+        if self.hardState is not None:
+            held = self.hardState.current(presentity)
+            hard = held if held is None or isinstance(held, HardState) else await held
+        if not publications and (
+            hard is None or not self._hardDocuments(presentity, hard)
+        ):
+            return None
+        body = self._compose(presentity, None, publications, hard)
+        return None if body is None else body.data
+
     async def _composeLater(
         self,
         presentity: str,

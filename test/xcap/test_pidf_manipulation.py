@@ -45,6 +45,7 @@ from test.xcap.test_integrated import (
     BOB,
     EVERYTHING,
     PIDF_NS,
+    inSphere,
     rule,
     ruleset,
     run,
@@ -709,3 +710,43 @@ class ExternalTests(SynchronousTestCase):
         assert xcap is not None
         [stored] = run(xcap.documents("bob", "example.com", (PIDF_MANIPULATION,)))
         self.assertEqual(stored.doc, HARD)
+
+
+class HardSphereTests(IntegratedTestCase):
+    """A sphere set in the hard state counts for the rules' sphere conditions."""
+
+    def test_sphereInTheHardState(self) -> None:
+        """Bob's hard state says he is at work: alice is allowed.
+
+        RFC 4745 section 7.2: the sphere condition holds when the
+        presentity's current state is in the sphere it names; with the hard
+        state part of bob's document, its ``<rpid:sphere>`` is his sphere
+        while he publishes none.
+        """
+        self.put(
+            XCAPDocument(
+                "bob",
+                "example.com",
+                ruleset(
+                    '<cr:rule id="w"><cr:conditions><cr:identity>'
+                    '<cr:one id="sip:alice@example.com"/></cr:identity>'
+                    '<cr:sphere value="work"/></cr:conditions>'
+                    "<cr:actions><pr:sub-handling>allow</pr:sub-handling>"
+                    "</cr:actions><cr:transformations><pr:provide-services>"
+                    "<pr:all-services/></pr:provide-services></cr:transformations>"
+                    "</cr:rule>",
+                    rule("c", ["alice"], "confirm"),
+                ),
+                PRES_RULES,
+                "r4",
+            )
+        )
+        self.hardState(inSphere("work"))
+        self.assertEqual(self.alice.subscribe(BOB).code, 200)
+        self.assertIn(b"<basic>open</basic>", self.body())
+        # Bob's hard state now says home: alice waits again.
+        self.hardState(inSphere("home"), "h2")
+        run(self.server.stack.reauthorise(BOB))
+        [notify] = self.alice.notifies()
+        self.alice.answer(notify)
+        self.assertTrue(str(notify.header("subscription-state")).startswith("pending"))
