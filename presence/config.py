@@ -228,6 +228,10 @@ class Config:
         periodicalQuery: whether the external mode fetches every document
             held again every ``queryPeriod`` seconds.
         queryPeriod: seconds between the external mode's checks.
+        pidfManipulation: each user's hard state (RFC 4827
+            pidf-manipulation, ``doc_type`` 16) is aggregated with what is
+            published: read from the ``xcap`` table, or fetched with the
+            pres-rules in the external mode. Needs an XCAP mode.
         sourceRateLimit: requests a second accepted from one source address
             (trusted peers excepted), with a burst of twice that; over it,
             503 with Retry-After, and beyond four times it the excess is
@@ -291,6 +295,7 @@ class Config:
     xcapServer: tuple[str, ...] = ()
     periodicalQuery: bool = True
     queryPeriod: int = 100
+    pidfManipulation: bool = False
     sourceRateLimit: float = 200.0
     maxSubscriptionsPerWatcher: int = 1000
     maxPublicationsPerPresentity: int = 32
@@ -473,6 +478,11 @@ class Config:
                 " allows every watcher without reading any rules, so the"
                 " rules would never count; remove one"
             )
+        if self.pidfManipulation and not (self.integratedXcapServer or self.xcapServer):
+            problems.append(
+                "pidf_manipulation = true needs integrated_xcap_server or"
+                " xcap_server: the hard state comes from XCAP"
+            )
         for url in self.xcapServer:
             if not url.startswith(("http://", "https://")):
                 problems.append(f"xcap_server: {url!r} is not an http(s) URL")
@@ -574,6 +584,10 @@ _KEYS: dict[str, tuple[str, Any]] = {
         lambda v: _bool("periodical_query", v),
     ),
     "query_period": ("queryPeriod", lambda v: _seconds("query_period", v)),
+    "pidf_manipulation": (
+        "pidfManipulation",
+        lambda v: _bool("pidf_manipulation", v),
+    ),
     "source_rate_limit": (
         "sourceRateLimit",
         lambda v: float(_number("source_rate_limit", v)),

@@ -10,6 +10,7 @@ stack on fake transports.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,7 +65,7 @@ from presence.storage.service import CACHE, MEMORY, SHARED, StorageService
 from presence.storage.statistics import StorageStatistics
 from presence.storage.xcap import IXCAPStore, MemoryXCAPStore, SQLXCAPStore
 from presence.xcap.client import FETCH_TIMEOUT, FetchingXCAPStore, XCAPClient
-from presence.xcap.integrated import RulesPolicy, RulesWatch
+from presence.xcap.integrated import HardStateReader, RulesPolicy, RulesWatch
 from presence.xcap.policy import AllowAll, IPrivacyPolicy
 from presence.xcap.transform import currentSphere
 
@@ -148,9 +149,18 @@ def buildStack(config: Config, reactor: Any) -> Stack:
     if config.maxSubscriptionsPerWatcher:
         subscriptions = counted = WatcherCounts(store)
     xcapClient = xcap.client if isinstance(xcap, FetchingXCAPStore) else None
+    # pidf_manipulation: the users' hard state, aggregated with what they
+    # publish (RFC 4827).
+    hardState = (
+        HardStateReader(xcap) if xcap is not None and config.pidfManipulation else None
+    )
+    presencePackage = PresencePackage(offline=config.offlineBody, hardState=hardState)
+    if hardState is not None and isinstance(policy, RulesPolicy):
+        # A sphere set in the hard state counts as a published one.
+        policy.sphere = sphereReader(store, presencePackage)
     packages = PackageRegistry(
         [
-            PresencePackage(offline=config.offlineBody),
+            presencePackage,
             WatcherInfoPackage(reactor, store),
             MessageSummaryPackage(),
             DialogPackage(),
@@ -310,6 +320,7 @@ def buildStack(config: Config, reactor: Any) -> Stack:
             policy,
             lambda presentity: reauthoriser.reauthorise(presentity, "presence"),
             config.queryPeriod,
+            hardState=hardState,
         )
     admin = adminSite(
         statistics,
@@ -322,6 +333,7 @@ def buildStack(config: Config, reactor: Any) -> Stack:
         if config.adminPassword is None
         else (config.adminUser, config.adminPassword),
         refreshDocument=refreshDocument,
+        refreshState=None if hardState is None else reauthoriser.refreshState,
     )
     return Stack(
         config=config,
@@ -386,6 +398,7 @@ def buildPolicy(
             config.xcapServer,
             periodical=config.periodicalQuery,
             period=config.queryPeriod,
+            hardState=config.pidfManipulation,
         )
         documents = FetchingXCAPStore(documents, client)
 
@@ -396,6 +409,24 @@ def buildPolicy(
         return currentSphere(aggregate(presentity, [p.body for p in publications]))
 
     return documents, RulesPolicy(reactor, documents, sphere=sphere)
+
+
+def sphereReader(
+    store: IPresenceStore, package: PresencePackage
+) -> Callable[[str], Awaitable[str | None]]:
+    """Reads a presentity's current sphere in its whole document.
+
+    With ``pidf_manipulation`` the document holds the hard state too
+    (`PresencePackage.document`), so that a ``sphere`` condition sees a
+    sphere the user set by XCAP.
+    """
+
+    async def sphere(presentity: str) -> str | None:
+        publications = await store.publications(aorOf(presentity), "presence")
+        document = await package.document(presentity, publications)
+        return None if document is None else currentSphere(document)
+
+    return sphere
 
 
 def buildCredentials(reactor: Any, storage: StorageService) -> ICredentialStore:

@@ -20,7 +20,12 @@ from twisted.web.resource import IResource, Resource
 from twisted.web.server import Request, Site
 
 from presence.admin.metrics import MetricsResource, ServerStatistics
-from presence.admin.xmlrpc import AdminXMLRPC, Reauthorise, RefreshDocument
+from presence.admin.xmlrpc import (
+    AdminXMLRPC,
+    Reauthorise,
+    RefreshDocument,
+    RefreshState,
+)
 from presence.core.notify import Notifier
 from presence.packages.interfaces import PackageRegistry
 from presence.storage.interfaces import IPresenceStore
@@ -37,6 +42,7 @@ def adminSite(
     reauthorise: Reauthorise | None = None,
     credentials: tuple[str, str] | None = None,
     refreshDocument: RefreshDocument | None = None,
+    refreshState: RefreshState | None = None,
 ) -> Site:
     """The administration site of one server.
 
@@ -52,6 +58,8 @@ def adminSite(
             basic authentication); ``None``: none asked.
         refreshDocument: what ``refreshXcapDoc`` calls, in the external
             XCAP mode.
+        refreshState: what ``refreshWatchers`` of a type other than 0
+            calls, with pidf-manipulation.
 
     Returns:
         A site serving ``/RPC2`` (`AdminXMLRPC`) and ``/metrics``
@@ -61,7 +69,13 @@ def adminSite(
     root.putChild(
         b"RPC2",
         AdminXMLRPC(
-            store, notifier, packages, statistics, reauthorise, refreshDocument
+            store,
+            notifier,
+            packages,
+            statistics,
+            reauthorise,
+            refreshDocument,
+            refreshState,
         ),
     )
     root.putChild(b"metrics", MetricsResource(statistics))

@@ -62,6 +62,11 @@ Reauthorise = Callable[[str, str], Coroutine[Any, Any, tuple[int, int]]]
 #: ``LookupError`` when no such document is held.
 RefreshDocument = Callable[[str, int | None], Coroutine[Any, Any, bool]]
 
+#: ``refreshWatchers`` of another type than 0, with a hard state: (presentity
+#: URI, event) -> how many subscriptions were notified, the hard state read
+#: again first.
+RefreshState = Callable[[str, str], Coroutine[Any, Any, int]]
+
 #: Entries in a page when the caller gives no limit.
 DEFAULT_LIMIT: Final = 1000
 
@@ -289,6 +294,7 @@ class AdminXMLRPC(xmlrpc.XMLRPC):
         statistics: ServerStatistics,
         reauthorise: Reauthorise | None = None,
         refreshDocument: RefreshDocument | None = None,
+        refreshState: RefreshState | None = None,
     ) -> None:
         """Answer from ``store``, notify through ``notifier``.
 
@@ -304,10 +310,15 @@ class AdminXMLRPC(xmlrpc.XMLRPC):
                 the stored state like any other.
             refreshDocument: what ``refreshXcapDoc`` calls (the external
                 XCAP mode); none: every ``refreshXcapDoc`` is fault 404.
+            refreshState: what ``refreshWatchers`` of every other type calls
+                when the users' hard state (pidf-manipulation) is read:
+                read it again, then notify every watcher; none: those types
+                re-send the state through ``notifier``.
         """
         super().__init__(allowNone=False, useDateTime=False)
         self.reauthorise = reauthorise
         self.refreshDocument = refreshDocument
+        self.refreshState = refreshState
         self.store = store
         self.notifier = notifier
         self.packages = packages
@@ -473,7 +484,8 @@ class AdminXMLRPC(xmlrpc.XMLRPC):
         are decided again, and those whose status or view changed are
         notified (and the winfo watchers). Any other type, or type 0 without
         rules, sends every active or pending watcher a NOTIFY with the
-        state stored now. Answers {presentity, event, type, subscriptions,
+        state stored now (with pidf-manipulation, the user's hard state read
+        again from XCAP first). Answers {presentity, event, type, subscriptions,
         changed}: how many subscriptions the presentity has for the event,
         and how many changed status (0 for a plain re-send).
         """
@@ -498,6 +510,8 @@ class AdminXMLRPC(xmlrpc.XMLRPC):
             changed = 0
             if kind == 0 and self.reauthorise is not None:
                 notified, changed = await self.reauthorise(uri, event)
+            elif kind != 0 and self.refreshState is not None:
+                notified = await self.refreshState(uri, event)
             else:
                 notified = await self.notifier.presentityChanged(uri, event)
             self.log.info(

@@ -14,9 +14,14 @@ the watchers what changed:
 - to blocked: the subscription ends with ``terminated;reason=rejected``
   (RFC 6665 section 4.2.2), and ``rejected`` for the winfo watchers;
 - the same status with other permissions, or a polite block begun or
-  lifted: a NOTIFY with what the watcher may see now.
+  lifted: a NOTIFY with what the watcher may see now;
+- the presentity's hard state (RFC 4827 pidf-manipulation, held by the
+  package's ``hardState``) read again and found changed: a NOTIFY with the
+  new document to every active watcher not notified already.
 
 Every change of status is also a winfo NOTIFY (RFC 3857 section 4.3).
+`Reauthoriser.refreshState` is ``refreshWatchers`` of type 1, "the state
+changed": the hard state read again, every watcher notified.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from presence.packages.interfaces import PackageRegistry
 from presence.status import ACTIVE, PENDING, TERMINATED, WAITING
 from presence.storage.interfaces import IPresenceStore
 from presence.storage.records import Subscription
-from presence.xcap.policy import IPrivacyPolicy
+from presence.xcap.policy import IHardState, IPrivacyPolicy
 
 
 @dataclass
@@ -47,6 +52,8 @@ class ReauthoriseResult:
             what they may see changed.
         rejected: how many ended because they are now blocked.
         watchers: how many watcher rows without a subscription changed.
+        stateChanged: whether the hard state was found changed (every
+            active watcher then notified).
     """
 
     subscriptions: int = 0
@@ -54,6 +61,7 @@ class ReauthoriseResult:
     renotified: int = 0
     rejected: int = 0
     watchers: int = 0
+    stateChanged: bool = False
 
 
 class Reauthoriser:
@@ -138,6 +146,9 @@ class Reauthoriser:
         if package is None or not package.needsAuthorisation:
             return result
         self.policy.forget(presentity)
+        hardState = self.hardStateOf(event)
+        if hardState is not None:
+            result.stateChanged = await hardState.reload(presentity)
         watching: set[tuple[str, str]] = set()
         for subscription in await self.store.subscriptions(presentity, event):
             if subscription.status not in (ACTIVE, PENDING, WAITING):
@@ -193,6 +204,11 @@ class Reauthoriser:
             != (decision.permissions, decision.politeBlock)
         )
         if not statusChanged and not seesOther:
+            if result.stateChanged and subscription.status == ACTIVE:
+                # RFC 4827: the hard state is part of the presentity's
+                # document; a change of it is a change of state to notify.
+                result.renotified += 1
+                self.notifier.send(subscription)
             return
         subscription.status, subscription.reason = decision.status, decision.reason
         subscription.decision = decision
@@ -205,6 +221,28 @@ class Reauthoriser:
         elif seesOther and decision.status == ACTIVE:
             result.renotified += 1
             self.notifier.send(subscription)
+
+    def hardStateOf(self, event: str) -> IHardState | None:
+        """The hard state source of an event's package, if it has one."""
+        package = self.packages.get(event)
+        source = getattr(package, "hardState", None)
+        return source if IHardState.providedBy(source) else None
+
+    async def refreshState(self, presentity: str, event: str = "presence") -> int:
+        """Read the hard state again and notify every watcher of the state.
+
+        OpenSIPS's ``refreshWatchers`` type 1, "the published state
+        changed": every active or pending subscription to the presentity's
+        event gets a NOTIFY with the state composed now, the hard state
+        (when the package has one) read again first.
+
+        Returns:
+            How many subscriptions the presentity has for the event.
+        """
+        hardState = self.hardStateOf(event)
+        if hardState is not None:
+            await hardState.reload(presentity)
+        return await self.notifier.presentityChanged(presentity, event)
 
     async def _watcherChanged(self, subscription: Subscription, event: str) -> None:
         if self.onWatcherChange is not None:

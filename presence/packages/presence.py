@@ -7,14 +7,22 @@ the same ``id`` are taken from the newest publication; extensions (RPID, the
 data model's persons and devices...) are carried through untouched. PIDF
 elements are written in the default namespace, never with a prefix, because
 some phones read only unprefixed PIDF.
+
+With a hard state source (``pidf_manipulation``, RFC 4827) the user's
+pidf-manipulation documents are the oldest sources of the aggregate, before
+every publication, as OpenSIPS aggregates them: a published element with the
+same ``id`` replaces the hard state's, anything else of the hard state stays,
+and with nothing published the hard state alone is the presentity's
+document. Privacy transformations apply to the whole aggregate.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any, ClassVar, Final
 
 from lxml import etree
+from twisted.logger import Logger
 from zope.interface import implementer
 
 from presence.packages.base import DEFAULT_EXPIRES, EventPackage
@@ -22,7 +30,7 @@ from presence.packages.interfaces import Body, ExpiryRange, IEventPackage
 from presence.packages.xml import parseXML, serialise
 from presence.sip.errors import BadRequest
 from presence.storage.records import Publication, Subscription
-from presence.xcap.policy import FULL_PERMISSIONS
+from presence.xcap.policy import FULL_PERMISSIONS, Decision, HardState, IHardState
 from presence.xcap.rules import Permissions
 from presence.xcap.transform import NotPIDF, transform
 
@@ -95,6 +103,8 @@ def aggregate(entity: str, documents: Sequence[bytes]) -> bytes:
 class PresencePackage(EventPackage):
     """RFC 3856 presence with PIDF bodies."""
 
+    log = Logger()
+
     name = "presence"
     acceptTypes: ClassVar[list[str]] = [PIDF_TYPE]
     notifyTypes: ClassVar[list[str]] = [PIDF_TYPE]
@@ -105,6 +115,7 @@ class PresencePackage(EventPackage):
         offline: str = OFFLINE_CLOSED,
         publishExpires: ExpiryRange = DEFAULT_EXPIRES,
         subscribeExpires: ExpiryRange = DEFAULT_EXPIRES,
+        hardState: IHardState | None = None,
     ) -> None:
         """Configure the offline body and the expiry bounds.
 
@@ -113,11 +124,16 @@ class PresencePackage(EventPackage):
                 is published, ``"empty"`` for a NOTIFY without a body.
             publishExpires: bounds of PUBLISH expiry.
             subscribeExpires: bounds of SUBSCRIBE expiry.
+            hardState: where the users' hard state (RFC 4827) is, aggregated
+                before the publications; none: only what is published.
         """
         if offline not in (OFFLINE_CLOSED, OFFLINE_EMPTY):
             raise ValueError(f"offline body must be closed or empty, not {offline!r}")
         super().__init__(publishExpires, subscribeExpires)
         self.offline = offline
+        self.hardState = hardState
+        # The tags of hard state documents found not to be PIDF, logged once.
+        self._refused: set[str] = set()
         # Bodies by presentity and entity tags: every watcher of a presentity
         # gets the same document, and a new tag comes with every change, so
         # a PUBLISH to thousands of watchers aggregates once.
@@ -148,7 +164,7 @@ class PresencePackage(EventPackage):
         presentity: str,
         subscription: Subscription,
         publications: Sequence[Publication],
-    ) -> Body | None:
+    ) -> Body | Awaitable[Body | None] | None:
         """Aggregate the publications, or give the offline body.
 
         What the watcher sees is what the privacy policy decided
@@ -158,20 +174,74 @@ class PresencePackage(EventPackage):
         through `presence.xcap.transform.transform` (RFC 5025 section 3.3),
         computed once per distinct set of permissions per change. Full
         permissions (``force_active``, or no decision) cost nothing more.
+        The hard state, when there is a source of it, is the oldest
+        document aggregated (held by the source: read only the first time).
         """
         decision = subscription.decision
         if decision is not None and decision.politeBlock:
             return self._offline(presentity)
-        key = (presentity, tuple(p.etag for p in publications))
+        source = self.hardState
+        if source is None:
+            return self._compose(presentity, decision, publications, None)
+        held = source.current(presentity)
+        if held is None or isinstance(held, HardState):
+            return self._compose(presentity, decision, publications, held)
+        return self._composeLater(presentity, decision, publications, held)
+
+    async def document(
+        self, presentity: str, publications: Sequence[Publication]
+    ) -> bytes | None:
+        """The whole aggregate (hard state included), or ``None`` when empty.
+
+        What a watcher with every permission sees, without the offline
+        body: the rules' ``sphere`` conditions read the presentity's current
+        sphere in it (RFC 4745 section 7.2), so that a sphere set in the
+        hard state counts as one published does.
+        """
+        hard = None
+        if self.hardState is not None:
+            held = self.hardState.current(presentity)
+            hard = held if held is None or isinstance(held, HardState) else await held
+        if not publications and (
+            hard is None or not self._hardDocuments(presentity, hard)
+        ):
+            return None
+        body = self._compose(presentity, None, publications, hard)
+        return None if body is None else body.data
+
+    async def _composeLater(
+        self,
+        presentity: str,
+        decision: Decision | None,
+        publications: Sequence[Publication],
+        reading: Awaitable[HardState | None],
+    ) -> Body | None:
+        """`_compose` once the hard state is read (the first time only)."""
+        return self._compose(presentity, decision, publications, await reading)
+
+    def _compose(
+        self,
+        presentity: str,
+        decision: Decision | None,
+        publications: Sequence[Publication],
+        hard: HardState | None,
+    ) -> Body | None:
+        """The aggregate of the hard state and the publications, as seen."""
+        tags = tuple(p.etag for p in publications)
+        if hard is not None:
+            # No entity tag of a publication has a space in it.
+            tags = ("hard state " + hard.tag, *tags)
+        key = (presentity, tags)
         if key in self._bodies:
             body = self._bodies[key]
         else:
-            if not publications:
+            documents = [p.body for p in publications]
+            if hard is not None:
+                documents[:0] = self._hardDocuments(presentity, hard)
+            if not documents:
                 body = self._offline(presentity)
             else:
-                body = Body(
-                    PIDF_TYPE, aggregate(presentity, [p.body for p in publications])
-                )
+                body = Body(PIDF_TYPE, aggregate(presentity, documents))
             if len(self._bodies) >= BODY_CACHE_SIZE:
                 self._bodies.clear()
                 self._transformed.clear()
@@ -182,6 +252,32 @@ class PresencePackage(EventPackage):
         if permissions is FULL_PERMISSIONS or permissions == FULL_PERMISSIONS:
             return body
         return self._transform(key, body, permissions)
+
+    def _hardDocuments(self, presentity: str, hard: HardState) -> list[bytes]:
+        """The hard state documents that are PIDF; the others are logged once.
+
+        RFC 4827 section 5: a pidf-manipulation document is a PIDF document
+        (``application/pidf+xml``); anything else stored under doc_type 16
+        is left out, as a PUBLISH of it would have been refused.
+        """
+        documents: list[bytes] = []
+        for document in hard.documents:
+            try:
+                self.validate(document, PIDF_TYPE)
+            except BadRequest as e:
+                if hard.tag not in self._refused:
+                    if len(self._refused) >= BODY_CACHE_SIZE:
+                        self._refused.clear()
+                    self._refused.add(hard.tag)
+                    self.log.warn(
+                        "a pidf-manipulation document of {presentity} is left"
+                        " out: {reason}",
+                        presentity=presentity,
+                        reason=e.reason,
+                    )
+                continue
+            documents.append(document)
+        return documents
 
     def _offline(self, presentity: str) -> Body | None:
         if self.offline == OFFLINE_EMPTY:

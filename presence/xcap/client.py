@@ -17,7 +17,8 @@ client for a user's documents the first time the user's rules are read.
 - The documents fetched: ``<root>/pres-rules/users/sip:<user>@<domain>/index``,
   and ``<root>/resource-lists/users/sip:<user>@<domain>/index`` when the
   pres-rules have an ``external-list`` condition (or a resource-lists
-  document is already held).
+  document is already held), and with ``hardState`` (``pidf_manipulation``)
+  ``<root>/pidf-manipulation/users/sip:<user>@<domain>/index`` (RFC 4827).
 - Every ``period`` seconds each user asked for is fetched again, with
   ``If-None-Match`` on the held entity tag: 304 changes nothing, 200 with
   another document replaces it and re-authorises, 404 removes it and
@@ -55,6 +56,7 @@ from zope.interface import implementer
 from presence.packages.xml import MAX_XML_SIZE, parseXML
 from presence.sip.errors import BadRequest
 from presence.storage.xcap import (
+    PIDF_MANIPULATION,
     PRES_RULES,
     RESOURCE_LISTS,
     IXCAPStore,
@@ -71,8 +73,13 @@ MAX_DOCUMENT_SIZE: Final = MAX_XML_SIZE
 #: How many users' documents are kept fresh at most.
 USER_LIMIT: Final = 10_000
 
-#: The application usage of each document type fetched (RFC 5025, RFC 4826).
-AUIDS: Final = {PRES_RULES: "pres-rules", RESOURCE_LISTS: "resource-lists"}
+#: The application usage of each document type fetched (RFC 5025, RFC 4826,
+#: RFC 4827).
+AUIDS: Final = {
+    PRES_RULES: "pres-rules",
+    RESOURCE_LISTS: "resource-lists",
+    PIDF_MANIPULATION: "pidf-manipulation",
+}
 
 _EXTERNAL_LIST: Final = "{urn:oma:xml:xdm:common-policy}external-list"
 
@@ -171,6 +178,7 @@ class XCAPClient(Service):
         timeout: float = FETCH_TIMEOUT,
         maxSize: int = MAX_DOCUMENT_SIZE,
         limit: int = USER_LIMIT,
+        hardState: bool = False,
     ) -> None:
         """Fetch from ``roots`` through ``http``, the next when one fails.
 
@@ -188,6 +196,9 @@ class XCAPClient(Service):
             timeout: seconds a fetch may take.
             maxSize: the largest document accepted.
             limit: how many users are kept fresh.
+            hardState: whether each user's pidf-manipulation document
+                (``<root>/pidf-manipulation/users/sip:<aor>/index``, RFC
+                4827) is fetched too, with the pres-rules.
         """
         self.clock = clock
         self.http = http
@@ -199,6 +210,7 @@ class XCAPClient(Service):
         self.timeout = timeout
         self.maxSize = maxSize
         self.limit = limit
+        self.hardState = hardState
         self.fetches = 0
         self.failures = 0
         self._users: dict[tuple[str, str], None] = {}
@@ -283,6 +295,8 @@ class XCAPClient(Service):
         changed = await self.fetch(username, domain, PRES_RULES)
         if await self._wantsLists(username, domain):
             changed = await self.fetch(username, domain, RESOURCE_LISTS) or changed
+        if self.hardState:
+            changed = await self.fetch(username, domain, PIDF_MANIPULATION) or changed
         if changed and self.onChanged is not None:
             await self.onChanged(f"sip:{username}@{domain}")
         return changed

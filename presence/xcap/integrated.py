@@ -17,6 +17,11 @@ documents into the ``xcap`` table. For a watcher of ``sip:user@domain``:
 - the outcome gives the status and reason, the permissions and whether the
   block is polite.
 
+`HardStateReader` provides `IHardState <presence.xcap.policy.IHardState>`
+over the same store: each user's pidf-manipulation documents (``doc_type``
+16, RFC 4827, whatever their ``doc_uri``), the hard state the presence
+package aggregates with what was published.
+
 The table is written by another process, so it is read again when what was
 read is older than `RULES_TTL` seconds; the parsed rule set is kept as long
 as the entity tags of the rows are the same, and `RulesPolicy.forget` drops
@@ -25,26 +30,29 @@ a user's at once (the re-authorise operation calls it).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from presence.storage.errors import StorageError
 from presence.storage.xcap import (
+    PIDF_MANIPULATION,
     RESOURCE_LISTS,
     RULES_TYPES,
     IXCAPStore,
     XCAPDocument,
 )
 from presence.xcap.lists import resourceLists
-from presence.xcap.policy import Decision, IPrivacyPolicy
+from presence.xcap.policy import Decision, HardState, IHardState, IPrivacyPolicy
 from presence.xcap.rules import (
     BLOCK_ALL,
     RulesError,
@@ -263,10 +271,18 @@ class RulesWatch(Service):
         policy: RulesPolicy,
         onChanged: Callable[[str], Awaitable[object]],
         period: float,
+        hardState: HardStateReader | None = None,
     ) -> None:
-        """Check ``policy``'s users every ``period`` seconds on ``clock``."""
+        """Check ``policy``'s users every ``period`` seconds on ``clock``.
+
+        With ``hardState``, the users whose hard state is held are checked
+        too: a pidf-manipulation row written, changed or deleted
+        re-authorises the user like a rules row does (and the re-authorise
+        operation notifies every watcher of the new state).
+        """
         self.clock = clock
         self.policy = policy
+        self.hardState = hardState
         self.onChanged = onChanged
         self.period = period
         self.checks = 0
@@ -302,9 +318,146 @@ class RulesWatch(Service):
         self.checks += 1
         try:
             users = await self.policy.changedUsers()
+            if self.hardState is not None:
+                for user in await self.hardState.changedUsers():
+                    if user not in users:
+                        users.append(user)
         except StorageError as e:
             self.log.warn("rules check skipped: {error}", error=str(e))
             return 0
         for presentity in users:
             await self.onChanged(presentity)
         return len(users)
+
+
+# -- the hard state (RFC 4827, pidf-manipulation) ------------------------------
+
+#: How many users' hard state is kept at most.
+HARD_STATE_LIMIT: Final = 10_000
+
+_NOT_HELD: Final = object()
+
+
+def hardStateOf(rows: Sequence[XCAPDocument]) -> HardState | None:
+    """The hard state in a user's rows: every ``doc_type`` 16 row, any ``doc_uri``.
+
+    The documents come in the order of their ``doc_uri``; the tag is a
+    digest of the names, entity tags and contents, so that a document
+    rewritten under the same entity tag is a change too.
+    """
+    found = sorted(
+        (row for row in rows if row.docType == PIDF_MANIPULATION),
+        key=lambda row: row.docURI,
+    )
+    if not found:
+        return None
+    digest = hashlib.sha256()
+    for row in found:
+        digest.update(row.docURI.encode("utf-8", "replace") + b"\0")
+        digest.update(row.etag.encode("utf-8", "replace") + b"\0")
+        digest.update(hashlib.sha256(row.doc).digest())
+    return HardState(digest.hexdigest()[:32], tuple(row.doc for row in found))
+
+
+def _tagOf(state: object) -> str | None:
+    return state.tag if isinstance(state, HardState) else None
+
+
+@implementer(IHardState)
+class HardStateReader:
+    """Users' hard state from the ``xcap`` table (``doc_type`` 16).
+
+    A user's documents are read the first time the presence package
+    composes the user's document, and then held: `reload` (the re-authorise
+    operation) and the periodic check (`RulesWatch`, through
+    `changedUsers`) read them again. In the external mode the store is the
+    `FetchingXCAPStore <presence.xcap.client.FetchingXCAPStore>`, whose
+    client fetches the documents.
+
+    Attributes:
+        reads: how many times the store was read.
+    """
+
+    def __init__(self, documents: IXCAPStore, limit: int = HARD_STATE_LIMIT) -> None:
+        """Read the hard state from ``documents``, for at most ``limit`` users."""
+        self.documents = documents
+        self.limit = limit
+        self.reads = 0
+        self._held: dict[tuple[str, str], HardState | None] = {}
+        self._reading: dict[tuple[str, str], list[Deferred[HardState | None]]] = {}
+
+    async def _read(self, key: tuple[str, str]) -> HardState | None:
+        self.reads += 1
+        rows = await self.documents.documents(key[0], key[1], (PIDF_MANIPULATION,))
+        return hardStateOf(rows)
+
+    def _keep(self, key: tuple[str, str], state: HardState | None) -> None:
+        held = self._held
+        held.pop(key, None)
+        while len(held) >= self.limit:
+            del held[next(iter(held))]
+        held[key] = state
+
+    def current(
+        self, presentity: str
+    ) -> HardState | Awaitable[HardState | None] | None:
+        """See `IHardState.current <presence.xcap.policy.IHardState.current>`."""
+        key = _userOf(presentity)
+        held = self._held.get(key, _NOT_HELD)
+        if held is not _NOT_HELD:
+            return cast(HardState | None, held)
+        return Deferred.fromCoroutine(self._first(key))
+
+    async def _first(self, key: tuple[str, str]) -> HardState | None:
+        # One read of a user at a time: the watchers of a fan-out wait for it.
+        waiting = self._reading.get(key)
+        if waiting is not None:
+            waiter: Deferred[HardState | None] = Deferred()
+            waiting.append(waiter)
+            return await waiter
+        waiters: list[Deferred[HardState | None]] = []
+        self._reading[key] = waiters
+        try:
+            state = await self._read(key)
+        except BaseException:
+            failure = Failure()
+            del self._reading[key]
+            for waiter in waiters:
+                waiter.errback(failure)
+            raise
+        del self._reading[key]
+        held = self._held.get(key, _NOT_HELD)
+        if held is _NOT_HELD:
+            self._keep(key, state)
+        else:
+            # A reload ran meanwhile: what it read is what watchers are told.
+            state = cast(HardState | None, held)
+        for waiter in waiters:
+            waiter.callback(state)
+        return state
+
+    async def reload(self, presentity: str) -> bool:
+        """See `IHardState.reload <presence.xcap.policy.IHardState.reload>`."""
+        key = _userOf(presentity)
+        before = self._held.get(key, _NOT_HELD)
+        state = await self._read(key)
+        self._keep(key, state)
+        if before is _NOT_HELD:
+            return state is not None
+        return _tagOf(before) != _tagOf(state)
+
+    def forget(self, presentity: str) -> None:
+        """Hold nothing of the presentity's: read it again next time."""
+        self._held.pop(_userOf(presentity), None)
+
+    async def changedUsers(self) -> list[str]:
+        """The users whose hard state in the table is not the one held.
+
+        One query per user held; what is held is left as it is (`reload`
+        replaces it, and says it changed).
+        """
+        changed: list[str] = []
+        for key, held in list(self._held.items()):
+            if _tagOf(await self._read(key)) != _tagOf(held):
+                changed.append(f"sip:{key[0]}@{key[1]}")
+        return changed

@@ -2,11 +2,14 @@
 
 The core asks an ``IPrivacyPolicy`` for the status of each new watcher. The
 ``force_active`` policy allows everybody; the pres-rules policy (RFC 5025 on
-RFC 4745) plugs in here.
+RFC 4745) plugs in here. An ``IHardState`` gives the presence package a
+user's hard state (RFC 4827's pidf-manipulation documents), one more source
+of the document it composes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Final
 
@@ -94,3 +97,48 @@ class AllowAll:
 
     def forget(self, presentity: str) -> None:
         """Nothing is kept."""
+
+
+@dataclass(frozen=True)
+class HardState:
+    """A user's hard state: the pidf-manipulation documents (RFC 4827).
+
+    Attributes:
+        tag: names this version of the documents: another tag comes with
+            every change, so that it can key the bodies a package caches.
+        documents: the PIDF documents, byte for byte as stored, in the
+            order of their ``doc_uri``.
+    """
+
+    tag: str
+    documents: tuple[bytes, ...]
+
+
+class IHardState(Interface):
+    """The presentities' hard state, as the presence package composes it.
+
+    RFC 4827's abstract: "the Event State Compositor can use the
+    XCAP-manipulated presence document as one of the inputs on which it
+    builds the overall presence state for the presentity." What is held is
+    given at once, so that a NOTIFY to thousands of watchers reads nothing;
+    it changes only through `reload` (which the re-authorise operation
+    calls), so what watchers were last told is what is held.
+    """
+
+    def current(presentity: str) -> HardState | Awaitable[HardState | None] | None:
+        """The presentity's hard state: at once when held, else once read.
+
+        Args:
+            presentity: the presentity URI, ``sip:user@domain``.
+
+        Returns:
+            The hard state, ``None`` when the user has none.
+        """
+
+    async def reload(presentity: str) -> bool:
+        """Read the presentity's hard state again.
+
+        Returns:
+            Whether it is other than what was held (a document written,
+            changed or deleted).
+        """

@@ -164,3 +164,54 @@ class ResourceTests(SynchronousTestCase):
     def test_limits(self) -> None:
         """The default page is the largest."""
         self.assertEqual(admin.DEFAULT_LIMIT, admin.MAX_LIMIT)
+
+
+class RefreshStateTests(SynchronousTestCase):
+    """refreshWatchers of a type other than 0 with pidf-manipulation on."""
+
+    def setUp(self) -> None:
+        """A resource whose re-authorise and refresh calls are recorded."""
+        self.server = Server()
+        self.addCleanup(self.server.close)
+        stack = self.server.stack
+        self.calls: list[tuple[str, str, str]] = []
+
+        async def reauthorise(presentity: str, event: str) -> tuple[int, int]:
+            self.calls.append(("reauthorise", presentity, event))
+            return 3, 1
+
+        async def refreshState(presentity: str, event: str) -> int:
+            self.calls.append(("refreshState", presentity, event))
+            return 2
+
+        self.rpc = AdminXMLRPC(
+            stack.store,
+            stack.notifier,
+            stack.packages,
+            stack.statistics,
+            reauthorise,
+            refreshState=refreshState,
+        )
+
+    def test_typeOneRefreshesTheState(self) -> None:
+        """Type 1 (and "1", and 2): the state is read again and notified.
+
+        OpenSIPS's refreshWatchers type 1: "the published state changed",
+        so the hard state (pidf-manipulation) is read again before every
+        watcher is notified; type 0 stays the re-authorisation.
+        """
+        bob = "sip:bob@example.com"
+        for kind in (1, "1", 2):
+            answer = self.successResultOf(
+                self.rpc.xmlrpc_refreshWatchers(bob, "presence", kind)
+            )
+            self.assertEqual((answer["subscriptions"], answer["changed"]), (2, 0))
+        answer = self.successResultOf(
+            self.rpc.xmlrpc_refreshWatchers(bob, "presence", 0)
+        )
+        self.assertEqual((answer["subscriptions"], answer["changed"]), (3, 1))
+        self.assertEqual(
+            self.calls,
+            [("refreshState", bob, "presence")] * 3
+            + [("reauthorise", bob, "presence")],
+        )

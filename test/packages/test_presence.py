@@ -10,7 +10,7 @@ from lxml import etree
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from presence.packages.interfaces import ExpiryRange, IEventPackage
+from presence.packages.interfaces import Body, ExpiryRange, IEventPackage
 from presence.packages.presence import (
     BODY_CACHE_SIZE,
     PIDF_TYPE,
@@ -214,7 +214,7 @@ class PresencePackageTests(SynchronousTestCase):
     def test_notifyNothingPublished(self) -> None:
         """Nothing published: the closed offline document, or no body."""
         body = PresencePackage().notifyBody(BOB, subscription(), [])
-        assert body is not None
+        assert isinstance(body, Body)
         self.assertEqual(body.contentType, PIDF_TYPE)
         self.assertEqual(body.data, offlineDocument(BOB))
         empty = PresencePackage(offline="empty")
@@ -228,7 +228,7 @@ class PresencePackageTests(SynchronousTestCase):
         self.assertIs(package.notifyBody(BOB, subscription(), published), first)
         changed = [publication(pidf("closed"), "e2")]
         other = package.notifyBody(BOB, subscription(), changed)
-        assert other is not None
+        assert isinstance(other, Body)
         self.assertIsNot(other, first)
         self.assertIn(b"<basic>closed</basic>", other.data)
 
