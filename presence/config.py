@@ -223,8 +223,8 @@ class Config:
             (OpenXCAP, Kamailio's xcap_server) writes.
         xcapServer: the external XCAP mode's XCAP roots
             (``http://host:port/xcap-root``): privacy rules are fetched from
-            the first (`presence.xcap.client.XCAPClient`) into the ``xcap``
-            table.
+            the first, the next when one fails
+            (`presence.xcap.client.XCAPClient`), into the ``xcap`` table.
         periodicalQuery: whether the external mode fetches every document
             held again every ``queryPeriod`` seconds.
         queryPeriod: seconds between the external mode's checks.

@@ -52,8 +52,12 @@ XCAP: Final = Table(
 
 UPSERT_DOCUMENT: Final = XCAP.upsert()
 DELETE_DOCUMENT: Final = f"DELETE FROM xcap WHERE {XCAP.keyMatch} RETURNING doc_uri"
+#: A user's rows; the domain compared without case (RFC 3261 section
+#: 19.1.4), since another writer keeps it as the XUI had it (Kamailio's
+#: xcap_server wrote ``Example.COM`` for ``users/sip:dave@Example.COM``).
+#: The indexes of both layouts start with ``username``.
 SELECT_DOCUMENTS: Final = (
-    f"{XCAP.select} WHERE username = :username AND domain = :domain"
+    f"{XCAP.select} WHERE username = :username AND lower(domain) = :domain"
     " ORDER BY doc_type, doc_uri"
 )
 

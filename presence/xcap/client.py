@@ -23,11 +23,17 @@ client for a user's documents the first time the user's rules are read.
   ``If-None-Match`` on the held entity tag: 304 changes nothing, 200 with
   another document replaces it and re-authorises, 404 removes it and
   re-authorises.
-- Fail closed: an error (unreachable, timeout, a status other than 200, 304
-  and 404, a body over ``maxSize``, a body that is not well-formed XML)
-  keeps what is held, is logged once per server until it answers again, and
-  is retried at the next period. A watcher is never made active because an
-  XCAP server could not be reached.
+- Several roots (``xcap_server = [A, B]``) are replicas of one XCAP
+  service: a fetch goes to the root that answered last (the first one to
+  begin with), and when that root is unreachable, times out or answers 5xx
+  the next one is tried, each at most once per fetch. Any other answer
+  (200, 304, 404, another error) is the service's answer and ends the
+  fetch. A document is stored under the URL of the root that answered it.
+- Fail closed: an error (every root unreachable, timing out or answering
+  5xx; a status other than 200, 304 and 404; a body over ``maxSize``, a
+  body that is not well-formed XML) keeps what is held, is logged once per
+  server until it answers again, and is retried at the next period. A
+  watcher is never made active because an XCAP server could not be reached.
 - One fetch of a URL at a time: a second caller waits for the first's.
 """
 
@@ -87,6 +93,10 @@ class XCAPError(Exception):
 
 class _TooLarge(XCAPError):
     pass
+
+
+class _ServerFailed(XCAPError):
+    """A 5xx: the next root is tried."""
 
 
 def _refuse(data: bytes) -> None:
@@ -150,7 +160,8 @@ class XCAPClient(Service):
 
     Attributes:
         fetches: HTTP requests sent.
-        failures: fetches that failed (the held document kept).
+        failures: fetches of a document that failed on every root tried (the
+            held document kept).
     """
 
     log = Logger()
@@ -169,14 +180,15 @@ class XCAPClient(Service):
         limit: int = USER_LIMIT,
         hardState: bool = False,
     ) -> None:
-        """Fetch from the first of ``roots`` through ``http``.
+        """Fetch from ``roots`` through ``http``, the next when one fails.
 
         Args:
             clock: the clock of timeouts and of the periodic check.
             http: a ``treq.client.HTTPClient`` (or ``treq.testing.StubTreq``).
             documents: the ``xcap`` table the documents are stored in.
-            roots: the XCAP roots (``http://host:port/xcap-root``); the
-                first is used.
+            roots: the XCAP roots (``http://host:port/xcap-root``), replicas
+                of one service: the first is used, and the next when the
+                one in use is unreachable or answers 5xx.
             onChanged: told the presentity whose documents changed (the
                 re-authorisation of its watchers).
             periodical: whether to fetch again every ``period`` seconds.
@@ -204,6 +216,8 @@ class XCAPClient(Service):
         self._users: dict[tuple[str, str], None] = {}
         self._inflight: dict[str, list[Deferred[bool]]] = {}
         self._outages: set[str] = set()
+        #: The index in `roots` of the root that answered last.
+        self._current = 0
         self._loop: LoopingCall | None = None
 
     # -- the service -------------------------------------------------------
@@ -243,10 +257,23 @@ class XCAPClient(Service):
 
     # -- fetching ----------------------------------------------------------
 
-    def url(self, docType: int, username: str, domain: str) -> str:
-        """The URL of a user's document (RFC 4825 section 6, the XUI)."""
+    def url(
+        self, docType: int, username: str, domain: str, root: str | None = None
+    ) -> str:
+        """The URL of a user's document (RFC 4825 section 6, the XUI).
+
+        Under ``root``, by default the first of `roots`.
+        """
         xui = quote(f"sip:{username}@{domain}", safe=":@")
-        return f"{self.roots[0]}/{AUIDS[docType]}/users/{xui}/index"
+        return f"{root or self.roots[0]}/{AUIDS[docType]}/users/{xui}/index"
+
+    def _urls(self, docType: int, username: str, domain: str) -> list[str]:
+        """The document's URL under every root, in the order they are tried."""
+        count = len(self.roots)
+        return [
+            self.url(docType, username, domain, self.roots[(self._current + i) % count])
+            for i in range(count)
+        ]
 
     def wanted(self, username: str, domain: str) -> None:
         """A user's rules are read: fetch them the first time."""
@@ -304,7 +331,7 @@ class XCAPClient(Service):
         waiters: list[Deferred[bool]] = []
         self._inflight[url] = waiters
         try:
-            changed = await self._fetch(username, domain, docType, url)
+            changed = await self._fetch(username, domain, docType)
         except BaseException:
             failure = Failure()
             del self._inflight[url]
@@ -316,33 +343,37 @@ class XCAPClient(Service):
             waiter.callback(changed)
         return changed
 
-    async def _fetch(self, username: str, domain: str, docType: int, url: str) -> bool:
+    async def _fetch(self, username: str, domain: str, docType: int) -> bool:
+        urls = self._urls(docType, username, domain)
         held = next(
             (
                 row
                 for row in await self.documents.documents(username, domain, (docType,))
-                if row.docURI == url
+                if row.docURI in urls
             ),
             None,
         )
         headers: dict[bytes, list[bytes]] = {}
         if held is not None and held.etag:
             headers[b"If-None-Match"] = [f'"{held.etag}"'.encode()]
-        server = urlsplit(url).netloc
-        self.fetches += 1
-        try:
-            code, etag, body = await self._get(url, headers)
-        except Exception as e:
-            self.failures += 1
-            if server not in self._outages:
-                self._outages.add(server)
-                self.log.warn(
-                    "XCAP server {server} failed ({error}): the documents held"
-                    " are kept, and fetched again at the next check",
-                    server=server,
-                    error=str(e) or type(e).__name__,
+        first = self._current
+        for tried, url in enumerate(urls):
+            server = urlsplit(url).netloc
+            last = tried == len(urls) - 1
+            self.fetches += 1
+            try:
+                code, etag, body = await self._get(url, headers)
+            except Exception as e:
+                final = last or (
+                    isinstance(e, XCAPError) and not isinstance(e, _ServerFailed)
                 )
-            return False
+                self._failed(server, e, None if final else urls[tried + 1])
+                if final:
+                    self.failures += 1
+                    return False
+                continue
+            self._current = (first + tried) % len(urls)
+            break
         if server in self._outages:
             self._outages.discard(server)
             self.log.info("XCAP server {server} answers again", server=server)
@@ -351,11 +382,47 @@ class XCAPClient(Service):
         if code == 404:
             if held is None:
                 return False
-            await self.documents.remove(username, domain, docType, url)
+            await self.documents.remove(username, domain, docType, held.docURI)
             return True
         assert body is not None
-        if held is not None and held.doc == body and held.etag == etag:
+        same = held is not None and held.doc == body and held.etag == etag
+        if same and held is not None and held.docURI == url:
             return False
+        await self._store(username, domain, docType, url, body, etag)
+        if held is not None and held.docURI != url:
+            # From another root than the last time: kept under its URL.
+            await self.documents.remove(username, domain, docType, held.docURI)
+        return not same
+
+    def _failed(self, server: str, error: Exception, following: str | None) -> None:
+        """Log a server's failure, once until it answers again."""
+        if server in self._outages:
+            return
+        self._outages.add(server)
+        if following is None:
+            self.log.warn(
+                "XCAP server {server} failed ({error}): the documents held"
+                " are kept, and fetched again at the next check",
+                server=server,
+                error=str(error) or type(error).__name__,
+            )
+        else:
+            self.log.warn(
+                "XCAP server {server} failed ({error}): trying {following}",
+                server=server,
+                error=str(error) or type(error).__name__,
+                following=following,
+            )
+
+    async def _store(
+        self,
+        username: str,
+        domain: str,
+        docType: int,
+        url: str,
+        body: bytes,
+        etag: str,
+    ) -> None:
         await self.documents.put(
             XCAPDocument(
                 username=username,
@@ -368,7 +435,6 @@ class XCAPClient(Service):
                 port=serverPort(url),
             )
         )
-        return True
 
     async def _get(
         self, url: str, headers: dict[bytes, list[bytes]]
@@ -389,6 +455,8 @@ class XCAPClient(Service):
             collectBody(response, _refuse).addErrback(lambda _: None)
         if code in (304, 404):
             return code, "", None
+        if code >= 500:
+            raise _ServerFailed(f"{url} answered {code}")
         if code != 200:
             raise XCAPError(f"{url} answered {code}")
         length = response.length
@@ -426,27 +494,28 @@ class XCAPClient(Service):
         Raises:
             LookupError: not the URL of a document this client fetches.
         """
-        for root in self.roots[:1]:
+        for root in self.roots:
             if not docURI.startswith(root + "/"):
                 continue
             parts = docURI[len(root) + 1 :].split("/")
             if len(parts) != 4 or parts[1] != "users" or parts[3] != "index":
-                break
+                continue
             types = {auid: docType for docType, auid in AUIDS.items()}
             docType = types.get(parts[0])
             user, at, domain = parts[2].removeprefix("sip:").rpartition("@")
             if docType is None or not at or not user:
-                break
-            if self.url(docType, user, domain) != docURI:
-                break
+                continue
+            if self.url(docType, user, domain, root) != docURI:
+                continue
             return user, domain.lower(), docType
-        raise LookupError(f"{docURI} is not a document of {self.roots[0]}")
+        raise LookupError(f"{docURI} is not a document of {', '.join(self.roots)}")
 
     async def refresh(self, docURI: str, port: int | None = None) -> bool:
         """Fetch one held document again at once, then re-authorise.
 
         Args:
-            docURI: the document's ``doc_uri`` as stored (the full URL).
+            docURI: the document's ``doc_uri`` as stored (the full URL), or
+                its URL under another of the roots.
             port: its ``port`` as stored; checked only when given.
 
         Returns:
@@ -457,7 +526,8 @@ class XCAPClient(Service):
         """
         username, domain, docType = self.parseURL(docURI)
         rows = await self.documents.documents(username, domain, (docType,))
-        held = next((row for row in rows if row.docURI == docURI), None)
+        urls = self._urls(docType, username, domain)
+        held = next((row for row in rows if row.docURI in urls), None)
         if held is None:
             raise LookupError(f"no document {docURI} is held")
         if port is not None and held.port != port:

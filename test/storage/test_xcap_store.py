@@ -185,6 +185,26 @@ class SQLXCAPTests(XCAPStoreContract):
             ],
         )
 
+    async def test_domainAsKamailioWroteIt(self) -> None:
+        """A row whose domain another writer kept in capitals is found.
+
+        Kamailio's xcap_server takes ``username`` and ``domain`` from the XUI
+        of the path as it came: a PUT to
+        ``/xcap-root/pres-rules/users/sip:dave@Example.COM/index`` wrote
+        ``Example.COM``. Hosts compare without case (RFC 3261 section 19.1.4).
+        """
+        await self.execute(
+            "INSERT INTO xcap (username, domain, doc, doc_type, etag, source,"
+            " doc_uri, port) VALUES ('dave', 'Example.COM', :doc, 2,"
+            " 'sr-1796589613-9665-1', 0,"
+            " '/xcap-root/pres-rules/users/sip:dave@Example.COM/index', 0)",
+            {"doc": b"<ruleset/>"},
+        )
+        [row] = await self.store.documents("dave", "example.com", [PRES_RULES])
+        self.assertEqual(
+            (row.domain, row.etag), ("Example.COM", "sr-1796589613-9665-1")
+        )
+
 
 class SQLiteXCAPTests(SQLXCAPTests, TestCase):
     """The xcap table in SQLite."""
