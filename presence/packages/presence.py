@@ -269,7 +269,9 @@ class PresencePackage(EventPackage):
         if hard is None:
             return None
         documents = self._hardDocuments(presentity, hard)
-        return currentSphere(aggregate(presentity, [], documents)) if documents else None
+        return (
+            currentSphere(aggregate(presentity, [], documents)) if documents else None
+        )
 
     async def _composeLater(
         self,
@@ -334,9 +336,7 @@ class PresencePackage(EventPackage):
             if not documents and not hardDocuments:
                 body = self._offline(presentity)
             else:
-                body = Body(
-                    PIDF_TYPE, aggregate(presentity, documents, hardDocuments)
-                )
+                body = Body(PIDF_TYPE, aggregate(presentity, documents, hardDocuments))
             if len(self._bodies) >= BODY_CACHE_SIZE:
                 self._bodies.clear()
                 self._transformed.clear()

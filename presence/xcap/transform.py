@@ -38,7 +38,6 @@ same bytes, elements in document order, PIDF in the default namespace.
 from __future__ import annotations
 
 from collections.abc import Sequence
-
 from copy import deepcopy
 from typing import Final
 
