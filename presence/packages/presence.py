@@ -85,9 +85,10 @@ def aggregate(
 
     ``hard`` (the hard state, RFC 4827) comes before every document. Its
     ``<dm:person>`` elements stay only while no document has one: the data
-    model has one person per presentity (RFC 4479 section 3.2, the person
-    is the human or thing the presentity is), so a person published
-    replaces the hard state's whatever its ``id``, as the sphere rules read
+    model has one person per presentity (RFC 4479 section 3.2: the person
+    is the human or thing the presentity stands for; conflicting person
+    data is the compositor's to resolve), so a person published replaces
+    the hard state's whatever its ``id``, as the sphere rules read
     it (`presence.xcap.transform.currentSphere`). A published tuple or
     device replaces the hard state's only with the same ``id``: a presentity
     has many services and devices.
@@ -220,31 +221,6 @@ class PresencePackage(EventPackage):
             return self._compose(presentity, decision, publications, held)
         return self._composeLater(presentity, decision, publications, held)
 
-    async def document(
-        self, presentity: str, publications: Sequence[Publication]
-    ) -> bytes | None:
-        """The whole aggregate (hard state included), or ``None`` when empty.
-
-        What a watcher with every permission sees, without the offline
-        body: the rules' ``sphere`` conditions read the presentity's current
-        sphere in it (RFC 4745 section 7.2), so that a sphere set in the
-        hard state counts as one published does.
-        """
-        hard = None
-        if self.hardState is not None:
-            held = self.hardState.current(presentity)
-            hard = (
-                held
-                if held is None or isinstance(held, HardState)
-                else await self._read(presentity, held)
-            )
-        if not publications and (
-            hard is None or not self._hardDocuments(presentity, hard)
-        ):
-            return None
-        body = self._compose(presentity, None, publications, hard)
-        return None if body is None else body.data
-
     async def sphere(
         self, presentity: str, publications: Sequence[Publication]
     ) -> str | None:
@@ -283,9 +259,9 @@ class PresencePackage(EventPackage):
         """`_compose` once the hard state is read (the first time only).
 
         A read that fails is composed without the hard state, so that the
-        NOTIFY goes out at once all the same (RFC 6665 section 4.2.1.2: the
-        notifier "MUST immediately send a NOTIFY request"); nothing is held,
-        and the next NOTIFY reads again.
+        NOTIFY goes out at once all the same (RFC 6665 section 4.2.1.2:
+        notifiers "MUST send a NOTIFY request immediately"); nothing is
+        held, and the next NOTIFY reads again.
         """
         return self._compose(
             presentity, decision, publications, await self._read(presentity, reading)

@@ -150,8 +150,8 @@ class RefreshSphereTests(ReviewTestCase):
     def test_sphereChangeRedecides(self) -> None:
         """Bob's hard state leaves the sphere work: alice waits again.
 
-        RFC 4745 section 7.2: the sphere condition "evaluates to TRUE when
-        the sphere of the PT matches" the one it names; bob's sphere now is
+        RFC 4745 section 7.2: a sphere condition holds only while the
+        presentity's current sphere is the one it names; bob's sphere now is
         home, so the rule allowing alice no longer applies and the confirm
         rule does (RFC 5025 section 3.2.1: confirm is pending).
         """
@@ -308,8 +308,8 @@ class FirstReadFailsTests(ReviewTestCase):
     def test_notifiedWithoutTheHardState(self) -> None:
         """SUBSCRIBE answered 200, then a NOTIFY at once, without the hard state.
 
-        RFC 6665 section 4.2.1.2: "the notifier MUST immediately send a
-        NOTIFY request"; nothing is held of the failed read, and the
+        RFC 6665 section 4.2.1.2: notifiers "MUST send a NOTIFY request
+        immediately"; nothing is held of the failed read, and the
         periodic check tells alice the hard state once it can be read.
         """
         self.hardState()
