@@ -99,6 +99,7 @@ class Reauthoriser:
         self.onWatcherChange = onWatcherChange
         self.runs = 0
         self._spheres: dict[str, str | None] = {}
+        self._reloadFailing = False
 
     async def published(self, presentity: str, event: str) -> None:
         """Re-authorise after a PUBLISH if it changed the sphere rules read.
@@ -156,15 +157,20 @@ class Reauthoriser:
         the next signal) finds the change once the store answers again.
         """
         try:
-            return await hardState.reload(presentity)
+            changed = await hardState.reload(presentity)
         except StorageError as e:
-            self.log.warn(
-                "the hard state of {presentity} cannot be read again ({error}):"
-                " the one held is kept",
-                presentity=presentity,
-                error=str(e),
-            )
+            # Logged once per outage: when a read fails after one succeeded.
+            if not self._reloadFailing:
+                self._reloadFailing = True
+                self.log.warn(
+                    "the hard state of {presentity} cannot be read again"
+                    " ({error}): the one held is kept until it can",
+                    presentity=presentity,
+                    error=str(e),
+                )
             return False
+        self._reloadFailing = False
+        return changed
 
     async def reauthorise(
         self,

@@ -31,6 +31,7 @@ from presence.storage.xcap import (
     SQLXCAPStore,
     XCAPDocument,
 )
+from presence.testing import Server, Subscriber
 from presence.xcap.integrated import HardStateReader, RulesWatch
 from presence.xcap.policy import HardState
 from test.support.records import aliceSubscription
@@ -399,6 +400,39 @@ class SpherePrecedenceTests(ReviewTestCase):
         self.assertEqual(run(package.sphere(BOB, [])), "lab")
         plain = publication(PHONE, "e3")
         self.assertEqual(run(package.sphere(BOB, [plain])), "lab")
+
+
+class PublishedSphereTests(SynchronousTestCase):
+    """Without a hard state, the newest publication's sphere is bob's sphere."""
+
+    def test_newestDeviceWins(self) -> None:
+        """Bob's desk phone said work, later his mobile says home: alice waits.
+
+        RFC 4480 section 3.2: the sphere is the current state and role of
+        the person; two devices of bob's publish persons of other ids, and
+        the one published last is his current sphere, not the first person
+        of the aggregate (the oldest publication's).
+        """
+        server = Server(integratedXcapServer=True)
+        self.addCleanup(server.close)
+        xcap = server.stack.xcap
+        assert xcap is not None
+        run(xcap.put(XCAPDocument("bob", "example.com", AT_WORK, PRES_RULES, "r1")))
+        desk = Subscriber(server, "bob", "192.0.2.21", 5071)
+        mobile = Subscriber(server, "bob", "192.0.2.31", 5071)
+        alice = Subscriber(server, "alice", "192.0.2.20", 5070)
+        self.assertEqual(desk.publish(sphereDocument("work", "p1", "t1")).code, 200)
+        alice.subscribe(BOB)
+        [notify] = alice.notifies()
+        alice.answer(notify)
+        self.assertTrue(str(notify.header("subscription-state")).startswith("active"))
+        server.advance(1)
+        self.assertEqual(mobile.publish(sphereDocument("home", "p2", "t2")).code, 200)
+        states = []
+        for notify in alice.notifies():
+            alice.answer(notify)
+            states.append(str(notify.header("subscription-state")).split(";")[0])
+        self.assertEqual(states, ["pending"])
 
 
 class PersonTests(SynchronousTestCase):
