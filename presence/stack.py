@@ -45,7 +45,7 @@ from presence.core.xcapdiff import XCAPDiffPublish
 from presence.packages.dialog import DialogPackage, SharedLineDialogPackage
 from presence.packages.interfaces import PackageRegistry
 from presence.packages.mwi import MessageSummaryPackage
-from presence.packages.presence import PresencePackage, aggregate
+from presence.packages.presence import PresencePackage
 from presence.packages.winfo import WatcherInfoPackage
 from presence.sip.limits import LimitStatistics
 from presence.sip.resolver import LazyResolver
@@ -67,7 +67,7 @@ from presence.storage.xcap import IXCAPStore, MemoryXCAPStore, SQLXCAPStore
 from presence.xcap.client import FETCH_TIMEOUT, FetchingXCAPStore, XCAPClient
 from presence.xcap.integrated import HardStateReader, RulesPolicy, RulesWatch
 from presence.xcap.policy import AllowAll, IPrivacyPolicy
-from presence.xcap.transform import currentSphere
+from presence.xcap.transform import newestSphere
 
 
 @dataclass
@@ -322,6 +322,25 @@ def buildStack(config: Config, reactor: Any) -> Stack:
             config.queryPeriod,
             hardState=hardState,
         )
+    elif (
+        xcapClient is not None
+        and isinstance(xcap, FetchingXCAPStore)
+        and isinstance(policy, RulesPolicy)
+        and storage.mode == SHARED
+    ):
+        # The external mode in shared storage: the servers share the table,
+        # and a server's conditional fetch finds the entity tag another
+        # server stored (304): it would never hear of the change. What each
+        # server holds (the rules and the hard state) is compared with the
+        # table every query_period, as in the integrated mode.
+        rulesWatch = RulesWatch(
+            reactor,
+            policy,
+            lambda presentity: reauthoriser.reauthorise(presentity, "presence"),
+            config.queryPeriod,
+            hardState=hardState,
+            documents=xcap.store,
+        )
     admin = adminSite(
         statistics,
         store,
@@ -404,9 +423,7 @@ def buildPolicy(
 
     async def sphere(presentity: str) -> str | None:
         publications = await store.publications(aorOf(presentity), "presence")
-        if not publications:
-            return None
-        return currentSphere(aggregate(presentity, [p.body for p in publications]))
+        return newestSphere([p.body for p in publications])
 
     return documents, RulesPolicy(reactor, documents, sphere=sphere)
 
@@ -414,17 +431,15 @@ def buildPolicy(
 def sphereReader(
     store: IPresenceStore, package: PresencePackage
 ) -> Callable[[str], Awaitable[str | None]]:
-    """Reads a presentity's current sphere in its whole document.
+    """Reads a presentity's current sphere, the hard state's included.
 
-    With ``pidf_manipulation`` the document holds the hard state too
-    (`PresencePackage.document`), so that a ``sphere`` condition sees a
-    sphere the user set by XCAP.
+    With ``pidf_manipulation`` a sphere the user set by XCAP counts while no
+    publication has one (`PresencePackage.sphere`).
     """
 
     async def sphere(presentity: str) -> str | None:
         publications = await store.publications(aorOf(presentity), "presence")
-        document = await package.document(presentity, publications)
-        return None if document is None else currentSphere(document)
+        return await package.sphere(presentity, publications)
 
     return sphere
 

@@ -36,6 +36,7 @@ from twisted.logger import Logger
 from presence.core.notify import Notifier
 from presence.packages.interfaces import PackageRegistry
 from presence.status import ACTIVE, PENDING, TERMINATED, WAITING
+from presence.storage.errors import StorageError
 from presence.storage.interfaces import IPresenceStore
 from presence.storage.records import Subscription
 from presence.xcap.policy import IHardState, IPrivacyPolicy
@@ -98,6 +99,7 @@ class Reauthoriser:
         self.onWatcherChange = onWatcherChange
         self.runs = 0
         self._spheres: dict[str, str | None] = {}
+        self._reloadFailing = False
 
     async def published(self, presentity: str, event: str) -> None:
         """Re-authorise after a PUBLISH if it changed the sphere rules read.
@@ -123,22 +125,79 @@ class Reauthoriser:
         sphere = await reader(presentity)
         if presentity in self._spheres and self._spheres[presentity] == sphere:
             return
+        self._noteSphere(presentity, sphere)
+        await self.reauthorise(presentity, event)
+
+    def _noteSphere(self, presentity: str, sphere: str | None) -> None:
         if len(self._spheres) >= 10_000:
             self._spheres.clear()
         self._spheres[presentity] = sphere
-        await self.reauthorise(presentity, event)
+
+    async def _sphereSeen(self, presentity: str) -> None:
+        """Note the sphere the watchers are about to be decided with.
+
+        After the hard state changed, a sphere in it may be another: what
+        `published` compares a PUBLISH's sphere with must be that one, or a
+        PUBLISH bringing back the sphere last published would decide
+        nothing again.
+        """
+        hasSpheres = getattr(self.policy, "hasSphereConditions", None)
+        reader = getattr(self.policy, "sphere", None)
+        if hasSpheres is None or reader is None:
+            return
+        if not await hasSpheres(presentity):
+            self._spheres.pop(presentity, None)
+            return
+        self._noteSphere(presentity, await reader(presentity))
+
+    async def _reload(self, hardState: IHardState, presentity: str) -> bool:
+        """Read the hard state again; a read that fails is "unchanged".
+
+        What is held stays what watchers were told; the periodic check (or
+        the next signal) finds the change once the store answers again.
+        """
+        try:
+            changed = await hardState.reload(presentity)
+        except StorageError as e:
+            # Logged once per outage: when a read fails after one succeeded.
+            if not self._reloadFailing:
+                self._reloadFailing = True
+                self.log.warn(
+                    "the hard state of {presentity} cannot be read again"
+                    " ({error}): the one held is kept until it can",
+                    presentity=presentity,
+                    error=str(e),
+                )
+            return False
+        self._reloadFailing = False
+        return changed
 
     async def reauthorise(
-        self, presentity: str, event: str = "presence"
+        self,
+        presentity: str,
+        event: str = "presence",
+        stateChanged: bool | None = None,
     ) -> ReauthoriseResult:
         """Re-authorise this presentity's watchers and notify the changes.
+
+        The hard state (when the package has one) is read again first; a
+        read that fails counts as no change (what is held is kept) and the
+        watchers are decided all the same. A change of it may change the
+        presentity's sphere, so the watchers are decided with the new one.
 
         Args:
             presentity: the presentity URI, ``sip:user@domain``.
             event: the event package whose watchers are decided again.
+            stateChanged: whether the caller has just read the hard state
+                again and found it changed; none: read it here.
 
         Returns:
             What changed.
+
+        Raises:
+            presence.storage.errors.StorageError: the rules or the
+                subscriptions cannot be read (nothing is lost: the caller
+                may try again).
         """
         self.runs += 1
         result = ReauthoriseResult()
@@ -147,8 +206,12 @@ class Reauthoriser:
             return result
         self.policy.forget(presentity)
         hardState = self.hardStateOf(event)
-        if hardState is not None:
-            result.stateChanged = await hardState.reload(presentity)
+        if stateChanged is not None:
+            result.stateChanged = stateChanged
+        elif hardState is not None:
+            result.stateChanged = await self._reload(hardState, presentity)
+        if result.stateChanged:
+            await self._sphereSeen(presentity)
         watching: set[tuple[str, str]] = set()
         for subscription in await self.store.subscriptions(presentity, event):
             if subscription.status not in (ACTIVE, PENDING, WAITING):
@@ -232,16 +295,22 @@ class Reauthoriser:
         """Read the hard state again and notify every watcher of the state.
 
         OpenSIPS's ``refreshWatchers`` type 1, "the published state
-        changed": every active or pending subscription to the presentity's
-        event gets a NOTIFY with the state composed now, the hard state
-        (when the package has one) read again first.
+        changed": the hard state (when the package has one) is read again
+        first. Found changed, it is a re-authorisation (`reauthorise`): a
+        sphere in the hard state may change what the rules' ``sphere``
+        conditions decide (RFC 4745 section 7.2), so every watcher is
+        decided again, the changes of status notified, and every active
+        watcher told the new state. Unchanged (or not readable), every
+        active or pending subscription gets a NOTIFY with the state
+        composed now, as without a hard state.
 
         Returns:
             How many subscriptions the presentity has for the event.
         """
         hardState = self.hardStateOf(event)
-        if hardState is not None:
-            await hardState.reload(presentity)
+        if hardState is not None and await self._reload(hardState, presentity):
+            result = await self.reauthorise(presentity, event, stateChanged=True)
+            return result.subscriptions
         return await self.notifier.presentityChanged(presentity, event)
 
     async def _watcherChanged(self, subscription: Subscription, event: str) -> None:

@@ -29,14 +29,21 @@ from presence.packages.base import DEFAULT_EXPIRES, EventPackage
 from presence.packages.interfaces import Body, ExpiryRange, IEventPackage
 from presence.packages.xml import parseXML, serialise
 from presence.sip.errors import BadRequest
+from presence.storage.errors import StorageError
 from presence.storage.records import Publication, Subscription
 from presence.xcap.policy import FULL_PERMISSIONS, Decision, HardState, IHardState
 from presence.xcap.rules import Permissions
-from presence.xcap.transform import NotPIDF, transform
+from presence.xcap.transform import NotPIDF, currentSphere, newestSphere, transform
 
 PIDF_NS: Final = "urn:ietf:params:xml:ns:pidf"
 PIDF_TYPE: Final = "application/pidf+xml"
 _PIDF: Final = "{" + PIDF_NS + "}"
+DM_NS: Final = "urn:ietf:params:xml:ns:pidf:data-model"
+_PERSON: Final = "{" + DM_NS + "}person"
+_DEVICE: Final = "{" + DM_NS + "}device"
+#: What makes a hard state document say something (RFC 3863 section 4.1,
+#: RFC 4479 section 3): without any of them it is no hard state at all.
+_CONTENT: Final = frozenset({_PIDF + "tuple", _PIDF + "note", _PERSON, _DEVICE})
 # lxml-stubs type nsmap keys as str, but None is how lxml names the default
 # namespace.
 _DEFAULT_NSMAP: Final[Any] = {None: PIDF_NS}
@@ -68,15 +75,30 @@ def _order(element: etree._Element) -> int:
     return 2
 
 
-def aggregate(entity: str, documents: Sequence[bytes]) -> bytes:
+def aggregate(
+    entity: str, documents: Sequence[bytes], hard: Sequence[bytes] = ()
+) -> bytes:
     """Merge PIDF documents, oldest first, into one for ``entity``.
 
     Children with an ``id`` replace earlier children with the same tag and
     ``id``; children without one are all kept.
+
+    ``hard`` (the hard state, RFC 4827) comes before every document. Its
+    ``<dm:person>`` elements stay only while no document has one: the data
+    model has one person per presentity (RFC 4479 section 3.2: the person
+    is the human or thing the presentity stands for; conflicting person
+    data is the compositor's to resolve), so a person published replaces
+    the hard state's whatever its ``id``, as the sphere rules read
+    it (`presence.xcap.transform.currentSphere`). A published tuple or
+    device replaces the hard state's only with the same ``id``: a presentity
+    has many services and devices.
     """
     nsmap: dict[str | None, str] = {None: PIDF_NS}
     children: dict[object, etree._Element] = {}
-    for n, document in enumerate(documents):
+    hardPersons: set[object] = set()
+    publishedPerson = False
+    sources = [(True, d) for d in hard] + [(False, d) for d in documents]
+    for n, (isHard, document) in enumerate(sources):
         try:
             source = parseXML(document, "PIDF")
         except BadRequest:
@@ -91,6 +113,15 @@ def aggregate(entity: str, documents: Sequence[bytes]) -> bytes:
             key: object = (child.tag, ident) if ident is not None else (n, i)
             children.pop(key, None)
             children[key] = child
+            if child.tag == _PERSON:
+                if isHard:
+                    hardPersons.add(key)
+                else:
+                    publishedPerson = True
+                    hardPersons.discard(key)
+    if publishedPerson:
+        for key in hardPersons:
+            del children[key]
     root = etree.Element(_PIDF + "presence", nsmap=nsmap)  # type: ignore[arg-type]
     root.set("entity", entity)
     for child in sorted(children.values(), key=_order):
@@ -134,6 +165,8 @@ class PresencePackage(EventPackage):
         self.hardState = hardState
         # The tags of hard state documents found not to be PIDF, logged once.
         self._refused: set[str] = set()
+        # Whether the last read of a hard state failed (logged once).
+        self._readFailing = False
         # Bodies by presentity and entity tags: every watcher of a presentity
         # gets the same document, and a new tag comes with every change, so
         # a PUBLISH to thousands of watchers aggregates once.
@@ -188,26 +221,33 @@ class PresencePackage(EventPackage):
             return self._compose(presentity, decision, publications, held)
         return self._composeLater(presentity, decision, publications, held)
 
-    async def document(
+    async def sphere(
         self, presentity: str, publications: Sequence[Publication]
-    ) -> bytes | None:
-        """The whole aggregate (hard state included), or ``None`` when empty.
+    ) -> str | None:
+        """The presentity's current sphere, for the rules' ``sphere`` conditions.
 
-        What a watcher with every permission sees, without the offline
-        body: the rules' ``sphere`` conditions read the presentity's current
-        sphere in it (RFC 4745 section 7.2), so that a sphere set in the
-        hard state counts as one published does.
+        The sphere of the newest publication that has one
+        (`presence.xcap.transform.newestSphere`); the hard state's only when
+        no publication has one: what a user's device says now outranks
+        what the user set by XCAP, as a published element outranks the hard
+        state's. ``None`` when there is none (no ``sphere`` condition holds)
+        or the hard state cannot be read.
         """
-        hard = None
-        if self.hardState is not None:
-            held = self.hardState.current(presentity)
-            hard = held if held is None or isinstance(held, HardState) else await held
-        if not publications and (
-            hard is None or not self._hardDocuments(presentity, hard)
-        ):
+        sphere = newestSphere([p.body for p in publications])
+        if sphere is not None or self.hardState is None:
+            return sphere
+        held = self.hardState.current(presentity)
+        hard = (
+            held
+            if held is None or isinstance(held, HardState)
+            else await self._read(presentity, held)
+        )
+        if hard is None:
             return None
-        body = self._compose(presentity, None, publications, hard)
-        return None if body is None else body.data
+        documents = self._hardDocuments(presentity, hard)
+        return (
+            currentSphere(aggregate(presentity, [], documents)) if documents else None
+        )
 
     async def _composeLater(
         self,
@@ -216,8 +256,38 @@ class PresencePackage(EventPackage):
         publications: Sequence[Publication],
         reading: Awaitable[HardState | None],
     ) -> Body | None:
-        """`_compose` once the hard state is read (the first time only)."""
-        return self._compose(presentity, decision, publications, await reading)
+        """`_compose` once the hard state is read (the first time only).
+
+        A read that fails is composed without the hard state, so that the
+        NOTIFY goes out at once all the same (RFC 6665 section 4.2.1.2:
+        notifiers "MUST send a NOTIFY request immediately"); nothing is
+        held, and the next NOTIFY reads again.
+        """
+        return self._compose(
+            presentity, decision, publications, await self._read(presentity, reading)
+        )
+
+    async def _read(
+        self, presentity: str, reading: Awaitable[HardState | None]
+    ) -> HardState | None:
+        """The hard state being read; ``None`` if the store cannot say.
+
+        Logged once per outage: when a read fails after one succeeded.
+        """
+        try:
+            hard = await reading
+        except StorageError as e:
+            if not self._readFailing:
+                self._readFailing = True
+                self.log.warn(
+                    "the hard state of {presentity} cannot be read ({error}):"
+                    " NOTIFYs are composed without it until it can",
+                    presentity=presentity,
+                    error=str(e),
+                )
+            return None
+        self._readFailing = False
+        return hard
 
     def _compose(
         self,
@@ -236,12 +306,13 @@ class PresencePackage(EventPackage):
             body = self._bodies[key]
         else:
             documents = [p.body for p in publications]
-            if hard is not None:
-                documents[:0] = self._hardDocuments(presentity, hard)
-            if not documents:
+            hardDocuments = (
+                () if hard is None else self._hardDocuments(presentity, hard)
+            )
+            if not documents and not hardDocuments:
                 body = self._offline(presentity)
             else:
-                body = Body(PIDF_TYPE, aggregate(presentity, documents))
+                body = Body(PIDF_TYPE, aggregate(presentity, documents, hardDocuments))
             if len(self._bodies) >= BODY_CACHE_SIZE:
                 self._bodies.clear()
                 self._transformed.clear()
@@ -258,12 +329,19 @@ class PresencePackage(EventPackage):
 
         RFC 4827 section 5: a pidf-manipulation document is a PIDF document
         (``application/pidf+xml``); anything else stored under doc_type 16
-        is left out, as a PUBLISH of it would have been refused.
+        is left out, as a PUBLISH of it would have been refused. So is a
+        document with no tuple, note, person or device (``<presence
+        entity="..."/>``): it says nothing, and an empty hard state must not
+        take the place of the offline body.
         """
         documents: list[bytes] = []
         for document in hard.documents:
             try:
                 self.validate(document, PIDF_TYPE)
+                if not any(
+                    child.tag in _CONTENT for child in parseXML(document, "PIDF")
+                ):
+                    continue
             except BadRequest as e:
                 if hard.tag not in self._refused:
                     if len(self._refused) >= BODY_CACHE_SIZE:

@@ -9,9 +9,12 @@ from __future__ import annotations
 import dataclasses
 import operator
 from dataclasses import dataclass, field
-from typing import Any, Final, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
 from presence.status import ACTIVE
+
+if TYPE_CHECKING:
+    from presence.xcap.policy import Decision
 
 #: A subscription's dialog, as the store indexes it: Call-ID, our tag (the To
 #: tag of the SUBSCRIBE's response) and the watcher's tag.
@@ -145,7 +148,7 @@ class Subscription:
     #: `presence.xcap.policy.Decision`: permissions, polite block), or
     #: ``None`` when this process has not made it (a row read from the
     #: database); the notifier asks the policy again then.
-    decision: Any = field(default=None, compare=False, repr=False)
+    decision: Decision | None = field(default=None, compare=False, repr=False)
 
     @property
     def key(self) -> SubscriptionKey:

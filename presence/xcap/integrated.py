@@ -33,7 +33,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, cast
+from typing import Any, Final
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
@@ -233,21 +233,42 @@ class RulesPolicy:
         """Read the presentity's documents again next time."""
         self._rules.pop(_userOf(presentity), None)
 
+    def users(self) -> list[tuple[str, str]]:
+        """The users whose rules are held."""
+        return list(self._rules)
+
+    def changed(self, key: tuple[str, str], rows: Sequence[XCAPDocument]) -> bool:
+        """Whether the user's rows differ from those the held rules came from.
+
+        ``rows`` may hold other document types (the periodic check reads
+        the rules and the hard state in one query). What is held is left
+        as it is: the re-authorise operation drops it (`forget`) once it
+        runs, so that a re-authorisation that fails finds the change again.
+        """
+        kept = self._rules.get(key)
+        if kept is None:
+            return False
+        tags = tuple(
+            (r.docType, r.docURI, r.etag)
+            for r in rows
+            if r.docType in RULES_TYPES or r.docType == RESOURCE_LISTS
+        )
+        return tags != kept.tags
+
     async def changedUsers(self) -> list[str]:
         """The users whose documents changed since their rules were read.
 
-        Each user whose rules are held is read again (one query each); a
-        row changed, added or deleted makes the user's rules be read again
-        next time, and the user is returned, ``sip:user@domain``.
+        Each user whose rules are held is read again (one query each); the
+        users whose rows changed, were added or deleted are returned,
+        ``sip:user@domain``; their rules are kept until `forget`.
         """
         changed: list[str] = []
-        for key, kept in list(self._rules.items()):
+        for key in self.users():
             rows = await self.documents.documents(
                 key[0], key[1], (*RULES_TYPES, RESOURCE_LISTS)
             )
             self.reads += 1
-            if tuple((r.docType, r.docURI, r.etag) for r in rows) != kept.tags:
-                self._rules.pop(key, None)
+            if self.changed(key, rows):
                 changed.append(f"sip:{key[0]}@{key[1]}")
         return changed
 
@@ -257,10 +278,20 @@ class RulesWatch(Service):
 
     OpenXCAP 2.x signals a PUT (``refreshWatchers``) but never a DELETE, and
     an XCAP server may signal nothing at all: every ``period`` seconds the
-    documents of every user whose rules are held are read again, and the
-    users whose documents changed are re-authorised (their watchers decided
-    again, the changes notified), so that what the rules no longer allow is
-    revoked within one period.
+    documents of every user whose rules (or hard state) are held are read
+    again, one query per user for both, and the users whose documents
+    changed are re-authorised (their watchers decided again, the changes
+    notified), so that what the rules no longer allow is revoked within one
+    period.
+
+    A re-authorisation that fails (the database out of reach) keeps the
+    user queued: the next check re-authorises the user again, whatever the
+    table then says, until one succeeds. An outage is logged once, when it
+    begins, and once more when a check succeeds again; the checks go on.
+
+    Attributes:
+        checks: how many checks ran.
+        queries: how many times the table was read.
     """
 
     log = Logger()
@@ -268,17 +299,27 @@ class RulesWatch(Service):
     def __init__(
         self,
         clock: IReactorTime,
-        policy: RulesPolicy,
+        policy: RulesPolicy | None,
         onChanged: Callable[[str], Awaitable[object]],
         period: float,
         hardState: HardStateReader | None = None,
+        documents: IXCAPStore | None = None,
     ) -> None:
         """Check ``policy``'s users every ``period`` seconds on ``clock``.
 
-        With ``hardState``, the users whose hard state is held are checked
-        too: a pidf-manipulation row written, changed or deleted
-        re-authorises the user like a rules row does (and the re-authorise
-        operation notifies every watcher of the new state).
+        Args:
+            clock: the clock.
+            policy: the rules policy whose users are checked; none: only
+                the hard state is (the external mode in shared storage).
+            onChanged: re-authorises a user, ``sip:user@domain``.
+            period: seconds between checks.
+            hardState: the users whose hard state is held are checked too:
+                a pidf-manipulation row written, changed or deleted
+                re-authorises the user like a rules row does (and the
+                re-authorise operation notifies every watcher of the new
+                state).
+            documents: where the rows are read; none: the policy's store
+                (or the hard state's).
         """
         self.clock = clock
         self.policy = policy
@@ -286,6 +327,18 @@ class RulesWatch(Service):
         self.onChanged = onChanged
         self.period = period
         self.checks = 0
+        self.queries = 0
+        if documents is None:
+            if policy is not None:
+                documents = policy.documents
+            elif hardState is not None:
+                documents = hardState.documents
+            else:
+                raise ValueError("RulesWatch needs a policy or a hard state")
+        self.documents = documents
+        # Users whose re-authorisation failed: tried again at the next check.
+        self._retry: dict[str, None] = {}
+        self._outage = False
         self._loop: LoopingCall | None = None
 
     def startService(self) -> None:
@@ -305,9 +358,43 @@ class RulesWatch(Service):
 
     def _tick(self) -> Deferred[None]:
         async def once() -> None:
-            await self.check()
+            try:
+                await self.check()
+            except Exception:
+                # Never stop the loop: the next period checks again.
+                self.log.failure("rules check failed")
 
         return Deferred.fromCoroutine(once())
+
+    def _types(self) -> tuple[int, ...]:
+        types: tuple[int, ...] = ()
+        if self.policy is not None:
+            types = (*RULES_TYPES, RESOURCE_LISTS)
+        if self.hardState is not None:
+            types = (*types, PIDF_MANIPULATION)
+        return types
+
+    async def changedUsers(self) -> list[str]:
+        """The users whose rows changed: one query per user held.
+
+        Raises:
+            StorageError: the table cannot be read.
+        """
+        keys: dict[tuple[str, str], None] = {}
+        if self.policy is not None:
+            keys.update(dict.fromkeys(self.policy.users()))
+        if self.hardState is not None:
+            keys.update(dict.fromkeys(self.hardState.users()))
+        types = self._types()
+        changed: list[str] = []
+        for key in keys:
+            self.queries += 1
+            rows = await self.documents.documents(key[0], key[1], types)
+            if (self.policy is not None and self.policy.changed(key, rows)) or (
+                self.hardState is not None and self.hardState.changed(key, rows)
+            ):
+                changed.append(f"sip:{key[0]}@{key[1]}")
+        return changed
 
     async def check(self) -> int:
         """Check once; re-authorise the users whose documents changed.
@@ -316,26 +403,46 @@ class RulesWatch(Service):
             How many users were re-authorised.
         """
         self.checks += 1
+        users = dict.fromkeys(self._retry)
+        failed: dict[str, None] = {}
+        error: StorageError | None = None
         try:
-            users = await self.policy.changedUsers()
-            if self.hardState is not None:
-                for user in await self.hardState.changedUsers():
-                    if user not in users:
-                        users.append(user)
+            users.update(dict.fromkeys(await self.changedUsers()))
         except StorageError as e:
-            self.log.warn("rules check skipped: {error}", error=str(e))
-            return 0
+            error = e
+        done = 0
         for presentity in users:
-            await self.onChanged(presentity)
-        return len(users)
+            try:
+                await self.onChanged(presentity)
+            except StorageError as e:
+                failed[presentity] = None
+                error = e
+            except Exception:
+                # A bug, not an outage: logged, not tried again.
+                self.log.failure("re-authorising {presentity}", presentity=presentity)
+            else:
+                done += 1
+        self._retry = failed
+        if error is not None:
+            if not self._outage:
+                self._outage = True
+                self.log.warn(
+                    "rules check: the table cannot be read ({error}); {users}"
+                    " users queued, checked again every {period} s",
+                    error=str(error),
+                    users=len(failed),
+                    period=self.period,
+                )
+        elif self._outage:
+            self._outage = False
+            self.log.info("rules check: the table can be read again")
+        return done
 
 
 # -- the hard state (RFC 4827, pidf-manipulation) ------------------------------
 
 #: How many users' hard state is kept at most.
 HARD_STATE_LIMIT: Final = 10_000
-
-_NOT_HELD: Final = object()
 
 
 def hardStateOf(rows: Sequence[XCAPDocument]) -> HardState | None:
@@ -369,13 +476,19 @@ class HardStateReader:
 
     A user's documents are read the first time the presence package
     composes the user's document, and then held: `reload` (the re-authorise
-    operation) and the periodic check (`RulesWatch`, through
-    `changedUsers`) read them again. In the external mode the store is the
+    operation) and the periodic check (`RulesWatch`, through `changed`)
+    read them again. In the external mode the store is the
     `FetchingXCAPStore <presence.xcap.client.FetchingXCAPStore>`, whose
     client fetches the documents.
 
+    Reads of one user may overlap (a fan-out's first read, a reload, the
+    periodic check) and finish in any order: each read is numbered when it
+    starts, and what a read finds is held only when no later read's is
+    already, so that the newest read is what stays.
+
     Attributes:
-        reads: how many times the store was read.
+        reads: how many times the store was read (also the number of the
+            last read started).
     """
 
     def __init__(self, documents: IXCAPStore, limit: int = HARD_STATE_LIMIT) -> None:
@@ -383,29 +496,50 @@ class HardStateReader:
         self.documents = documents
         self.limit = limit
         self.reads = 0
-        self._held: dict[tuple[str, str], HardState | None] = {}
+        # By user: the number of the read that found it, and what it found.
+        self._held: dict[tuple[str, str], tuple[int, HardState | None]] = {}
         self._reading: dict[tuple[str, str], list[Deferred[HardState | None]]] = {}
+        # Users whose first read failed: their watchers were told the state
+        # without the hard state, so the periodic check reads them again.
+        self._failed: dict[tuple[str, str], None] = {}
 
-    async def _read(self, key: tuple[str, str]) -> HardState | None:
+    async def _read(self, key: tuple[str, str]) -> tuple[int, HardState | None]:
         self.reads += 1
+        generation = self.reads
         rows = await self.documents.documents(key[0], key[1], (PIDF_MANIPULATION,))
-        return hardStateOf(rows)
+        return generation, hardStateOf(rows)
 
-    def _keep(self, key: tuple[str, str], state: HardState | None) -> None:
+    def _keep(
+        self, key: tuple[str, str], generation: int, state: HardState | None
+    ) -> bool:
+        """Hold what read number ``generation`` found, unless a later read's is.
+
+        Returns:
+            Whether it is held now.
+        """
         held = self._held
+        before = held.get(key)
+        if before is not None and before[0] > generation:
+            return False
         held.pop(key, None)
         while len(held) >= self.limit:
             del held[next(iter(held))]
-        held[key] = state
+        held[key] = (generation, state)
+        self._failed.pop(key, None)
+        return True
+
+    def users(self) -> list[tuple[str, str]]:
+        """The users to check: those held, and those whose first read failed."""
+        return [*self._held, *(key for key in self._failed if key not in self._held)]
 
     def current(
         self, presentity: str
     ) -> HardState | Awaitable[HardState | None] | None:
         """See `IHardState.current <presence.xcap.policy.IHardState.current>`."""
         key = _userOf(presentity)
-        held = self._held.get(key, _NOT_HELD)
-        if held is not _NOT_HELD:
-            return cast(HardState | None, held)
+        held = self._held.get(key)
+        if held is not None:
+            return held[1]
         return Deferred.fromCoroutine(self._first(key))
 
     async def _first(self, key: tuple[str, str]) -> HardState | None:
@@ -418,46 +552,69 @@ class HardStateReader:
         waiters: list[Deferred[HardState | None]] = []
         self._reading[key] = waiters
         try:
-            state = await self._read(key)
+            generation, state = await self._read(key)
         except BaseException:
             failure = Failure()
             del self._reading[key]
+            if key not in self._held:
+                while len(self._failed) >= self.limit:
+                    del self._failed[next(iter(self._failed))]
+                self._failed[key] = None
             for waiter in waiters:
                 waiter.errback(failure)
             raise
         del self._reading[key]
-        held = self._held.get(key, _NOT_HELD)
-        if held is _NOT_HELD:
-            self._keep(key, state)
+        held = self._held.get(key)
+        if held is None:
+            self._keep(key, generation, state)
         else:
             # A reload ran meanwhile: what it read is what watchers are told.
-            state = cast(HardState | None, held)
+            state = held[1]
         for waiter in waiters:
             waiter.callback(state)
         return state
 
     async def reload(self, presentity: str) -> bool:
-        """See `IHardState.reload <presence.xcap.policy.IHardState.reload>`."""
+        """See `IHardState.reload <presence.xcap.policy.IHardState.reload>`.
+
+        A read overtaken by a later one (which finished first) changes
+        nothing and says so.
+        """
         key = _userOf(presentity)
-        before = self._held.get(key, _NOT_HELD)
-        state = await self._read(key)
-        self._keep(key, state)
-        if before is _NOT_HELD:
+        generation, state = await self._read(key)
+        before = self._held.get(key)
+        if not self._keep(key, generation, state):
+            return False
+        if before is None:
             return state is not None
-        return _tagOf(before) != _tagOf(state)
+        return _tagOf(before[1]) != _tagOf(state)
 
     def forget(self, presentity: str) -> None:
         """Hold nothing of the presentity's: read it again next time."""
         self._held.pop(_userOf(presentity), None)
 
+    def changed(self, key: tuple[str, str], rows: Sequence[XCAPDocument]) -> bool:
+        """Whether the user's rows hold another hard state than the one held.
+
+        ``rows`` may hold other document types (the periodic check reads
+        the rules and the hard state in one query); what is held is left as
+        it is (`reload` replaces it, and says it changed).
+        """
+        held = self._held.get(key)
+        if held is None:
+            # A first read failed: watchers saw no hard state.
+            return key in self._failed and hardStateOf(rows) is not None
+        return _tagOf(hardStateOf(rows)) != _tagOf(held[1])
+
     async def changedUsers(self) -> list[str]:
         """The users whose hard state in the table is not the one held.
 
-        One query per user held; what is held is left as it is (`reload`
-        replaces it, and says it changed).
+        One query per user held; what is held is left as it is.
         """
         changed: list[str] = []
-        for key, held in list(self._held.items()):
-            if _tagOf(await self._read(key)) != _tagOf(held):
+        for key in self.users():
+            self.reads += 1
+            rows = await self.documents.documents(key[0], key[1], (PIDF_MANIPULATION,))
+            if self.changed(key, rows):
                 changed.append(f"sip:{key[0]}@{key[1]}")
         return changed

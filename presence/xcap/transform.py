@@ -37,6 +37,7 @@ same bytes, elements in document order, PIDF in the default namespace.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from copy import deepcopy
 from typing import Final
 
@@ -267,4 +268,20 @@ def currentSphere(pidf: bytes) -> str | None:
     for child in sphere:
         if isinstance(child.tag, str):
             return etree.QName(child).localname
+    return None
+
+
+def newestSphere(documents: Sequence[bytes]) -> str | None:
+    """The current sphere of the newest document that has one.
+
+    ``documents`` come oldest first (a presentity's publications in the
+    order they were received). The sphere rules read it this way rather
+    than in the aggregate, whose first person is the oldest publication's:
+    the sphere (RFC 4480 section 3.2) is the current state and role of the
+    person, and the newest publication is the current one.
+    """
+    for document in reversed(documents):
+        sphere = currentSphere(document)
+        if sphere is not None:
+            return sphere
     return None
