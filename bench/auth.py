@@ -192,7 +192,6 @@ def publishCase(mode: str) -> Prepare:
     counter = itertools.count(1)
 
     def prepare(n: int) -> Callable[[], None]:
-        flush(server)
         agents = []
         for _ in range(n):
             i = next(counter)
@@ -200,6 +199,7 @@ def publishCase(mode: str) -> Prepare:
             store.put(credentials(user))
             agents.append(UA(server, user, port=10000 + i % 50000))
         if mode == "challenge":
+            flush(server)
             return lambda: challengedPublishes(server, agents)
         prepared: list[tuple[bytes, tuple[str, int]]] = []
         for ua in agents:
@@ -211,6 +211,7 @@ def publishCase(mode: str) -> Prepare:
                 value = ua.response().headerLines("www-authenticate")[0]
                 authorization = answer(ua, value, "PUBLISH", ua.aor, nc=2)
             prepared.append((publishBytes(ua, authorization), (ua.host, ua.port)))
+        flush(server)
 
         def publishes() -> None:
             written = server.udp.written
@@ -275,10 +276,13 @@ def _ignore(call: DelayedCall) -> None:
 
 
 def flush(server: Server) -> None:
-    """Let the server's timers of the last batch fire, before the next is timed.
+    """Let the server's timers fire before a batch is timed.
 
+    The batch's challenges too: a client that reuses its nonce is challenged
+    once per nonce lifetime, not once per request, so the 401 transactions
+    waiting out their Timer J are few among its requests' transactions.
     Transactions' timers are at most 32 s (64*T1), far within a nonce's
-    lifetime (300 s), and the nonces of a batch are fetched after this.
+    lifetime (300 s): the nonces fetched before this are still valid after.
     """
     server.reactor.advance(33)
 
@@ -370,7 +374,6 @@ def subscribeCase(mode: str) -> Prepare:
     unsubscribe = [("Event", "presence"), ("Expires", "0")]
 
     def prepare(n: int) -> Callable[[], None]:
-        flush(server)
         prepared = []
         for _ in range(n):
             i = next(counter)
@@ -396,6 +399,7 @@ def subscribeCase(mode: str) -> Prepare:
                 "SUBSCRIBE", presentity, subscribe + first, callId=callId
             )
             prepared.append((watcher, presentity, callId, data, unsubscribe + second))
+        flush(server)
 
         def cycles() -> None:
             for watcher, presentity, callId, data, headers in prepared:

@@ -248,7 +248,7 @@ class DigestAuthenticator:
         if state is NonceState.STALE:
             self.stats["stale"] += 1
             raise self.challenges(realm, stale=True)
-        if not self.counts.advance(response.nonce, issued, response.count):
+        if not self.counts.advance(response.nonce, issued, response.nonceCount):
             self.stats["replayed"] += 1
             self.log.info(
                 "{method} from {peer}: nonce count {nc} of {user}@{domain} replayed",

@@ -149,7 +149,7 @@ class HeaderTests(SynchronousTestCase):
         )
         assert credentials is not None
         self.assertEqual(
-            (credentials.username, credentials.algorithm, credentials.count),
+            (credentials.username, credentials.algorithm, credentials.nonceCount),
             ("bob", "SHA-256", 10),
         )
         self.assertEqual(credentials.response, "abcd")
