@@ -234,7 +234,10 @@ class DigestAuthenticator:
             response.nc,
             response.cnonce,
         )
-        if ha1 is None or not hmac.compare_digest(expected, response.response):
+        # Compared as bytes: compare_digest refuses str with non-ASCII
+        # characters, which a client's response may hold.
+        given = response.response.encode("utf-8", "surrogateescape")
+        if ha1 is None or not hmac.compare_digest(expected.encode("ascii"), given):
             # An unknown user and a wrong password look the same from outside.
             self.stats["refused"] += 1
             self.log.info(
