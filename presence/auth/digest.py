@@ -105,7 +105,11 @@ def computeHA1(algorithm: str, username: str, realm: str, password: str) -> str:
 
 
 #: The `Credentials` attribute holding each algorithm's HA1.
-_HA1_FIELDS: Final = {"MD5": "ha1", "SHA-256": "ha1Sha256", "SHA-512-256": "ha1Sha512t256"}
+_HA1_FIELDS: Final = {
+    "MD5": "ha1",
+    "SHA-256": "ha1Sha256",
+    "SHA-512-256": "ha1Sha512t256",
+}
 
 
 def storedHA1(credentials: Credentials, algorithm: str, realm: str) -> str | None:
@@ -215,7 +219,8 @@ def parsePlainDigest(value: str) -> dict[str, str] | None:
     # quoted value: all the names lowered at once, all the quotes removed
     # at once.
     names = "\n".join(parts[1::3]).lower().split("\n")
-    params = dict(zip(names, "\n".join(parts[2::3]).replace('"', "").split("\n")))
+    values = "\n".join(parts[2::3]).replace('"', "").split("\n")
+    params = dict(zip(names, values, strict=True))
     if len(params) != len(names):
         return None  # a name given twice
     return params

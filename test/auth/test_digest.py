@@ -327,7 +327,8 @@ class FastParserTests(SynchronousTestCase):
         """What clients send is read by the fast path, as the grammar reads it."""
         for value in (
             answerChallenge(
-                f'Digest realm="{REALM}", qop="auth", algorithm=SHA-256, nonce="{NONCE}"',
+                f'Digest realm="{REALM}", qop="auth", algorithm=SHA-256,'
+                f' nonce="{NONCE}"',
                 USER,
                 PASSWORD,
                 "PUBLISH",
