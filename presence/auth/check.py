@@ -32,8 +32,8 @@ What a failure gets:
 from __future__ import annotations
 
 import hmac
-from collections.abc import Awaitable, Sequence
-from typing import Final
+from collections.abc import Awaitable, Coroutine, Sequence
+from typing import Any, Final, TypeVar, cast
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -61,7 +61,9 @@ from presence.sip.errors import BadRequest, Forbidden, SIPParseError, Unauthoriz
 from presence.sip.message import SIPURI, URI, SIPRequest, parseURI
 from presence.sip.transaction import ServerTransaction
 from presence.sip.transport import Peer
-from presence.storage.credentials import ICredentialStore
+from presence.storage.credentials import Credentials, ICredentialStore
+
+_T = TypeVar("_T")
 
 #: Methods never challenged. OPTIONS says what the server can do; ACK and
 #: CANCEL cannot be resubmitted with credentials (RFC 3261 section 22),
@@ -191,8 +193,15 @@ class DigestAuthenticator:
                 found = credentials
         return found
 
-    async def authenticate(self, request: SIPRequest, peer: Peer) -> Identity:
+    def authenticate(
+        self, request: SIPRequest, peer: Peer
+    ) -> Identity | Awaitable[Identity]:
         """Verify a request's digest response; the identity it proves.
+
+        At once when the credential store answers at once (a user in memory,
+        or in the few seconds' cache): a client that reuses its nonce costs
+        no suspension and no Deferred. Otherwise an awaitable of the
+        identity, which raises the same errors.
 
         Raises:
             Unauthorized: no response, a forged or stale nonce, an unknown
@@ -206,9 +215,7 @@ class DigestAuthenticator:
         if response is None:
             self.stats["challenged"] += 1
             raise self.challenges(realm)
-        algorithm = response.algorithm
-        assert algorithm is not None
-        if not _sameURI(response.uri, request):
+        if response.uri != request.uriText and not _sameURI(response.uri, request):
             raise BadRequest("the digest uri is not the Request-URI")
         state, issued = self.nonces.check(response.nonce, realm)
         if state is NonceState.FORGED:
@@ -219,7 +226,51 @@ class DigestAuthenticator:
                 peer=peer,
             )
             raise self.challenges(realm)
-        credentials = await self.credentials.credentials(response.username, domain)
+        lookup = self.credentials.credentials(response.username, domain)
+        if isinstance(lookup, Coroutine):
+            try:
+                waiting = lookup.send(None)
+            except StopIteration as done:
+                credentials = done.value
+                return self._verify(
+                    request, peer, response, realm, domain, state, issued, credentials
+                )
+            lookup = _resumed(lookup, waiting)
+        return self._verifyLater(
+            request, peer, response, realm, domain, state, issued, lookup
+        )
+
+    async def _verifyLater(
+        self,
+        request: SIPRequest,
+        peer: Peer,
+        response: DigestCredentials,
+        realm: str,
+        domain: str,
+        state: NonceState,
+        issued: float,
+        lookup: Awaitable[Credentials | None],
+    ) -> Identity:
+        """`_verify`, once the credential store has answered."""
+        credentials = await lookup
+        return self._verify(
+            request, peer, response, realm, domain, state, issued, credentials
+        )
+
+    def _verify(
+        self,
+        request: SIPRequest,
+        peer: Peer,
+        response: DigestCredentials,
+        realm: str,
+        domain: str,
+        state: NonceState,
+        issued: float,
+        credentials: Credentials | None,
+    ) -> Identity:
+        """Check a response against the user's credentials (see `authenticate`)."""
+        algorithm = response.algorithm
+        assert algorithm is not None
         ha1 = None
         if credentials is not None:
             ha1 = storedHA1(credentials, algorithm, realm)
@@ -292,6 +343,28 @@ def _sameURI(text: str, request: SIPRequest) -> bool:
         return parseURI(text) == request.uri
     except SIPParseError:
         return False
+
+
+async def _resumed(coroutine: Coroutine[Any, Any, _T], waiting: Any) -> _T:
+    """Go on with a coroutine that was started by hand and is waiting.
+
+    ``coroutine.send(None)`` ran it until it awaited ``waiting`` (a Deferred,
+    for the stores of this server); this awaits that in its place, hands
+    the result or the exception back to it, and so on until it returns.
+    """
+    while True:
+        try:
+            result = await waiting
+        except BaseException as e:  # handed back, whatever it is
+            try:
+                waiting = coroutine.throw(e)
+            except StopIteration as done:
+                return cast(_T, done.value)
+        else:
+            try:
+                waiting = coroutine.send(result)
+            except StopIteration as done:
+                return cast(_T, done.value)
 
 
 class IdentityCheck:

@@ -342,19 +342,20 @@ class FastParserTests(SynchronousTestCase):
             # sipp's and many phones' order and spacing.
             'Digest username="bob",realm="example.com",uri="sip:bob@example.com",'
             'nonce="n",response="r",algorithm=MD5,cnonce="c",qop=auth,nc=00000001',
-            'digest USERNAME="bob" , Realm = "example.com", nonce=""',
+            'digest username="bob" , realm = "example.com", nonce=""',
             'Digest uri="sip:a@b;x=1,2", nc=1',
             "Digest nc=1,",
         ):
             self.assertIsNotNone(self.assertAgrees(value), value)
 
     def test_otherShapesLeftToTheGrammar(self) -> None:
-        """Escapes, commas in quotes, tabs, other schemes: the whole grammar's."""
+        """Escapes, tabs, non-ASCII, upper-case names: the whole grammar's."""
         for value, params in (
             ('Digest username="a\\"b", realm="r"', {"username": 'a"b', "realm": "r"}),
             ("Digest\tnc=1,\tqop=auth", {"nc": "1", "qop": "auth"}),
             (" Digest nc=1", {"nc": "1"}),
             ('Digest username="élise"', {"username": "élise"}),
+            ('Digest USERNAME="bob", Realm=r', {"username": "bob", "realm": "r"}),
         ):
             self.assertIsNone(parsePlainDigest(value), value)
             self.assertEqual(parseAuthParams(value), ("digest", params), value)
