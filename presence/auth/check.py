@@ -46,8 +46,9 @@ from presence.auth.digest import (
     Nonces,
     NonceState,
     challenge,
-    digestResponse,
+    digestHash,
     parseCredentials,
+    responseOfHA2,
     storedHA1,
 )
 from presence.auth.identity import (
@@ -105,6 +106,8 @@ class DigestAuthenticator:
         nonces: issues and verifies the nonces.
         counts: the nonce counts seen, for replay detection.
         credentials: where users' credentials are read.
+        memoryLimit: how many identities, and how many ``H(A2)``, are
+            kept at most (all are forgotten when the limit is reached).
         stats: how many requests were challenged (no response), refused
             (forged nonce, unknown user, wrong response), found stale or
             replayed, and authenticated.
@@ -136,6 +139,7 @@ class DigestAuthenticator:
             nonceCountLimit: how many nonces' counts are remembered.
         """
         self.credentials = credentials
+        self.memoryLimit = 4096
         self.algorithms = tuple(algorithms)
         self.realm = realm
         self.nonces = Nonces(secret, clock, nonceLifetime)
@@ -148,6 +152,10 @@ class DigestAuthenticator:
             "authenticated": 0,
         }
         self._warned: set[tuple[str, str, str]] = set()
+        # What is the same from one request of a client to the next, kept
+        # so as not to be made again: identities (immutable) and H(A2).
+        self._identities: dict[tuple[str, str], Identity] = {}
+        self._ha2s: dict[tuple[str, str, str], str] = {}
 
     def realmOf(self, request: SIPRequest) -> tuple[str, str]:
         """The realm of a request's challenge, and the domain of its user.
@@ -276,14 +284,13 @@ class DigestAuthenticator:
             ha1 = storedHA1(credentials, algorithm, realm)
             if ha1 is None:
                 self._noHash(response.username, domain, algorithm)
-        expected = digestResponse(
+        expected = responseOfHA2(
             algorithm,
             ha1 or "0" * DIGEST_LENGTHS[algorithm],
             response.nonce,
-            request.method,
-            response.uri,
             response.nc,
             response.cnonce,
+            self._ha2(algorithm, request.method, response.uri),
         )
         # Compared as bytes: compare_digest refuses str with non-ASCII
         # characters, which a client's response may hold.
@@ -314,7 +321,26 @@ class DigestAuthenticator:
             )
             raise self.challenges(realm, stale=True)
         self.stats["authenticated"] += 1
-        return Identity(response.username, domain, DIGEST)
+        key = (response.username, domain)
+        identity = self._identities.get(key)
+        if identity is None:
+            if len(self._identities) >= self.memoryLimit:
+                self._identities.clear()
+            identity = self._identities[key] = Identity(*key, DIGEST)
+        return identity
+
+    def _ha2(self, algorithm: str, method: str, uri: str) -> str:
+        """``H(A2)``, ``H(method:uri)``: kept, at most `memoryLimit` of them.
+
+        It is the same for every request a client sends to one URI.
+        """
+        key = (algorithm, method, uri)
+        ha2 = self._ha2s.get(key)
+        if ha2 is None:
+            if len(self._ha2s) >= self.memoryLimit:
+                self._ha2s.clear()
+            ha2 = self._ha2s[key] = digestHash(algorithm, f"{method}:{uri}")
+        return ha2
 
     def _noHash(self, user: str, domain: str, algorithm: str) -> None:
         """Say once that a user's row cannot answer an algorithm offered."""

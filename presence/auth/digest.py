@@ -142,6 +142,19 @@ def digestResponse(
     ``A2 = method ":" uri``, for ``qop=auth``.
     """
     ha2 = digestHash(algorithm, f"{method}:{uri}")
+    return responseOfHA2(algorithm, ha1, nonce, nc, cnonce, ha2, qop)
+
+
+def responseOfHA2(
+    algorithm: str,
+    ha1: str,
+    nonce: str,
+    nc: str,
+    cnonce: str,
+    ha2: str,
+    qop: str = QOP,
+) -> str:
+    """`digestResponse` from ``H(A2)``, for a caller that keeps it."""
     return digestHash(algorithm, f"{ha1}:{nonce}:{nc}:{cnonce}:{qop}:{ha2}")
 
 
@@ -293,18 +306,25 @@ def parseCredentials(value: str) -> DigestCredentials | None:
             server needs: ``username``, ``realm``, ``nonce``, ``uri``,
             ``response``, and ``qop=auth`` with ``nc`` and ``cnonce``.
     """
-    scheme, params = parseAuthParams(value)
-    if scheme != "digest":
-        return None
+    params = parsePlainDigest(value)
+    if params is None:
+        scheme, params = parseAuthParamsFully(value)
+        if scheme != "digest":
+            return None
     if "username*" in params or params.get("userhash", "false").lower() != "false":
         raise DigestError("username* and userhash are not supported")
-    for name in ("username", "realm", "nonce", "uri", "response"):
-        if name not in params:
-            raise DigestError(f"digest response without {name}")
+    try:
+        username = params["username"]
+        realm = params["realm"]
+        nonce = params["nonce"]
+        uri = params["uri"]
+        response = params["response"]
+    except KeyError as e:
+        raise DigestError(f"digest response without {e.args[0]}") from None
     qop = params.get("qop")
     if qop is None:
         raise DigestError('digest response without qop: qop="auth" is required')
-    if qop.lower() != QOP:
+    if qop != QOP and qop.lower() != QOP:
         raise DigestError(f"qop {qop!r} was not offered")
     nc = params.get("nc", "")
     if _NC_RE.fullmatch(nc) is None:
@@ -314,14 +334,14 @@ def parseCredentials(value: str) -> DigestCredentials | None:
         raise DigestError("digest response without cnonce")
     algorithm = params.get("algorithm", "MD5")
     return DigestCredentials(
-        username=params["username"],
-        realm=params["realm"],
-        nonce=params["nonce"],
-        uri=params["uri"],
-        response=params["response"].lower(),
-        algorithm=canonicalAlgorithm(algorithm),
-        nc=nc,
-        cnonce=cnonce,
+        username,
+        realm,
+        nonce,
+        uri,
+        response.lower(),
+        algorithm if algorithm in ALGORITHMS else canonicalAlgorithm(algorithm),
+        nc,
+        cnonce,
     )
 
 
@@ -547,6 +567,8 @@ class NonceCounts:
         # nonce -> (expiry, highest count), oldest first use first; an
         # OrderedDict for the reason `Nonces` gives.
         self._counts: OrderedDict[str, tuple[float, int]] = OrderedDict()
+        # When the first entry expires: nothing to forget before then.
+        self._frontExpiry = float("inf")
 
     def __len__(self) -> int:
         """How many nonces are remembered."""
@@ -566,7 +588,8 @@ class NonceCounts:
         """
         counts = self._counts
         now = self.clock.seconds()
-        self._expire(now)
+        if now >= self._frontExpiry:
+            self._expire(now)
         known = counts.get(nonce)
         if known is not None:
             if count <= known[1]:
@@ -575,19 +598,24 @@ class NonceCounts:
             return True
         if issued <= self.floor:
             return False
+        evicted = not counts
         while len(counts) >= self.limit:
-            oldest = next(iter(counts))
-            expiry, _ = counts.pop(oldest)
+            expiry, _ = counts.popitem(last=False)[1]
             if expiry > now:
                 self.floor = max(self.floor, expiry - self.lifetime)
+            evicted = True
         counts[nonce] = (issued + self.lifetime, count)
+        if evicted:
+            self._frontExpiry = next(iter(counts.values()))[0]
         return True
 
     def _expire(self, now: float) -> None:
         """Forget the oldest entries whose nonces have expired."""
         counts = self._counts
         while counts:
-            oldest = next(iter(counts))
-            if counts[oldest][0] > now:
+            expiry = next(iter(counts.values()))[0]
+            if expiry > now:
+                self._frontExpiry = expiry
                 return
-            del counts[oldest]
+            counts.popitem(last=False)
+        self._frontExpiry = float("inf")
