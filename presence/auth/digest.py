@@ -81,7 +81,7 @@ def _sha512t256(data: bytes) -> Any:
 
 
 #: Each algorithm's hash function: the named constructors, which cost less
-#: than `hashlib.new` looking the name up at every call.
+#: than ``hashlib.new`` looking the name up at every call.
 _HASHES: Final[dict[str, Callable[[bytes], Any]]] = {
     "MD5": hashlib.md5,
     "SHA-256": hashlib.sha256,
@@ -174,12 +174,10 @@ _NC_RE: Final = re.compile(r"[0-9A-Fa-f]{8}")
 
 #: One ``name=value`` pair of the fast path, and the comma after it:
 #: `parseAuthParamsFully`'s pair, narrowed to printable ASCII without
-#: backslashes, spaces for white space, and lower-case names. A value is
-#: quoted when group 2 (the opening quote) matched, and group 3 is the value
-#: without its quotes either way.
+#: backslashes, spaces for white space, and lower-case names.
 _PLAIN_PAIR_RE: Final = re.compile(
     r" *([a-z0-9\-.!%*_+`'~]+) *= *"
-    r'(")?((?(2)[ !#-\[\]-~]*|[!#-+\--\[\]-~]+))(?(2)")'
+    r'("[ !#-\[\]-~]*"|[!#-+\--\[\]-~]+)'
     r" *(?:,|$)"
 )
 
@@ -217,20 +215,23 @@ def parsePlainDigest(value: str) -> dict[str, str] | None:
     ``None`` and is left to `parseAuthParamsFully`: this never raises, and
     gives what `parseAuthParamsFully` gives wherever it answers. It is cheap
     because it is a few calls into C, whatever the number of parameters: one
-    regular expression splits the whole value into names and unquoted
-    values.
+    regular expression splits the whole value into names and values, and
+    the values are unquoted all at once.
     """
     if value[:7].lower() != "digest ":
         return None
-    # [between, name, quote, value, between, name, ..., after]: the pairs
+    # [between, name, value, between, name, value, ..., after]: the pairs
     # follow each other from the start to the end when all the betweens and
     # what is after are empty; a character outside the narrowed classes
     # leaves one that is not.
     parts = _PLAIN_PAIR_RE.split(value[7:])
-    if len(parts) == 1 or any(parts[::4]):
+    if len(parts) == 1 or any(parts[::3]):
         return None
-    names = parts[1::4]
-    params = dict(zip(names, parts[3::4], strict=True))
+    names = parts[1::3]
+    # No value holds a line feed, nor a quote but around a quoted value: all
+    # are unquoted at once.
+    values = "\n".join(parts[2::3]).replace('"', "").split("\n")
+    params = dict(zip(names, values, strict=True))
     if len(params) != len(names):
         return None  # a name given twice
     return params

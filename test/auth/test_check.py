@@ -366,6 +366,28 @@ class DigestTests(AuthTestCase):
         )
         self.assertEqual(self.publish(UA(two, "bob"), value).code, 401)
 
+    def test_keptValuesBounded(self) -> None:
+        """Identities and H(A2) are kept per authenticator, never more than its limit.
+
+        Whatever is kept, each request is still verified: alice's and bob's
+        credentials work in turn, bob's password does not work for alice.
+        """
+        authenticator = self.server.stack.authenticator
+        assert authenticator is not None
+        authenticator.memoryLimit = 1
+        for _ in range(2):
+            self.assertEqual(
+                self.publishAs(self.alice, "alice", "alice's password").code, 200
+            )
+            self.assertEqual(
+                self.publishAs(self.bob, "bob", "bob's password").code, 200
+            )
+        self.assertEqual(
+            self.publishAs(self.alice, "alice", "bob's password").code, 401
+        )
+        self.assertLessEqual(len(authenticator._identities), 1)
+        self.assertLessEqual(len(authenticator._ha2s), 1)
+
     def test_uriMustBeRequestURI(self) -> None:
         """RFC 7616 section 3.4: a digest uri that is not the Request-URI gets 400.
 
