@@ -426,7 +426,7 @@ _NONCE_LENGTH: Final = 43
 
 
 class Nonces:
-    """Issues nonces and verifies them without keeping them.
+    """Issues nonces and verifies them without needing to keep them.
 
     A nonce is ``base64url(time || salt || HMAC-SHA-256(secret, time || salt
     || realm)[:16])``, the time the whole seconds of the injected clock.
@@ -437,11 +437,12 @@ class Nonces:
     A client reuses its nonce for request after request (with a growing
     nonce count), so the nonces issued here, and those of another server
     whose HMAC was found right, are remembered with their realm and issue
-    time, at most `cacheLimit` of them, none longer than its lifetime: a
-    nonce met again costs a dictionary look-up instead of a decoding and an
-    HMAC. Only genuine nonces are kept (a forged one is checked again every
-    time), and the age is worked out afresh at every check, so a remembered
-    nonce becomes stale exactly when it would have without the memory. When
+    time, at most `cacheLimit` of them, the oldest forgotten first and those
+    past their lifetime as they come to the front: a nonce met again costs a
+    dictionary look-up instead of a decoding and an HMAC. Only genuine
+    nonces are kept (a forged one is checked again every time), and the age
+    is worked out afresh at every check, so a remembered nonce becomes stale
+    exactly when it would have without the memory. When
     more nonces are issued than are remembered (more than `cacheLimit` in a
     lifetime), the oldest are forgotten and cost their HMAC again.
 
