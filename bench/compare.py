@@ -314,13 +314,17 @@ def compare(
             for side in sides:
                 workdir = tempdir / f"{name}-{side}-{roundNumber}"
                 workdir.mkdir()
-                if side == "ours":
-                    figures = measureOurs(measure, twistd, workdir, settings)
-                    ours.add(figures)
-                else:
-                    reference.prepare()
-                    figures = measure(reference, workdir, settings)
-                    theirs.add(figures)
+                try:
+                    if side == "ours":
+                        figures = measureOurs(measure, twistd, workdir, settings)
+                        ours.add(figures)
+                    else:
+                        reference.prepare()
+                        figures = measure(reference, workdir, settings)
+                        theirs.add(figures)
+                except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+                    run.say(f"  round {roundNumber}/{rounds} {name} {side}: {e}")
+                    continue
                 run.say(
                     f"  round {roundNumber}/{rounds} {name} {side}: "
                     + ", ".join(f"{k} {v:,.3f}" for k, v in figures.items())

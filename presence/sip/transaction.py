@@ -11,6 +11,7 @@ from __future__ import annotations
 import secrets
 from collections import deque
 from collections.abc import Callable
+from sys import intern
 from typing import Any, Final
 from typing import Protocol as TypingProtocol
 
@@ -82,7 +83,9 @@ def _serverKey(request: SIPMessage, method: str) -> tuple[Any, ...]:
     via = request.topVia
     branch = via.branch
     if branch is not None and branch.startswith(MAGIC_COOKIE):
-        return (branch, via.host.lower(), via.port, method)
+        # The host interned: a completed transaction keeps its key 32 s, and
+        # the transactions of one peer can share one copy of its host.
+        return (branch, intern(via.host.lower()), via.port, method)
     # RFC 2543 peers: match on the fields that identify the request.
     assert isinstance(request, SIPRequest)
     try:
@@ -121,6 +124,72 @@ class _Timed:
             self._cancel(name)
 
 
+class CompletedTransaction:
+    """A non-INVITE server transaction over UDP in Completed, waiting out Timer J.
+
+    RFC 3261 17.2.2: "While in the Completed state, the server transaction
+    MUST pass the final response to the transport layer for retransmission
+    whenever a retransmission of the request is received."  That is all it
+    does until Timer J ends it, so the layer keeps only this in its place:
+    the response's bytes, where they go, the key, and the merge key (RFC 3261
+    8.2.2.2).  Tens of thousands wait at once under load; the transaction
+    object, its request, response, Via and peer are left to the garbage
+    collector.
+
+    Attributes:
+        key: the transaction's key (RFC 3261 17.2.3).
+        state: ``"completed"``, then ``"terminated"``.
+        due: when Timer J fires, on the layer's clock.
+    """
+
+    __slots__ = (
+        "_data",
+        "_host",
+        "_layer",
+        "_port",
+        "_protocol",
+        "due",
+        "key",
+        "mergeKey",
+        "state",
+    )
+
+    def __init__(
+        self,
+        layer: TransactionLayer,
+        key: tuple[Any, ...],
+        data: bytes,
+        destination: Any,
+        mergeKey: str | None,
+        due: float,
+    ) -> None:
+        """Keep what retransmitting the final response needs."""
+        self._layer = layer
+        self.key = key
+        self._data = data
+        # The destination's three parts rather than its tuple: 40 bytes less.
+        self._protocol: Any
+        self._host: str
+        self._port: int
+        self._protocol, self._host, self._port = destination or (None, "", 0)
+        self.mergeKey = mergeKey
+        self.due = due
+        self.state = "completed"
+
+    def requestRetransmitted(self) -> None:
+        """The request came again: send the final response again."""
+        self._layer.stats.retransmissionsAbsorbed += 1
+        destination = None
+        if self._protocol is not None:
+            destination = (self._protocol, self._host, self._port)
+        self._layer.transports.sendDatagramTo(destination, self._data)
+
+    def terminate(self) -> None:
+        """End the transaction (Timer J fired, or the layer stops)."""
+        self.state = "terminated"
+        self._layer._serverEnded(self)
+
+
 class ServerTransaction(_Timed):
     """A server transaction: the request, its peer and its last response.
 
@@ -156,7 +225,7 @@ class ServerTransaction(_Timed):
         self.toTag = newTag()
         self._timers: dict[str, IDelayedCall] = {}
         self._wire: tuple[bytes, Via] | None = None
-        self.mergeKey: tuple[str, str, int, str] | None = None
+        self.mergeKey: str | None = None
 
     def respond(self, response: SIPResponse) -> None:
         """Send a response; a final one completes the transaction."""
@@ -203,24 +272,6 @@ class ServerTransaction(_Timed):
         if self._wire is not None:
             self.layer.transports.sendResponseBytes(*self._wire, self.peer)
 
-    def _slim(self) -> None:
-        """Drop what a completed transaction no longer needs.
-
-        A completed UDP transaction lives 32 s (Timer J) to absorb
-        retransmissions, and thousands of them are alive at any time under
-        load; keeping only the response's bytes, and a bare request and
-        response, saves about forty objects each for the garbage collector.
-        """
-        request = self.request
-        self.request = SIPRequest(
-            request.method,
-            request.uriText,
-            [("call-id", request.header("call-id") or "")],
-        )
-        response = self.lastResponse
-        if response is not None:
-            self.lastResponse = SIPResponse(response.code, response.phrase)
-
     def terminate(self) -> None:
         """End the transaction and cancel its timers."""
         self.state = "terminated"
@@ -245,9 +296,11 @@ class NonInviteServerTransaction(ServerTransaction):
             self.onFinalResponse(self, response)
         if self.peer.reliable:
             self._schedule("J", 0.0, self.terminate)
+        elif self._wire is not None:
+            self.layer._complete(self, *self._wire)
         else:
-            self._slim()
-            self.layer._startTimerJ(self)
+            # The response could not be routed: nothing to retransmit.
+            self.terminate()
 
 
 class InviteServerTransaction(ServerTransaction):
@@ -506,14 +559,16 @@ class TransactionLayer:
         self.transports = transports
         self.user = user
         self.serverHeader = serverHeader
-        self.server: dict[tuple[Any, ...], ServerTransaction] = {}
+        self.server: dict[
+            tuple[Any, ...], ServerTransaction | CompletedTransaction
+        ] = {}
         self.client: dict[tuple[Any, ...], ClientTransaction] = {}
         self.stats = TransactionStatistics()
         transports.sink = self
         # Timer J is the same for every UDP transaction, so the completed ones
         # wait in one queue, in order, behind one delayed call.
-        self._timerJQueue: deque[tuple[float, ServerTransaction]] = deque()
-        self._outsideDialog: dict[tuple[str, str, int, str], ServerTransaction] = {}
+        self._timerJQueue: deque[CompletedTransaction] = deque()
+        self._outsideDialog: dict[str, ServerTransaction | CompletedTransaction] = {}
         self._timerJCall: IDelayedCall | None = None
 
     # -- from the transports --------------------------------------------------
@@ -645,7 +700,9 @@ class TransactionLayer:
         fromTag = request.fromAddr.tag
         if request.toAddr.tag is not None or fromTag is None:
             return False
-        key = (fromTag, request.callId, request.cseq.number, request.method)
+        # One string rather than a tuple of four: it is kept as long as the
+        # transaction, through Timer J.  Tags and Call-IDs hold no space.
+        key = f"{fromTag} {request.callId} {request.cseq.number} {request.method}"
         other = self._outsideDialog.get(key)
         if other is not None and other is not transaction:
             return True
@@ -653,7 +710,9 @@ class TransactionLayer:
         transaction.mergeKey = key
         return False
 
-    def _serverEnded(self, transaction: ServerTransaction) -> None:
+    def _serverEnded(
+        self, transaction: ServerTransaction | CompletedTransaction
+    ) -> None:
         if self.server.get(transaction.key) is transaction:
             del self.server[transaction.key]
         key = transaction.mergeKey
@@ -664,9 +723,27 @@ class TransactionLayer:
         if self.client.get(transaction.key) is transaction:
             del self.client[transaction.key]
 
-    def _startTimerJ(self, transaction: ServerTransaction) -> None:
-        """End ``transaction`` after Timer J (64*T1) unless it ends before."""
-        self._timerJQueue.append((self.clock.seconds() + 64 * T1, transaction))
+    def _complete(self, transaction: ServerTransaction, data: bytes, via: Via) -> None:
+        """Put a `CompletedTransaction` in place of ``transaction``; start Timer J.
+
+        RFC 3261 17.2.2: "When the server transaction enters the "Completed"
+        state, it MUST set Timer J to fire in 64*T1 seconds for unreliable
+        transports."
+        """
+        completed = CompletedTransaction(
+            self,
+            transaction.key,
+            data,
+            self.transports.datagramDestination(via, transaction.peer),
+            transaction.mergeKey,
+            self.clock.seconds() + 64 * T1,
+        )
+        if self.server.get(transaction.key) is transaction:
+            self.server[transaction.key] = completed
+        key = transaction.mergeKey
+        if key is not None and self._outsideDialog.get(key) is transaction:
+            self._outsideDialog[key] = completed
+        self._timerJQueue.append(completed)
         if self._timerJCall is None:
             self._timerJCall = self.clock.callLater(64 * T1, self._timerJ)
 
@@ -674,13 +751,13 @@ class TransactionLayer:
         self._timerJCall = None
         queue = self._timerJQueue
         now = self.clock.seconds()
-        while queue and queue[0][0] <= now:
-            _, transaction = queue.popleft()
-            if transaction.state == "completed":
-                transaction.terminate()
+        while queue and queue[0].due <= now:
+            completed = queue.popleft()
+            if completed.state == "completed":
+                completed.terminate()
         if queue:
             self._timerJCall = self.clock.callLater(
-                max(0.0, queue[0][0] - now), self._timerJ
+                max(0.0, queue[0].due - now), self._timerJ
             )
 
     def stop(self) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import ipaddress
 import random
 import socket
+import sys
 from collections.abc import Callable
 from typing import Any, Final, cast
 from typing import Protocol as TypingProtocol
@@ -703,14 +704,37 @@ class SIPTransports:
             port = via.port or defaultPort(transport)
             self._sendOrLog(Peer(transport, host, port), data)
             return
+        self.sendDatagramTo(self.datagramDestination(via, peer), data)
+
+    def datagramDestination(
+        self, via: Via, peer: Peer | None = None
+    ) -> tuple[SIPDatagramProtocol, str, int] | None:
+        """Where a response over UDP with top Via ``via`` goes (RFC 3261 18.2.2).
+
+        The socket, host and port, worked out once, so that a completed
+        transaction keeps these three rather than the Via and the peer;
+        ``None`` when no UDP socket can send there (`sendDatagramTo` counts
+        and logs it).  The host is interned: the responses to one peer share
+        one copy.
+        """
+        host = sys.intern(via.received or via.host.strip("[]"))
         port = via.rport or via.port or DEFAULT_PORT
         protocol = peer.connection if peer is not None else None
         if not isinstance(protocol, SIPDatagramProtocol):
             protocol = self._udpFor(host)
         if protocol is None:
             self.log.warn("no UDP socket to send a response to {host}", host=host)
+            return None
+        return (protocol, host, port)
+
+    def sendDatagramTo(
+        self, destination: tuple[SIPDatagramProtocol, str, int] | None, data: bytes
+    ) -> None:
+        """Send a response's bytes to a `datagramDestination`."""
+        if destination is None:
             self.stats.sendErrors += 1
             return
+        protocol, host, port = destination
         try:
             self._writeDatagram(protocol, data, host, port)
         except TransportError as e:

@@ -19,8 +19,10 @@ from presence.sip.transaction import (
     T1,
     T2,
     T4,
+    CompletedTransaction,
     InviteServerTransaction,
     NonInviteServerTransaction,
+    ServerTransaction,
     SyntheticResponse,
     TransactionLayer,
     TransactionUser,
@@ -479,6 +481,86 @@ class NonInviteServerTransactionTests(SynchronousTestCase):
         self.assertEqual(self.stack.layer.server, {})
         self.stack.receive(requestBytes())
         self.assertEqual(len(self.user.requests), 2)
+
+    def test_completedKeepsOnlyTheResponse(self) -> None:
+        """A completed UDP transaction is kept as its response's bytes and key.
+
+        RFC 3261 17.2.2: "While in the Completed state, the server transaction
+        MUST pass the final response to the transport layer for retransmission
+        whenever a retransmission of the request is received." Nothing else
+        is asked of it, so nothing else (request, Via, peer) is kept.
+        """
+        self.stack.receive(requestBytes())
+        [completed] = self.stack.layer.server.values()
+        self.assertIsInstance(completed, CompletedTransaction)
+        self.assertEqual(completed.state, "completed")
+        self.assertFalse(hasattr(completed, "__dict__"))
+        self.assertFalse(hasattr(completed, "request"))
+        self.stack.receive(requestBytes())
+        first, second = self.stack.udp.written
+        self.assertEqual(first, second)
+        self.assertEqual(second[1], CLIENT)
+
+    def test_completedAnswersAtTheSourcePort(self) -> None:
+        """The retransmitted response goes where the first went: rport, received.
+
+        RFC 3581 section 4: the response is sent "to the IP address from which
+        the request was received" and "to the port from which the request was
+        received" when the Via has rport.
+        """
+        via = "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKnat;rport"
+        self.stack.receive(requestBytes(via=via), ("203.0.113.9", 40123))
+        self.stack.receive(requestBytes(via=via), ("203.0.113.9", 40123))
+        first, second = self.stack.udp.written
+        self.assertEqual(first, second)
+        self.assertEqual(second[1], ("203.0.113.9", 40123))
+
+    def test_mergeKeyKeptUntilTimerJ(self) -> None:
+        """A completed transaction still merges a copy by another path; not after J.
+
+        RFC 3261 8.2.2.2: "If the From tag, Call-ID, and CSeq exactly match
+        those associated with an ongoing transaction, but the request does not
+        match that transaction (based on the matching rules in Section
+        17.2.3), the UAS core SHOULD generate a 482 (Loop Detected) response".
+        """
+        layer = self.stack.layer
+        merges: list[bool] = []
+
+        class MergingUser(RecordingUser):
+            def requestReceived(
+                self, request: SIPRequest, transaction: ServerTransaction
+            ) -> None:
+                merges.append(layer.merged(request, transaction))
+                super().requestReceived(request, transaction)
+
+        layer.user = MergingUser(answer=200)
+        self.stack.receive(requestBytes())
+        self.assertEqual(merges, [False])
+        [completed] = layer.server.values()
+        copy = parseDatagram(
+            requestBytes(via="SIP/2.0/UDP 198.51.100.7:5062;branch=z9hG4bKother")
+        )
+        assert isinstance(copy, SIPRequest)
+        other = NonInviteServerTransaction(
+            layer, ("other",), copy, Peer("UDP", *CLIENT)
+        )
+        self.assertTrue(layer.merged(copy, other))
+        self.stack.clock.advance(64 * T1)
+        self.assertEqual(completed.state, "terminated")
+        self.assertFalse(layer.merged(copy, other))
+
+    def test_unroutableResponseEnds(self) -> None:
+        """A final response that cannot be routed leaves nothing to wait for."""
+        transaction = NonInviteServerTransaction(
+            self.stack.layer,
+            ("k",),
+            SIPRequest("OPTIONS", "sip:x@192.0.2.10", [("call-id", "c")]),
+            Peer("UDP", *CLIENT),
+        )
+        self.stack.layer.server[("k",)] = transaction
+        transaction.respond(SIPResponse(200, "OK", [("call-id", "c")]))
+        self.assertEqual(transaction.state, "terminated")
+        self.assertEqual(self.stack.layer.server, {})
 
     def test_timerJTCPIsZero(self) -> None:
         """Timer J is "zero seconds for reliable transports" (RFC 3261 17.2.2)."""
