@@ -34,6 +34,11 @@ this server / reference:
 - ``latency``: ``load.py latency``: initial PUBLISHes at a steady 200/s for
   10 s, p50 and p99.
 
+With ``--baseline-twistd PATH`` (the ``twistd`` of another build, for
+example the tree before a change installed in a virtual environment of its
+own) that build is measured in the same rounds as a third side, and the
+table gains its column and the ratios after / before.
+
 It uses the standard library only, and talks to 127.0.0.1 only.
 """
 
@@ -302,13 +307,23 @@ def compare(
     rounds: int,
     settings: Settings,
     tempdir: Path,
-) -> tuple[Figures, Figures]:
-    """Run the measurements in interleaved rounds; (ours, the reference's)."""
-    ours, theirs = Figures(), Figures()
+    baseline: str | None = None,
+) -> tuple[Figures, Figures, Figures]:
+    """Run the measurements in interleaved rounds.
+
+    With ``baseline`` (another build's ``twistd``), that build is measured
+    in the same rounds too, so that a change is compared with the tree
+    before it and with the reference in one run.
+
+    Returns:
+        This server's figures, the reference's and the baseline's (empty
+        without one).
+    """
+    ours, theirs, before = Figures(), Figures(), Figures()
     for roundNumber in range(1, rounds + 1):
         for name in names:
             measure = MEASUREMENTS[name]
-            sides = ["ours", "reference"]
+            sides = ["ours", "reference"] + (["baseline"] if baseline else [])
             if roundNumber % 2 == 0:
                 sides.reverse()
             for side in sides:
@@ -318,6 +333,10 @@ def compare(
                     if side == "ours":
                         figures = measureOurs(measure, twistd, workdir, settings)
                         ours.add(figures)
+                    elif side == "baseline":
+                        assert baseline is not None
+                        figures = measureOurs(measure, baseline, workdir, settings)
+                        before.add(figures)
                     else:
                         reference.prepare()
                         figures = measure(reference, workdir, settings)
@@ -329,23 +348,46 @@ def compare(
                     f"  round {roundNumber}/{rounds} {name} {side}: "
                     + ", ".join(f"{k} {v:,.3f}" for k, v in figures.items())
                 )
-    return ours, theirs
+    return ours, theirs, before
 
 
-def report(ours: Figures, theirs: Figures, rounds: int) -> str:
-    """The table: medians of the rounds and the ratio ours / reference."""
-    names = list(dict.fromkeys([*ours.values, *theirs.values]))
-    lines = [
-        f"Medians of {rounds} interleaved rounds:",
-        "| figure | reference | this server | this server / reference |",
-        "| --- | --- | --- | --- |",
-    ]
+def ratio(mine: float | None, other: float | None) -> str:
+    """``mine / other`` with two decimals, or ``-``."""
+    if mine is None or not other:
+        return "-"
+    return f"{mine / other:.2f}"
+
+
+def report(ours: Figures, theirs: Figures, rounds: int, before: Figures) -> str:
+    """The table: medians of the rounds and the ratio ours / reference.
+
+    With a baseline's figures, its column and the ratios to it come too.
+    """
+    names = list(dict.fromkeys([*ours.values, *theirs.values, *before.values]))
+    lines = [f"Medians of {rounds} interleaved rounds:"]
+    if before.values:
+        lines += [
+            "| figure | reference | baseline | this server"
+            " | baseline / reference | this server / reference"
+            " | this server / baseline |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+        ]
+    else:
+        lines += [
+            "| figure | reference | this server | this server / reference |",
+            "| --- | --- | --- | --- |",
+        ]
     for name in names:
-        mine, other = ours.median(name), theirs.median(name)
-        ratio = "-"
-        if mine is not None and other:
-            ratio = f"{mine / other:.2f}"
-        lines.append(f"| {name} | {number(other)} | {number(mine)} | {ratio} |")
+        mine, other, old = ours.median(name), theirs.median(name), before.median(name)
+        if before.values:
+            lines.append(
+                f"| {name} | {number(other)} | {number(old)} | {number(mine)}"
+                f" | {ratio(old, other)} | {ratio(mine, other)} | {ratio(mine, old)} |"
+            )
+        else:
+            lines.append(
+                f"| {name} | {number(other)} | {number(mine)} | {ratio(mine, other)} |"
+            )
     return "\n".join(lines)
 
 
@@ -383,6 +425,12 @@ def addArguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (3)")
     parser.add_argument(
         "--window", type=int, default=100, help="sipp calls outstanding (100)"
+    )
+    parser.add_argument(
+        "--baseline-twistd",
+        metavar="PATH",
+        help="also measure the server this twistd runs (another build) in"
+        " the same rounds",
     )
     parser.add_argument("--publish-calls", type=int, default=30000)
     parser.add_argument("--cycle-calls", type=int, default=8000)
@@ -428,8 +476,14 @@ def main(options: argparse.Namespace, twistd: str) -> int:
     )
     tempdir = Path(tempfile.mkdtemp(prefix="presence-compare-"))
     try:
-        ours, theirs = compare(
-            names, reference, twistd, options.rounds, settings, tempdir
+        ours, theirs, before = compare(
+            names,
+            reference,
+            twistd,
+            options.rounds,
+            settings,
+            tempdir,
+            options.baseline_twistd,
         )
     finally:
         if not options.keep:
@@ -437,9 +491,11 @@ def main(options: argparse.Namespace, twistd: str) -> int:
         else:
             run.say(f"temporary files kept in {tempdir}")
     print()
-    print(report(ours, theirs, options.rounds))
+    print(report(ours, theirs, options.rounds, before))
     complete = all(
-        len(v) == options.rounds for f in (ours, theirs) for v in f.values.values()
+        len(v) == options.rounds
+        for f in (ours, theirs, before)
+        for v in f.values.values()
     )
     return 0 if complete else 1
 

@@ -225,6 +225,7 @@ class ServerTransaction(_Timed):
         self.toTag = newTag()
         self._timers: dict[str, IDelayedCall] = {}
         self._wire: tuple[bytes, Via] | None = None
+        self._destination: Any = None
         self.mergeKey: str | None = None
 
     def respond(self, response: SIPResponse) -> None:
@@ -261,12 +262,35 @@ class ServerTransaction(_Timed):
     def _send(self, response: SIPResponse) -> None:
         """Send a response and keep its bytes for retransmissions."""
         try:
-            via = response.topVia
+            via = self._responseVia(response)
         except SIPParseError as e:
             self.layer.log.warn("cannot route a response: {reason}", reason=e.reason)
             return
-        self._wire = (response.toBytes(), via)
-        self.layer.transports.sendResponseBytes(self._wire[0], via, self.peer)
+        data = response.toBytes()
+        self._wire = (data, via)
+        transports = self.layer.transports
+        if via.transport == "UDP" and not self.peer.reliable:
+            # Worked out once, for this send and every retransmission.
+            self._destination = transports.datagramDestination(via, self.peer)
+            transports.sendDatagramTo(self._destination, data)
+        else:
+            transports.sendResponseBytes(data, via, self.peer)
+
+    def _responseVia(self, response: SIPResponse) -> Via:
+        """The response's top Via, parsed.
+
+        A response built by `responseTo` copies the request's Via lines, so
+        the request's top Via, already parsed and stamped with received and
+        rport by the transport, is the response's when the lines are equal.
+
+        Raises:
+            SIPParseError: the top Via is missing or malformed.
+        """
+        mine = response._index.get("via")
+        theirs = self.request._index.get("via")
+        if mine and theirs and mine[0] == theirs[0]:
+            return self.request.topVia
+        return response.topVia
 
     def _resend(self) -> None:
         if self._wire is not None:
@@ -734,7 +758,8 @@ class TransactionLayer:
             self,
             transaction.key,
             data,
-            self.transports.datagramDestination(via, transaction.peer),
+            transaction._destination
+            or self.transports.datagramDestination(via, transaction.peer),
             transaction.mergeKey,
             self.clock.seconds() + 64 * T1,
         )
