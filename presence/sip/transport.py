@@ -18,6 +18,7 @@ above the bytes is the same for both.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import random
 import socket
@@ -186,6 +187,9 @@ class SIPDatagramProtocol(DatagramProtocol):
     def __init__(self, transports: SIPTransports) -> None:
         """Report to ``transports``."""
         self.transports = transports
+        #: Hosts Twisted's ``Port.write`` accepted once (valid addresses of
+        #: the socket's family): `send` writes to them directly.
+        self._checkedHosts: set[str] = set()
 
     #: Socket buffer sizes asked for: bursts (a NOTIFY to thousands of
     #: watchers, and their thousands of 200s) overflow the kernel's default.
@@ -216,10 +220,34 @@ class SIPDatagramProtocol(DatagramProtocol):
                 or any socket error).
         """
         assert self.transport is not None
+        handle = self._socket
+        if handle is not None and host in self._checkedHosts:
+            # Twisted's Port.write checks the address on every datagram;
+            # this host passed those checks once, so write to the socket as
+            # Port.write does, errors handled the same way.
+            try:
+                handle.sendto(data, (host, port))
+                return
+            except InterruptedError:
+                pass
+            except OSError as e:
+                if e.errno == errno.ECONNREFUSED:
+                    # Port.write ignores it too: an earlier datagram's ICMP.
+                    return
+                if e.errno != errno.EMSGSIZE:
+                    raise TransportError(f"cannot send to {host}:{port}: {e}") from e
         try:
             self.transport.write(data, (host, port))
         except (OSError, ValueError, MessageLengthError) as e:
             raise TransportError(f"cannot send to {host}:{port}: {e}") from e
+        if handle is not None and len(self._checkedHosts) < 4096:
+            self._checkedHosts.add(host)
+
+    @property
+    def _socket(self) -> socket.socket | None:
+        """The listening port's socket; ``None`` for a fake transport."""
+        handle = getattr(self.transport, "socket", None)
+        return handle if isinstance(handle, socket.socket) else None
 
 
 @implementer(IHandshakeListener)
