@@ -9,6 +9,7 @@ or a timeout as a 408 and a transport error as a 503 (RFC 3261 section
 from __future__ import annotations
 
 import secrets
+import weakref
 from collections import deque
 from collections.abc import Callable
 from sys import intern
@@ -102,6 +103,50 @@ def _serverKey(request: SIPMessage, method: str) -> tuple[Any, ...]:
         str(via),
         method,
     )
+
+
+class _FixedDelayQueue:
+    """Many transactions' timers of one fixed delay, behind one delayed call.
+
+    Timers F (64*T1), K (T4) and the first Timer E (T1) have the same delay
+    for every client transaction, so they wait in order in a queue and one
+    `IDelayedCall` fires for its head: a NOTIFY fan-out to thousands of
+    watchers makes no delayed call of its own for them. An entry holds its
+    transaction weakly, so that a transaction that ended is not kept for the
+    rest of the delay; ``fire`` is called with each live one when due and
+    checks that the timer still applies (the transaction's state).
+    """
+
+    def __init__(
+        self, clock: IReactorTime, delay: float, fire: Callable[[Any], object]
+    ) -> None:
+        self.clock = clock
+        self.delay = delay
+        self.fire = fire
+        self.queue: deque[tuple[float, weakref.ref[Any]]] = deque()
+        self.call: IDelayedCall | None = None
+
+    def add(self, item: Any) -> None:
+        self.queue.append((self.clock.seconds() + self.delay, weakref.ref(item)))
+        if self.call is None:
+            self.call = self.clock.callLater(self.delay, self._run)
+
+    def _run(self) -> None:
+        self.call = None
+        queue = self.queue
+        now = self.clock.seconds()
+        while queue and queue[0][0] <= now:
+            item = queue.popleft()[1]()
+            if item is not None:
+                self.fire(item)
+        if queue and self.call is None:
+            self.call = self.clock.callLater(max(0.0, queue[0][0] - now), self._run)
+
+    def clear(self) -> None:
+        if self.call is not None and self.call.active():
+            self.call.cancel()
+        self.call = None
+        self.queue.clear()
 
 
 class _Timed:
@@ -423,10 +468,14 @@ class ClientTransaction(_Timed):
         self._connection: SIPStreamProtocol | None = None
 
     def start(self) -> None:
-        """Send the request and start Timers E and F."""
+        """Send the request and start Timers E and F.
+
+        Their first firing waits in the layer's queues (`_FixedDelayQueue`);
+        Timer E's later ones, rare, are delayed calls of their own.
+        """
         if not self.target.reliable:
-            self._schedule("E", T1, self._timerE, T1)
-        self._schedule("F", 64 * T1, self._timerF)
+            self.layer._timerEQueue.add(self)
+        self.layer._timerFQueue.add(self)
         self._transmit()
 
     def _transmit(self) -> None:
@@ -496,10 +545,19 @@ class ClientTransaction(_Timed):
             return
         self.state = "completed"
         self._cancel("E")
-        self._cancel("F")
-        delay = 0.0 if self.target.reliable else T4
-        self._schedule("K", delay, self.terminate)
+        if self.target.reliable:
+            self._schedule("K", 0.0, self.terminate)
+        else:
+            self.layer._timerKQueue.add(self)
         self.deferred.callback(response)
+
+    def _firstTimerE(self) -> None:
+        if self.state in ("trying", "proceeding") and "E" not in self._timers:
+            self._timerE(T1)
+
+    def _timerK(self) -> None:
+        if self.state == "completed":
+            self.terminate()
 
     def _finish(self, response: SIPResponse) -> None:
         self.terminate()
@@ -594,6 +652,9 @@ class TransactionLayer:
         self._timerJQueue: deque[CompletedTransaction] = deque()
         self._outsideDialog: dict[str, ServerTransaction | CompletedTransaction] = {}
         self._timerJCall: IDelayedCall | None = None
+        self._timerEQueue = _FixedDelayQueue(clock, T1, ClientTransaction._firstTimerE)
+        self._timerFQueue = _FixedDelayQueue(clock, 64 * T1, ClientTransaction._timerF)
+        self._timerKQueue = _FixedDelayQueue(clock, T4, ClientTransaction._timerK)
 
     # -- from the transports --------------------------------------------------
 
@@ -746,6 +807,13 @@ class TransactionLayer:
     def _clientEnded(self, transaction: ClientTransaction) -> None:
         if self.client.get(transaction.key) is transaction:
             del self.client[transaction.key]
+        if not self.client:
+            # Nothing left to time: what the queues hold is stale.
+            self._clearClientQueues()
+
+    def _clearClientQueues(self) -> None:
+        for queue in (self._timerEQueue, self._timerFQueue, self._timerKQueue):
+            queue.clear()
 
     def _complete(self, transaction: ServerTransaction, data: bytes, via: Via) -> None:
         """Put a `CompletedTransaction` in place of ``transaction``; start Timer J.
@@ -795,3 +863,4 @@ class TransactionLayer:
             server.terminate()
         for client in list(self.client.values()):
             client.terminate()
+        self._clearClientQueues()

@@ -262,6 +262,79 @@ class ClientTransactionUDPTests(SynchronousTestCase):
         self.assertEqual(self.stack.layer.client, {})
 
 
+class FanOutTimerTests(SynchronousTestCase):
+    """Many client transactions share their fixed-delay timers."""
+
+    def setUp(self) -> None:
+        """Send 100 NOTIFYs over UDP."""
+        self.stack = Stack()
+        self.target = Peer("UDP", *CLIENT)
+        self.results = [
+            self.stack.layer.request(notify(), self.target) for _ in range(100)
+        ]
+        self.vias = [topVia(data) for data, _ in self.stack.udp.written]
+
+    def test_fewDelayedCalls(self) -> None:
+        """100 NOTIFYs wait behind two delayed calls (Timers E and F), not 200."""
+        self.assertEqual(len(self.stack.clock.getDelayedCalls()), 2)
+
+    def test_everyOneRetransmittedAtT1(self) -> None:
+        """Each unanswered NOTIFY is sent again at T1, then 2*T1 later.
+
+        RFC 3261 17.1.2.2: "the client transaction MUST start timer E with a
+        value of T1" and "If timer E fires while still in this state, the
+        timer is reset, but this time with a value of MIN(2*T1, T2)."
+        """
+        self.stack.udp.written.clear()
+        self.stack.clock.advance(T1)
+        self.assertEqual(len(self.stack.udp.written), 100)
+        self.stack.clock.advance(2 * T1 - 0.01)
+        self.assertEqual(len(self.stack.udp.written), 100)
+        self.stack.clock.advance(0.01)
+        self.assertEqual(len(self.stack.udp.written), 200)
+
+    def test_answeredThenTimerK(self) -> None:
+        """Answered NOTIFYs wait out Timer K together, then nothing is left.
+
+        RFC 3261 17.1.2.2: "Once the client transaction enters the Completed
+        state, it MUST set Timer K to fire in T4 seconds for unreliable
+        transports".
+        """
+        for via in self.vias:
+            self.stack.receive(responseBytes(200, via))
+        self.assertEqual(
+            [self.successResultOf(d).code for d in self.results][:1], [200]
+        )
+        self.stack.clock.advance(T4 - 0.01)
+        self.assertEqual(len(self.stack.layer.client), 100)
+        self.stack.clock.advance(0.01)
+        self.assertEqual(self.stack.layer.client, {})
+        self.assertEqual(self.stack.clock.getDelayedCalls(), [])
+        written = len(self.stack.udp.written)
+        self.stack.clock.advance(64 * T1)
+        self.assertEqual(len(self.stack.udp.written), written)
+
+    def test_endedTransactionNotKept(self) -> None:
+        """A transaction that ended is not kept alive by the queues it waits in."""
+        for via in self.vias[:50]:
+            self.stack.receive(responseBytes(200, via))
+        self.stack.clock.advance(T4)
+        self.assertEqual(len(self.stack.layer.client), 50)
+        layer = self.stack.layer
+        alive = [r() for _, r in layer._timerFQueue.queue]
+        self.assertEqual(sum(1 for t in alive if t is not None), 50)
+
+    def test_timeoutsTogether(self) -> None:
+        """Every unanswered NOTIFY gets its 408 at Timer F (64*T1)."""
+        self.stack.clock.advance(64 * T1 - 0.01)
+        for d in self.results:
+            self.assertNoResult(d)
+        self.stack.clock.advance(0.01)
+        self.assertEqual({self.successResultOf(d).code for d in self.results}, {408})
+        self.assertEqual(self.stack.layer.client, {})
+        self.assertEqual(self.stack.clock.getDelayedCalls(), [])
+
+
 class ClientTransactionTCPTests(SynchronousTestCase):
     """Non-INVITE client transactions over TCP."""
 
