@@ -57,6 +57,11 @@ _MEDIA_LIST_CACHE: dict[
 ] = {}
 
 
+#: Header names as given to `SIPMessage` -> lower case, compact forms
+#: expanded: the names a server writes are a few dozen spellings.
+_NORMALISED: dict[str, str] = {}
+
+
 class SIPMessage:
     """What requests and responses share: headers, body and parsed values.
 
@@ -72,16 +77,20 @@ class SIPMessage:
 
     def __init__(self, headers: Iterable[tuple[str, str]], body: bytes) -> None:
         """Index the headers by name."""
-        compact = COMPACT_FORMS
+        names = _NORMALISED
         out = []
         index: dict[str, list[str]] = {}
         for name, value in headers:
-            name = name.lower()
-            name = compact.get(name, name)
-            out.append((name, value))
-            values = index.get(name)
+            key = names.get(name)
+            if key is None:
+                key = name.lower()
+                key = COMPACT_FORMS.get(key, key)
+                if len(names) < 4096:
+                    names[name] = key
+            out.append((key, value))
+            values = index.get(key)
             if values is None:
-                index[name] = [value]
+                index[key] = [value]
             else:
                 values.append(value)
         self.headers = out
@@ -613,17 +622,23 @@ def responseTo(
         if value is not None:
             out.append((name, value))
             index[name] = [value]
-    compact = COMPACT_FORMS
-    extra = (*headers, ("server", server)) if server is not None else headers
-    for name, value in extra:
-        name = name.lower()
-        name = compact.get(name, name)
-        out.append((name, value))
-        values = index.get(name)
+    names = _NORMALISED
+    extra: Sequence[tuple[str, str]] = headers
+    if server is not None:
+        extra = (*headers, ("server", server))
+    for given, text in extra:
+        key = names.get(given)
+        if key is None:
+            key = given.lower()
+            key = COMPACT_FORMS.get(key, key)
+            if len(names) < 4096:
+                names[given] = key
+        out.append((key, text))
+        values = index.get(key)
         if values is None:
-            index[name] = [value]
+            index[key] = [text]
         else:
-            values.append(value)
+            values.append(text)
     response: SIPResponse = SIPResponse._fromParsed(out, index, body)
     response.code = code
     response.phrase = phrase or REASON_PHRASES.get(code, "")

@@ -171,12 +171,27 @@ class Statistics:
 
 
 def isIPAddress(host: str) -> bool:
-    """Whether ``host`` is an IPv4 address or an IPv6 reference or address."""
+    """Whether ``host`` is an IPv4 address or an IPv6 reference or address.
+
+    The answers are kept (a few thousand hosts): every NOTIFY asks it of its
+    watcher's host.
+    """
+    known = _IP_LITERALS.get(host)
+    if known is not None:
+        return known
     try:
         ipaddress.ip_address(host.strip("[]"))
+        answer = True
     except ValueError:
-        return False
-    return True
+        answer = False
+    if len(_IP_LITERALS) >= 4096:
+        _IP_LITERALS.clear()
+    _IP_LITERALS[host] = answer
+    return answer
+
+
+#: Hosts -> whether they are IP literals, for `isIPAddress`.
+_IP_LITERALS: dict[str, bool] = {}
 
 
 class SIPDatagramProtocol(DatagramProtocol):
