@@ -125,20 +125,27 @@ class _FixedDelayQueue:
         self.fire = fire
         self.queue: deque[tuple[float, weakref.ref[Any]]] = deque()
         self.call: IDelayedCall | None = None
+        self._running = False
 
     def add(self, item: Any) -> None:
         self.queue.append((self.clock.seconds() + self.delay, weakref.ref(item)))
-        if self.call is None:
+        if self.call is None and not self._running:
             self.call = self.clock.callLater(self.delay, self._run)
 
     def _run(self) -> None:
         self.call = None
         queue = self.queue
         now = self.clock.seconds()
-        while queue and queue[0][0] <= now:
-            item = queue.popleft()[1]()
-            if item is not None:
-                self.fire(item)
+        # What ``fire`` adds meanwhile is due after what already waits: the
+        # next call is set for the head once the due ones are done.
+        self._running = True
+        try:
+            while queue and queue[0][0] <= now:
+                item = queue.popleft()[1]()
+                if item is not None:
+                    self.fire(item)
+        finally:
+            self._running = False
         if queue and self.call is None:
             self.call = self.clock.callLater(max(0.0, queue[0][0] - now), self._run)
 

@@ -324,6 +324,32 @@ class FanOutTimerTests(SynchronousTestCase):
         alive = [r() for _, r in layer._timerFQueue.queue]
         self.assertEqual(sum(1 for t in alive if t is not None), 50)
 
+    def test_addedWhileFiringDelaysNothing(self) -> None:
+        """A request sent from a timeout's callback leaves later timeouts on time.
+
+        RFC 3261 17.1.2.2: "If Timer F fires while the client transaction is
+        still in the "Trying" state, the client transaction SHOULD inform the
+        TU about the timeout" - at 64*T1 for each transaction.
+        """
+        stack = Stack()
+        layer = stack.layer
+        first = layer.request(notify(), self.target)
+        stack.clock.advance(1)
+        second = layer.request(notify(), self.target)
+        later: list[object] = []
+
+        def again(response: SIPResponse) -> SIPResponse:
+            later.append(layer.request(notify(), self.target))
+            return response
+
+        first.addCallback(again)
+        stack.clock.advance(64 * T1 - 1)
+        self.assertEqual(self.successResultOf(first).code, 408)
+        self.assertEqual(len(later), 1)
+        self.assertNoResult(second)
+        stack.clock.advance(1)
+        self.assertEqual(self.successResultOf(second).code, 408)
+
     def test_timeoutsTogether(self) -> None:
         """Every unanswered NOTIFY gets its 408 at Timer F (64*T1)."""
         self.stack.clock.advance(64 * T1 - 0.01)
