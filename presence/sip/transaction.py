@@ -110,7 +110,7 @@ class _FixedDelayQueue:
 
     Timers F (64*T1), K (T4) and the first Timer E (T1) have the same delay
     for every client transaction, so they wait in order in a queue and one
-    `IDelayedCall` fires for its head: a NOTIFY fan-out to thousands of
+    delayed call fires for its head: a NOTIFY fan-out to thousands of
     watchers makes no delayed call of its own for them. An entry holds its
     transaction weakly, so that a transaction that ended is not kept for the
     rest of the delay; ``fire`` is called with each live one when due and

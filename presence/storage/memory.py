@@ -94,9 +94,7 @@ class _ExpiryHeap:
         return out
 
 
-def _add(
-    index: dict[str, Any], name: str, key: Hashable, row: Any, keyOf: Any
-) -> None:
+def _add(index: dict[str, Any], name: str, key: Hashable, row: Any, keyOf: Any) -> None:
     """Put ``row`` (named ``key``) under ``name`` in ``index``.
 
     ``index[name]`` is absent, a lone row, or a dict of rows by key when
@@ -171,9 +169,7 @@ class MemoryStore:
         # event -> presentity -> (watcher user, domain) -> row (see `_add`).
         self._watchers: dict[str, dict[str, Any]] = {}
         self._bindings: dict[str, dict[str, Binding]] = {}
-        self._bindingExpiry = _ExpiryHeap(
-            self._bindingDue, lambda: len(self._bindings)
-        )
+        self._bindingExpiry = _ExpiryHeap(self._bindingDue, lambda: len(self._bindings))
         # For the listings: the keys in order, the events ever stored (a
         # handful: the packages served), the rows by event.
         self._publicationKeys: SortedKeys[PublicationKey] = SortedKeys()
@@ -298,9 +294,7 @@ class MemoryStore:
             counts = self._counts.subscriptions
             counts[subscription.event] = counts.get(subscription.event, 0) + 1
         elif old.presentity != subscription.presentity:
-            _drop(
-                self._byPresentity[old.event], old.presentity, key, _SUBSCRIPTION_KEY
-            )
+            _drop(self._byPresentity[old.event], old.presentity, key, _SUBSCRIPTION_KEY)
         row = subscription.copy()
         self._subscriptions[key] = row
         _add(
