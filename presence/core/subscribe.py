@@ -107,6 +107,7 @@ class SubscribeHandler:
         domains: Sequence[str] = (),
         onWatcherChange: Callable[[Subscription, str], Awaitable[Any]] | None = None,
         expiry: ExpiryPolicy | None = None,
+        owner: str | None = None,
     ) -> None:
         """Serve subscriptions for ``domains`` (all when empty).
 
@@ -122,6 +123,9 @@ class SubscribeHandler:
                 (RFC 3857 section 3.2) when a watcher comes, stays or goes.
             expiry: the expiry bounds of SUBSCRIBE for each package; none:
                 each package's own ``subscribeExpires``.
+            owner: this server's id in a shared-mode cluster: the owner
+                (``sharingTag``) of every subscription it creates or
+                refreshes.
         """
         self.clock = clock
         self.store = store
@@ -136,6 +140,7 @@ class SubscribeHandler:
         self.refused = 0
         self.onWatcherChange = onWatcherChange
         self.expiry = expiry or ExpiryPolicy(subscribeExpires, packages=packages)
+        self.owner = owner
 
     def package(self, request: SIPRequest) -> IEventPackage:
         """The package the Event header names.
@@ -280,6 +285,7 @@ class SubscribeHandler:
             watcherDisplayName=displayName,
             fromHeader=request.header("from") or "",
             toHeader=f"{request.header('to')};tag={transaction.toTag}",
+            sharingTag=self.owner,
             createdTime=now,
             connection=transaction.peer.connection
             if transaction.peer.reliable
@@ -345,6 +351,9 @@ class SubscribeHandler:
             await self._watchersChanged(subscription, "timeout")
             return
         subscription.expires = now + expires
+        if self.owner is not None:
+            # The watcher talks to this server now: it sends the NOTIFYs.
+            subscription.sharingTag = self.owner
         refuseOversized(ACTIVE_WATCHERS, subscriptionRow(subscription))
         await self.store.putSubscription(subscription)
         self._respond(

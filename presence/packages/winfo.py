@@ -153,6 +153,7 @@ class WatcherInfoPackage(EventPackage):
         self.store = store
         self.watched = watched
         self._pending: dict[SubscriptionKey, dict[str, WatcherEntry]] = {}
+        self._full: set[SubscriptionKey] = set()
 
     async def watcherChanged(
         self, subscription: Subscription, event: str
@@ -178,6 +179,17 @@ class WatcherInfoPackage(EventPackage):
     def forget(self, subscription: Subscription) -> None:
         """Drop what is kept for an ended winfo subscription."""
         self._pending.pop(subscription.key, None)
+        self._full.discard(subscription.key)
+
+    def stale(self, subscription: Subscription) -> None:
+        """Make the next NOTIFY full state: the changes were seen elsewhere.
+
+        Shared mode: another server of the cluster saw the watchers change,
+        or this one took the subscription over, so what changed since the
+        last NOTIFY is not known here. A full document may follow partial
+        ones (RFC 3858 section 4); its version still counts up by one.
+        """
+        self._full.add(subscription.key)
 
     async def notifyBody(
         self,
@@ -188,7 +200,8 @@ class WatcherInfoPackage(EventPackage):
         """Full state for the first NOTIFY, the changes after it."""
         version = subscription.version
         subscription.version = version + 1
-        if version == 0:
+        if version == 0 or subscription.key in self._full:
+            self._full.discard(subscription.key)
             self._pending.pop(subscription.key, None)
             now = self.clock.seconds()
             watchers = await self.store.subscriptions(presentity, self.watched)

@@ -18,6 +18,7 @@ synchronously, which would block the reactor.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Final
 
 import psycopg2
@@ -35,6 +36,7 @@ from presence._async import detach
 from presence.storage.errors import StorageError
 from presence.storage.runner import SQLRunner
 from presence.storage.sql import SQLStore
+from presence.storage.statements import SIGNAL, compileStatement
 from presence.storage.statistics import StorageStatistics
 from presence.storage.waiters import Waiters
 
@@ -262,6 +264,7 @@ class PostgresStore(SQLStore):
         retryDelay: float = 1.0,
         maxRetryDelay: float = 30.0,
         stats: StorageStatistics | None = None,
+        statementTimeout: float = 0.0,
     ) -> None:
         """Make a store of the database at ``dsn``; `start` connects.
 
@@ -276,8 +279,13 @@ class PostgresStore(SQLStore):
                 probes it again; the delay doubles up to ``maxRetryDelay``.
             maxRetryDelay: the longest delay between probes.
             stats: where failed statements are counted.
+            statementTimeout: seconds any statement may run before
+                PostgreSQL cancels it (its ``statement_timeout``, set on
+                every connection), so that a stuck database fails the call
+                (503) instead of holding the request; 0: no limit.
         """
         super().__init__("postgres", _TABLES, stats)
+        self.statementTimeout = statementTimeout
         self._reactor = reactor
         self.dsn = dsn
         self._size = connections
@@ -301,7 +309,7 @@ class PostgresStore(SQLStore):
             given = psycopg2.extensions.parse_dsn(self.dsn)
         except psycopg2.Error as e:
             raise StorageError(f"postgres: bad connection string: {e}") from e
-        extra = {k: v for k, v in KEEPALIVES.items() if k not in given}
+        extra = self._connectionOptions(given)
         pool = _ConnectionPool(
             self._reactor, self.dsn, self._size, self._connectTimeout, **extra
         )
@@ -322,6 +330,42 @@ class PostgresStore(SQLStore):
         )
         self.ready = True
         self.log.info("PostgreSQL pool of {n} connections ready", n=self._size)
+
+    def _connectionOptions(self, given: dict[str, str]) -> dict[str, str]:
+        """The libpq options added to the DSN: keep-alives, the timeout."""
+        extra = {k: v for k, v in KEEPALIVES.items() if k not in given}
+        if self.statementTimeout > 0 and "options" not in given:
+            milliseconds = max(1, round(self.statementTimeout * 1000))
+            extra["options"] = f"-c statement_timeout={milliseconds}"
+        return extra
+
+    def listener(
+        self, onNotify: Callable[[str, str], Any], onLost: Callable[[], Any]
+    ) -> PostgresListener:
+        """A connection of its own for ``LISTEN``, with this store's options.
+
+        Args:
+            onNotify: called with the channel and the payload of each
+                notification.
+            onLost: called once when the connection breaks.
+        """
+        given = psycopg2.extensions.parse_dsn(self.dsn)
+        return PostgresListener(
+            self._reactor,
+            self.dsn,
+            self._connectTimeout,
+            onNotify,
+            onLost,
+            self._connectionOptions(given),
+        )
+
+    async def signal(self, channel: str, payload: str) -> None:
+        """``NOTIFY`` a channel (``pg_notify``), through the pool.
+
+        Raises:
+            StorageError: the database could not be reached.
+        """
+        await self._query(SIGNAL, {"channel": channel, "payload": payload})
 
     async def stop(self) -> None:
         """Close the pool; calls made afterwards raise `StorageError`."""
@@ -361,3 +405,118 @@ class PostgresStore(SQLStore):
             self._delay = self._retryDelay
         else:
             self._scheduleProbe()
+
+
+class _ListenConnection(_Connection):
+    """A connection that says when it breaks."""
+
+    onLost: Callable[[], Any] | None = None
+
+    def connectionLost(self, reason: Any) -> None:
+        """The socket closed: tell the listener once."""
+        self.broken = True
+        try:
+            txpostgres.Connection.connectionLost(self, reason)
+        finally:
+            onLost, self.onLost = self.onLost, None
+            if onLost is not None:
+                onLost()
+
+
+class PostgresListener:
+    """One connection of its own that listens, and runs a few statements.
+
+    Notifications arrive only on the connection that listens, so it is not
+    one of the pool's. It also runs the statements whose success must mean
+    that notifications can arrive (the cluster's heartbeat): when it breaks,
+    they fail, and `start` connects and listens again.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor: Any,
+        dsn: str,
+        connectTimeout: float,
+        onNotify: Callable[[str, str], Any],
+        onLost: Callable[[], Any],
+        options: dict[str, str],
+    ) -> None:
+        """Listen on ``dsn``; `start` connects.
+
+        Args:
+            reactor: what the connection runs on.
+            dsn: the database.
+            connectTimeout: how long a connection attempt may take.
+            onNotify: called with the channel and payload of a notification.
+            onLost: called when an established connection breaks.
+            options: libpq options added to the DSN.
+        """
+        self._reactor = reactor
+        self._dsn = dsn
+        self._connectTimeout = connectTimeout
+        self._onNotify = onNotify
+        self._onLost = onLost
+        self._options = options
+        self._connection: _ListenConnection | None = None
+
+    @property
+    def alive(self) -> bool:
+        """Whether the connection is up (it may still break at any moment)."""
+        return self._connection is not None and self._connection.alive
+
+    async def start(self, channel: str, setup: list[str]) -> None:
+        """Connect, run ``setup`` in one transaction, and listen on ``channel``.
+
+        Raises:
+            StorageError: the server cannot be reached.
+        """
+        self.close()
+        connection = _ListenConnection(self._reactor)
+        timeout = self._reactor.callLater(self._connectTimeout, connection.abandon)
+        try:
+            await connection.connect(self._dsn, **self._options)
+            if setup:
+                await connection.runOperation(";\n".join(setup))
+            await connection.runOperation(f'LISTEN "{channel}"')
+        except _ERRORS as e:
+            connection.abandon()
+            raise StorageError(f"postgres: cannot listen: {e}") from e
+        finally:
+            if timeout.active():
+                timeout.cancel()
+        connection.addNotifyObserver(self._notified)
+        connection.onLost = self._lost
+        self._connection = connection
+
+    def _notified(self, notify: Any) -> None:
+        self._onNotify(notify.channel, notify.payload)
+
+    def _lost(self) -> None:
+        self._onLost()
+
+    async def query(self, sql: str, values: dict[str, object]) -> list[Any]:
+        """Run one statement with ``:name`` placeholders; its rows.
+
+        Raises:
+            StorageError: the connection is down or broke.
+        """
+        connection = self._connection
+        if connection is None or not connection.alive:
+            raise StorageError("postgres: the listening connection is down")
+        statement = compileStatement(sql, "pyformat")
+        try:
+            rows = await connection.runQuery(statement.text, statement.bind(values))
+        except _ERRORS as e:
+            if isDisconnection(e):
+                connection.broken = True
+            raise StorageError(f"postgres: {type(e).__name__}: {e}") from e
+        return list(rows)
+
+    def close(self) -> None:
+        """Close the connection, if any; no `onLost` for it."""
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.onLost = None
+            connection.abandon()

@@ -544,3 +544,102 @@ def batchDeletes(table: Table, keys: Iterable[Values]) -> list[tuple[str, Values
         The statements, `BATCH_ROWS` keys each, and their values.
     """
     return _byRow(table, keys, table.key, table.deleteMany)
+
+
+# -- shared mode: several servers on one PostgreSQL --------------------------
+#
+# Each subscription is owned by the server named in its ``sharing_tag`` (the
+# one that received its last SUBSCRIBE); ``NULL`` (a row this server did not
+# write) is anybody's. Only the owner claims a NOTIFY's CSeq and expires the
+# row, so each NOTIFY and each expiry comes from one server. PostgreSQL only.
+
+#: The rows a server may notify and expire.
+_OWNED: Final = "(sharing_tag = :owner OR sharing_tag IS NULL)"
+
+#: `UPSERT_SUBSCRIPTION` that never lowers the CSeq or the body version: a
+#: refresh read its row before the owner's last NOTIFY took the next CSeq.
+UPSERT_SUBSCRIPTION_SHARED: Final = UPSERT_SUBSCRIPTION.replace(
+    "local_cseq = excluded.local_cseq",
+    "local_cseq = GREATEST(active_watchers.local_cseq, excluded.local_cseq)",
+).replace(
+    " version = excluded.version",
+    " version = GREATEST(active_watchers.version, excluded.version)",
+)
+assert UPSERT_SUBSCRIPTION_SHARED.count("GREATEST") == 2
+
+_OWNED_DIALOG_ROWS: Final = _DIALOG_ROWS.replace(
+    "AND k.event_id = :event_id",
+    "AND k.event_id = :event_id\n"
+    "            AND (k.sharing_tag = :owner OR k.sharing_tag IS NULL)",
+)
+
+#: `CLAIM_NOTIFY` for the owner only: the rows are updated and returned only
+#: when the subscription is this server's (the fence that keeps a server
+#: declared dead from sending for what was taken over).
+CLAIM_NOTIFY_OWNED: Final = (
+    NEXT_CSEQ[0].replace(_DIALOG_ROWS, _OWNED_DIALOG_ROWS),
+    CLAIM_NOTIFY[1].replace(_DIALOG_ROWS, _OWNED_DIALOG_ROWS),
+)
+assert all(":owner" in statement for statement in CLAIM_NOTIFY_OWNED)
+
+#: The owner's expiry sweep of subscriptions.
+EXPIRE_OWNED_SUBSCRIPTIONS: Final = (
+    f"DELETE FROM active_watchers WHERE expires <= :now AND {_OWNED}"
+    f" {ACTIVE_WATCHERS.returning}"
+)
+
+#: The body version of one subscription, never lowered, nothing else touched.
+UPDATE_VERSION: Final = (
+    "UPDATE active_watchers SET version = GREATEST(version, :version)"
+    f" WHERE {ACTIVE_WATCHERS.keyMatch}"
+)
+
+#: The subscriptions a server owns (after LISTEN is re-established).
+SELECT_OWNED_SUBSCRIPTIONS: Final = (
+    f"{ACTIVE_WATCHERS.select} WHERE sharing_tag = :owner ORDER BY id"
+)
+
+#: The cluster's members: one heartbeat row each.
+CREATE_CLUSTER: Final = (
+    "CREATE TABLE IF NOT EXISTS cluster ("
+    " server_id VARCHAR(64) PRIMARY KEY,"
+    " address VARCHAR(255) NOT NULL DEFAULT '',"
+    " last_seen DOUBLE PRECISION NOT NULL,"
+    " started DOUBLE PRECISION NOT NULL)"
+)
+CREATE_SHARING_INDEX: Final = (
+    "CREATE INDEX IF NOT EXISTS active_watchers_sharing_tag"
+    " ON active_watchers (sharing_tag)"
+)
+
+#: One heartbeat: the row written, the previous ``last_seen`` returned
+#: (``NULL`` for a new row), so that a server knows it was silent too long.
+HEARTBEAT: Final = (
+    "WITH previous AS (SELECT last_seen FROM cluster WHERE server_id = :server_id)"
+    " INSERT INTO cluster (server_id, address, last_seen, started)"
+    " VALUES (:server_id, :address, :now, :now)"
+    " ON CONFLICT (server_id) DO UPDATE SET address = excluded.address,"
+    " last_seen = excluded.last_seen"
+    " RETURNING (SELECT last_seen FROM previous)"
+)
+
+#: The members and when each was last seen.
+SELECT_CLUSTER: Final = "SELECT server_id, address, last_seen FROM cluster ORDER BY 1"
+
+#: A clean stop: the member leaves (its subscriptions are taken over at once).
+LEAVE_CLUSTER: Final = "UPDATE cluster SET last_seen = 0 WHERE server_id = :server_id"
+
+#: The take-over: every subscription of a member silent since ``:cutoff``
+#: becomes ``:owner``'s. One statement: when two survivors run it at once,
+#: PostgreSQL makes the second wait on each row the first updated and then
+#: re-checks its condition, which no longer holds, so each row goes to one
+#: survivor.
+TAKE_OVER: Final = (
+    "UPDATE active_watchers SET sharing_tag = :owner WHERE sharing_tag IN ("
+    " SELECT server_id FROM cluster WHERE last_seen < :cutoff"
+    " AND server_id <> :owner)"
+    f" {ACTIVE_WATCHERS.returning}"
+)
+
+#: A PostgreSQL NOTIFY on a member's channel.
+SIGNAL: Final = "SELECT pg_notify(:channel, :payload)"
