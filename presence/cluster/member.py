@@ -102,10 +102,15 @@ class ClusterStatistics:
         heartbeats: heartbeats written.
         takenOver: subscriptions taken over from silent members.
         relistened: times the listening connection was re-established.
+        delivered: signals the database accepted, by the member they went
+            to.
+        inFlight: signals being sent now.
     """
 
     def __init__(self) -> None:
         """Every counter at zero."""
+        self.delivered: dict[str, int] = {}
+        self.inFlight = 0
         self.signalsSent = 0
         self.signalsReceived = 0
         self.signalsFailed = 0
@@ -173,7 +178,7 @@ class ClusterMember(Service):
         self._listening = Waiters()
         self._lostWaiters = Waiters()
         self._beats = Waiters()
-        self._handled = Waiters()
+        self._activity = Waiters()
         #: Signals received and being acted on now.
         self.handling = 0
 
@@ -196,25 +201,30 @@ class ClusterMember(Service):
             self.log.debug("cluster signal not acted on: {error}", error=str(e))
         finally:
             self.handling -= 1
-            self._handled.fire()
+            self._activity.fire()
 
-    def whenHandled(self) -> Deferred[None]:
-        """Fires after the next signal received has been acted on."""
-        return self._handled.wait()
+    def whenActive(self) -> Deferred[None]:
+        """Fires after the next signal sent, or received and acted on."""
+        return self._activity.wait()
 
     def _signal(self, owner: str, payload: str) -> None:
         self.stats.signalsSent += 1
         detach(self._send(owner, payload), self.log, "cluster signal")
 
     async def _send(self, owner: str, payload: str) -> None:
+        self.stats.inFlight += 1
         try:
             await self.store.signal(channelOf(owner), payload)
+            self.stats.delivered[owner] = self.stats.delivered.get(owner, 0) + 1
         except StorageError as e:
             # The owner's next take-over or resync notifies it anyway.
             self.stats.signalsFailed += 1
             self.log.debug(
                 "signal to {owner} not sent: {error}", owner=owner, error=str(e)
             )
+        finally:
+            self.stats.inFlight -= 1
+            self._activity.fire()
 
     # -- what the database tells us ------------------------------------------
 

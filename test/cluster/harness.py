@@ -163,6 +163,14 @@ class Node:
         self.stack.transactions.stop()
         await self.stack.storage.stopService()
 
+    def pause(self) -> None:
+        """Stop beating, as a process stalled or cut from the others would."""
+        self.member.stopBeating()
+
+    def resume(self) -> None:
+        """Beat again, every interval from now."""
+        self.member.startService()
+
     async def crash(self) -> None:
         """Stop without a goodbye: the heartbeat ends, nothing is sent or kept."""
         if not self.running:
@@ -207,9 +215,11 @@ class Cluster:
         self._events = Waiters()
         self._seen: set[tuple[str, int]] = set()
 
-    def node(self, name: str, host: str, **settings: Any) -> Node:
-        """A new node (not started)."""
-        node = Node(self, name, host, self.database, **settings)
+    def node(
+        self, name: str, host: str, database: str | None = None, **settings: Any
+    ) -> Node:
+        """A new node (not started), on the cluster's database or ``database``."""
+        node = Node(self, name, host, database or self.database, **settings)
         self.nodes[name] = node
         return node
 
@@ -258,19 +268,22 @@ class Cluster:
             for node in self.nodes.values():
                 if node.running:
                     waits.append(node.stack.notifier.whenIdle())
-                    waits.append(node.member.whenHandled())
+                    waits.append(node.member.whenActive())
                     waits.append(node.member.whenBeaten())
             await defer.DeferredList(waits, fireOnOneCallback=True)
 
     def quiet(self) -> bool:
         """Nothing under way anywhere: no request, NOTIFY or signal."""
         running = [n for n in self.nodes.values() if n.running]
-        sent = sum(
-            n.member.stats.signalsSent - n.member.stats.signalsFailed for n in running
+        every = list(self.nodes.values())
+        delivered = all(
+            sum(m.member.stats.delivered.get(n.name, 0) for m in every)
+            == n.member.stats.signalsReceived
+            for n in running
         )
-        received = sum(n.member.stats.signalsReceived for n in running)
-        return sent == received and all(
-            n.handling == 0
+        return delivered and all(
+            n.member.stats.inFlight == 0
+            and n.handling == 0
             and n.member.handling == 0
             and n.stack.notifier.outstanding == 0
             and n.stack.notifier.queued == 0

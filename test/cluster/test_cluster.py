@@ -16,7 +16,8 @@ from presence.sip.message import SIPRequest
 from presence.storage.postgres import PostgresStore
 from presence.testing import pidf
 from test.cluster.harness import Cluster, Node, Sent, Watcher
-from test.support.postgres import PostgresPerClass
+from test.support.postgres import PostgresPerClass, pgAddress, pgURL
+from test.support.proxy import CuttableProxy
 
 BOB = "sip:bob@example.com"
 
@@ -220,3 +221,195 @@ class OwnershipTests(ClusterTestCase):
         notifies = self.cluster.to(alice.address)
         self.assertEqual([(n.node, n.transport) for n in notifies], [("a", "TCP")] * 2)
         self.assertEqual(a.clock.tcpClients, [])
+
+
+class TakeOverTests(ClusterTestCase):
+    """A member silent for node_timeout is dead; a survivor takes over."""
+
+    async def publish(
+        self, node: Node, body: bytes, etag: str | None = None
+    ) -> str | None:
+        """Bob publishes at ``node``; the new entity tag."""
+        bob = Watcher("bob", "192.0.2.30")
+        response = await self.cluster.request(node, bob, bob.publishBytes(body, etag))
+        self.assertEqual(response.code, 200)
+        return response.header("sip-etag")
+
+    async def beatPastTimeout(self, node: Node) -> None:
+        """Heartbeats of ``node`` until more than node_timeout has passed."""
+        for _ in range(4):
+            await node.beat()
+
+    def terminated(self, watcher: Watcher) -> list[Sent]:
+        """The final NOTIFYs sent to ``watcher``."""
+        return [
+            s
+            for s in self.cluster.to(watcher.address)
+            if state(s).startswith("terminated")
+        ]
+
+    async def test_crashedOwnerTakenOver(self) -> None:
+        """The owner dies without a goodbye: the survivor carries on.
+
+        Its heartbeat ends; after node_timeout the survivor owns the
+        subscription, sends the state the dead owner never sent with the
+        next CSeq (RFC 3261 section 12.2.1.1: "the CSeq number MUST be
+        incremented by one"), and ends it once at expiry (RFC 6665 section
+        4.2.2: ``terminated;reason=timeout``).
+        """
+        a, b = await self.nodes("a", "b")
+        alice = Watcher("alice", "192.0.2.20")
+        await self.subscribed(a, alice)
+        etag = await self.publish(a, pidf("open"))
+        await self.cluster.until(lambda: len(self.cluster.to(alice.address)) == 2)
+        await self.cluster.settle()
+        await a.crash()
+        # Told to the dead owner: nobody hears it.
+        await self.publish(b, pidf("closed"), etag)
+        self.assertEqual(len(self.cluster.to(alice.address)), 2)
+        await self.beatPastTimeout(b)
+        self.assertEqual(await self.owner(alice), "b")
+        self.assertEqual(b.member.stats.takenOver, 1)
+        await self.cluster.until(lambda: len(self.cluster.to(alice.address)) == 3)
+        await self.cluster.settle()
+        notifies = self.cluster.to(alice.address)
+        self.assertEqual([n.node for n in notifies], ["a", "a", "b"])
+        self.assertEqual(cseqs(notifies), [1, 2, 3])
+        self.assertIn(b"<basic>closed</basic>", notifies[-1].message.body)
+        b.advance(601)
+        await self.cluster.until(lambda: len(self.terminated(alice)) == 1)
+        await self.cluster.settle()
+        b.advance(10)
+        await self.cluster.settle()
+        [final] = self.terminated(alice)
+        self.assertEqual((final.node, final.message.cseq.number), ("b", 4))
+        self.assertEqual(state(final), "terminated;reason=timeout")
+        self.assertIsNone(await self.owner(alice))
+
+    async def test_stalledOwnerSendsNothingItLost(self) -> None:
+        """A member declared dead that comes back does not send what it lost.
+
+        Its heartbeat stalls past node_timeout while it keeps running; the
+        survivor takes the subscription over. Back, it claims no CSeq for
+        it (the claim is fenced by the owner), signals the new owner of a
+        PUBLISH it receives, and does not expire it: the final NOTIFY is
+        sent once, by the survivor.
+        """
+        a, b = await self.nodes("a", "b")
+        alice = Watcher("alice", "192.0.2.20")
+        first = await self.subscribed(a, alice)
+        await self.cluster.settle()
+        stale = await a.stack.store.subscription(
+            (alice.callId, alice.toTag or "", alice.tag, "presence", "")
+        )
+        assert stale is not None
+        a.pause()
+        a.advance(15)
+        await self.beatPastTimeout(b)
+        self.assertEqual(await self.owner(alice), "b")
+        await self.cluster.until(lambda: len(self.cluster.to(alice.address)) == 2)
+        a.resume()
+        await a.beat()
+        # What a still held: nothing goes out for it.
+        a.stack.notifier.send(stale)
+        await self.cluster.settle()
+        self.assertEqual(a.stack.notifier.stats.sent, 1)
+        await self.publish(a, pidf("open"))
+        await self.cluster.until(lambda: len(self.cluster.to(alice.address)) == 3)
+        await self.cluster.settle()
+        a.advance(601)
+        b.advance(601)
+        await self.cluster.until(lambda: len(self.terminated(alice)) == 1)
+        await self.cluster.settle()
+        a.advance(5)
+        b.advance(5)
+        await self.cluster.settle()
+        notifies = self.cluster.to(alice.address)
+        self.assertEqual([n.node for n in notifies], ["a", "b", "b", "b"])
+        self.assertEqual(
+            cseqs(notifies), [first.message.cseq.number + i for i in range(4)]
+        )
+        self.assertEqual(len(self.terminated(alice)), 1)
+        self.assertEqual(a.stack.sweeper.expired["subscriptions"], 0)
+        self.assertEqual(b.stack.sweeper.expired["subscriptions"], 1)
+
+    async def test_threeServersOneSurvivorWins(self) -> None:
+        """Two survivors take over at once: each subscription goes to one.
+
+        The take-over is one UPDATE; PostgreSQL re-checks the condition of a
+        row another survivor updated first, so no subscription is taken
+        twice and the watcher gets one NOTIFY from its new owner.
+        """
+        a, b, c = await self.nodes("a", "b", "c")
+        watchers = [Watcher(f"w{n}", f"192.0.2.{40 + n}") for n in range(6)]
+        for watcher in watchers:
+            await self.subscribed(a, watcher)
+        await self.cluster.settle()
+        await a.crash()
+        for _ in range(4):
+            await defer.gatherResults(
+                [defer.Deferred.fromCoroutine(n.beat()) for n in (b, c)]
+            )
+        self.assertEqual(b.member.stats.takenOver + c.member.stats.takenOver, 6)
+        for watcher in watchers:
+            await self.cluster.until(
+                lambda w=watcher: len(self.cluster.to(w.address)) == 2  # type: ignore[misc]
+            )
+        await self.cluster.settle()
+        for watcher in watchers:
+            notifies = self.cluster.to(watcher.address)
+            self.assertEqual(cseqs(notifies), [1, 2])
+            self.assertIn(notifies[1].node, ("b", "c"))
+            self.assertEqual(await self.owner(watcher), notifies[1].node)
+
+
+class ListenOutageTests(ClusterTestCase):
+    """The LISTEN connection cut: the member listens again and catches up."""
+
+    async def test_listenCutThenRelistened(self) -> None:
+        """PostgreSQL's connections cut (the cuttable proxy) while listening.
+
+        The member notices, listens again at its next heartbeat once the
+        database is reachable, notifies what it owns (signals sent
+        meanwhile are lost), and hears the next signal: a PUBLISH at the
+        other server reaches the watcher through it.
+        """
+        proxy = CuttableProxy(*pgAddress())
+        tcp: Any = reactor
+        port: Any = tcp.listenTCP(0, proxy, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        self.addCleanup(proxy.cut)
+        dsn = pgURL(
+            dbname=self.pg.name, host="127.0.0.1", port=str(port.getHost().port)
+        )
+        a = self.cluster.node("a", "192.0.2.1", database=dsn, dbConnections=2)
+        await a.start()
+        [b] = await self.nodes("b")
+        alice = Watcher("alice", "192.0.2.20")
+        await self.subscribed(a, alice)
+        await self.cluster.settle()
+        lost = a.member.whenLost()
+        proxy.cut()
+        await lost
+        self.assertFalse(a.member.listening)
+        proxy.refusing = False
+        listening = a.member.whenListening()
+        await a.beat()
+        await listening
+        self.assertTrue(a.member.listening)
+        self.assertEqual(a.member.stats.relistened, 1)
+        # The catch-up NOTIFY of what a owns.
+        await self.cluster.until(lambda: len(self.cluster.to(alice.address)) == 2)
+        bob = Watcher("bob", "192.0.2.30")
+        response = await self.cluster.request(b, bob, bob.publishBytes(pidf("open")))
+        self.assertEqual(response.code, 200)
+        await self.cluster.until(
+            lambda: any(
+                b"<basic>open</basic>" in s.message.body
+                for s in self.cluster.to(alice.address)
+            )
+        )
+        await self.cluster.settle()
+        notifies = self.cluster.to(alice.address)
+        self.assertEqual({n.node for n in notifies}, {"a"})
+        self.assertEqual(cseqs(notifies), list(range(1, len(notifies) + 1)))
