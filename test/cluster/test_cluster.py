@@ -7,6 +7,7 @@ condition the stack's events re-check, never for a length of time.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from twisted.internet import defer, reactor
@@ -413,3 +414,46 @@ class ListenOutageTests(ClusterTestCase):
         notifies = self.cluster.to(alice.address)
         self.assertEqual({n.node for n in notifies}, {"a"})
         self.assertEqual(cseqs(notifies), list(range(1, len(notifies) + 1)))
+
+
+class WatcherInfoTests(ClusterTestCase):
+    """presence.winfo documents come from the winfo subscription's owner."""
+
+    async def test_versionsFromTheOwnerOnly(self) -> None:
+        """A watcher arriving at another server: the owner sends full state.
+
+        RFC 3858 section 4: the version counts up by one per document sent
+        to a subscriber, and a partial document holds the changes since the
+        last. The server that saw alice arrive is not the owner of bob's
+        winfo subscription: it tells the owner, which cannot know what
+        changed since its last document and sends full state; a watcher
+        arriving at the owner itself is a partial document. One sender,
+        versions 0, 1, 2 without a gap.
+        """
+        a, b = await self.nodes("a", "b")
+        bob = Watcher("bob", "192.0.2.30")
+        self.cluster.autoAnswer.add(bob.address)
+        response = await self.cluster.request(
+            a, bob, bob.subscribeBytes(event="presence.winfo")
+        )
+        self.assertEqual(response.code, 200)
+        await self.cluster.until(lambda: len(self.cluster.to(bob.address)) == 1)
+        await self.subscribed(b, Watcher("alice", "192.0.2.20"))
+        await self.cluster.until(lambda: len(self.cluster.to(bob.address)) == 2)
+        await self.subscribed(a, Watcher("carol", "192.0.2.21"))
+        await self.cluster.until(lambda: len(self.cluster.to(bob.address)) == 3)
+        await self.cluster.settle()
+        documents = self.cluster.to(bob.address)
+        self.assertEqual({d.node for d in documents}, {"a"})
+        bodies = [d.message.body for d in documents]
+        self.assertEqual(
+            [re.search(rb'version="(\d+)"', body)[1] for body in bodies],  # type: ignore[index]
+            [b"0", b"1", b"2"],
+        )
+        self.assertEqual(
+            [re.search(rb'state="(\w+)"', body)[1] for body in bodies],  # type: ignore[index]
+            [b"full", b"full", b"partial"],
+        )
+        self.assertIn(b"alice@example.com", bodies[1])
+        self.assertIn(b"carol@example.com", bodies[2])
+        self.assertNotIn(b"alice@example.com", bodies[2])
