@@ -289,7 +289,11 @@ class Notifier:
             for owner in owners:
                 self.stats.forwarded += 1
                 self.cluster.signalPresentity(owner, presentity, event)
-        if mine:
+        if len(mine) == 1 and self.cluster is not None:
+            # One watcher in shared mode: its claim reads the publications
+            # in the same round trip.
+            self.send(mine[0])
+        elif mine:
             publications = await self.store.publications(aorOf(presentity), event)
             for subscription in mine:
                 self.send(subscription, publications=publications)
@@ -340,7 +344,14 @@ class Notifier:
             return
         if terminated is None:
             # In a cluster, nothing unless the subscription is still ours.
-            current = await self.store.claimNotify(subscription.key)
+            claimWith = getattr(self.store, "claimWithPublications", None)
+            if self.cluster is not None and publications is None and claimWith:
+                # The CSeq and the state in one round trip.
+                current, publications = await claimWith(
+                    subscription.key, aorOf(subscription.presentity)
+                )
+            else:
+                current = await self.store.claimNotify(subscription.key)
             if current is None:
                 return
             current.connection = (

@@ -23,7 +23,7 @@ from typing import Any, Final
 
 import psycopg2
 import psycopg2.extensions
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import CancelledError, Deferred, DeferredList
 from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.internet.error import ConnectionClosed
 from twisted.internet.interfaces import IDelayedCall
@@ -56,6 +56,9 @@ KEEPALIVES: Final = {
 
 _ERRORS: Final[tuple[type[BaseException], ...]] = (
     psycopg2.Error,
+    # What txpostgres makes of a statement PostgreSQL cancelled (its
+    # statement_timeout, db_statement_timeout): the database is stuck.
+    CancelledError,
     # Text psycopg2 cannot encode (lone surrogates), or a NUL in a string.
     ValueError,
     ConnectionClosed,

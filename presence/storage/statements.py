@@ -643,3 +643,20 @@ TAKE_OVER: Final = (
 
 #: A PostgreSQL NOTIFY on a member's channel.
 SIGNAL: Final = "SELECT pg_notify(:channel, :payload)"
+
+#: The owner's claim of a NOTIFY and the presentity's publications, in one
+#: statement and one round trip: the subscription's CSeq becomes one more
+#: than the highest of its dialog, and its row comes back once per
+#: publication (with ``NULL`` publication columns when there is none). One
+#: UPDATE of one row: a concurrent claim waits for the row lock and then
+#: adds one to the value the first committed.
+CLAIM_WITH_PUBLICATIONS: Final = (
+    "WITH claimed AS ("
+    f" UPDATE active_watchers SET local_cseq = GREATEST(local_cseq, {_DIALOG_MAX}) + 1"
+    f" WHERE {ACTIVE_WATCHERS.keyMatch} AND {_OWNED}"
+    f" {ACTIVE_WATCHERS.returning})"
+    f" SELECT claimed.*, {', '.join('p.' + c for c in PRESENTITY.columns)}"
+    " FROM claimed LEFT JOIN presentity AS p ON p.username = :username"
+    " AND p.domain = :domain AND p.event = claimed.event"
+    " ORDER BY p.received_time, p.id"
+)

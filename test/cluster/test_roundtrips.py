@@ -1,0 +1,104 @@
+"""Database round trips per operation in shared mode, counted on a real PostgreSQL.
+
+A round trip is one call of the store's runner (one query, which may hold
+several statements run as one transaction). The heartbeat's, on the
+member's own connection, is not counted: it is not per operation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import reactor
+from txpostgres import txpostgres
+
+from presence.testing import pidf
+from test.cluster.harness import Node, Watcher
+from test.cluster.test_cluster import ClusterTestCase
+
+
+class Counting:
+    """Counts the calls made through a runner, and their statements."""
+
+    def __init__(self, pool: Any) -> None:
+        """Count the queries sent through ``pool`` from now on."""
+        self.calls: list[str] = []
+        for name in ("runQuery", "runOperation", "runInteraction"):
+            setattr(pool, name, self._wrap(getattr(pool, name)))
+
+    def _wrap(self, method: Any) -> Any:
+        def counted(statements: Any, *args: Any) -> Any:
+            self.calls.append(" ".join(str(statements).split())[:60])
+            return method(statements, *args)
+
+        return counted
+
+    def take(self) -> list[str]:
+        """The calls since the last take."""
+        calls, self.calls = self.calls, []
+        return calls
+
+
+class RoundTripTests(ClusterTestCase):
+    """The subscribe cycle and a PUBLISH cost the fewest round trips."""
+
+    async def counted(self) -> tuple[Node, Counting]:
+        """One node, its round trips counted."""
+        [a] = await self.nodes("a")
+        counting = Counting(a.stack.storage.database.runner.pool)
+        return a, counting
+
+    async def test_subscribeCycle(self) -> None:
+        """SUBSCRIBE, its NOTIFY, un-SUBSCRIBE, its NOTIFY; then a PUBLISH."""
+        a, counting = await self.counted()
+        alice = Watcher("alice", "192.0.2.20")
+        await self.subscribed(a, alice)
+        await self.cluster.settle()
+        subscribe = counting.take()
+        response = await self.cluster.request(
+            a, alice, alice.subscribeBytes(expires=0, refresh=True)
+        )
+        self.assertEqual(response.code, 200)
+        await self.cluster.until(lambda: len(self.cluster.to(alice.address)) == 2)
+        await self.cluster.settle()
+        unsubscribe = counting.take()
+        carol = Watcher("carol", "192.0.2.21")
+        await self.subscribed(a, carol)
+        await self.cluster.settle()
+        counting.take()
+        bob = Watcher("bob", "192.0.2.30")
+        response = await self.cluster.request(a, bob, bob.publishBytes(pidf("open")))
+        await self.cluster.until(lambda: len(self.cluster.to(carol.address)) == 2)
+        await self.cluster.settle()
+        publish = counting.take()
+        # Before the claim read the publications too: 5, 6 and 5.
+        self.assertEqual(
+            (len(subscribe), len(unsubscribe), len(publish)),
+            (4, 6, 4),
+            (subscribe, unsubscribe, publish),
+        )
+
+
+class StatementTimeoutTests(ClusterTestCase):
+    """db_statement_timeout: a stuck database answers 503, not silence."""
+
+    async def test_lockedTableGets503(self) -> None:
+        """A table locked by another session: the PUBLISH waits, then 503.
+
+        PostgreSQL cancels the statement after ``statement_timeout``; the
+        dispatcher answers a storage error with 503 and Retry-After (RFC
+        3261 section 21.5.4), and the server serves again once the lock goes.
+        """
+        [a] = await self.nodes("a", dbStatementTimeout=0.2)
+        locker = txpostgres.Connection(reactor=reactor)
+        await locker.connect(self.pg.dsn)
+        self.addCleanup(locker.close)
+        await locker.runOperation("BEGIN")
+        await locker.runOperation("LOCK TABLE presentity IN ACCESS EXCLUSIVE MODE")
+        bob = Watcher("bob", "192.0.2.30")
+        response = await self.cluster.request(a, bob, bob.publishBytes(pidf("open")))
+        self.assertEqual(response.code, 503)
+        self.assertIsNotNone(response.header("retry-after"))
+        await locker.runOperation("ROLLBACK")
+        response = await self.cluster.request(a, bob, bob.publishBytes(pidf("open")))
+        self.assertEqual(response.code, 200)
