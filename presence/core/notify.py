@@ -181,6 +181,7 @@ class Notifier:
         subscription: Subscription,
         terminated: str | None = None,
         publications: Sequence[Publication] | None = None,
+        claimed: bool = False,
     ) -> None:
         """Send the current state of a subscription, or its end.
 
@@ -193,6 +194,9 @@ class Notifier:
             publications: the presentity's publications, read just now by
                 the caller, so that a change notified to thousands of
                 watchers reads them once; ``None`` reads them at send time.
+            claimed: the subscription's ``localCSeq`` is already this
+                NOTIFY's, taken in the store (a new subscription's first
+                NOTIFY in shared mode), and ``publications`` its state.
         """
         key = subscription.key
         dialog = subscription.dialogKey
@@ -220,7 +224,11 @@ class Notifier:
             waiting[key] = (subscription, terminated)
             return
         self._busy.add(dialog)
-        detach(self._run(subscription, terminated, publications), self.log, "NOTIFY")
+        detach(
+            self._run(subscription, terminated, publications, claimed),
+            self.log,
+            "NOTIFY",
+        )
 
     def _forgetChanges(self, subscription: Subscription) -> None:
         """Drop what a package kept for a NOTIFY another server will send."""
@@ -304,12 +312,15 @@ class Notifier:
         subscription: Subscription,
         terminated: str | None,
         publications: Sequence[Publication] | None,
+        claimed: bool = False,
     ) -> None:
         dialog = subscription.dialogKey
         try:
             while True:
                 try:
-                    await self._notifyOnce(subscription, terminated, publications)
+                    await self._notifyOnce(
+                        subscription, terminated, publications, claimed
+                    )
                 except StorageError as e:
                     self.stats.failed += 1
                     self.log.debug(
@@ -327,6 +338,7 @@ class Notifier:
                     del self._queued[dialog]
                 # A newer state: read the publications when it is sent.
                 publications = None
+                claimed = False
         finally:
             self._busy.discard(dialog)
             self._queued.pop(dialog, None)
@@ -338,11 +350,14 @@ class Notifier:
         subscription: Subscription,
         terminated: str | None,
         publications: Sequence[Publication] | None = None,
+        claimed: bool = False,
     ) -> None:
         package = self.packages.get(subscription.event)
         if package is None:
             return
-        if terminated is None:
+        if claimed and terminated is None:
+            cseq = subscription.localCSeq
+        elif terminated is None:
             # In a cluster, nothing unless the subscription is still ours.
             claimWith = getattr(self.store, "claimWithPublications", None)
             if self.cluster is not None and publications is None and claimWith:

@@ -17,7 +17,7 @@ from twisted.logger import Logger
 
 from presence.auth.identity import Identity
 from presence.core.expirypolicy import ExpiryPolicy, negotiateExpires, subscribeExpires
-from presence.core.notify import Notifier
+from presence.core.notify import Notifier, aorOf
 from presence.packages.interfaces import IEventPackage, PackageRegistry
 from presence.sip.errors import (
     BadEvent,
@@ -299,8 +299,16 @@ class SubscribeHandler:
             # A fetch (RFC 6665 4.4.3): the state once, then the end.
             self.notifier.send(subscription, terminated="timeout")
             return
-        await self.store.putSubscription(subscription)
-        self.notifier.send(subscription)
+        putWith = getattr(self.store, "putWithPublications", None)
+        if putWith is not None and self.owner is not None:
+            # Shared mode: the row, with the first NOTIFY's CSeq taken, and
+            # that NOTIFY's state, in one round trip.
+            subscription.localCSeq = 1
+            publications = await putWith(subscription, aor)
+            self.notifier.send(subscription, publications=publications, claimed=True)
+        else:
+            await self.store.putSubscription(subscription)
+            self.notifier.send(subscription)
         await self._watchersChanged(subscription, "subscribe")
 
     async def _inDialog(
@@ -340,14 +348,24 @@ class SubscribeHandler:
             subscription.connection = transaction.peer.connection
         now = self.clock.seconds()
         if expires == 0:
-            removed = await self.store.removeSubscription(subscription.key)
+            publications = None
+            removeWith = getattr(self.store, "removeWithPublications", None)
+            if removeWith is not None and self.owner is not None:
+                # Shared mode: the row and the final NOTIFY's state at once.
+                removed, publications = await removeWith(
+                    subscription.key, aorOf(subscription.presentity)
+                )
+            else:
+                removed = await self.store.removeSubscription(subscription.key)
             if removed is not None:
                 subscription.localCSeq = max(subscription.localCSeq, removed.localCSeq)
             self._respond(
                 transaction, 200, expires=0, contact=subscription.localContact
             )
             self.ended += 1
-            self.notifier.send(subscription, terminated="timeout")
+            self.notifier.send(
+                subscription, terminated="timeout", publications=publications
+            )
             await self._watchersChanged(subscription, "timeout")
             return
         subscription.expires = now + expires

@@ -156,7 +156,10 @@ class WatcherInfoPackage(EventPackage):
         self._full: set[SubscriptionKey] = set()
 
     async def watcherChanged(
-        self, subscription: Subscription, event: str
+        self,
+        subscription: Subscription,
+        event: str,
+        subscribers: list[Subscription] | None = None,
     ) -> list[Subscription]:
         """Record a change of one watcher for every winfo subscriber.
 
@@ -164,11 +167,16 @@ class WatcherInfoPackage(EventPackage):
             subscription: the watched package's subscription that changed.
             event: what happened, a watcher event of RFC 3857 (``subscribe``,
                 ``approved``, ``timeout``, ``deactivated``...).
+            subscribers: the winfo subscriptions to the presentity, when the
+                caller read them already (shared mode, in the same round
+                trip as the watcher's row); ``None``: read here.
 
         Returns:
             The winfo subscriptions to notify.
         """
-        winfo = await self.store.subscriptions(subscription.presentity, self.name)
+        winfo = subscribers
+        if winfo is None:
+            winfo = await self.store.subscriptions(subscription.presentity, self.name)
         if not winfo:
             return []
         entry = entryFor(subscription, event, self.clock.seconds())

@@ -34,9 +34,28 @@ from txpostgres import txpostgres
 
 from presence._async import detach
 from presence.storage.errors import StorageError
+from presence.storage.records import Publication, Subscription, SubscriptionKey, Watcher
+from presence.storage.rows import (
+    Row,
+    addressValues,
+    publicationFromRow,
+    subscriptionFromRow,
+    subscriptionKeyValues,
+    subscriptionRow,
+    watcherRow,
+)
 from presence.storage.runner import SQLRunner
 from presence.storage.sql import SQLStore
-from presence.storage.statements import SIGNAL, compileStatement
+from presence.storage.statements import (
+    ACTIVE_WATCHERS,
+    CLAIM_WITH_PUBLICATIONS,
+    PUT_WITH_PUBLICATIONS,
+    REMOVE_WITH_PUBLICATIONS,
+    SIGNAL,
+    TRACK_ENDED_WATCHER,
+    TRACK_WATCHER,
+    compileStatement,
+)
 from presence.storage.statistics import StorageStatistics
 from presence.storage.waiters import Waiters
 
@@ -361,6 +380,111 @@ class PostgresStore(SQLStore):
             onLost,
             self._connectionOptions(given),
         )
+
+    async def claimWithPublications(
+        self, key: SubscriptionKey, presentity: str
+    ) -> tuple[Subscription | None, list[Publication]]:
+        """`claimNotify` for the owner, and the publications, in one round trip.
+
+        Shared mode only (an `owner`): one statement, `CLAIM_WITH_PUBLICATIONS
+        <presence.storage.statements.CLAIM_WITH_PUBLICATIONS>`.
+
+        Args:
+            key: the subscription.
+            presentity: its presentity's address of record, ``user@domain``.
+
+        Returns:
+            The subscription with its new CSeq (``None`` if it is gone or not
+            this server's), and the presentity's publications of its event.
+        """
+        assert self.owner is not None
+        values = {
+            **subscriptionKeyValues(key),
+            **addressValues(presentity),
+            "owner": self.owner,
+        }
+        return self._withPublications(
+            await self._query(CLAIM_WITH_PUBLICATIONS, values)
+        )
+
+    def _withPublications(
+        self, rows: list[Row]
+    ) -> tuple[Subscription | None, list[Publication]]:
+        """A subscription's row repeated once per publication, split."""
+        if not rows:
+            return None, []
+        width = len(ACTIVE_WATCHERS.columns)
+        subscription = subscriptionFromRow(rows[0][:width])
+        publications = [
+            publicationFromRow(row[width:]) for row in rows if row[width] is not None
+        ]
+        return subscription, publications
+
+    async def removeWithPublications(
+        self, key: SubscriptionKey, presentity: str
+    ) -> tuple[Subscription | None, list[Publication]]:
+        """`removeSubscription`, and the publications, in one round trip.
+
+        Args:
+            key: the subscription.
+            presentity: its presentity's address of record.
+
+        Returns:
+            The removed subscription (``None`` if there was none) and the
+            presentity's publications of its event.
+        """
+        rows = await self._query(
+            REMOVE_WITH_PUBLICATIONS,
+            {**subscriptionKeyValues(key), **addressValues(presentity)},
+        )
+        return self._withPublications(rows)
+
+    async def trackWatcher(
+        self,
+        watcher: Watcher,
+        ended: SubscriptionKey | None,
+        winfoEvent: str,
+    ) -> list[Subscription]:
+        """The watcher tracker's row, and the winfo subscriptions, in one trip.
+
+        Args:
+            watcher: the row to write.
+            ended: the key of the subscription that ended, when the row must
+                go unless the watcher has another subscription (then it is
+                written); ``None``: the row is written.
+            winfoEvent: the watcher-information package whose subscriptions
+                to the presentity are returned (``""``: none).
+
+        Returns:
+            Those subscriptions.
+        """
+        values: dict[str, object] = {**watcherRow(watcher), "winfo_event": winfoEvent}
+        statement = TRACK_WATCHER
+        if ended is not None:
+            statement = TRACK_ENDED_WATCHER
+            values.update(subscriptionKeyValues(ended))
+            values["event"] = watcher.event
+        rows = await self._query(statement, values)
+        return [subscriptionFromRow(row) for row in rows]
+
+    async def putWithPublications(
+        self, subscription: Subscription, presentity: str
+    ) -> list[Publication]:
+        """`putSubscription`, and the publications, in one round trip.
+
+        Args:
+            subscription: the new subscription, its ``localCSeq`` already
+                the first NOTIFY's.
+            presentity: its presentity's address of record.
+
+        Returns:
+            The presentity's publications of the subscription's event.
+        """
+        rows = await self._query(
+            PUT_WITH_PUBLICATIONS,
+            {**subscriptionRow(subscription), **addressValues(presentity)},
+        )
+        return [publicationFromRow(row) for row in rows]
 
     async def signal(self, channel: str, payload: str) -> None:
         """``NOTIFY`` a channel (``pg_notify``), through the pool.

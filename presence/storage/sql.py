@@ -54,7 +54,6 @@ from presence.storage.statements import ACTIVE_WATCHERS as ACTIVE_WATCHERS
 from presence.storage.statements import (
     CLAIM_NOTIFY,
     CLAIM_NOTIFY_OWNED,
-    CLAIM_WITH_PUBLICATIONS,
     COUNT_BY_EVENT,
     DELETE_BINDING,
     DELETE_PUBLICATION,
@@ -519,38 +518,6 @@ class SQLStore:
             if subscription.key == key:
                 return subscription
         return None
-
-    async def claimWithPublications(
-        self, key: SubscriptionKey, presentity: str
-    ) -> tuple[Subscription | None, list[Publication]]:
-        """`claimNotify` for the owner, and the publications, in one round trip.
-
-        Shared mode only (an `owner`): one statement, `CLAIM_WITH_PUBLICATIONS
-        <presence.storage.statements.CLAIM_WITH_PUBLICATIONS>`.
-
-        Args:
-            key: the subscription.
-            presentity: its presentity's address of record, ``user@domain``.
-
-        Returns:
-            The subscription with its new CSeq (``None`` if it is gone or not
-            this server's), and the presentity's publications of its event.
-        """
-        assert self.owner is not None
-        values = {
-            **subscriptionKeyValues(key),
-            **addressValues(presentity),
-            "owner": self.owner,
-        }
-        rows = await self._query(CLAIM_WITH_PUBLICATIONS, values)
-        if not rows:
-            return None, []
-        width = len(ACTIVE_WATCHERS.columns)
-        subscription = subscriptionFromRow(rows[0][:width])
-        publications = [
-            publicationFromRow(row[width:]) for row in rows if row[width] is not None
-        ]
-        return subscription, publications
 
     # -- watchers -------------------------------------------------------------
 

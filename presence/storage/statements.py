@@ -660,3 +660,64 @@ CLAIM_WITH_PUBLICATIONS: Final = (
     " AND p.domain = :domain AND p.event = claimed.event"
     " ORDER BY p.received_time, p.id"
 )
+
+_OTHER_SUBSCRIPTION: Final = (
+    "SELECT 1 FROM active_watchers WHERE presentity_uri = :presentity_uri"
+    " AND event = :event AND watcher_username = :watcher_username"
+    " AND watcher_domain = :watcher_domain AND NOT (callid = :callid"
+    " AND to_tag = :to_tag AND from_tag = :from_tag AND event_id = :event_id)"
+)
+
+_WATCHER_UPDATES: Final = ", ".join(
+    f"{c} = excluded.{c}" for c in WATCHERS.columns if c not in WATCHERS.key
+)
+
+#: The subscriptions of the watcher-information package (``:winfo_event``)
+#: to a presentity, ending the tracker's statements.
+_WINFO_SUBSCRIPTIONS: Final = (
+    f"{ACTIVE_WATCHERS.select} WHERE presentity_uri = :presentity_uri"
+    " AND event = :winfo_event ORDER BY id"
+)
+
+#: The watcher tracker's work for a watcher that came or stays, in one round
+#: trip: its ``watchers`` row written, and the winfo subscriptions read.
+TRACK_WATCHER: Final = (
+    f"WITH written AS ({WATCHERS.upsert()} RETURNING 1) {_WINFO_SUBSCRIPTIONS}"
+)
+
+#: For a watcher whose subscription ended: its row goes unless it has another
+#: subscription to the presentity (then the row is written), and the winfo
+#: subscriptions are read, in one round trip. ``:callid`` ... name the ended
+#: subscription.
+TRACK_ENDED_WATCHER: Final = (
+    f"WITH other AS ({_OTHER_SUBSCRIPTION}),"
+    f" gone AS (DELETE FROM watchers WHERE {WATCHERS.keyMatch}"
+    " AND NOT EXISTS (SELECT 1 FROM other)),"
+    f" kept AS (INSERT INTO watchers ({', '.join(WATCHERS.columns)})"
+    f" SELECT {', '.join(':' + c for c in WATCHERS.columns)}"
+    " WHERE EXISTS (SELECT 1 FROM other)"
+    f" ON CONFLICT ({', '.join(WATCHERS.key)}) DO UPDATE SET {_WATCHER_UPDATES})"
+    f" {_WINFO_SUBSCRIPTIONS}"
+)
+
+#: A subscription removed and the presentity's publications, in one round
+#: trip (the final NOTIFY of an un-SUBSCRIBE carries the state).
+REMOVE_WITH_PUBLICATIONS: Final = (
+    "WITH removed AS ("
+    f" DELETE FROM active_watchers WHERE {ACTIVE_WATCHERS.keyMatch}"
+    f" {ACTIVE_WATCHERS.returning})"
+    f" SELECT removed.*, {', '.join('p.' + c for c in PRESENTITY.columns)}"
+    " FROM removed LEFT JOIN presentity AS p ON p.username = :username"
+    " AND p.domain = :domain AND p.event = removed.event"
+    " ORDER BY p.received_time, p.id"
+)
+
+#: A new subscription written and the presentity's publications read, in
+#: one round trip: what an initial SUBSCRIBE and its first NOTIFY need (the
+#: row is written with the first NOTIFY's CSeq already taken).
+PUT_WITH_PUBLICATIONS: Final = (
+    f"WITH put AS ({UPSERT_SUBSCRIPTION_SHARED})"
+    f" SELECT {', '.join(PRESENTITY.columns)} FROM presentity"
+    " WHERE username = :username AND domain = :domain AND event = :event"
+    " ORDER BY received_time, id"
+)
