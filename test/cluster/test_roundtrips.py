@@ -12,9 +12,10 @@ from typing import Any
 from twisted.internet import reactor
 from txpostgres import txpostgres
 
+from presence.status import ACTIVE
 from presence.testing import pidf
 from test.cluster.harness import Node, Watcher
-from test.cluster.test_cluster import ClusterTestCase
+from test.cluster.test_cluster import BOB, ClusterTestCase
 
 
 class Counting:
@@ -71,6 +72,8 @@ class RoundTripTests(ClusterTestCase):
         await self.cluster.until(lambda: len(self.cluster.to(alice.address)) == 2)
         await self.cluster.settle()
         unsubscribe = counting.take()
+        # RFC 3857: a watcher whose last subscription ended is gone.
+        self.assertEqual(await a.stack.store.watchers(BOB, "presence"), [])
         carol = Watcher("carol", "192.0.2.21")
         await self.subscribed(a, carol)
         await self.cluster.settle()
@@ -80,6 +83,8 @@ class RoundTripTests(ClusterTestCase):
         await self.cluster.until(lambda: len(self.cluster.to(carol.address)) == 2)
         await self.cluster.settle()
         publish = counting.take()
+        [row] = await a.stack.store.watchers(BOB, "presence")
+        self.assertEqual((row.watcherUsername, row.status), ("carol", ACTIVE))
         self.assertEqual(
             (len(subscribe), len(unsubscribe), len(publish)),
             (2, 3, 4),
@@ -110,3 +115,27 @@ class StatementTimeoutTests(ClusterTestCase):
         await locker.runOperation("ROLLBACK")
         response = await self.cluster.request(a, bob, bob.publishBytes(pidf("open")))
         self.assertEqual(response.code, 200)
+
+    async def test_watcherRowKeptWhileAnotherSubscription(self) -> None:
+        """The tracker's one statement keeps the row of a watcher still watching.
+
+        Alice has two subscriptions to bob (two phones); one ends: her row in
+        ``watchers`` stays, as the tracker's separate statements kept it.
+        """
+        [a] = await self.nodes("a")
+        desk = Watcher("alice", "192.0.2.20")
+        phone = Watcher("alice", "192.0.2.22")
+        await self.subscribed(a, desk)
+        await self.subscribed(a, phone)
+        response = await self.cluster.request(
+            a, desk, desk.subscribeBytes(expires=0, refresh=True)
+        )
+        self.assertEqual(response.code, 200)
+        await self.cluster.settle()
+        [row] = await a.stack.store.watchers(BOB, "presence")
+        self.assertEqual(row.watcherUsername, "alice")
+        await self.cluster.request(
+            a, phone, phone.subscribeBytes(expires=0, refresh=True)
+        )
+        await self.cluster.settle()
+        self.assertEqual(await a.stack.store.watchers(BOB, "presence"), [])
