@@ -251,6 +251,10 @@ class Notifier:
             return
         if self.ownerElsewhere(subscription) is not None:
             return
+        if self.policy is not None:
+            # Another server re-authorised (or saw a watcher change): the
+            # rules this one kept may be older than the ones it read.
+            self.policy.forget(subscription.presentity)
         self._stale(subscription)
         self.send(subscription)
 

@@ -384,9 +384,9 @@ class PostgresStore(SQLStore):
     async def claimWithPublications(
         self, key: SubscriptionKey, presentity: str
     ) -> tuple[Subscription | None, list[Publication]]:
-        """`claimNotify` for the owner, and the publications, in one round trip.
+        """``claimNotify`` for the owner, and the publications, in one round trip.
 
-        Shared mode only (an `owner`): one statement, `CLAIM_WITH_PUBLICATIONS
+        Shared mode only (an ``owner``): one statement, `CLAIM_WITH_PUBLICATIONS
         <presence.storage.statements.CLAIM_WITH_PUBLICATIONS>`.
 
         Args:
@@ -423,7 +423,7 @@ class PostgresStore(SQLStore):
     async def removeWithPublications(
         self, key: SubscriptionKey, presentity: str
     ) -> tuple[Subscription | None, list[Publication]]:
-        """`removeSubscription`, and the publications, in one round trip.
+        """``removeSubscription``, and the publications, in one round trip.
 
         Args:
             key: the subscription.
@@ -470,7 +470,7 @@ class PostgresStore(SQLStore):
     async def putWithPublications(
         self, subscription: Subscription, presentity: str
     ) -> list[Publication]:
-        """`putSubscription`, and the publications, in one round trip.
+        """``putSubscription``, and the publications, in one round trip.
 
         Args:
             subscription: the new subscription, its ``localCSeq`` already
