@@ -457,3 +457,58 @@ class WatcherInfoTests(ClusterTestCase):
         self.assertIn(b"alice@example.com", bodies[1])
         self.assertIn(b"carol@example.com", bodies[2])
         self.assertNotIn(b"alice@example.com", bodies[2])
+
+
+class ChangesElsewhereTests(ClusterTestCase):
+    """Every change made at a server that does not own the watcher reaches it."""
+
+    async def test_publicationExpiredElsewhere(self) -> None:
+        """A publication expired by another server's sweep: the owner notifies.
+
+        RFC 3903 section 6 (an expired publication is removed) and RFC 6665
+        section 4.2.2 (the watchers are told the new state): the sweep that
+        deleted the row is not the owner's, so it signals the owner.
+        """
+        a, b = await self.nodes("a", "b")
+        alice = Watcher("alice", "192.0.2.20")
+        await self.subscribed(a, alice)
+        bob = Watcher("bob", "192.0.2.30")
+        response = await self.cluster.request(
+            b, bob, bob.publishBytes(pidf("open"), expires=60)
+        )
+        self.assertEqual(response.code, 200)
+        await self.cluster.until(lambda: len(self.cluster.to(alice.address)) == 2)
+        await self.cluster.settle()
+        # a's time passes too (its heartbeat stays fresh to b), not yet to
+        # the publication's expiry: b's sweep is the one that removes it.
+        beaten = a.member.whenBeaten()
+        a.advance(55)
+        await beaten
+        b.advance(61)
+        await self.cluster.until(lambda: len(self.cluster.to(alice.address)) == 3)
+        await self.cluster.settle()
+        notifies = self.cluster.to(alice.address)
+        self.assertEqual([n.node for n in notifies], ["a", "a", "a"])
+        self.assertEqual(b.stack.sweeper.expired["publications"], 1)
+        self.assertNotIn(b"<basic>open</basic>", notifies[-1].message.body)
+
+    async def test_subscriptionNotifiedElsewhere(self) -> None:
+        """A re-authorisation elsewhere: the subscription's key to its owner.
+
+        What the re-authoriser, refreshWatchers and the watcher tracker do
+        at any server, ``notifier.send`` of a subscription read from the
+        database, is a signal when another server owns it; the owner reads
+        the row and sends.
+        """
+        a, b = await self.nodes("a", "b")
+        alice = Watcher("alice", "192.0.2.20")
+        await self.subscribed(a, alice)
+        await self.cluster.settle()
+        [subscription] = await b.stack.store.subscriptions(BOB, "presence")
+        b.stack.notifier.send(subscription)
+        await self.cluster.until(lambda: len(self.cluster.to(alice.address)) == 2)
+        await self.cluster.settle()
+        notifies = self.cluster.to(alice.address)
+        self.assertEqual([n.node for n in notifies], ["a", "a"])
+        self.assertEqual(b.stack.notifier.stats.forwarded, 1)
+        self.assertEqual(b.stack.notifier.stats.sent, 0)
