@@ -27,7 +27,11 @@ from twisted.logger import Logger
 
 from presence._async import detach
 from presence.core.dispatcher import SERVER
-from presence.packages.interfaces import IEventPackage, PackageRegistry
+from presence.packages.interfaces import (
+    IEventPackage,
+    IWatcherInfoPackage,
+    PackageRegistry,
+)
 from presence.sip.dialog import requestInDialog
 from presence.sip.errors import SIPParseError
 from presence.sip.message import SIPURI, SIPResponse
@@ -233,9 +237,8 @@ class Notifier:
     def _forgetChanges(self, subscription: Subscription) -> None:
         """Drop what a package kept for a NOTIFY another server will send."""
         package = self.packages.get(subscription.event)
-        forget = getattr(package, "forget", None)
-        if forget is not None:
-            forget(subscription)
+        if IWatcherInfoPackage.providedBy(package):
+            package.forget(subscription)
 
     def _stale(self, subscription: Subscription) -> None:
         """Another server saw the changes: the next body carries full state."""

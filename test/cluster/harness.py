@@ -117,6 +117,8 @@ class Node:
         for method, handler in list(self.stack.dispatcher.handlers.items()):
             self.stack.dispatcher.handlers[method] = self._tracked(handler)
         self.running = False
+        #: Cut from the database: the signals sent to it never arrive.
+        self.deaf = False
 
     def _tracked(self, handler: Any) -> Any:
         async def tracked(*args: Any) -> None:
@@ -280,6 +282,7 @@ class Cluster:
             sum(m.member.stats.delivered.get(n.name, 0) for m in every)
             == n.member.stats.signalsReceived
             for n in running
+            if not n.deaf
         )
         return delivered and all(
             n.member.stats.inFlight == 0

@@ -365,7 +365,55 @@ class TakeOverTests(ClusterTestCase):
 
 
 class ListenOutageTests(ClusterTestCase):
-    """The LISTEN connection cut: the member listens again and catches up."""
+    """The database cut from one server (the cuttable proxy)."""
+
+    async def proxied(self) -> tuple[CuttableProxy, str]:
+        """A cuttable proxy in front of the class's database, and its URL."""
+        proxy = CuttableProxy(*pgAddress())
+        tcp: Any = reactor
+        port: Any = tcp.listenTCP(0, proxy, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        self.addCleanup(proxy.cut)
+        url = pgURL(
+            dbname=self.pg.name, host="127.0.0.1", port=str(port.getHost().port)
+        )
+        return proxy, url
+
+    async def test_cutServerAnswers503AndIsTakenOver(self) -> None:
+        """One server cut from the database: it answers 503, the other takes over.
+
+        RFC 3261 section 21.5.4: 503 with Retry-After while it cannot serve.
+        Its heartbeat stops with the database; after node_timeout the other
+        server owns its subscriptions and notifies them.
+        """
+        proxy, url = await self.proxied()
+        a = self.cluster.node("a", "192.0.2.1", database=url, dbConnections=2)
+        await a.start()
+        [b] = await self.nodes("b")
+        alice = Watcher("alice", "192.0.2.20")
+        await self.subscribed(a, alice)
+        await self.cluster.settle()
+        proxy.cut()
+        a.deaf = True
+        bob = Watcher("bob", "192.0.2.30")
+        response = await self.cluster.request(a, bob, bob.publishBytes(pidf("open")))
+        self.assertEqual(response.code, 503)
+        self.assertIsNotNone(response.header("retry-after"))
+        response = await self.cluster.request(b, bob, bob.publishBytes(pidf("open")))
+        self.assertEqual(response.code, 200)
+        for _ in range(4):
+            await b.beat()
+        self.assertEqual(await self.owner(alice), "b")
+        await self.cluster.until(
+            lambda: any(
+                b"<basic>open</basic>" in s.message.body
+                for s in self.cluster.to(alice.address)
+            )
+        )
+        await self.cluster.settle()
+        notifies = self.cluster.to(alice.address)
+        self.assertEqual([n.node for n in notifies], ["a", "b"])
+        self.assertEqual(cseqs(notifies), [1, 2])
 
     async def test_listenCutThenRelistened(self) -> None:
         """PostgreSQL's connections cut (the cuttable proxy) while listening.
@@ -375,15 +423,8 @@ class ListenOutageTests(ClusterTestCase):
         meanwhile are lost), and hears the next signal: a PUBLISH at the
         other server reaches the watcher through it.
         """
-        proxy = CuttableProxy(*pgAddress())
-        tcp: Any = reactor
-        port: Any = tcp.listenTCP(0, proxy, interface="127.0.0.1")
-        self.addCleanup(port.stopListening)
-        self.addCleanup(proxy.cut)
-        dsn = pgURL(
-            dbname=self.pg.name, host="127.0.0.1", port=str(port.getHost().port)
-        )
-        a = self.cluster.node("a", "192.0.2.1", database=dsn, dbConnections=2)
+        proxy, url = await self.proxied()
+        a = self.cluster.node("a", "192.0.2.1", database=url, dbConnections=2)
         await a.start()
         [b] = await self.nodes("b")
         alice = Watcher("alice", "192.0.2.20")
