@@ -312,6 +312,11 @@ class ClusterMember(Service):
         return self._beats.wait()
 
     @property
+    def beating(self) -> bool:
+        """Whether a heartbeat (and its take-over) is under way."""
+        return self._beating
+
+    @property
     def listening(self) -> bool:
         """Whether the listening connection is up."""
         return self.listener.alive

@@ -212,9 +212,10 @@ class Notifier:
                 self._forgetChanges(subscription)
                 self.cluster.signalSubscription(owner, key)
                 return
-            if subscription.connection is not None:
+            if self.cluster is not None and subscription.connection is not None:
+                # Rows read from the database have no connection: keep it.
                 self._connections[dialog] = subscription.connection
-        else:
+        elif self._connections:
             connection = self._connections.pop(dialog, None)
             if subscription.connection is None:
                 subscription.connection = connection

@@ -53,7 +53,7 @@ from presence.storage.runner import SQLRunner as SQLRunner
 from presence.storage.statements import ACTIVE_WATCHERS as ACTIVE_WATCHERS
 from presence.storage.statements import (
     CLAIM_NOTIFY,
-    CLAIM_NOTIFY_OWNED,
+    CLAIM_OWNED,
     COUNT_BY_EVENT,
     DELETE_BINDING,
     DELETE_PUBLICATION,
@@ -505,13 +505,13 @@ class SQLStore:
         rows: one transaction, one round trip on PostgreSQL.
         """
         values: dict[str, object] = subscriptionKeyValues(key)
-        statements = CLAIM_NOTIFY
         if self.owner is not None:
-            # Shared mode: nothing unless the subscription is this server's.
-            statements = CLAIM_NOTIFY_OWNED
-            values = {**values, "owner": self.owner}
+            # Shared mode: one statement, nothing unless the subscription is
+            # this server's.
+            rows = await self._query(CLAIM_OWNED, {**values, "owner": self.owner})
+            return subscriptionFromRow(rows[0]) if rows else None
         rows = await self._transaction(
-            [(statement, values) for statement in statements], fetch=True
+            [(statement, values) for statement in CLAIM_NOTIFY], fetch=True
         )
         for row in rows:
             subscription = subscriptionFromRow(row)

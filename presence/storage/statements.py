@@ -567,20 +567,19 @@ UPSERT_SUBSCRIPTION_SHARED: Final = UPSERT_SUBSCRIPTION.replace(
 )
 assert UPSERT_SUBSCRIPTION_SHARED.count("GREATEST") == 2
 
-_OWNED_DIALOG_ROWS: Final = _DIALOG_ROWS.replace(
-    "AND k.event_id = :event_id",
-    "AND k.event_id = :event_id\n"
-    "            AND (k.sharing_tag = :owner OR k.sharing_tag IS NULL)",
+#: The owner's claim of a NOTIFY's CSeq, one statement: the subscription's
+#: CSeq becomes one more than the highest of its dialog, and its row is
+#: returned, only when it is this server's (the fence that keeps a server
+#: declared dead from sending for what was taken over). One UPDATE of one
+#: row: a concurrent claim waits for the row lock, then adds one to the value
+#: the first committed. (Two subscriptions of one dialog claimed at once by
+#: two servers could read the same dialog maximum; the notifier queues a
+#: dialog's NOTIFYs, so that takes two owners in one dialog.)
+CLAIM_OWNED: Final = (
+    f"UPDATE active_watchers SET local_cseq = GREATEST(local_cseq, {_DIALOG_MAX}) + 1"
+    f" WHERE {ACTIVE_WATCHERS.keyMatch} AND {_OWNED}"
+    f" {ACTIVE_WATCHERS.returning}"
 )
-
-#: `CLAIM_NOTIFY` for the owner only: the rows are updated and returned only
-#: when the subscription is this server's (the fence that keeps a server
-#: declared dead from sending for what was taken over).
-CLAIM_NOTIFY_OWNED: Final = (
-    NEXT_CSEQ[0].replace(_DIALOG_ROWS, _OWNED_DIALOG_ROWS),
-    CLAIM_NOTIFY[1].replace(_DIALOG_ROWS, _OWNED_DIALOG_ROWS),
-)
-assert all(":owner" in statement for statement in CLAIM_NOTIFY_OWNED)
 
 #: The owner's expiry sweep of subscriptions.
 EXPIRE_OWNED_SUBSCRIPTIONS: Final = (
@@ -644,17 +643,11 @@ TAKE_OVER: Final = (
 #: A PostgreSQL NOTIFY on a member's channel.
 SIGNAL: Final = "SELECT pg_notify(:channel, :payload)"
 
-#: The owner's claim of a NOTIFY and the presentity's publications, in one
-#: statement and one round trip: the subscription's CSeq becomes one more
-#: than the highest of its dialog, and its row comes back once per
-#: publication (with ``NULL`` publication columns when there is none). One
-#: UPDATE of one row: a concurrent claim waits for the row lock and then
-#: adds one to the value the first committed.
+#: `CLAIM_OWNED` and the presentity's publications, in one statement and
+#: one round trip: the subscription's row comes back once per publication
+#: (with ``NULL`` publication columns when there is none).
 CLAIM_WITH_PUBLICATIONS: Final = (
-    "WITH claimed AS ("
-    f" UPDATE active_watchers SET local_cseq = GREATEST(local_cseq, {_DIALOG_MAX}) + 1"
-    f" WHERE {ACTIVE_WATCHERS.keyMatch} AND {_OWNED}"
-    f" {ACTIVE_WATCHERS.returning})"
+    f"WITH claimed AS ({CLAIM_OWNED})"
     f" SELECT claimed.*, {', '.join('p.' + c for c in PRESENTITY.columns)}"
     " FROM claimed LEFT JOIN presentity AS p ON p.username = :username"
     " AND p.domain = :domain AND p.event = claimed.event"

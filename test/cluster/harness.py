@@ -116,6 +116,9 @@ class Node:
         self.handling = 0
         for method, handler in list(self.stack.dispatcher.handlers.items()):
             self.stack.dispatcher.handlers[method] = self._tracked(handler)
+        # A sweep under way is work too: a tick during one is skipped.
+        sweeper: Any = self.stack.sweeper
+        sweeper.sweep = self._tracked(sweeper.sweep)
         self.running = False
         #: Cut from the database: the signals sent to it never arrive.
         self.deaf = False
@@ -286,6 +289,7 @@ class Cluster:
         )
         return delivered and all(
             n.member.stats.inFlight == 0
+            and not n.member.beating
             and n.handling == 0
             and n.member.handling == 0
             and n.stack.notifier.outstanding == 0
