@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 from twisted.trial.unittest import SynchronousTestCase
 
 from presence.cluster.member import (
@@ -54,7 +57,9 @@ class ServerIdTests(SynchronousTestCase):
 
     def test_toml(self) -> None:
         """The settings' TOML names."""
-        path = self.mktemp()
+        directory = tempfile.TemporaryDirectory()
+        self.addCleanup(directory.cleanup)
+        path = os.path.join(directory.name, "presence.toml")
         with open(path, "w") as f:
             f.write(
                 'server_id = "east-1"\nnode_timeout = 4\ndb_statement_timeout = 0.5\n'
