@@ -266,11 +266,39 @@ class _ConnectionPool(txpostgres.ConnectionPool):  # type: ignore[misc]  # untyp
             except BaseException as e:
                 if isDisconnection(e):
                     connection.broken = True
+                else:
+                    await self._endTransaction(connection)
                 raise
         finally:
             self.connections.add(connection)
             if self.closed:
                 connection.abandon()
+
+    async def _endTransaction(self, connection: _Connection) -> None:
+        """Roll back what a failed query left open (an explicit ``BEGIN``).
+
+        A query of several statements that begins a transaction itself
+        (`PUT_WITH_PUBLICATIONS
+        <presence.storage.statements.PUT_WITH_PUBLICATIONS>`) and fails
+        inside it leaves the connection in an aborted transaction, which
+        would refuse every later statement.
+        """
+        raw = connection.pollable()
+        if raw is None or raw.closed:
+            return
+        try:
+            status = raw.get_transaction_status()
+        except psycopg2.Error:
+            connection.broken = True
+            return
+        if status in (
+            psycopg2.extensions.TRANSACTION_STATUS_INERROR,
+            psycopg2.extensions.TRANSACTION_STATUS_INTRANS,
+        ):
+            try:
+                await connection.runOperation("ROLLBACK")
+            except _ERRORS:
+                connection.broken = True
 
 
 class PostgresStore(SQLStore):

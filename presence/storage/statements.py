@@ -707,9 +707,13 @@ REMOVE_WITH_PUBLICATIONS: Final = (
 
 #: A new subscription written and the presentity's publications read, in
 #: one round trip: what an initial SUBSCRIBE and its first NOTIFY need (the
-#: row is written with the first NOTIFY's CSeq already taken).
+#: row is written with the first NOTIFY's CSeq already taken). The write is
+#: committed before the read begins (``BEGIN; ...; COMMIT;`` inside the one
+#: query): a PUBLISH at another server either sees the new subscription (and
+#: signals this one) or committed before the read, which then sees it. Read
+#: in the write's own snapshot, both could miss each other.
 PUT_WITH_PUBLICATIONS: Final = (
-    f"WITH put AS ({UPSERT_SUBSCRIPTION_SHARED})"
+    f"BEGIN; {UPSERT_SUBSCRIPTION_SHARED}; COMMIT;"
     f" SELECT {', '.join(PRESENTITY.columns)} FROM presentity"
     " WHERE username = :username AND domain = :domain AND event = :event"
     " ORDER BY received_time, id"

@@ -139,3 +139,27 @@ class StatementTimeoutTests(ClusterTestCase):
         )
         await self.cluster.settle()
         self.assertEqual(await a.stack.store.watchers(BOB, "presence"), [])
+
+    async def test_failedSubscribeLeavesNoTransaction(self) -> None:
+        """An initial SUBSCRIBE whose write is cancelled leaves nothing open.
+
+        Its one query begins and commits a transaction of its own; cancelled
+        inside it (the table locked, db_statement_timeout), the connection
+        is rolled back, and the next request on it is served.
+        """
+        [a] = await self.nodes("a", dbStatementTimeout=0.2, dbConnections=1)
+        locker = txpostgres.Connection(reactor=reactor)
+        await locker.connect(self.pg.dsn)
+        self.addCleanup(locker.close)
+        await locker.runOperation("BEGIN")
+        await locker.runOperation("LOCK TABLE active_watchers IN ACCESS EXCLUSIVE MODE")
+        alice = Watcher("alice", "192.0.2.20")
+        self.cluster.autoAnswer.add(alice.address)
+        # The 200 goes first (RFC 6665 section 4.2.1.1); the write fails.
+        response = await self.cluster.request(a, alice, alice.subscribeBytes())
+        self.assertEqual(response.code, 200)
+        await self.cluster.settle()
+        await locker.runOperation("ROLLBACK")
+        await self.subscribed(a, Watcher("carol", "192.0.2.21"))
+        [carol] = await a.stack.store.subscriptions(BOB, "presence")
+        self.assertEqual(carol.watcherUsername, "carol")
