@@ -151,9 +151,10 @@ class ClusterMember(Service):
             onSubscription: called with the key of a subscription another
                 member asked this one to notify.
             onTakenOver: called with the subscriptions taken over.
-            onResync: called after the listening connection came back:
-                signals sent meanwhile are lost, so every owned
-                subscription is notified.
+            onResync: called after the listening connection came back, or
+                at the first heartbeat after the service starts when this id
+                beat before (a restart): signals sent meanwhile are lost, so
+                every owned subscription is notified.
             createTables: create the ``cluster`` table if it is missing.
         """
         self.clock = clock
@@ -175,6 +176,7 @@ class ClusterMember(Service):
         self._beating = False
         self._listened = False
         self._down = False
+        self._restarted = False
         self._listening = Waiters()
         self._lostWaiters = Waiters()
         self._beats = Waiters()
@@ -345,6 +347,10 @@ class ClusterMember(Service):
             )
             self.stats.heartbeats += 1
             previous = rows[0][0] if rows else None
+            if self.stats.heartbeats == 1 and previous is not None:
+                # This id beat before this process: what was signalled to
+                # it while it was down is lost. Resent once it serves.
+                self._restarted = True
             if previous is not None and now - float(previous) > self.nodeTimeout:
                 self.log.warn(
                     "cluster: this server ({server}) was silent for {seconds:.0f} s,"
@@ -364,6 +370,13 @@ class ClusterMember(Service):
         if self._down:
             self._down = False
             self.log.info("cluster heartbeat resumed")
+        if self._restarted and self.running:
+            self._restarted = False
+            self.log.info(
+                "cluster: {server} restarted; notifying what it still owns",
+                server=self.serverId,
+            )
+            await self.onResync()
         if taken:
             self.stats.takenOver += len(taken)
             self.log.info(

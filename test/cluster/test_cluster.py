@@ -209,6 +209,7 @@ class OwnershipTests(ClusterTestCase):
             a, alice, alice.subscribeBytes(), transport=protocol
         )
         self.assertEqual(response.code, 200)
+        await self.cluster.until(lambda: len(self.cluster.to(alice.address)) == 1)
         bob = Watcher("bob", "192.0.2.30")
         publish = bob.publishBytes(pidf("open"))
         self.assertEqual((await self.cluster.request(b, bob, publish)).code, 200)
@@ -338,6 +339,38 @@ class TakeOverTests(ClusterTestCase):
         self.assertEqual(len(self.terminated(alice)), 1)
         self.assertEqual(a.stack.sweeper.expired["subscriptions"], 0)
         self.assertEqual(b.stack.sweeper.expired["subscriptions"], 1)
+
+    async def test_restartedWithinTimeoutResends(self) -> None:
+        """A server restarted under its id before node_timeout keeps its own.
+
+        Nobody took its subscriptions over; what was signalled to it while it
+        was down is lost, so once it serves again it notifies each with its
+        state now, the CSeq continuing (RFC 3261 section 12.2.1.1).
+        """
+        a, b = await self.nodes("a", "b")
+        alice = Watcher("alice", "192.0.2.20")
+        await self.subscribed(a, alice)
+        await self.cluster.settle()
+        await a.crash()
+        bob = Watcher("bob", "192.0.2.30")
+        response = await self.cluster.request(b, bob, bob.publishBytes(pidf("open")))
+        self.assertEqual(response.code, 200)
+        self.assertEqual(len(self.cluster.to(alice.address)), 1)
+        await self.cluster.until(
+            lambda: b.handling == 0 and b.member.stats.inFlight == 0
+        )
+        # That signal went to the dead process: the new one never hears it.
+        self.assertEqual(b.member.stats.delivered.pop("a"), 1)
+        again = self.cluster.node("a", "192.0.2.1")
+        await again.start()
+        await again.beat()
+        await self.cluster.until(lambda: len(self.cluster.to(alice.address)) == 2)
+        await self.cluster.settle()
+        notifies = self.cluster.to(alice.address)
+        self.assertEqual([n.node for n in notifies], ["a", "a"])
+        self.assertEqual(cseqs(notifies), [1, 2])
+        self.assertIn(b"<basic>open</basic>", notifies[-1].message.body)
+        self.assertEqual(await self.owner(alice), "a")
 
     async def test_threeServersOneSurvivorWins(self) -> None:
         """Two survivors take over at once: each subscription goes to one.
