@@ -551,8 +551,9 @@ class ClientTransaction(_Timed):
         the transaction as a transport error.
         """
         target, self._udpFallback = self._udpFallback, None
-        assert target is not None
-        setTopVia(self.request, self.layer.transports.makeVia(target, self.key[0]))
+        branch = self.key[0]
+        assert target is not None and isinstance(branch, str)
+        setTopVia(self.request, self.layer.transports.makeVia(target, branch))
         data = self.request.toBytes()
         if not datagramFits(len(data), target.host):
             self.layer.log.info(

@@ -185,9 +185,12 @@ class Statistics:
 
 
 class StreamRefused(TransportError):
-    """A TCP or TLS connection attempt was refused or reset, or ICMP said
-    the protocol is not supported: the cases after which RFC 3261 section
-    18.1.1 retries a request moved off UDP for its size over UDP again."""
+    """A TCP or TLS connection attempt was refused or reset.
+
+    Or ICMP said the protocol is not supported: the cases after which RFC
+    3261 section 18.1.1 sends a request moved off UDP for its size over UDP
+    again.
+    """
 
 
 def datagramFits(size: int, host: str) -> bool:
