@@ -257,6 +257,12 @@ class Config:
         tcpReadTimeout: seconds an incomplete message, or a TLS handshake,
             may take to arrive on a TCP or TLS connection before the
             connection is closed. 0: for ever.
+        udpMtu: the size in bytes above which a request this server sends
+            to a UDP destination (a NOTIFY) goes over TCP to the same host
+            and port instead, its top Via saying TCP (RFC 3261 section
+            18.1.1, Kamailio's ``udp_mtu``); back to UDP when the
+            connection is refused or reset and the request fits a datagram.
+            0: always UDP.
         tlsVerify: verify the certificate of a peer this server connects to
             over TLS (a NOTIFY whose subscriber's connection is gone) against
             ``tlsCa``, or the system's trust store; off by default, since
@@ -314,6 +320,7 @@ class Config:
     maxPublicationsPerPresentity: int = 32
     maxTcpConnections: int = 1000
     tcpReadTimeout: float = 10.0
+    udpMtu: int = 1300
     tlsVerify: bool = False
     tlsCa: str | None = None
 
@@ -370,6 +377,8 @@ class Config:
             raise ConfigError('offline_body must be "closed" or "empty"')
         if not 0 < self.maxBodySize <= 65535:
             raise ConfigError("max_body_size must be between 1 and 65535")
+        if not 0 <= self.udpMtu <= 65535:
+            raise ConfigError("udp_mtu must be between 0 (off) and 65535")
         checkAdminListen(self.adminListen)
         if self.tlsCa is not None:
             checkCertificateFile(self.tlsCa)
@@ -640,6 +649,7 @@ _KEYS: dict[str, tuple[str, Any]] = {
         "tcpReadTimeout",
         lambda v: float(_number("tcp_read_timeout", v)),
     ),
+    "udp_mtu": ("udpMtu", lambda v: _count("udp_mtu", v)),
     "tls_verify": ("tlsVerify", lambda v: _bool("tls_verify", v)),
     "tls_ca": ("tlsCa", lambda v: _string("tls_ca", v)),
 }

@@ -149,6 +149,7 @@ def buildStack(
         readTimeout=config.tcpReadTimeout or None,
         limitStats=limits,
         clientTLS=clientTLS(config.tlsVerify, config.tlsCa),
+        udpMtu=config.udpMtu or None,
     )
     transactions = TransactionLayer(reactor, transports, serverHeader=SERVER)
     store, storage = buildStore(config, reactor, StorageStatistics(), databaseReactor)

@@ -28,7 +28,9 @@ from presence.sip.transport import (
     Peer,
     SIPStreamProtocol,
     SIPTransports,
+    StreamRefused,
     TransportError,
+    datagramFits,
 )
 
 T1: Final = 0.5
@@ -452,6 +454,8 @@ class ClientTransaction(_Timed):
         request: SIPRequest,
         target: Peer,
         branch: str | None = None,
+        data: bytes | None = None,
+        udpFallback: Peer | None = None,
     ) -> None:
         """Prepare the transaction; `start` sends.
 
@@ -461,6 +465,10 @@ class ClientTransaction(_Timed):
             target: where it goes.
             branch: the top Via's branch, when the caller knows it (saves
                 parsing the Via just written).
+            data: the request's bytes, when the caller has them.
+            udpFallback: the UDP destination of a request moved to TCP for
+                its size (`moveLargeRequest`): where it goes again if the
+                TCP connection is refused or reset.
         """
         self.layer = layer
         self.request = request
@@ -470,7 +478,8 @@ class ClientTransaction(_Timed):
         self.key = (branch, request.method)
         self.deferred: defer.Deferred[SIPResponse] = defer.Deferred()
         self.state = "trying"
-        self._data = request.toBytes()
+        self._data = request.toBytes() if data is None else data
+        self._udpFallback = udpFallback
         self._timers: dict[str, IDelayedCall] = {}
         self._connection: SIPStreamProtocol | None = None
 
@@ -518,6 +527,9 @@ class ClientTransaction(_Timed):
     def _transportError(self, failure: Failure) -> None:
         if self.state in ("completed", "terminated"):
             return
+        if self._udpFallback is not None and failure.check(StreamRefused):
+            self._retryOverUDP(failure)
+            return
         self.layer.log.info(
             "{method} to {peer} failed: {error}",
             method=self.request.method,
@@ -525,6 +537,46 @@ class ClientTransaction(_Timed):
             error=failure.getErrorMessage(),
         )
         self._finish(self._synthetic(503, "Service Unavailable"))
+
+    def _retryOverUDP(self, failure: Failure) -> None:
+        """Send a request moved to TCP for its size over UDP after all.
+
+        RFC 3261 section 18.1.1: "If an element sends a request over TCP
+        because of these message size constraints, and that request would
+        have otherwise been sent over UDP, if the attempt to establish the
+        connection generates either an ICMP Protocol Not Supported, or
+        results in a TCP reset, the element SHOULD retry the request, using
+        UDP." The top Via says UDP again and Timer E starts (Timer F runs on
+        from the first attempt); a request too large for one datagram ends
+        the transaction as a transport error.
+        """
+        target, self._udpFallback = self._udpFallback, None
+        branch = self.key[0]
+        assert target is not None and isinstance(branch, str)
+        setTopVia(self.request, self.layer.transports.makeVia(target, branch))
+        data = self.request.toBytes()
+        if not datagramFits(len(data), target.host):
+            self.layer.log.info(
+                "{method} to {peer} failed: {error}, and its {size} bytes do"
+                " not fit a UDP datagram",
+                method=self.request.method,
+                peer=self.target,
+                error=failure.getErrorMessage(),
+                size=len(data),
+            )
+            self._finish(self._synthetic(503, "Service Unavailable"))
+            return
+        self.layer.log.info(
+            "{method} to {peer}: {error}; retrying over UDP",
+            method=self.request.method,
+            peer=self.target,
+            error=failure.getErrorMessage(),
+        )
+        self.layer.stats.udpRetries += 1
+        self.target = target
+        self._data = data
+        self.layer._timerEQueue.add(self)
+        self._transmit()
 
     def _timerE(self, interval: float) -> None:
         if self.state not in ("trying", "proceeding"):
@@ -584,6 +636,37 @@ class ClientTransaction(_Timed):
         self.layer._clientEnded(self)
 
 
+def setTopVia(request: SIPRequest, via: Via) -> None:
+    """Put ``via`` in place of the request's top Via (the first header line).
+
+    For a request of ours, whose Via we put on top: the first header is it.
+    """
+    headers = request.headers
+    assert headers and headers[0][0] == "via"
+    value = str(via)
+    headers[0] = ("via", value)
+    lines = request._index["via"]
+    lines[0] = value
+    request._cache.pop("via", None)
+    request._cache.pop("via:top", None)
+
+
+def moveLargeRequest(request: SIPRequest, via: Via) -> bytes:
+    """Rewrite a request going over TCP rather than UDP for its size.
+
+    RFC 3261 section 18.1.1: "If this causes a change in the transport
+    protocol from the one indicated in the top Via, the value in the top Via
+    MUST be changed." Only the top Via changes (as Kamailio's ``udp_mtu``
+    does): the Contact and the dialog stay as they are, so later, smaller
+    requests go over UDP.
+
+    Returns:
+        The request's bytes.
+    """
+    setTopVia(request, via)
+    return request.toBytes()
+
+
 class TransactionStatistics:
     """Counters of the transaction layer.
 
@@ -600,6 +683,10 @@ class TransactionStatistics:
             refusals of INVITE over UDP).
         timeouts: client transactions ended by Timer F.
         strayResponses: responses matching no client transaction.
+        movedToTCP: requests to a UDP destination sent over TCP instead,
+            being over ``udp_mtu`` (RFC 3261 section 18.1.1).
+        udpRetries: of those, the ones sent over UDP after all, their TCP
+            connection refused or reset.
     """
 
     def __init__(self) -> None:
@@ -612,6 +699,8 @@ class TransactionStatistics:
         self.responsesRetransmitted = 0
         self.timeouts = 0
         self.strayResponses = 0
+        self.movedToTCP = 0
+        self.udpRetries = 0
 
 
 class TransactionLayer:
@@ -770,7 +859,16 @@ class TransactionLayer:
         branch = newBranch()
         via = self.transports.makeVia(target, branch)
         request.prependHeader("via", str(via))
-        transaction = ClientTransaction(self, request, target, branch)
+        data = request.toBytes()
+        udpFallback = None
+        stream = self.transports.largeRequestTarget(target, len(data))
+        if stream is not None:
+            udpFallback, target = target, stream
+            data = moveLargeRequest(request, self.transports.makeVia(target, branch))
+            self.stats.movedToTCP += 1
+        transaction = ClientTransaction(
+            self, request, target, branch, data, udpFallback
+        )
         self.client[transaction.key] = transaction
         self.stats.clientTransactions += 1
         transaction.start()

@@ -33,6 +33,7 @@ from twisted.internet.endpoints import (
     TCP6ClientEndpoint,
     wrapClientTLS,
 )
+from twisted.internet.error import ConnectionRefusedError as ConnectRefused
 from twisted.internet.error import MessageLengthError
 from twisted.internet.interfaces import (
     IAddress,
@@ -66,6 +67,19 @@ DEFAULT_PORT: Final = 5060
 DEFAULT_TLS_PORT: Final = 5061
 #: The stream transports this layer speaks.
 STREAMS: Final = frozenset({"TCP", "TLS"})
+#: The largest UDP datagram, IP and UDP headers included (RFC 3261 18.1.1:
+#: "For UDP, this size is 65,535 bytes, including IP and UDP headers.").
+MAX_DATAGRAM: Final = 65535
+#: The default ``udp_mtu``: the size above which a request the server sends
+#: to a UDP destination goes over TCP when the path MTU is unknown (RFC 3261
+#: section 18.1.1).
+DEFAULT_UDP_MTU: Final = 1300
+#: The errnos of a connection attempt that RFC 3261 section 18.1.1 answers
+#: with a retry over UDP: a TCP reset (refused, or reset while connecting)
+#: and ICMP Protocol Not Supported (``ENOPROTOOPT`` on Linux).
+_RETRY_OVER_UDP_ERRNOS: Final = frozenset(
+    {errno.ECONNREFUSED, errno.ECONNRESET, errno.ENOPROTOOPT}
+)
 
 
 def defaultPort(transport: str) -> int:
@@ -168,6 +182,35 @@ class Statistics:
         self.keepAlives = 0
         self.sendErrors = 0
         self.connectionsOpened = 0
+
+
+class StreamRefused(TransportError):
+    """A TCP or TLS connection attempt was refused or reset.
+
+    Or ICMP said the protocol is not supported: the cases after which RFC
+    3261 section 18.1.1 sends a request moved off UDP for its size over UDP
+    again.
+    """
+
+
+def datagramFits(size: int, host: str) -> bool:
+    """Whether a message of ``size`` bytes fits one UDP datagram to ``host``.
+
+    The 65,535 bytes of RFC 3261 section 18.1.1 include the IP header (20
+    bytes for IPv4, 40 for IPv6) and the UDP header (8 bytes).
+    """
+    headers = 48 if ":" in host else 28
+    return size + headers <= MAX_DATAGRAM
+
+
+def _retriesOverUDP(failure: Failure) -> bool:
+    """Whether a failed connection attempt is one retried over UDP."""
+    if failure.check(ConnectRefused, ConnectionRefusedError) is not None:
+        return True
+    code = getattr(failure.value, "osError", None)
+    if isinstance(code, OSError):
+        code = code.errno
+    return code in _RETRY_OVER_UDP_ERRNOS
 
 
 def isIPAddress(host: str) -> bool:
@@ -516,6 +559,7 @@ class SIPTransports:
         readTimeout: float | None = None,
         limitStats: LimitStatistics | None = None,
         clientTLS: ClientTLS | None = None,
+        udpMtu: int | None = DEFAULT_UDP_MTU,
     ) -> None:
         """Build the transport layer.
 
@@ -539,8 +583,15 @@ class SIPTransports:
             clientTLS: makes the client TLS options for a new TLS connection
                 to a server name (`presence.sip.tls.clientTLS`); ``None``:
                 no request goes out over a new TLS connection.
+            udpMtu: the size in bytes above which a request this server
+                sends to a UDP destination goes over TCP to the same host
+                and port instead (``udp_mtu``, RFC 3261 section 18.1.1; see
+                `largeRequestTarget`); ``None``: always UDP.
         """
         self.clientTLS = clientTLS
+        self.udpMtu = udpMtu
+        #: Whether "no TCP listener to move a large request to" was logged.
+        self._noStreamLogged = False
         self.maxConnections = maxConnections
         self.readTimeout = readTimeout
         self.limitStats = limitStats if limitStats is not None else LimitStatistics()
@@ -832,6 +883,34 @@ class SIPTransports:
             return defer.succeed(None)
         return self._connectAndSend(data, target)
 
+    def largeRequestTarget(self, target: Peer, size: int) -> Peer | None:
+        """Where a request of ``size`` bytes for a UDP ``target`` goes instead.
+
+        RFC 3261 section 18.1.1: "If a request is within 200 bytes of the
+        path MTU, or if it is larger than 1300 bytes and the path MTU is
+        unknown, the request MUST be sent using an RFC 2914 congestion
+        controlled transport protocol, such as TCP." Above ``udpMtu`` bytes
+        the answer is TCP to the same host and port; ``None`` (stay on UDP)
+        when the target is not UDP, the request is small enough, ``udpMtu``
+        is off, or this server has no TCP listener (responses over a new
+        connection, and the Via, need one; logged once).
+        """
+        if target.transport != "UDP" or self.udpMtu is None or size <= self.udpMtu:
+            return None
+        if not self.tcpPorts:
+            if not self._noStreamLogged:
+                self._noStreamLogged = True
+                self.log.warn(
+                    "a {size}-byte request to {peer} is over udp_mtu ({mtu}"
+                    " bytes) but this server has no TCP listener: requests"
+                    " over udp_mtu go over UDP (logged once)",
+                    size=size,
+                    peer=target,
+                    mtu=self.udpMtu,
+                )
+            return None
+        return Peer("TCP", target.host, target.port)
+
     def connectionFor(self, target: Peer) -> SIPStreamProtocol | None:
         """The open stream connection that bytes for ``target`` go over, if any.
 
@@ -889,8 +968,9 @@ class SIPTransports:
             if self._connecting.get(key) is waiting:
                 del self._connecting[key]
             reason = f"cannot connect to {target}: {failure.getErrorMessage()}"
+            kind = StreamRefused if _retriesOverUDP(failure) else TransportError
             for _, d in waiting:
-                d.errback(TransportError(reason))
+                d.errback(kind(reason))
 
         endpoint.connect(self._clientFactories[target.transport]).addCallbacks(
             connected, failed
@@ -1136,6 +1216,8 @@ def _stampVia(request: SIPRequest, peer: Peer) -> None:
 __all__ = [
     "DEFAULT_PORT",
     "DEFAULT_TLS_PORT",
+    "DEFAULT_UDP_MTU",
+    "MAX_DATAGRAM",
     "RELIABLE",
     "STREAMS",
     "ClientTLS",
@@ -1146,7 +1228,9 @@ __all__ = [
     "SIPStreamProtocol",
     "SIPTransports",
     "Statistics",
+    "StreamRefused",
     "StreamWatcher",
     "TransportError",
+    "datagramFits",
     "defaultPort",
 ]
