@@ -235,6 +235,10 @@ def buildStack(config: Config, reactor: Any) -> Stack:
         notifier,
         interval=config.cleanPeriod,
         onSubscriptionExpired=lambda s: watchers.changed(s, "timeout"),
+        # The expired publication may have carried the sphere the rules read.
+        onPublicationExpired=None
+        if xcap is None
+        else lambda presentity, event: reauthoriser.published(presentity, event),
     )
     reauthoriser = Reauthoriser(
         reactor,

