@@ -291,7 +291,9 @@ class Reauthoriser:
         source = getattr(package, "hardState", None)
         return source if IHardState.providedBy(source) else None
 
-    async def refreshState(self, presentity: str, event: str = "presence") -> int:
+    async def refreshState(
+        self, presentity: str, event: str = "presence"
+    ) -> tuple[int, int]:
         """Read the hard state again and notify every watcher of the state.
 
         OpenSIPS's ``refreshWatchers`` type 1, "the published state
@@ -305,13 +307,15 @@ class Reauthoriser:
         composed now, as without a hard state.
 
         Returns:
-            How many subscriptions the presentity has for the event.
+            How many subscriptions the presentity has for the event, and how
+            many of them changed status (none when the hard state did not
+            change).
         """
         hardState = self.hardStateOf(event)
         if hardState is not None and await self._reload(hardState, presentity):
             result = await self.reauthorise(presentity, event, stateChanged=True)
-            return result.subscriptions
-        return await self.notifier.presentityChanged(presentity, event)
+            return result.subscriptions, result.changed
+        return await self.notifier.presentityChanged(presentity, event), 0
 
     async def _watcherChanged(self, subscription: Subscription, event: str) -> None:
         if self.onWatcherChange is not None:

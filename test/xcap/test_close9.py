@@ -21,6 +21,7 @@ from typing import Any
 from presence.status import ACTIVE, PENDING
 from presence.storage.records import Subscription
 from presence.testing import UA, Server, Subscriber
+from test.xcap.test_hard_state_review import ReviewTestCase, sphereDocument
 from test.xcap.test_integrated import (
     BOB,
     EVERYTHING,
@@ -98,3 +99,32 @@ class SphereGoneTests(IntegratedModeTestCase):
             self.server.stack.reauthoriser.runs,  # type: ignore[union-attr]
             runs,
         )
+
+
+class RefreshType1CountTests(ReviewTestCase):
+    """refreshWatchers type 1 answers how many watchers changed status."""
+
+    def test_changedCounted(self) -> None:
+        """The hard state leaves the sphere work: ``changed`` is 1, not 0.
+
+        OpenSIPS's MI answers what the command did; the re-decision after a
+        hard state change (RFC 4745 section 7.2) changed alice's status.
+        """
+        self.atWork()
+        self.hardState(sphereDocument("work", "hp", "hs"))
+        self.assertEqual(self.alice.subscribe(BOB).code, 200)
+        self.assertEqual(self.states(), ["active"])
+        self.hardState(sphereDocument("home", "hp", "hs"), "h2")
+        answer = self.refreshType1()
+        self.assertEqual((answer["subscriptions"], answer["changed"]), (1, 1))
+        self.assertEqual(self.states(), ["pending"])
+
+    def test_unchangedCountsNothing(self) -> None:
+        """Nothing changed: every watcher re-notified, ``changed`` 0."""
+        self.atWork()
+        self.hardState(sphereDocument("work", "hp", "hs"))
+        self.assertEqual(self.alice.subscribe(BOB).code, 200)
+        self.assertEqual(self.states(), ["active"])
+        answer = self.refreshType1()
+        self.assertEqual((answer["subscriptions"], answer["changed"]), (1, 0))
+        self.assertEqual(self.states(), ["active"])
