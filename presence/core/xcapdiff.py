@@ -7,7 +7,10 @@ an RFC 5874 body with one ``<document sel="...">`` per changed document;
 to the XCAP root). `XCAPDiffPublish` takes those PUBLISHes from the PUBLISH
 handler: it re-authorises the watchers of each user a document names at
 once, answers 200 with ``Expires: 0`` and keeps nothing (no publication, no
-entity tag). Every other PUBLISH goes on to the PUBLISH handler.
+entity tag), over any transport. Only the documents of the user the
+Request-URI names count: OpenXCAP sends a user's xcap-diff to that user's
+URI, and a ``sel`` naming another user's document is ignored (logged). Every
+other PUBLISH goes on to the PUBLISH handler.
 """
 
 from __future__ import annotations
@@ -88,7 +91,7 @@ class XCAPDiffPublish:
         if event is None or event.value != "xcap-diff":
             await self.publish(request, transaction, identity)
             return
-        presentityOf(request, self.domains)
+        aor, _ = presentityOf(request, self.domains)
         contentType = request.contentType
         if contentType is None or contentType.value != XCAP_DIFF_TYPE:
             raise UnsupportedMediaType([XCAP_DIFF_TYPE])
@@ -101,6 +104,15 @@ class XCAPDiffPublish:
             if owner is None:
                 continue
             if self.domains and owner.rpartition("@")[2] not in self.domains:
+                continue
+            if owner != aor:
+                # OpenXCAP sends a user's xcap-diff to that user's URI; a
+                # PUBLISH speaks only of its presentity (RFC 3903 section 4).
+                self.log.info(
+                    "xcap-diff to {aor} names a document of {owner}: ignored",
+                    aor=aor,
+                    owner=owner,
+                )
                 continue
             if owner not in owners:
                 owners.append(owner)

@@ -128,3 +128,70 @@ class RefreshType1CountTests(ReviewTestCase):
         answer = self.refreshType1()
         self.assertEqual((answer["subscriptions"], answer["changed"]), (1, 0))
         self.assertEqual(self.states(), ["active"])
+
+
+class XCAPDiffTransportAndOwnerTests(IntegratedModeTestCase):
+    """The xcap-diff PUBLISH over UDP, and only for the user it is sent to."""
+
+    def diff(self, body: bytes, transport: str, presentity: str = BOB) -> Any:
+        """PUBLISH xcap-diff to ``presentity`` with Expires 0."""
+        sender = UA(self.server, "xcap", "192.0.2.40", 35060, transport)
+        return sender.publish(
+            body,
+            expires=0,
+            event="xcap-diff",
+            contentType="application/xcap-diff+xml",
+            presentity=presentity,
+        )
+
+    def test_overUDP(self) -> None:
+        """Over UDP as over TCP: 200, Expires 0, no entity tag, nothing kept.
+
+        RFC 3903 section 4: Expires 0 leaves no publication; the PUBLISH is
+        OpenXCAP's signal, answered as any PUBLISH over either transport
+        (RFC 3261 section 18).
+        """
+        self.rules(rule("c", ["alice"], "confirm"))
+        self.bob.publish(RICH)
+        self.assertEqual(self.alice.subscribe(BOB).code, 200)
+        self.assertEqual(state(self.only(self.alice)), "pending")
+        self.rules(rule("c", ["alice"], "allow", EVERYTHING), etag="approved")
+        before = self.server.store.counts()["publications"]
+        response = self.diff(
+            xcapDiff("pres-rules/users/sip:bob@example.com/index"), "UDP"
+        )
+        self.assertEqual((response.code, response.header("expires")), (200, "0"))
+        self.assertIsNone(response.header("sip-etag"))
+        self.assertEqual(self.server.store.counts()["publications"], before)
+        self.assertEqual(state(self.only(self.alice)), "active")
+
+    def carolRules(self, handling: str, etag: str) -> None:
+        """Carol's pres-rules for alice."""
+        from presence.storage.xcap import XCAPDocument
+        from test.xcap.test_integrated import ruleset
+
+        xcap = self.server.stack.xcap
+        assert xcap is not None
+        document = ruleset(rule("c", ["alice"], handling, EVERYTHING))
+        run(xcap.put(XCAPDocument("carol", "example.com", document, 2, etag)))
+
+    def test_otherUsersDocumentIgnored(self) -> None:
+        """A sel naming another user than the Request-URI changes nothing.
+
+        OpenXCAP sends the xcap-diff of a user's documents to that user's
+        URI; a PUBLISH may only speak of its presentity's state (RFC 3903
+        section 4), so carol's watchers are not decided again by a PUBLISH
+        sent to bob.
+        """
+        carol = "sip:carol@example.com"
+        self.carolRules("confirm", "c1")
+        self.assertEqual(self.alice.subscribe(carol).code, 200)
+        self.assertEqual(state(self.only(self.alice)), "pending")
+        self.carolRules("allow", "c2")
+        sel = "pres-rules/users/sip:carol@example.com/index"
+        response = self.diff(xcapDiff(sel), "TCP", presentity=BOB)
+        self.assertEqual(response.code, 200)
+        self.assertEqual(self.alice.notifies(), [])
+        response = self.diff(xcapDiff(sel), "TCP", presentity=carol)
+        self.assertEqual(response.code, 200)
+        self.assertEqual(state(self.only(self.alice)), "active")
