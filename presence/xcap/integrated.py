@@ -209,7 +209,39 @@ class RulesPolicy:
         See `IPrivacyPolicy.authorise
         <presence.xcap.policy.IPrivacyPolicy.authorise>`.
         """
-        rules = await self.rules(presentity)
+        return await self._decide(
+            await self.rules(presentity), presentity, watcherUsername, watcherDomain
+        )
+
+    def held(self, presentity: str) -> object | None:
+        """The presentity's rules as held now, to decide with later; none held.
+
+        The re-authorise operation takes them before it drops them
+        (`forget`), so that it can tell what the rules decided before the
+        change for a watcher whose decision was not kept (a row read back
+        from the database in shared storage).
+        """
+        return self._rules.get(_userOf(presentity))
+
+    async def authoriseHeld(
+        self,
+        held: object,
+        presentity: str,
+        watcherUsername: str,
+        watcherDomain: str,
+        event: str,
+    ) -> Decision:
+        """The decision of rules `held` returned, for one watcher, now."""
+        assert isinstance(held, _Rules)
+        return await self._decide(held, presentity, watcherUsername, watcherDomain)
+
+    async def _decide(
+        self,
+        rules: _Rules,
+        presentity: str,
+        watcherUsername: str,
+        watcherDomain: str,
+    ) -> Decision:
         sphere = None
         if self.sphere is not None and rules.hasSphereConditions:
             sphere = await self.sphere(presentity)

@@ -18,9 +18,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from presence.status import ACTIVE, PENDING
+from presence.status import PENDING
 from presence.storage.records import Subscription
-from presence.testing import UA, Server, Subscriber
+from presence.testing import UA
 from test.xcap.test_hard_state_review import ReviewTestCase, sphereDocument
 from test.xcap.test_integrated import (
     BOB,
@@ -68,7 +68,7 @@ class SphereGoneTests(IntegratedModeTestCase):
         return str(response.header("sip-etag"))
 
     def test_expiredSphere(self) -> None:
-        """bob's work publication expires: alice is pending again."""
+        """Bob's work publication expires: alice is pending again."""
         self.atWork()
         self.server.advance(61)
         notify = self.only(self.alice)
@@ -77,7 +77,7 @@ class SphereGoneTests(IntegratedModeTestCase):
         self.assertEqual(self.watcherRow("alice"), (PENDING, None))
 
     def test_removedSphere(self) -> None:
-        """bob removes his work publication (Expires 0): pending again."""
+        """Bob removes his work publication (Expires 0): pending again."""
         etag = self.atWork()
         self.assertEqual(self.bob.publish(etag=etag, expires=0).code, 200)
         notify = self.only(self.alice)
@@ -195,3 +195,141 @@ class XCAPDiffTransportAndOwnerTests(IntegratedModeTestCase):
         response = self.diff(xcapDiff(sel), "TCP", presentity=carol)
         self.assertEqual(response.code, 200)
         self.assertEqual(state(self.only(self.alice)), "active")
+
+
+class RefreshWatchersWithRulesTests(IntegratedModeTestCase):
+    """XML-RPC refreshWatchers type 0 in the integrated mode, edge cases."""
+
+    def refresh(self, presentity: str = BOB) -> dict[str, Any]:
+        """refreshWatchers(presentity, "presence", 0) through the resource."""
+        rpc: Any = self.server.stack.admin.resource.children[b"RPC2"]
+        answer: dict[str, Any] = self.successResultOf(
+            rpc.xmlrpc_refreshWatchers(presentity, "presence", 0)
+        )
+        return answer
+
+    def test_afterTheDocumentWasDeleted(self) -> None:
+        """The rules deleted: refreshWatchers makes alice pending, no fault.
+
+        No document is the no-rules default, pending (as OpenSIPS and
+        Kamailio do); carol, whom a rule blocked, is not subscribed.
+        """
+        self.rules(rule("a", ["alice"], "allow", EVERYTHING))
+        self.bob.publish(RICH)
+        winfo = self.watchWatchers()
+        del winfo
+        self.assertEqual(self.alice.subscribe(BOB).code, 200)
+        self.only(self.alice)
+        self.only(self.bob)
+        xcap = self.server.stack.xcap
+        assert xcap is not None
+        self.assertTrue(run(xcap.remove("bob", "example.com", 2, "index.xml")))
+        answer = self.refresh()
+        self.assertEqual((answer["subscriptions"], answer["changed"]), (1, 1))
+        notify = self.only(self.alice)
+        self.assertEqual(state(notify), "pending")
+        self.assertEqual(notify.body, b"")
+        [(uri, status, _)] = winfoEntries(self.only(self.bob))
+        self.assertEqual((uri, status), ("sip:alice@example.com", "pending"))
+        self.assertEqual(self.watcherRow("alice"), (PENDING, None))
+
+    def test_noWatchers(self) -> None:
+        """A presentity nobody watches: refreshWatchers succeeds, 0 and 0."""
+        self.rules(rule("a", ["alice"], "allow"))
+        self.assertEqual(
+            self.refresh(),
+            {
+                "presentity": BOB,
+                "event": "presence",
+                "type": 0,
+                "subscriptions": 0,
+                "changed": 0,
+            },
+        )
+        answer = self.refresh("sip:nobody@example.com")
+        self.assertEqual((answer["subscriptions"], answer["changed"]), (0, 0))
+
+
+class _DecisionLess:
+    """A store whose subscriptions come back without a decision.
+
+    What the SQL store does in shared storage (``fallback2db``): every row
+    of ``active_watchers`` is read again from the database, and a decision
+    is never stored.
+    """
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+
+    async def subscriptions(self, presentity: str, event: str) -> list[Subscription]:
+        return [
+            dataclasses.replace(s, decision=None)
+            for s in await self._store.subscriptions(presentity, event)
+        ]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+class SharedReadBackTests(IntegratedModeTestCase):
+    """Rows read back without a decision are not notified when nothing changed.
+
+    RFC 6665 section 4.2.2: a NOTIFY goes when the state (or the
+    authorisation) of the subscription changes; a watcher for whom the new
+    rules decide what the old ones did has nothing to be told.
+    """
+
+    def setUp(self) -> None:
+        """The integrated mode, the re-authoriser reading decision-less rows."""
+        super().setUp()
+        reauthoriser = self.server.stack.reauthoriser
+        assert reauthoriser is not None
+        reauthoriser.store = _DecisionLess(reauthoriser.store)  # type: ignore[assignment]
+        self.rules(
+            rule("a", ["alice"], "allow", EVERYTHING),
+            rule("c", ["carol"], "allow", "<pr:provide-note>true</pr:provide-note>"),
+        )
+        self.bob.publish(RICH)
+        for watcher in (self.alice, self.carol):
+            self.assertEqual(watcher.subscribe(BOB).code, 200)
+            self.assertEqual(state(self.only(watcher)), "active")
+
+    def test_unchangedNotNotified(self) -> None:
+        """Only dave's rule is added: neither alice nor carol is notified."""
+        self.rules(
+            rule("a", ["alice"], "allow", EVERYTHING),
+            rule("c", ["carol"], "allow", "<pr:provide-note>true</pr:provide-note>"),
+            rule("d", ["dave"], "block"),
+            etag="dave",
+        )
+        result = self.reauthorise()
+        self.assertEqual(
+            (result.subscriptions, result.changed, result.renotified), (2, 0, 0)
+        )
+        self.assertEqual(self.alice.notifies(), [])
+        self.assertEqual(self.carol.notifies(), [])
+
+    def test_changedStillNotified(self) -> None:
+        """Carol may now see everything: she is notified, alice is not."""
+        self.rules(
+            rule("a", ["alice"], "allow", EVERYTHING),
+            rule("c", ["carol"], "allow", EVERYTHING),
+            etag="more",
+        )
+        result = self.reauthorise()
+        self.assertEqual((result.changed, result.renotified), (0, 1))
+        self.assertIn(b"at the desk", self.only(self.carol).body)
+        self.assertEqual(self.alice.notifies(), [])
+
+    def test_politeBlockStillNotified(self) -> None:
+        """Alice politely blocked: she is told bob is offline."""
+        self.rules(
+            rule("a", ["alice"], "polite-block"),
+            rule("c", ["carol"], "allow", "<pr:provide-note>true</pr:provide-note>"),
+            etag="polite",
+        )
+        self.reauthorise()
+        notify = self.only(self.alice)
+        self.assertEqual(state(notify), "active")
+        self.assertNotIn(b"Gone fishing", notify.body)
+        self.assertEqual(self.carol.notifies(), [])
