@@ -8,6 +8,8 @@
   names;
 - ``refreshWatchers`` after a document was deleted and on a presentity
   without watchers, with rules on (missing tests; they pass on main);
+- a change of the rows that a read (a SUBSCRIBE, a PUBLISH) found first is
+  still re-authorised by the periodic check;
 - shared storage: a subscription read back without a decision is not
   notified again when the rules decide the same for it;
 - comments, white space and prefixes in a resource-lists document change
@@ -377,3 +379,48 @@ class ResourceListsInvarianceTests(SynchronousTestCase):
         self.assertEqual(set(expected), {"friends", "friends/close"})
         for variant in variants:
             self.assertEqual(resourceLists(variant.encode()), expected, variant)
+
+
+class SilentReReadTests(IntegratedModeTestCase):
+    """A change read by the way is still noticed by the periodic check.
+
+    OpenXCAP never signals a DELETE; the server must notice a deleted or
+    changed rules row within ``query_period`` and revoke what the rules no
+    longer allow. Rows are read again after ``RULES_TTL`` by whatever asks
+    first (a new SUBSCRIBE, a PUBLISH looking for sphere conditions): that
+    read must not hide the change from the check.
+    """
+
+    def test_deletedThenAnotherSubscribe(self) -> None:
+        """The row deleted, carol subscribes (a re-read), then the check: pending."""
+        self.rules(rule("a", None, "allow", EVERYTHING))
+        self.bob.publish(RICH)
+        self.assertEqual(self.alice.subscribe(BOB).code, 200)
+        self.only(self.alice)
+        xcap = self.server.stack.xcap
+        assert xcap is not None
+        self.assertTrue(run(xcap.remove("bob", "example.com", 2, "index.xml")))
+        self.server.advance(3)
+        self.assertEqual(self.carol.subscribe(BOB).code, 200)
+        self.assertEqual(state(self.only(self.carol)), "pending")
+        self.server.advance(100)
+        notify = self.only(self.alice)
+        self.assertEqual(state(notify), "pending")
+        self.assertEqual(self.watcherRow("alice"), (PENDING, None))
+
+    def test_changedThenAPublish(self) -> None:
+        """The row rewritten to block alice, bob publishes, then the check."""
+        self.rules(AT_WORK, rule("a", ["alice"], "allow", EVERYTHING))
+        etag = self.bob.publish(inSphere("work")).header("sip-etag")
+        self.assertEqual(self.alice.subscribe(BOB).code, 200)
+        self.only(self.alice)
+        self.rules(AT_WORK.replace("alice", "carol"), etag="carol")
+        self.server.advance(3)
+        self.assertEqual(self.bob.publish(inSphere("work"), etag=str(etag)).code, 200)
+        for notify in self.alice.notifies():
+            self.alice.answer(notify)
+        self.server.advance(100)
+        self.assertEqual(
+            str(self.only(self.alice).header("subscription-state")),
+            "terminated;reason=rejected",
+        )
