@@ -275,7 +275,12 @@ def buildStack(config: Config, reactor: Any) -> Stack:
     if xcap is not None:
         # The integrated mode hears of rules changes through xcap-diff
         # (which creates no publication, so it is not limited).
-        publishHandler = XCAPDiffPublish(publishHandler, reauthoriser, config.domains)
+        publishHandler = XCAPDiffPublish(
+            publishHandler,
+            reauthoriser,
+            config.domains,
+            fetch=None if xcapClient is None else xcapClient.fetchUser,
+        )
     dispatcher = Dispatcher(
         {
             "SUBSCRIBE": subscribeHandler,

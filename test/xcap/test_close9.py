@@ -21,12 +21,14 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from treq.testing import StubTreq
 from twisted.trial.unittest import SynchronousTestCase
 
 from presence.status import PENDING
 from presence.storage.records import Subscription
-from presence.testing import UA
+from presence.testing import UA, Server, Subscriber
 from presence.xcap.lists import resourceLists
+from test.xcap import test_client
 from test.xcap.test_hard_state_review import ReviewTestCase, sphereDocument
 from test.xcap.test_integrated import (
     BOB,
@@ -35,6 +37,7 @@ from test.xcap.test_integrated import (
     IntegratedModeTestCase,
     inSphere,
     rule,
+    ruleset,
     run,
     winfoEntries,
     xcapDiff,
@@ -424,3 +427,65 @@ class SilentReReadTests(IntegratedModeTestCase):
             str(self.only(self.alice).header("subscription-state")),
             "terminated;reason=rejected",
         )
+
+
+class ExternalXCAPDiffTests(SynchronousTestCase):
+    """The xcap-diff PUBLISH in the external mode fetches what it names.
+
+    RFC 5874: the xcap-diff document says which documents changed on the
+    XCAP server; in the external mode the server holds a copy, so the
+    changed documents are fetched again (as ``refreshXcapDoc`` does) before
+    the watchers are decided, not decided again from the copy.
+    """
+
+    def setUp(self) -> None:
+        """The external mode on the in-memory XCAP server of test_client."""
+        self.server = Server(xcapServer=(test_client.ROOT,), queryPeriod=100)
+        self.addCleanup(self.server.close)
+        self.xcapServer = test_client.FakeXCAPServer()
+        self.stub = StubTreq(self.xcapServer)
+        client = self.server.stack.xcapClient
+        assert client is not None
+        client.http = self.stub
+        self.bob = Subscriber(self.server, "bob", "192.0.2.21", 5071)
+        self.alice = Subscriber(self.server, "alice", "192.0.2.20", 5070)
+
+    def states(self) -> list[str]:
+        """The Subscription-State of alice's NOTIFYs, answered."""
+        out = []
+        for notify in self.alice.notifies():
+            self.alice.answer(notify)
+            out.append(state(notify))
+        return out
+
+    def put(self, handling: str, etag: str) -> None:
+        """Bob's rules for alice on the XCAP server."""
+        self.xcapServer.put(
+            test_client.RULES_URL,
+            ruleset(rule("a", ["alice"], handling, EVERYTHING)),
+            etag,
+        )
+
+    def test_fetchedThenDecided(self) -> None:
+        """Bob's rules now allow alice: the xcap-diff brings them at once."""
+        self.put("confirm", "e1")
+        self.bob.publish(RICH)
+        self.stub.flush()
+        self.assertEqual(self.alice.subscribe(BOB).code, 200)
+        self.assertEqual(self.states(), ["pending"])
+        self.put("allow", "e2")
+        sender = UA(self.server, "xcap", "192.0.2.40", 35060, "TCP")
+        response = sender.publish(
+            xcapDiff("pres-rules/users/sip:bob@example.com/index"),
+            expires=0,
+            event="xcap-diff",
+            contentType="application/xcap-diff+xml",
+            presentity=BOB,
+        )
+        self.assertEqual((response.code, response.header("expires")), (200, "0"))
+        self.stub.flush()
+        self.assertEqual(self.states(), ["active"])
+        xcap = self.server.stack.xcap
+        assert xcap is not None
+        [row] = run(xcap.documents("bob", "example.com", (2,)))
+        self.assertEqual(row.etag, "e2")
