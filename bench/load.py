@@ -19,11 +19,15 @@ NOTIFYs), then send one PUBLISH, and time the NOTIFYs it causes: the first,
 the N-th, and the 200 to the PUBLISH.
 
 ``memory``: subscribe ``--first`` watchers (to ``--presentities`` presentities
-in turn), wait until the server is quiet, read its resident memory from
-``/proc``, subscribe up to ``--total``, read it again.  It uses TCP by default,
-because over TCP a finished transaction is gone at once (Timers J and K are
-zero), so the difference counts subscriptions, not transactions waiting in
-Timer J.
+in turn, or each to its own with ``--presentities 0``), wait ``--settle``
+seconds, read its resident memory (RSS) and proportional set size (PSS,
+summed over the process and its children, as a Kamailio's workers share
+memory) from ``/proc``, subscribe up to ``--total``, read them again.  It
+uses TCP by default, because over TCP a finished transaction is gone at once
+(Timers J and K are zero), so the difference counts subscriptions, not
+transactions waiting in Timer J; ``--transport udp`` measures what a phone
+population over UDP costs.  CPU and memory always count the process given
+by ``--pid`` and its descendants.
 
 ``latency``: send initial PUBLISHes at a steady rate, each to its own
 presentity, and time each 200 from the first transmission of its request.
@@ -435,21 +439,79 @@ class Watchers:
 # -- the measurements ----------------------------------------------------------
 
 
+def processTree(pid: int) -> list[int]:
+    """``pid`` and its descendants (a Kamailio's workers), from ``/proc``."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            text = (entry / "stat").read_text()
+        except OSError:
+            continue
+        parent = int(text[text.rindex(")") + 2 :].split()[1])
+        parents.setdefault(parent, []).append(int(entry.name))
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo.extend(parents.get(current, ()))
+    return tree
+
+
 def cpuSeconds(pid: int | None) -> float:
-    """User plus system CPU seconds of a process (0 without a pid)."""
+    """User plus system CPU seconds of a process and its descendants.
+
+    0 without a pid.  A process that ends between the listing and the read
+    is left out.
+    """
     if pid is None:
         return 0.0
-    text = Path(f"/proc/{pid}/stat").read_text()
-    fields = text[text.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = 0
+    for member in processTree(pid):
+        try:
+            text = Path(f"/proc/{member}/stat").read_text()
+        except OSError:
+            continue
+        fields = text[text.rindex(")") + 2 :].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def rssKiB(pid: int) -> int:
-    """Resident memory of a process in KiB, from ``/proc/PID/status``."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
+    """Resident memory of a process and its descendants in KiB.
+
+    Shared pages (a Kamailio's shared memory) count once per process here;
+    `pssKiB` shares them out.
+    """
+    total = 0
+    for member in processTree(pid):
+        try:
+            lines = Path(f"/proc/{member}/status").read_text().splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+    return total
+
+
+def pssKiB(pid: int) -> int:
+    """Proportional set size of a process and its descendants in KiB.
+
+    From ``/proc/PID/smaps_rollup``: a page shared by n processes counts 1/n
+    in each, so the sum over a process tree counts every page once.
+    """
+    total = 0
+    for member in processTree(pid):
+        try:
+            lines = Path(f"/proc/{member}/smaps_rollup").read_text().splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            if line.startswith("Pss:"):
+                total += int(line.split()[1])
+    return total
 
 
 def udpReceiveErrors() -> int:
@@ -515,41 +577,52 @@ def fanout(options: argparse.Namespace) -> dict[str, Any]:
 
 
 def memory(options: argparse.Namespace) -> dict[str, Any]:
-    """Resident memory per subscription between ``--first`` and ``--total``."""
+    """Memory per subscription between ``--first`` and ``--total``.
+
+    Both the resident set (RSS) and the proportional set size (PSS, which
+    counts shared memory once over a tree of processes) are read.  With
+    ``--presentities 0`` every subscription watches a presentity of its own.
+    """
     if options.pid is None:
         raise SystemExit("memory needs --pid")
     connection = Connection(options.transport, options.port)
     watchers = Watchers(connection)
     count = options.presentities
+    prefix = uuid.uuid4().hex[:6]
 
     def presentityOf(i: int) -> str:
-        return f"mem-{i % count}@{LOOPBACK}"
+        return f"mem-{prefix}-{i % count if count else i}@{LOOPBACK}"
 
     first, total = options.first, options.total
     before = rssKiB(options.pid)
     setup1 = watchers.subscribeMany(range(first), presentityOf, options.window, 300)
     quiet(watchers, options.settle)
-    rssFirst = rssKiB(options.pid)
-    say(f"  {first} subscriptions in {setup1:.1f} s, RSS {rssFirst / 1024:.1f} MiB")
+    rssFirst, pssFirst = rssKiB(options.pid), pssKiB(options.pid)
+    say(f"  {first} subscriptions in {setup1:.1f} s, PSS {pssFirst / 1024:.1f} MiB")
     setup2 = watchers.subscribeMany(
         range(first, total), presentityOf, options.window, 600
     )
     quiet(watchers, options.settle)
-    rssTotal = rssKiB(options.pid)
+    rssTotal, pssTotal = rssKiB(options.pid), pssKiB(options.pid)
     say(
-        f"  {total} subscriptions in {setup2:.1f} s more, RSS {rssTotal / 1024:.1f} MiB"
+        f"  {total} subscriptions in {setup2:.1f} s more, PSS {pssTotal / 1024:.1f} MiB"
     )
     connection.close()
+    added = total - first
     return {
         "first": first,
         "total": total,
-        "presentities": count,
+        "presentities": count or total,
         "transport": options.transport,
+        "settle": options.settle,
         "rssStartKiB": before,
         "rssFirstKiB": rssFirst,
         "rssTotalKiB": rssTotal,
-        "bytesPerSubscription": 1024 * (rssTotal - rssFirst) / (total - first),
-        "subscribesPerSecond": (total - first) / setup2 if setup2 else None,
+        "pssFirstKiB": pssFirst,
+        "pssTotalKiB": pssTotal,
+        "bytesPerSubscription": 1024 * (rssTotal - rssFirst) / added,
+        "pssBytesPerSubscription": 1024 * (pssTotal - pssFirst) / added,
+        "subscribesPerSecond": added / setup2 if setup2 else None,
         "retransmissions": watchers.retransmissions,
         "notifyRetransmissions": watchers.notifyRetransmissions,
         "failures": watchers.failures,
@@ -628,7 +701,10 @@ def parseArguments(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--first", type=int, default=10000, help="memory: first")
     parser.add_argument("--total", type=int, default=50000, help="memory: total")
     parser.add_argument(
-        "--presentities", type=int, default=1000, help="memory: presentities"
+        "--presentities",
+        type=int,
+        default=1000,
+        help="memory: presentities (0: one per subscription)",
     )
     parser.add_argument("--rate", type=float, default=200, help="latency: per s")
     parser.add_argument("--seconds", type=float, default=10, help="latency: length")

@@ -42,7 +42,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Final
+from typing import IO, Any, Final
 
 BENCH: Final = Path(__file__).resolve().parent
 REPO: Final = BENCH.parent
@@ -458,6 +458,14 @@ class Server:
         assert self.process is not None
         return self.process.pid
 
+    def cpuSeconds(self) -> float:
+        """The server's user plus system CPU seconds so far."""
+        return cpuSeconds(self.pid)
+
+    def rssMiB(self) -> float:
+        """The server's resident memory in MiB."""
+        return rssMiB(self.pid)
+
     def start(self, extraArgs: Sequence[str] = (), auth: bool = False) -> None:
         """Start the server and wait until it answers OPTIONS.
 
@@ -648,11 +656,15 @@ def runSipp(
     workdir: Path,
     pin: Sequence[str],
     profile: Path | None = None,
+    extraArgs: Sequence[str] = (),
 ) -> RunResult:
     """Run sipp once against the server and collect the figures.
 
     With ``profile``, py-spy samples the server while sipp runs and writes
-    its raw (folded) stacks there.
+    its raw (folded) stacks there.  ``extraArgs`` go to sipp last (for
+    example ``-l 100``: at most 100 calls at once, a closed loop).  The
+    server is anything with a ``port`` and ``pid`` and the methods
+    ``cpuSeconds`` and ``rssMiB`` (`Server`, or `compare.Reference`).
     """
     sipp = shutil.which("sipp")
     if sipp is None:
@@ -705,13 +717,14 @@ def runSipp(
             "-error_file",
             str(workdir / "errors.log"),
             *scenario.sippArgs,
+            *extraArgs,
         ]
         if scenario.auth:
             # sipp's digest uri is the server's address unless told: make it
             # the Request-URI, which the server insists on (RFC 7616 3.4).
             command += ["-auth_uri", f"{AUTH_USER[0]}@{LOOPBACK}:{server.port}"]
         profiler = startProfiler(server.pid, profile) if profile else None
-        cpuBefore = cpuSeconds(server.pid)
+        cpuBefore = server.cpuSeconds()
         coreBefore = coreBusySeconds(serverCore())
         sippBefore = childrenCPU()
         dropsBefore = udpReceiveErrors()
@@ -736,11 +749,11 @@ def runSipp(
                     process.kill()
                     process.wait()
         result.wall = time.monotonic() - started
-        result.serverCPU = cpuSeconds(server.pid) - cpuBefore
+        result.serverCPU = server.cpuSeconds() - cpuBefore
         coreBusy = coreBusySeconds(serverCore()) - coreBefore
         result.otherCPU = max(0.0, coreBusy - result.serverCPU)
         result.sippCPU = childrenCPU() - sippBefore
-        result.rssMiB = rssMiB(server.pid)
+        result.rssMiB = server.rssMiB()
         result.udpDrops = udpReceiveErrors() - dropsBefore
         if profiler is not None:
             stopProfiler(profiler)
@@ -1178,6 +1191,17 @@ def findTwistd(given: str | None) -> str:
     raise SystemExit("twistd not found: pass --twistd /path/to/venv/bin/twistd")
 
 
+def compare() -> Any:
+    """``bench/compare.py``, the side-by-side mode, sharing this module."""
+    # compare.py imports "run": let it find this module, not a second copy
+    # whose settings (--database, --admin) main() never set.
+    sys.modules.setdefault("run", sys.modules[__name__])
+    sys.path.insert(0, str(BENCH))
+    import compare as module
+
+    return module
+
+
 def parseArguments(argv: Sequence[str]) -> argparse.Namespace:
     """Parse the command line."""
     parser = argparse.ArgumentParser(
@@ -1231,6 +1255,7 @@ def parseArguments(argv: Sequence[str]) -> argparse.Namespace:
         help="with --admin on, fetch /metrics every SECONDS during each run",
     )
     parser.add_argument("--list", action="store_true", help="list the scenarios")
+    compare().addArguments(parser)
     options = parser.parse_args(argv)
     unknown = [
         name
@@ -1263,6 +1288,9 @@ def main(argv: Sequence[str]) -> int:
     twistd = findTwistd(options.twistd)
     if shutil.which("sipp") is None:
         raise SystemExit("sipp is not installed (Debian package sip-tester)")
+    if options.reference:
+        result: int = compare().main(options, twistd)
+        return result
     names = options.scenarios or [*SCENARIOS, *PROBES]
     deadline = time.monotonic() + 60 * options.budget
     serverPin, sippPin = pinning()

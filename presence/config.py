@@ -178,6 +178,16 @@ class Config:
         createTables: create missing tables at start.
         dbConnections: PostgreSQL connections in the pool; queries beyond
             this many wait for a connection.
+        nodeTimeout: shared mode on PostgreSQL: seconds without a heartbeat
+            after which a server of the cluster is dead and its
+            subscriptions are taken over.
+        serverId: shared mode: this server's id in the cluster (the
+            ``sharing_tag`` of the subscriptions it owns), at most 32
+            characters; ``None``: the host name's first label and the first
+            listening port, ``host:5060``.
+        dbStatementTimeout: PostgreSQL: seconds a statement may run before
+            the database cancels it (``statement_timeout``), so that a
+            stuck database gets 503 rather than hanging requests; 0: none.
         minExpires: the least SUBSCRIBE expiry accepted (shorter, but not 0,
             gets 423 with this as Min-Expires), for every event package;
             ``None`` keeps each package's own.
@@ -272,6 +282,9 @@ class Config:
     cleanPeriod: float = 1.0
     createTables: bool = True
     dbConnections: int = 8
+    nodeTimeout: float = 10.0
+    serverId: str | None = None
+    dbStatementTimeout: float = 5.0
     minExpires: int | None = None
     maxExpires: int | None = None
     defaultExpires: int | None = None
@@ -340,6 +353,19 @@ class Config:
             raise ConfigError("db_connections must be between 1 and 100")
         if self.dbUpdatePeriod <= 0 or self.cleanPeriod <= 0:
             raise ConfigError("db_update_period and clean_period must be positive")
+        if not 1 <= self.nodeTimeout <= 3600:
+            raise ConfigError("node_timeout must be between 1 and 3600 seconds")
+        if not 0 <= self.dbStatementTimeout <= 3600:
+            raise ConfigError("db_statement_timeout must be between 0 and 3600")
+        if self.serverId is not None and not (
+            0 < len(self.serverId) <= 32
+            and self.serverId.isascii()
+            and self.serverId.isprintable()
+            and " " not in self.serverId
+        ):
+            raise ConfigError(
+                "server_id must be 1 to 32 printable ASCII characters, no spaces"
+            )
         if self.offlineBody not in ("closed", "empty"):
             raise ConfigError('offline_body must be "closed" or "empty"')
         if not 0 < self.maxBodySize <= 65535:
@@ -527,6 +553,12 @@ _KEYS: dict[str, tuple[str, Any]] = {
     "clean_period": ("cleanPeriod", lambda v: float(_number("clean_period", v))),
     "create_tables": ("createTables", lambda v: _bool("create_tables", v)),
     "db_connections": ("dbConnections", lambda v: int(_number("db_connections", v))),
+    "node_timeout": ("nodeTimeout", lambda v: float(_number("node_timeout", v))),
+    "server_id": ("serverId", lambda v: _string("server_id", v)),
+    "db_statement_timeout": (
+        "dbStatementTimeout",
+        lambda v: float(_number("db_statement_timeout", v)),
+    ),
     "advertised_address": (
         "advertisedAddress",
         lambda v: _string("advertised_address", v),

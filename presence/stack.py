@@ -10,6 +10,7 @@ stack on fake transports.
 from __future__ import annotations
 
 import secrets
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -96,6 +97,9 @@ class Stack:
     reauthoriser: Reauthoriser | None = None
     xcapClient: XCAPClient | None = None
     rulesWatch: RulesWatch | None = None
+    #: The cluster member in shared mode on PostgreSQL
+    #: (`presence.cluster.member.ClusterMember`), else ``None``.
+    cluster: Any = None
 
     async def reauthorise(
         self, presentity: str, event: str = "presence"
@@ -112,14 +116,21 @@ class Stack:
     rateLimit: SourceRateLimit | None = None
 
 
-def buildStack(config: Config, reactor: Any) -> Stack:
+def buildStack(
+    config: Config, reactor: Any, databaseReactor: Any | None = None
+) -> Stack:
     """Build the server the configuration describes, on ``reactor``.
+
+    ``databaseReactor``, when given, is what the PostgreSQL connections run
+    on instead (tests run a server on a fake clock over a real database).
 
     Every object is given its collaborators and callbacks when it is built.
     The administration site (`presence.admin`) reads the counters of every
     layer through `ServerStatistics`; ``presence.tap`` listens with it.
 
-    Two links close a loop and so are made late: the notifier tells the
+    Three links close a loop and so are made late: in shared mode on
+    PostgreSQL the cluster member calls the notifier, which signals through
+    it (``notifier.cluster``); the notifier tells the
     watcher tracker of the subscriptions it removes, and the tracker notifies
     through the notifier (the callback looks the tracker up when called); the
     transaction layer hands requests to the dispatcher, whose handlers send
@@ -140,7 +151,7 @@ def buildStack(config: Config, reactor: Any) -> Stack:
         clientTLS=clientTLS(config.tlsVerify, config.tlsCa),
     )
     transactions = TransactionLayer(reactor, transports, serverHeader=SERVER)
-    store, storage = buildStore(config, reactor, StorageStatistics())
+    store, storage = buildStore(config, reactor, StorageStatistics(), databaseReactor)
     xcap, policy = buildPolicy(config, reactor, store, storage)
     # What adds and removes subscriptions sees a store counting each
     # watcher's, when their number is limited.
@@ -177,6 +188,11 @@ def buildStack(config: Config, reactor: Any) -> Stack:
         stats=NotifyStatistics(),
         policy=None if isinstance(policy, AllowAll) else policy,
     )
+    cluster = buildCluster(config, reactor, storage, notifier)
+    if cluster is not None:
+        # The store serves once the member listens: no signal is lost.
+        notifier.cluster = cluster
+        storage.onOpen = cluster.join
     watchers = WatcherTracker(reactor, store, packages, notifier)
     subscribe = SubscribeHandler(
         reactor,
@@ -196,6 +212,7 @@ def buildStack(config: Config, reactor: Any) -> Stack:
             ),
             packages,
         ),
+        owner=None if cluster is None else cluster.serverId,
     )
     publish = PublishHandler(
         reactor,
@@ -388,6 +405,58 @@ def buildStack(config: Config, reactor: Any) -> Stack:
         rateLimit=rateLimit,
         xcapClient=xcapClient,
         rulesWatch=rulesWatch,
+        cluster=cluster,
+    )
+
+
+def serverIdOf(config: Config) -> str:
+    """This server's id in a cluster: ``server_id``, or ``host:port``.
+
+    The default is the host name's first label and the first listening
+    port (`presence.cluster.member.defaultServerId`): stable across
+    restarts, distinct for two servers on one machine.
+    """
+    if config.serverId is not None:
+        return config.serverId
+    from presence.cluster.member import defaultServerId
+
+    addresses = config.listenAddresses
+    port = addresses[0].port if addresses else 5060
+    return defaultServerId(socket.gethostname(), port, secrets.token_hex(4))
+
+
+def buildCluster(
+    config: Config, reactor: Any, storage: StorageService, notifier: Notifier
+) -> Any:
+    """The cluster member of shared mode on PostgreSQL, or ``None``.
+
+    Its callbacks are the notifier's, which becomes its `ClusterLink
+    <presence.core.notify.ClusterLink>` (`buildStack` sets it). The store
+    learns the server id: it claims NOTIFYs and expires subscriptions for
+    this server only.
+    """
+    database = storage.database
+    if storage.mode != SHARED or getattr(database, "dialect", None) != "postgres":
+        return None
+    from presence.cluster.member import ClusterMember
+
+    serverId = serverIdOf(config)
+    database.owner = serverId
+
+    async def resync() -> None:
+        await notifier.resend(await database.ownedSubscriptions())
+
+    return ClusterMember(
+        reactor,
+        database,
+        serverId,
+        f"{socket.gethostname()} {' '.join(config.listen)}"[:255],
+        config.nodeTimeout,
+        onPresentity=lambda p, e: notifier.presentityChanged(p, e, signal=False),
+        onSubscription=notifier.remoteSubscription,
+        onTakenOver=notifier.resend,
+        onResync=resync,
+        createTables=config.createTables,
     )
 
 
@@ -501,7 +570,10 @@ def buildChecks(
 
 
 def buildStore(
-    config: Config, reactor: Any, stats: StorageStatistics | None = None
+    config: Config,
+    reactor: Any,
+    stats: StorageStatistics | None = None,
+    databaseReactor: Any | None = None,
 ) -> tuple[IPresenceStore, StorageService]:
     """The store the configuration asks for, and the service that runs it.
 
@@ -509,6 +581,8 @@ def buildStore(
         config: the configuration.
         reactor: what the store runs on.
         stats: the counters the database and the service raise.
+        databaseReactor: what PostgreSQL connections run on, if not
+            ``reactor``.
     """
     stats = stats if stats is not None else StorageStatistics()
     kind = databaseKind(config.database)
@@ -527,9 +601,10 @@ def buildStore(
 
         database = PostgresStore(
             config.database,
-            reactor=reactor,
+            reactor=reactor if databaseReactor is None else databaseReactor,
             connections=config.dbConnections,
             stats=stats,
+            statementTimeout=config.dbStatementTimeout,
         )
         description = _withoutPassword(config.database)
     store: IPresenceStore

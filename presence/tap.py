@@ -208,6 +208,9 @@ def makeService(options: Options, reactor: Any = None) -> StackService:
     top = StackService(stack)
     stack.sweeper.setName("expiry")
     stack.sweeper.setServiceParent(top)
+    if stack.cluster is not None:
+        stack.cluster.setName("cluster")
+        stack.cluster.setServiceParent(top)
     if stack.xcapClient is not None:
         stack.xcapClient.setName("xcap-client")
         stack.xcapClient.setServiceParent(top)

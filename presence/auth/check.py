@@ -32,8 +32,8 @@ What a failure gets:
 from __future__ import annotations
 
 import hmac
-from collections.abc import Awaitable, Sequence
-from typing import Final
+from collections.abc import Awaitable, Coroutine, Sequence
+from typing import Any, Final, TypeVar, cast
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -46,8 +46,9 @@ from presence.auth.digest import (
     Nonces,
     NonceState,
     challenge,
-    digestResponse,
+    digestHash,
     parseCredentials,
+    responseOfHA2,
     storedHA1,
 )
 from presence.auth.identity import (
@@ -61,7 +62,9 @@ from presence.sip.errors import BadRequest, Forbidden, SIPParseError, Unauthoriz
 from presence.sip.message import SIPURI, URI, SIPRequest, parseURI
 from presence.sip.transaction import ServerTransaction
 from presence.sip.transport import Peer
-from presence.storage.credentials import ICredentialStore
+from presence.storage.credentials import Credentials, ICredentialStore
+
+_T = TypeVar("_T")
 
 #: Methods never challenged. OPTIONS says what the server can do; ACK and
 #: CANCEL cannot be resubmitted with credentials (RFC 3261 section 22),
@@ -103,6 +106,8 @@ class DigestAuthenticator:
         nonces: issues and verifies the nonces.
         counts: the nonce counts seen, for replay detection.
         credentials: where users' credentials are read.
+        memoryLimit: how many identities, and how many ``H(A2)``, are
+            kept at most (all are forgotten when the limit is reached).
         stats: how many requests were challenged (no response), refused
             (forged nonce, unknown user, wrong response), found stale or
             replayed, and authenticated.
@@ -134,6 +139,7 @@ class DigestAuthenticator:
             nonceCountLimit: how many nonces' counts are remembered.
         """
         self.credentials = credentials
+        self.memoryLimit = 4096
         self.algorithms = tuple(algorithms)
         self.realm = realm
         self.nonces = Nonces(secret, clock, nonceLifetime)
@@ -146,6 +152,10 @@ class DigestAuthenticator:
             "authenticated": 0,
         }
         self._warned: set[tuple[str, str, str]] = set()
+        # What is the same from one request of a client to the next, kept
+        # so as not to be made again: identities (immutable) and H(A2).
+        self._identities: dict[tuple[str, str], Identity] = {}
+        self._ha2s: dict[tuple[str, str, str], str] = {}
 
     def realmOf(self, request: SIPRequest) -> tuple[str, str]:
         """The realm of a request's challenge, and the domain of its user.
@@ -191,8 +201,15 @@ class DigestAuthenticator:
                 found = credentials
         return found
 
-    async def authenticate(self, request: SIPRequest, peer: Peer) -> Identity:
+    def authenticate(
+        self, request: SIPRequest, peer: Peer
+    ) -> Identity | Awaitable[Identity]:
         """Verify a request's digest response; the identity it proves.
+
+        At once when the credential store answers at once (a user in memory,
+        or in the few seconds' cache): a client that reuses its nonce costs
+        no suspension and no Deferred. Otherwise an awaitable of the
+        identity, which raises the same errors.
 
         Raises:
             Unauthorized: no response, a forged or stale nonce, an unknown
@@ -206,9 +223,7 @@ class DigestAuthenticator:
         if response is None:
             self.stats["challenged"] += 1
             raise self.challenges(realm)
-        algorithm = response.algorithm
-        assert algorithm is not None
-        if not _sameURI(response.uri, request):
+        if response.uri != request.uriText and not _sameURI(response.uri, request):
             raise BadRequest("the digest uri is not the Request-URI")
         state, issued = self.nonces.check(response.nonce, realm)
         if state is NonceState.FORGED:
@@ -219,22 +234,68 @@ class DigestAuthenticator:
                 peer=peer,
             )
             raise self.challenges(realm)
-        credentials = await self.credentials.credentials(response.username, domain)
+        lookup = self.credentials.credentials(response.username, domain)
+        if isinstance(lookup, Coroutine):
+            try:
+                waiting = lookup.send(None)
+            except StopIteration as done:
+                credentials = done.value
+                return self._verify(
+                    request, peer, response, realm, domain, state, issued, credentials
+                )
+            lookup = _resumed(lookup, waiting)
+        return self._verifyLater(
+            request, peer, response, realm, domain, state, issued, lookup
+        )
+
+    async def _verifyLater(
+        self,
+        request: SIPRequest,
+        peer: Peer,
+        response: DigestCredentials,
+        realm: str,
+        domain: str,
+        state: NonceState,
+        issued: float,
+        lookup: Awaitable[Credentials | None],
+    ) -> Identity:
+        """`_verify`, once the credential store has answered."""
+        credentials = await lookup
+        return self._verify(
+            request, peer, response, realm, domain, state, issued, credentials
+        )
+
+    def _verify(
+        self,
+        request: SIPRequest,
+        peer: Peer,
+        response: DigestCredentials,
+        realm: str,
+        domain: str,
+        state: NonceState,
+        issued: float,
+        credentials: Credentials | None,
+    ) -> Identity:
+        """Check a response against the user's credentials (see `authenticate`)."""
+        algorithm = response.algorithm
+        assert algorithm is not None
         ha1 = None
         if credentials is not None:
             ha1 = storedHA1(credentials, algorithm, realm)
             if ha1 is None:
                 self._noHash(response.username, domain, algorithm)
-        expected = digestResponse(
+        expected = responseOfHA2(
             algorithm,
             ha1 or "0" * DIGEST_LENGTHS[algorithm],
             response.nonce,
-            request.method,
-            response.uri,
             response.nc,
             response.cnonce,
+            self._ha2(algorithm, request.method, response.uri),
         )
-        if ha1 is None or not hmac.compare_digest(expected, response.response):
+        # Compared as bytes: compare_digest refuses str with non-ASCII
+        # characters, which a client's response may hold.
+        given = response.response.encode("utf-8", "surrogateescape")
+        if ha1 is None or not hmac.compare_digest(expected.encode("ascii"), given):
             # An unknown user and a wrong password look the same from outside.
             self.stats["refused"] += 1
             self.log.info(
@@ -248,7 +309,7 @@ class DigestAuthenticator:
         if state is NonceState.STALE:
             self.stats["stale"] += 1
             raise self.challenges(realm, stale=True)
-        if not self.counts.advance(response.nonce, issued, response.count):
+        if not self.counts.advance(response.nonce, issued, response.nonceCount):
             self.stats["replayed"] += 1
             self.log.info(
                 "{method} from {peer}: nonce count {nc} of {user}@{domain} replayed",
@@ -260,7 +321,26 @@ class DigestAuthenticator:
             )
             raise self.challenges(realm, stale=True)
         self.stats["authenticated"] += 1
-        return Identity(response.username, domain, DIGEST)
+        key = (response.username, domain)
+        identity = self._identities.get(key)
+        if identity is None:
+            if len(self._identities) >= self.memoryLimit:
+                self._identities.clear()
+            identity = self._identities[key] = Identity(*key, DIGEST)
+        return identity
+
+    def _ha2(self, algorithm: str, method: str, uri: str) -> str:
+        """``H(A2)``, ``H(method:uri)``: kept, at most `memoryLimit` of them.
+
+        It is the same for every request a client sends to one URI.
+        """
+        key = (algorithm, method, uri)
+        ha2 = self._ha2s.get(key)
+        if ha2 is None:
+            if len(self._ha2s) >= self.memoryLimit:
+                self._ha2s.clear()
+            ha2 = self._ha2s[key] = digestHash(algorithm, f"{method}:{uri}")
+        return ha2
 
     def _noHash(self, user: str, domain: str, algorithm: str) -> None:
         """Say once that a user's row cannot answer an algorithm offered."""
@@ -289,6 +369,28 @@ def _sameURI(text: str, request: SIPRequest) -> bool:
         return parseURI(text) == request.uri
     except SIPParseError:
         return False
+
+
+async def _resumed(coroutine: Coroutine[Any, Any, _T], waiting: Any) -> _T:
+    """Go on with a coroutine that was started by hand and is waiting.
+
+    ``coroutine.send(None)`` ran it until it awaited ``waiting`` (a Deferred,
+    for the stores of this server); this awaits that in its place, hands
+    the result or the exception back to it, and so on until it returns.
+    """
+    while True:
+        try:
+            result = await waiting
+        except BaseException as e:  # handed back, whatever it is
+            try:
+                waiting = coroutine.throw(e)
+            except StopIteration as done:
+                return cast(_T, done.value)
+        else:
+            try:
+                waiting = coroutine.send(result)
+            except StopIteration as done:
+                return cast(_T, done.value)
 
 
 class IdentityCheck:

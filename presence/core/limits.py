@@ -250,6 +250,9 @@ class WatcherCounts:
     async def putSubscription(self, subscription: Subscription) -> None:
         """See `IPresenceStore.putSubscription`."""
         await self.store.putSubscription(subscription)
+        self._count(subscription)
+
+    def _count(self, subscription: Subscription) -> None:
         key = subscription.key
         if key not in self._watchers:
             watcher = (subscription.watcherUsername, subscription.watcherDomain)
@@ -261,6 +264,28 @@ class WatcherCounts:
         removed = await self.store.removeSubscription(key)
         self._forget(key)
         return removed
+
+    async def putWithPublications(
+        self, subscription: Subscription, presentity: str
+    ) -> list[Any]:
+        """The SQL store's put with the publications, counted."""
+        publications: list[Any] = await self.store.putWithPublications(  # type: ignore[attr-defined]
+            subscription, presentity
+        )
+        self._count(subscription)
+        return publications
+
+    async def removeWithPublications(
+        self, key: SubscriptionKey, presentity: str
+    ) -> tuple[Subscription | None, list[Any]]:
+        """The SQL store's removal with the publications, counted."""
+        result: tuple[
+            Subscription | None, list[Any]
+        ] = await self.store.removeWithPublications(  # type: ignore[attr-defined]
+            key, presentity
+        )
+        self._forget(key)
+        return result
 
     async def expiredSubscriptions(self, now: float) -> list[Subscription]:
         """See `IPresenceStore.expiredSubscriptions`."""

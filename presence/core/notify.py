@@ -1,10 +1,16 @@
 """NOTIFY: built from a subscription's dialog, sent through client transactions.
 
-RFC 6665 section 4.2.2. At most one NOTIFY is outstanding per subscription; a
-newer state asked for meanwhile replaces any queued one, and is read from the
-store when it is sent, so a burst of changes costs one NOTIFY in flight and
-one after it. A 481, a timeout, a transport error or a response that ends the
-dialog usage (RFC 5057) removes the subscription.
+RFC 6665 section 4.2.2. At most one NOTIFY is outstanding per dialog, so
+that they go in CSeq order; a newer state of a subscription asked for
+meanwhile replaces any queued one, and is read from the store when it is
+sent, so a burst of changes costs one NOTIFY in flight and one after it. A
+481, a timeout, a transport error or a response that ends the dialog usage
+(RFC 5057) removes the subscription.
+
+In shared mode with a cluster (`ClusterLink`), only a subscription's owner
+(its ``sharingTag``) sends its NOTIFYs: the state of one owned by another
+server is signalled to that server, which reads it from the database. A
+NOTIFY goes over the connection its SUBSCRIBE came on while that is open.
 """
 
 from __future__ import annotations
@@ -13,14 +19,19 @@ import dataclasses
 import inspect
 import math
 from collections.abc import Callable, Sequence
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from presence._async import detach
 from presence.core.dispatcher import SERVER
-from presence.packages.interfaces import IEventPackage, PackageRegistry
+from presence.packages.interfaces import (
+    IEventPackage,
+    IWatcherInfoPackage,
+    PackageRegistry,
+)
 from presence.sip.dialog import requestInDialog
 from presence.sip.errors import SIPParseError
 from presence.sip.message import SIPURI, SIPResponse
@@ -34,7 +45,13 @@ from presence.sip.transport import (
 from presence.status import ACTIVE, PENDING
 from presence.storage.errors import StorageError
 from presence.storage.interfaces import IPresenceStore
-from presence.storage.records import Publication, Subscription, SubscriptionKey
+from presence.storage.records import (
+    DialogKey,
+    Publication,
+    Subscription,
+    SubscriptionKey,
+)
+from presence.storage.waiters import Waiters
 from presence.xcap.policy import IPrivacyPolicy
 
 #: Responses to NOTIFY that end the subscription (RFC 6665 4.2.2, RFC 5057
@@ -58,6 +75,8 @@ class NotifyStatistics:
         failed: NOTIFYs answered otherwise, timed out, not deliverable, or
             not sent because the store was unavailable.
         coalesced: newer states that replaced one already queued.
+        forwarded: states of subscriptions owned by another server of the
+            cluster, signalled to it instead of sent.
     """
 
     def __init__(self) -> None:
@@ -66,6 +85,21 @@ class NotifyStatistics:
         self.accepted = 0
         self.failed = 0
         self.coalesced = 0
+        self.forwarded = 0
+
+
+class ClusterLink(Protocol):
+    """What the notifier needs of the cluster (`presence.cluster.member`)."""
+
+    @property
+    def serverId(self) -> str:
+        """This server's id: the ``sharingTag`` of what it owns."""
+
+    def signalPresentity(self, owner: str, presentity: str, event: str) -> None:
+        """Tell ``owner`` that a presentity's state changed."""
+
+    def signalSubscription(self, owner: str, key: SubscriptionKey) -> None:
+        """Ask ``owner`` to notify one of its subscriptions."""
 
 
 class Notifier:
@@ -83,6 +117,7 @@ class Notifier:
         onRemoved: Callable[[Subscription, str], Any] | None = None,
         stats: NotifyStatistics | None = None,
         policy: IPrivacyPolicy | None = None,
+        cluster: ClusterLink | None = None,
     ) -> None:
         """Notify through ``transactions``, reading state from ``store``.
 
@@ -100,6 +135,8 @@ class Notifier:
                 active subscription whose row carries none, because it was
                 read from the database rather than made by this process;
                 none: such a subscription sees everything.
+            cluster: the cluster in shared mode: only what this server owns
+                is sent here, the rest is signalled to its owner.
         """
         self.clock = clock
         self.store = store
@@ -107,10 +144,18 @@ class Notifier:
         self.transactions = transactions
         self.transports = transports
         self.stats = stats if stats is not None else NotifyStatistics()
-        self._busy: set[SubscriptionKey] = set()
-        self._queued: dict[SubscriptionKey, tuple[Subscription, str | None]] = {}
+        # Dialogs with a NOTIFY in flight, and what waits in each for it.
+        self._busy: set[DialogKey] = set()
+        self._queued: dict[
+            DialogKey, dict[SubscriptionKey, tuple[Subscription, str | None]]
+        ] = {}
+        # The connection each dialog's SUBSCRIBE came on (stream transports),
+        # for the NOTIFYs of a state read from the database.
+        self._connections: dict[DialogKey, Any] = {}
         self.onRemoved = onRemoved
         self.policy = policy
+        self.cluster = cluster
+        self._idle = Waiters()
 
     @property
     def outstanding(self) -> int:
@@ -120,13 +165,27 @@ class Notifier:
     @property
     def queued(self) -> int:
         """How many newer states wait for the NOTIFY in flight to finish."""
-        return len(self._queued)
+        return sum(len(waiting) for waiting in self._queued.values())
+
+    def whenIdle(self) -> Deferred[None]:
+        """Fires the next time no NOTIFY is in flight or queued."""
+        return self._idle.wait()
+
+    def ownerElsewhere(self, subscription: Subscription) -> str | None:
+        """The other server that owns a subscription, or ``None`` if it is ours."""
+        if self.cluster is None:
+            return None
+        owner = subscription.sharingTag
+        if owner is None or owner == self.cluster.serverId:
+            return None
+        return owner
 
     def send(
         self,
         subscription: Subscription,
         terminated: str | None = None,
         publications: Sequence[Publication] | None = None,
+        claimed: bool = False,
     ) -> None:
         """Send the current state of a subscription, or its end.
 
@@ -139,31 +198,120 @@ class Notifier:
             publications: the presentity's publications, read just now by
                 the caller, so that a change notified to thousands of
                 watchers reads them once; ``None`` reads them at send time.
+            claimed: the subscription's ``localCSeq`` is already this
+                NOTIFY's, taken in the store (a new subscription's first
+                NOTIFY in shared mode), and ``publications`` its state.
         """
         key = subscription.key
-        if key in self._busy:
-            previous = self._queued.get(key)
+        dialog = subscription.dialogKey
+        if terminated is None:
+            owner = self.ownerElsewhere(subscription)
+            if owner is not None:
+                assert self.cluster is not None
+                self.stats.forwarded += 1
+                self._forgetChanges(subscription)
+                self.cluster.signalSubscription(owner, key)
+                return
+            if self.cluster is not None and subscription.connection is not None:
+                # Rows read from the database have no connection: keep it.
+                self._connections[dialog] = subscription.connection
+        elif self._connections:
+            connection = self._connections.pop(dialog, None)
+            if subscription.connection is None:
+                subscription.connection = connection
+        if dialog in self._busy:
+            waiting = self._queued.setdefault(dialog, {})
+            previous = waiting.get(key)
             if previous is not None:
                 self.stats.coalesced += 1
                 if previous[1] is not None and terminated is None:
                     return
-            self._queued[key] = (subscription, terminated)
+            waiting[key] = (subscription, terminated)
             return
-        self._busy.add(key)
-        detach(self._run(subscription, terminated, publications), self.log, "NOTIFY")
+        self._busy.add(dialog)
+        detach(
+            self._run(subscription, terminated, publications, claimed),
+            self.log,
+            "NOTIFY",
+        )
 
-    async def presentityChanged(self, presentity: str, event: str) -> int:
+    def _forgetChanges(self, subscription: Subscription) -> None:
+        """Drop what a package kept for a NOTIFY another server will send."""
+        package = self.packages.get(subscription.event)
+        if IWatcherInfoPackage.providedBy(package):
+            package.forget(subscription)
+
+    def _stale(self, subscription: Subscription) -> None:
+        """Another server saw the changes: the next body carries full state."""
+        package = self.packages.get(subscription.event)
+        stale = getattr(package, "stale", None)
+        if stale is not None:
+            stale(subscription)
+
+    async def remoteSubscription(self, key: SubscriptionKey) -> None:
+        """Another server asked us to notify a subscription we own."""
+        subscription = await self.store.subscription(key)
+        if subscription is None or subscription.status not in (ACTIVE, PENDING):
+            return
+        if self.ownerElsewhere(subscription) is not None:
+            return
+        if self.policy is not None:
+            # Another server re-authorised (or saw a watcher change): the
+            # rules this one kept may be older than the ones it read.
+            self.policy.forget(subscription.presentity)
+        self._stale(subscription)
+        self.send(subscription)
+
+    async def resend(self, subscriptions: Sequence[Subscription]) -> None:
+        """Notify subscriptions this server just became the owner of.
+
+        Those taken over from a silent server, or every one owned after the
+        cluster's signals may have been lost: their state may have changed
+        unseen, so each gets a NOTIFY with its state now, in full.
+        """
+        for subscription in subscriptions:
+            if subscription.status in (ACTIVE, PENDING):
+                self._stale(subscription)
+                self.send(subscription)
+
+    async def presentityChanged(
+        self, presentity: str, event: str, signal: bool = True
+    ) -> int:
         """Notify every active or pending subscription to a presentity's event.
 
+        Args:
+            presentity: the presentity URI.
+            event: the event package.
+            signal: in a cluster, tell the other owners of subscriptions
+                too (once each); false when another server told us.
+
         Returns:
-            How many subscriptions were notified.
+            How many subscriptions the presentity's event has.
         """
         subscriptions = await self.store.subscriptions(presentity, event)
         if not subscriptions:
             return 0
-        publications = await self.store.publications(aorOf(presentity), event)
+        owners: dict[str, None] = {}
+        mine: list[Subscription] = []
         for subscription in subscriptions:
-            if subscription.status in (ACTIVE, PENDING):
+            if subscription.status not in (ACTIVE, PENDING):
+                continue
+            owner = self.ownerElsewhere(subscription)
+            if owner is None:
+                mine.append(subscription)
+            else:
+                owners[owner] = None
+        if signal and self.cluster is not None:
+            for owner in owners:
+                self.stats.forwarded += 1
+                self.cluster.signalPresentity(owner, presentity, event)
+        if len(mine) == 1 and self.cluster is not None:
+            # One watcher in shared mode: its claim reads the publications
+            # in the same round trip.
+            self.send(mine[0])
+        elif mine:
+            publications = await self.store.publications(aorOf(presentity), event)
+            for subscription in mine:
                 self.send(subscription, publications=publications)
         return len(subscriptions)
 
@@ -172,12 +320,15 @@ class Notifier:
         subscription: Subscription,
         terminated: str | None,
         publications: Sequence[Publication] | None,
+        claimed: bool = False,
     ) -> None:
-        key = subscription.key
+        dialog = subscription.dialogKey
         try:
             while True:
                 try:
-                    await self._notifyOnce(subscription, terminated, publications)
+                    await self._notifyOnce(
+                        subscription, terminated, publications, claimed
+                    )
                 except StorageError as e:
                     self.stats.failed += 1
                     self.log.debug(
@@ -185,30 +336,52 @@ class Notifier:
                         watcher=subscription.watcher,
                         error=str(e),
                     )
-                queued = self._queued.pop(key, None)
-                if queued is None:
+                waiting = self._queued.get(dialog)
+                if not waiting:
                     break
-                subscription, terminated = queued
+                # The next waiting in the dialog, oldest first.
+                key = next(iter(waiting))
+                subscription, terminated = waiting.pop(key)
+                if not waiting:
+                    del self._queued[dialog]
                 # A newer state: read the publications when it is sent.
                 publications = None
+                claimed = False
         finally:
-            self._busy.discard(key)
-            self._queued.pop(key, None)
+            self._busy.discard(dialog)
+            self._queued.pop(dialog, None)
+            if not self._busy:
+                self._idle.fire()
 
     async def _notifyOnce(
         self,
         subscription: Subscription,
         terminated: str | None,
         publications: Sequence[Publication] | None = None,
+        claimed: bool = False,
     ) -> None:
         package = self.packages.get(subscription.event)
         if package is None:
             return
-        if terminated is None:
-            current = await self.store.claimNotify(subscription.key)
+        if claimed and terminated is None:
+            cseq = subscription.localCSeq
+        elif terminated is None:
+            # In a cluster, nothing unless the subscription is still ours.
+            claimWith = getattr(self.store, "claimWithPublications", None)
+            if self.cluster is not None and publications is None and claimWith:
+                # The CSeq and the state in one round trip.
+                current, publications = await claimWith(
+                    subscription.key, aorOf(subscription.presentity)
+                )
+            else:
+                current = await self.store.claimNotify(subscription.key)
             if current is None:
                 return
-            current.connection = subscription.connection or current.connection
+            current.connection = (
+                subscription.connection
+                or current.connection
+                or self._connections.get(current.dialogKey)
+            )
             subscription = current
             cseq = subscription.localCSeq
         else:
@@ -301,7 +474,13 @@ class Notifier:
             if inspect.isawaitable(body):
                 body = await body
             if subscription.version != version and terminated is None:
-                await self.store.putSubscription(subscription)
+                putVersion = getattr(self.store, "putVersion", None)
+                if self.cluster is not None and putVersion is not None:
+                    # The version alone: a refresh at another server may
+                    # have changed the row since it was read.
+                    await putVersion(subscription.key, subscription.version)
+                else:
+                    await self.store.putSubscription(subscription)
         if terminated is not None:
             return f"terminated;reason={terminated}", body
         if subscription.status == ACTIVE:
@@ -357,9 +536,12 @@ class Notifier:
     async def _remove(
         self, subscription: Subscription, why: str, terminated: str | None
     ) -> None:
-        self._queued.pop(subscription.key, None)
+        waiting = self._queued.get(subscription.dialogKey)
+        if waiting is not None:
+            waiting.pop(subscription.key, None)
         if terminated is not None:
             return
+        self._connections.pop(subscription.dialogKey, None)
         removed = await self.store.removeSubscription(subscription.key)
         if removed is not None and self.onRemoved is not None:
             await self.onRemoved(removed, why)

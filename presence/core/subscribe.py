@@ -17,7 +17,7 @@ from twisted.logger import Logger
 
 from presence.auth.identity import Identity
 from presence.core.expirypolicy import ExpiryPolicy, negotiateExpires, subscribeExpires
-from presence.core.notify import Notifier
+from presence.core.notify import Notifier, aorOf
 from presence.packages.interfaces import IEventPackage, PackageRegistry
 from presence.sip.errors import (
     BadEvent,
@@ -107,6 +107,7 @@ class SubscribeHandler:
         domains: Sequence[str] = (),
         onWatcherChange: Callable[[Subscription, str], Awaitable[Any]] | None = None,
         expiry: ExpiryPolicy | None = None,
+        owner: str | None = None,
     ) -> None:
         """Serve subscriptions for ``domains`` (all when empty).
 
@@ -122,6 +123,9 @@ class SubscribeHandler:
                 (RFC 3857 section 3.2) when a watcher comes, stays or goes.
             expiry: the expiry bounds of SUBSCRIBE for each package; none:
                 each package's own ``subscribeExpires``.
+            owner: this server's id in a shared-mode cluster: the owner
+                (``sharingTag``) of every subscription it creates or
+                refreshes.
         """
         self.clock = clock
         self.store = store
@@ -136,6 +140,7 @@ class SubscribeHandler:
         self.refused = 0
         self.onWatcherChange = onWatcherChange
         self.expiry = expiry or ExpiryPolicy(subscribeExpires, packages=packages)
+        self.owner = owner
 
     def package(self, request: SIPRequest) -> IEventPackage:
         """The package the Event header names.
@@ -280,6 +285,7 @@ class SubscribeHandler:
             watcherDisplayName=displayName,
             fromHeader=request.header("from") or "",
             toHeader=f"{request.header('to')};tag={transaction.toTag}",
+            sharingTag=self.owner,
             createdTime=now,
             connection=transaction.peer.connection
             if transaction.peer.reliable
@@ -293,8 +299,16 @@ class SubscribeHandler:
             # A fetch (RFC 6665 4.4.3): the state once, then the end.
             self.notifier.send(subscription, terminated="timeout")
             return
-        await self.store.putSubscription(subscription)
-        self.notifier.send(subscription)
+        putWith = getattr(self.store, "putWithPublications", None)
+        if putWith is not None and self.owner is not None:
+            # Shared mode: the row, with the first NOTIFY's CSeq taken, and
+            # that NOTIFY's state, in one round trip.
+            subscription.localCSeq = 1
+            publications = await putWith(subscription, aor)
+            self.notifier.send(subscription, publications=publications, claimed=True)
+        else:
+            await self.store.putSubscription(subscription)
+            self.notifier.send(subscription)
         await self._watchersChanged(subscription, "subscribe")
 
     async def _inDialog(
@@ -334,17 +348,30 @@ class SubscribeHandler:
             subscription.connection = transaction.peer.connection
         now = self.clock.seconds()
         if expires == 0:
-            removed = await self.store.removeSubscription(subscription.key)
+            publications = None
+            removeWith = getattr(self.store, "removeWithPublications", None)
+            if removeWith is not None and self.owner is not None:
+                # Shared mode: the row and the final NOTIFY's state at once.
+                removed, publications = await removeWith(
+                    subscription.key, aorOf(subscription.presentity)
+                )
+            else:
+                removed = await self.store.removeSubscription(subscription.key)
             if removed is not None:
                 subscription.localCSeq = max(subscription.localCSeq, removed.localCSeq)
             self._respond(
                 transaction, 200, expires=0, contact=subscription.localContact
             )
             self.ended += 1
-            self.notifier.send(subscription, terminated="timeout")
+            self.notifier.send(
+                subscription, terminated="timeout", publications=publications
+            )
             await self._watchersChanged(subscription, "timeout")
             return
         subscription.expires = now + expires
+        if self.owner is not None:
+            # The watcher talks to this server now: it sends the NOTIFYs.
+            subscription.sharingTag = self.owner
         refuseOversized(ACTIVE_WATCHERS, subscriptionRow(subscription))
         await self.store.putSubscription(subscription)
         self._respond(

@@ -8,6 +8,8 @@ package has a watcher-information package (``presence`` has
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
@@ -17,6 +19,7 @@ from presence.packages.interfaces import (
     IWatcherInfoPackage,
     PackageRegistry,
 )
+from presence.packages.winfo import WatcherInfoPackage
 from presence.status import TERMINATED
 from presence.storage.interfaces import IPresenceStore
 from presence.storage.records import Subscription, Watcher
@@ -57,6 +60,11 @@ class WatcherTracker:
             if event in ENDING_WATCHER_EVENTS:
                 package.forget(subscription)
             return
+        track = getattr(self.store, "trackWatcher", None)
+        if package.needsAuthorisation and track is not None:
+            # Shared mode: the row and the winfo subscribers in one round trip.
+            await self._tracked(track, package, subscription, event)
+            return
         if package.needsAuthorisation:
             ended = event in ENDING_WATCHER_EVENTS
             row = Watcher(
@@ -87,6 +95,39 @@ class WatcherTracker:
             return
         for subscriber in await winfo.watcherChanged(subscription, event):
             self.notifier.send(subscriber)
+
+    async def _tracked(
+        self, track: Any, package: Any, subscription: Subscription, event: str
+    ) -> None:
+        """`changed` through the store's ``trackWatcher``: one round trip."""
+        ended = event in ENDING_WATCHER_EVENTS
+        row = Watcher(
+            presentity=subscription.presentity,
+            watcherUsername=subscription.watcherUsername,
+            watcherDomain=subscription.watcherDomain,
+            event=subscription.event,
+            status=TERMINATED if ended else subscription.status,
+            reason=event if ended else subscription.reason,
+            insertedTime=subscription.createdTime or self.clock.seconds(),
+        )
+        winfo = (
+            self.packages.get(package.watcherInfo)
+            if package.watcherInfo is not None
+            else None
+        )
+        if not isinstance(winfo, WatcherInfoPackage):
+            winfo = None
+        removable = ended and event != "rejected"
+        subscribers = await track(
+            row,
+            subscription.key if removable else None,
+            "" if winfo is None else winfo.name,
+        )
+        if winfo is not None:
+            for subscriber in await winfo.watcherChanged(
+                subscription, event, subscribers
+            ):
+                self.notifier.send(subscriber)
 
     async def _stillWatching(self, subscription: Subscription) -> bool:
         """Whether the watcher has another subscription to the presentity."""

@@ -153,9 +153,13 @@ class WatcherInfoPackage(EventPackage):
         self.store = store
         self.watched = watched
         self._pending: dict[SubscriptionKey, dict[str, WatcherEntry]] = {}
+        self._full: set[SubscriptionKey] = set()
 
     async def watcherChanged(
-        self, subscription: Subscription, event: str
+        self,
+        subscription: Subscription,
+        event: str,
+        subscribers: list[Subscription] | None = None,
     ) -> list[Subscription]:
         """Record a change of one watcher for every winfo subscriber.
 
@@ -163,11 +167,16 @@ class WatcherInfoPackage(EventPackage):
             subscription: the watched package's subscription that changed.
             event: what happened, a watcher event of RFC 3857 (``subscribe``,
                 ``approved``, ``timeout``, ``deactivated``...).
+            subscribers: the winfo subscriptions to the presentity, when the
+                caller read them already (shared mode, in the same round
+                trip as the watcher's row); ``None``: read here.
 
         Returns:
             The winfo subscriptions to notify.
         """
-        winfo = await self.store.subscriptions(subscription.presentity, self.name)
+        winfo = subscribers
+        if winfo is None:
+            winfo = await self.store.subscriptions(subscription.presentity, self.name)
         if not winfo:
             return []
         entry = entryFor(subscription, event, self.clock.seconds())
@@ -178,6 +187,17 @@ class WatcherInfoPackage(EventPackage):
     def forget(self, subscription: Subscription) -> None:
         """Drop what is kept for an ended winfo subscription."""
         self._pending.pop(subscription.key, None)
+        self._full.discard(subscription.key)
+
+    def stale(self, subscription: Subscription) -> None:
+        """Make the next NOTIFY full state: the changes were seen elsewhere.
+
+        Shared mode: another server of the cluster saw the watchers change,
+        or this one took the subscription over, so what changed since the
+        last NOTIFY is not known here. A full document may follow partial
+        ones (RFC 3858 section 4); its version still counts up by one.
+        """
+        self._full.add(subscription.key)
 
     async def notifyBody(
         self,
@@ -188,7 +208,8 @@ class WatcherInfoPackage(EventPackage):
         """Full state for the first NOTIFY, the changes after it."""
         version = subscription.version
         subscription.version = version + 1
-        if version == 0:
+        if version == 0 or subscription.key in self._full:
+            self._full.discard(subscription.key)
             self._pending.pop(subscription.key, None)
             now = self.clock.seconds()
             watchers = await self.store.subscriptions(presentity, self.watched)

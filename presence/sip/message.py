@@ -57,6 +57,11 @@ _MEDIA_LIST_CACHE: dict[
 ] = {}
 
 
+#: Header names as given to `SIPMessage` -> lower case, compact forms
+#: expanded: the names a server writes are a few dozen spellings.
+_NORMALISED: dict[str, str] = {}
+
+
 class SIPMessage:
     """What requests and responses share: headers, body and parsed values.
 
@@ -72,16 +77,20 @@ class SIPMessage:
 
     def __init__(self, headers: Iterable[tuple[str, str]], body: bytes) -> None:
         """Index the headers by name."""
-        compact = COMPACT_FORMS
+        names = _NORMALISED
         out = []
         index: dict[str, list[str]] = {}
         for name, value in headers:
-            name = name.lower()
-            name = compact.get(name, name)
-            out.append((name, value))
-            values = index.get(name)
+            key = names.get(name)
+            if key is None:
+                key = name.lower()
+                key = COMPACT_FORMS.get(key, key)
+                if len(names) < 4096:
+                    names[name] = key
+            out.append((key, value))
+            values = index.get(key)
             if values is None:
-                index[name] = [value]
+                index[key] = [value]
             else:
                 values.append(value)
         self.headers = out
@@ -164,7 +173,15 @@ class SIPMessage:
         """
         value = self._cache.get("via")
         if value is None:
-            value = self._cache["via"] = [parseVia(v) for v in self.headerValues("via")]
+            values = self.headerValues("via")
+            top = self._cache.get("via:top")
+            if top is not None and values:
+                # The top one is parsed already (and maybe stamped with
+                # received and rport): parse only those below it.
+                value = [top, *(parseVia(v) for v in values[1:])]
+            else:
+                value = [parseVia(v) for v in values]
+            self._cache["via"] = value
         return value
 
     @property
@@ -578,10 +595,17 @@ def responseTo(
         toTag: the tag to add to a To that has none.
         server: the value of a Server header to end the headers with.
     """
-    out: list[tuple[str, str]] = [("via", v) for v in request.headerLines("via")]
+    # The headers are built with their index at once: the names copied are
+    # already lower case, so `SIPMessage.__init__`'s pass over them is saved.
+    index: dict[str, list[str]] = {}
+    vias = request._index.get("via")
+    out: list[tuple[str, str]] = [("via", v) for v in vias] if vias else []
+    if vias:
+        index["via"] = list(vias)
     fromValue = request.header("from")
     if fromValue is not None:
         out.append(("from", fromValue))
+        index["from"] = [fromValue]
     to = request.header("to")
     if to is not None:
         if toTag is not None and code != 100:
@@ -592,14 +616,34 @@ def responseTo(
             if not hasTag:
                 to = f"{to};tag={toTag}"
         out.append(("to", to))
+        index["to"] = [to]
     for name in ("call-id", "cseq"):
         value = request.header(name)
         if value is not None:
             out.append((name, value))
-    out.extend((n.lower(), v) for n, v in headers)
+            index[name] = [value]
+    names = _NORMALISED
+    extra: Sequence[tuple[str, str]] = headers
     if server is not None:
-        out.append(("server", server))
-    return SIPResponse(code, phrase, out, body)
+        extra = (*headers, ("server", server))
+    for given, text in extra:
+        key = names.get(given)
+        if key is None:
+            key = given.lower()
+            key = COMPACT_FORMS.get(key, key)
+            if len(names) < 4096:
+                names[given] = key
+        out.append((key, text))
+        values = index.get(key)
+        if values is None:
+            index[key] = [text]
+        else:
+            values.append(text)
+    response: SIPResponse = SIPResponse._fromParsed(out, index, body)
+    response.code = code
+    response.phrase = phrase or REASON_PHRASES.get(code, "")
+    response.version = SIP_VERSION
+    return response
 
 
 __all__ = [

@@ -9,8 +9,10 @@ or a timeout as a 408 and a transport error as a 503 (RFC 3261 section
 from __future__ import annotations
 
 import secrets
+import weakref
 from collections import deque
 from collections.abc import Callable
+from sys import intern
 from typing import Any, Final
 from typing import Protocol as TypingProtocol
 
@@ -82,7 +84,9 @@ def _serverKey(request: SIPMessage, method: str) -> tuple[Any, ...]:
     via = request.topVia
     branch = via.branch
     if branch is not None and branch.startswith(MAGIC_COOKIE):
-        return (branch, via.host.lower(), via.port, method)
+        # The host interned: a completed transaction keeps its key 32 s, and
+        # the transactions of one peer can share one copy of its host.
+        return (branch, intern(via.host.lower()), via.port, method)
     # RFC 2543 peers: match on the fields that identify the request.
     assert isinstance(request, SIPRequest)
     try:
@@ -99,6 +103,57 @@ def _serverKey(request: SIPMessage, method: str) -> tuple[Any, ...]:
         str(via),
         method,
     )
+
+
+class _FixedDelayQueue:
+    """Many transactions' timers of one fixed delay, behind one delayed call.
+
+    Timers F (64*T1), K (T4) and the first Timer E (T1) have the same delay
+    for every client transaction, so they wait in order in a queue and one
+    delayed call fires for its head: a NOTIFY fan-out to thousands of
+    watchers makes no delayed call of its own for them. An entry holds its
+    transaction weakly, so that a transaction that ended is not kept for the
+    rest of the delay; ``fire`` is called with each live one when due and
+    checks that the timer still applies (the transaction's state).
+    """
+
+    def __init__(
+        self, clock: IReactorTime, delay: float, fire: Callable[[Any], object]
+    ) -> None:
+        self.clock = clock
+        self.delay = delay
+        self.fire = fire
+        self.queue: deque[tuple[float, weakref.ref[Any]]] = deque()
+        self.call: IDelayedCall | None = None
+        self._running = False
+
+    def add(self, item: Any) -> None:
+        self.queue.append((self.clock.seconds() + self.delay, weakref.ref(item)))
+        if self.call is None and not self._running:
+            self.call = self.clock.callLater(self.delay, self._run)
+
+    def _run(self) -> None:
+        self.call = None
+        queue = self.queue
+        now = self.clock.seconds()
+        # What ``fire`` adds meanwhile is due after what already waits: the
+        # next call is set for the head once the due ones are done.
+        self._running = True
+        try:
+            while queue and queue[0][0] <= now:
+                item = queue.popleft()[1]()
+                if item is not None:
+                    self.fire(item)
+        finally:
+            self._running = False
+        if queue and self.call is None:
+            self.call = self.clock.callLater(max(0.0, queue[0][0] - now), self._run)
+
+    def clear(self) -> None:
+        if self.call is not None and self.call.active():
+            self.call.cancel()
+        self.call = None
+        self.queue.clear()
 
 
 class _Timed:
@@ -119,6 +174,72 @@ class _Timed:
     def _cancelTimers(self) -> None:
         for name in list(self._timers):
             self._cancel(name)
+
+
+class CompletedTransaction:
+    """A non-INVITE server transaction over UDP in Completed, waiting out Timer J.
+
+    RFC 3261 17.2.2: "While in the Completed state, the server transaction
+    MUST pass the final response to the transport layer for retransmission
+    whenever a retransmission of the request is received."  That is all it
+    does until Timer J ends it, so the layer keeps only this in its place:
+    the response's bytes, where they go, the key, and the merge key (RFC 3261
+    8.2.2.2).  Tens of thousands wait at once under load; the transaction
+    object, its request, response, Via and peer are left to the garbage
+    collector.
+
+    Attributes:
+        key: the transaction's key (RFC 3261 17.2.3).
+        state: ``"completed"``, then ``"terminated"``.
+        due: when Timer J fires, on the layer's clock.
+    """
+
+    __slots__ = (
+        "_data",
+        "_host",
+        "_layer",
+        "_port",
+        "_protocol",
+        "due",
+        "key",
+        "mergeKey",
+        "state",
+    )
+
+    def __init__(
+        self,
+        layer: TransactionLayer,
+        key: tuple[Any, ...],
+        data: bytes,
+        destination: Any,
+        mergeKey: str | None,
+        due: float,
+    ) -> None:
+        """Keep what retransmitting the final response needs."""
+        self._layer = layer
+        self.key = key
+        self._data = data
+        # The destination's three parts rather than its tuple: 40 bytes less.
+        self._protocol: Any
+        self._host: str
+        self._port: int
+        self._protocol, self._host, self._port = destination or (None, "", 0)
+        self.mergeKey = mergeKey
+        self.due = due
+        self.state = "completed"
+
+    def requestRetransmitted(self) -> None:
+        """The request came again: send the final response again."""
+        self._layer.stats.retransmissionsAbsorbed += 1
+        destination = None
+        if self._protocol is not None:
+            destination = (self._protocol, self._host, self._port)
+        self._layer.transports.sendDatagramTo(destination, self._data)
+
+    def terminate(self) -> None:
+        """End the transaction (Timer J fired, or the layer stops)."""
+        self.state = "terminated"
+        self._layer._serverEnded(self)
 
 
 class ServerTransaction(_Timed):
@@ -156,7 +277,8 @@ class ServerTransaction(_Timed):
         self.toTag = newTag()
         self._timers: dict[str, IDelayedCall] = {}
         self._wire: tuple[bytes, Via] | None = None
-        self.mergeKey: tuple[str, str, int, str] | None = None
+        self._destination: Any = None
+        self.mergeKey: str | None = None
 
     def respond(self, response: SIPResponse) -> None:
         """Send a response; a final one completes the transaction."""
@@ -192,34 +314,39 @@ class ServerTransaction(_Timed):
     def _send(self, response: SIPResponse) -> None:
         """Send a response and keep its bytes for retransmissions."""
         try:
-            via = response.topVia
+            via = self._responseVia(response)
         except SIPParseError as e:
             self.layer.log.warn("cannot route a response: {reason}", reason=e.reason)
             return
-        self._wire = (response.toBytes(), via)
-        self.layer.transports.sendResponseBytes(self._wire[0], via, self.peer)
+        data = response.toBytes()
+        self._wire = (data, via)
+        transports = self.layer.transports
+        if via.transport == "UDP" and not self.peer.reliable:
+            # Worked out once, for this send and every retransmission.
+            self._destination = transports.datagramDestination(via, self.peer)
+            transports.sendDatagramTo(self._destination, data)
+        else:
+            transports.sendResponseBytes(data, via, self.peer)
+
+    def _responseVia(self, response: SIPResponse) -> Via:
+        """The response's top Via, parsed.
+
+        A response built by `responseTo` copies the request's Via lines, so
+        the request's top Via, already parsed and stamped with received and
+        rport by the transport, is the response's when the lines are equal.
+
+        Raises:
+            SIPParseError: the top Via is missing or malformed.
+        """
+        mine = response._index.get("via")
+        theirs = self.request._index.get("via")
+        if mine and theirs and mine[0] == theirs[0]:
+            return self.request.topVia
+        return response.topVia
 
     def _resend(self) -> None:
         if self._wire is not None:
             self.layer.transports.sendResponseBytes(*self._wire, self.peer)
-
-    def _slim(self) -> None:
-        """Drop what a completed transaction no longer needs.
-
-        A completed UDP transaction lives 32 s (Timer J) to absorb
-        retransmissions, and thousands of them are alive at any time under
-        load; keeping only the response's bytes, and a bare request and
-        response, saves about forty objects each for the garbage collector.
-        """
-        request = self.request
-        self.request = SIPRequest(
-            request.method,
-            request.uriText,
-            [("call-id", request.header("call-id") or "")],
-        )
-        response = self.lastResponse
-        if response is not None:
-            self.lastResponse = SIPResponse(response.code, response.phrase)
 
     def terminate(self) -> None:
         """End the transaction and cancel its timers."""
@@ -245,9 +372,11 @@ class NonInviteServerTransaction(ServerTransaction):
             self.onFinalResponse(self, response)
         if self.peer.reliable:
             self._schedule("J", 0.0, self.terminate)
+        elif self._wire is not None:
+            self.layer._complete(self, *self._wire)
         else:
-            self._slim()
-            self.layer._startTimerJ(self)
+            # The response could not be routed: nothing to retransmit.
+            self.terminate()
 
 
 class InviteServerTransaction(ServerTransaction):
@@ -346,10 +475,14 @@ class ClientTransaction(_Timed):
         self._connection: SIPStreamProtocol | None = None
 
     def start(self) -> None:
-        """Send the request and start Timers E and F."""
+        """Send the request and start Timers E and F.
+
+        Their first firing waits in the layer's queues (`_FixedDelayQueue`);
+        Timer E's later ones, rare, are delayed calls of their own.
+        """
         if not self.target.reliable:
-            self._schedule("E", T1, self._timerE, T1)
-        self._schedule("F", 64 * T1, self._timerF)
+            self.layer._timerEQueue.add(self)
+        self.layer._timerFQueue.add(self)
         self._transmit()
 
     def _transmit(self) -> None:
@@ -419,10 +552,19 @@ class ClientTransaction(_Timed):
             return
         self.state = "completed"
         self._cancel("E")
-        self._cancel("F")
-        delay = 0.0 if self.target.reliable else T4
-        self._schedule("K", delay, self.terminate)
+        if self.target.reliable:
+            self._schedule("K", 0.0, self.terminate)
+        else:
+            self.layer._timerKQueue.add(self)
         self.deferred.callback(response)
+
+    def _firstTimerE(self) -> None:
+        if self.state in ("trying", "proceeding") and "E" not in self._timers:
+            self._timerE(T1)
+
+    def _timerK(self) -> None:
+        if self.state == "completed":
+            self.terminate()
 
     def _finish(self, response: SIPResponse) -> None:
         self.terminate()
@@ -506,15 +648,20 @@ class TransactionLayer:
         self.transports = transports
         self.user = user
         self.serverHeader = serverHeader
-        self.server: dict[tuple[Any, ...], ServerTransaction] = {}
+        self.server: dict[
+            tuple[Any, ...], ServerTransaction | CompletedTransaction
+        ] = {}
         self.client: dict[tuple[Any, ...], ClientTransaction] = {}
         self.stats = TransactionStatistics()
         transports.sink = self
         # Timer J is the same for every UDP transaction, so the completed ones
         # wait in one queue, in order, behind one delayed call.
-        self._timerJQueue: deque[tuple[float, ServerTransaction]] = deque()
-        self._outsideDialog: dict[tuple[str, str, int, str], ServerTransaction] = {}
+        self._timerJQueue: deque[CompletedTransaction] = deque()
+        self._outsideDialog: dict[str, ServerTransaction | CompletedTransaction] = {}
         self._timerJCall: IDelayedCall | None = None
+        self._timerEQueue = _FixedDelayQueue(clock, T1, ClientTransaction._firstTimerE)
+        self._timerFQueue = _FixedDelayQueue(clock, 64 * T1, ClientTransaction._timerF)
+        self._timerKQueue = _FixedDelayQueue(clock, T4, ClientTransaction._timerK)
 
     # -- from the transports --------------------------------------------------
 
@@ -645,7 +792,9 @@ class TransactionLayer:
         fromTag = request.fromAddr.tag
         if request.toAddr.tag is not None or fromTag is None:
             return False
-        key = (fromTag, request.callId, request.cseq.number, request.method)
+        # One string rather than a tuple of four: it is kept as long as the
+        # transaction, through Timer J.  Tags and Call-IDs hold no space.
+        key = f"{fromTag} {request.callId} {request.cseq.number} {request.method}"
         other = self._outsideDialog.get(key)
         if other is not None and other is not transaction:
             return True
@@ -653,7 +802,9 @@ class TransactionLayer:
         transaction.mergeKey = key
         return False
 
-    def _serverEnded(self, transaction: ServerTransaction) -> None:
+    def _serverEnded(
+        self, transaction: ServerTransaction | CompletedTransaction
+    ) -> None:
         if self.server.get(transaction.key) is transaction:
             del self.server[transaction.key]
         key = transaction.mergeKey
@@ -663,10 +814,36 @@ class TransactionLayer:
     def _clientEnded(self, transaction: ClientTransaction) -> None:
         if self.client.get(transaction.key) is transaction:
             del self.client[transaction.key]
+        if not self.client:
+            # Nothing left to time: what the queues hold is stale.
+            self._clearClientQueues()
 
-    def _startTimerJ(self, transaction: ServerTransaction) -> None:
-        """End ``transaction`` after Timer J (64*T1) unless it ends before."""
-        self._timerJQueue.append((self.clock.seconds() + 64 * T1, transaction))
+    def _clearClientQueues(self) -> None:
+        for queue in (self._timerEQueue, self._timerFQueue, self._timerKQueue):
+            queue.clear()
+
+    def _complete(self, transaction: ServerTransaction, data: bytes, via: Via) -> None:
+        """Put a `CompletedTransaction` in place of ``transaction``; start Timer J.
+
+        RFC 3261 17.2.2: "When the server transaction enters the "Completed"
+        state, it MUST set Timer J to fire in 64*T1 seconds for unreliable
+        transports."
+        """
+        completed = CompletedTransaction(
+            self,
+            transaction.key,
+            data,
+            transaction._destination
+            or self.transports.datagramDestination(via, transaction.peer),
+            transaction.mergeKey,
+            self.clock.seconds() + 64 * T1,
+        )
+        if self.server.get(transaction.key) is transaction:
+            self.server[transaction.key] = completed
+        key = transaction.mergeKey
+        if key is not None and self._outsideDialog.get(key) is transaction:
+            self._outsideDialog[key] = completed
+        self._timerJQueue.append(completed)
         if self._timerJCall is None:
             self._timerJCall = self.clock.callLater(64 * T1, self._timerJ)
 
@@ -674,13 +851,13 @@ class TransactionLayer:
         self._timerJCall = None
         queue = self._timerJQueue
         now = self.clock.seconds()
-        while queue and queue[0][0] <= now:
-            _, transaction = queue.popleft()
-            if transaction.state == "completed":
-                transaction.terminate()
+        while queue and queue[0].due <= now:
+            completed = queue.popleft()
+            if completed.state == "completed":
+                completed.terminate()
         if queue:
             self._timerJCall = self.clock.callLater(
-                max(0.0, queue[0][0] - now), self._timerJ
+                max(0.0, queue[0].due - now), self._timerJ
             )
 
     def stop(self) -> None:
@@ -693,3 +870,4 @@ class TransactionLayer:
             server.terminate()
         for client in list(self.client.values()):
             client.terminate()
+        self._clearClientQueues()

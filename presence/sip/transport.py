@@ -18,9 +18,11 @@ above the bytes is the same for both.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import random
 import socket
+import sys
 from collections.abc import Callable
 from typing import Any, Final, cast
 from typing import Protocol as TypingProtocol
@@ -169,12 +171,27 @@ class Statistics:
 
 
 def isIPAddress(host: str) -> bool:
-    """Whether ``host`` is an IPv4 address or an IPv6 reference or address."""
+    """Whether ``host`` is an IPv4 address or an IPv6 reference or address.
+
+    The answers are kept (a few thousand hosts): every NOTIFY asks it of its
+    watcher's host.
+    """
+    known = _IP_LITERALS.get(host)
+    if known is not None:
+        return known
     try:
         ipaddress.ip_address(host.strip("[]"))
+        answer = True
     except ValueError:
-        return False
-    return True
+        answer = False
+    if len(_IP_LITERALS) >= 4096:
+        _IP_LITERALS.clear()
+    _IP_LITERALS[host] = answer
+    return answer
+
+
+#: Hosts -> whether they are IP literals, for `isIPAddress`.
+_IP_LITERALS: dict[str, bool] = {}
 
 
 class SIPDatagramProtocol(DatagramProtocol):
@@ -185,6 +202,9 @@ class SIPDatagramProtocol(DatagramProtocol):
     def __init__(self, transports: SIPTransports) -> None:
         """Report to ``transports``."""
         self.transports = transports
+        #: Hosts Twisted's ``Port.write`` accepted once (valid addresses of
+        #: the socket's family): `send` writes to them directly.
+        self._checkedHosts: set[str] = set()
 
     #: Socket buffer sizes asked for: bursts (a NOTIFY to thousands of
     #: watchers, and their thousands of 200s) overflow the kernel's default.
@@ -215,10 +235,34 @@ class SIPDatagramProtocol(DatagramProtocol):
                 or any socket error).
         """
         assert self.transport is not None
+        handle = self._socket
+        if handle is not None and host in self._checkedHosts:
+            # Twisted's Port.write checks the address on every datagram;
+            # this host passed those checks once, so write to the socket as
+            # Port.write does, errors handled the same way.
+            try:
+                handle.sendto(data, (host, port))
+                return
+            except InterruptedError:
+                pass
+            except OSError as e:
+                if e.errno == errno.ECONNREFUSED:
+                    # Port.write ignores it too: an earlier datagram's ICMP.
+                    return
+                if e.errno != errno.EMSGSIZE:
+                    raise TransportError(f"cannot send to {host}:{port}: {e}") from e
         try:
             self.transport.write(data, (host, port))
         except (OSError, ValueError, MessageLengthError) as e:
             raise TransportError(f"cannot send to {host}:{port}: {e}") from e
+        if handle is not None and len(self._checkedHosts) < 4096:
+            self._checkedHosts.add(host)
+
+    @property
+    def _socket(self) -> socket.socket | None:
+        """The listening port's socket; ``None`` for a fake transport."""
+        handle = getattr(self.transport, "socket", None)
+        return handle if isinstance(handle, socket.socket) else None
 
 
 @implementer(IHandshakeListener)
@@ -703,14 +747,37 @@ class SIPTransports:
             port = via.port or defaultPort(transport)
             self._sendOrLog(Peer(transport, host, port), data)
             return
+        self.sendDatagramTo(self.datagramDestination(via, peer), data)
+
+    def datagramDestination(
+        self, via: Via, peer: Peer | None = None
+    ) -> tuple[SIPDatagramProtocol, str, int] | None:
+        """Where a response over UDP with top Via ``via`` goes (RFC 3261 18.2.2).
+
+        The socket, host and port, worked out once, so that a completed
+        transaction keeps these three rather than the Via and the peer;
+        ``None`` when no UDP socket can send there (`sendDatagramTo` counts
+        and logs it).  The host is interned: the responses to one peer share
+        one copy.
+        """
+        host = sys.intern(via.received or via.host.strip("[]"))
         port = via.rport or via.port or DEFAULT_PORT
         protocol = peer.connection if peer is not None else None
         if not isinstance(protocol, SIPDatagramProtocol):
             protocol = self._udpFor(host)
         if protocol is None:
             self.log.warn("no UDP socket to send a response to {host}", host=host)
+            return None
+        return (protocol, host, port)
+
+    def sendDatagramTo(
+        self, destination: tuple[SIPDatagramProtocol, str, int] | None, data: bytes
+    ) -> None:
+        """Send a response's bytes to a `datagramDestination`."""
+        if destination is None:
             self.stats.sendErrors += 1
             return
+        protocol, host, port = destination
         try:
             self._writeDatagram(protocol, data, host, port)
         except TransportError as e:

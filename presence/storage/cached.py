@@ -113,8 +113,7 @@ class CachedStore:
                 if unclean:
                     self._dirty.subscriptions[subscription.key] = None
         for watcher in watchers:
-            rows = memory._watchers.get((watcher.presentity, watcher.event), {})
-            if watcher.key not in rows:
+            if memory.watcherRow(watcher) is None:
                 await memory.putWatcher(watcher)
         for binding in bindings:
             if binding.contact not in memory._bindings.get(binding.aor, {}):
@@ -334,8 +333,8 @@ class CachedStore:
         cseq = await self.memory.nextCSeq(key)
         if cseq is not None:
             row = self.memory._subscriptions[key]
-            for sibling in self.memory._byDialog.get(row.dialogKey, ()):
-                self._dirty.subscriptions[sibling] = None
+            for sibling in self.memory.dialogRows(row.dialogKey):
+                self._dirty.subscriptions[sibling.key] = None
         return cseq
 
     async def claimNotify(self, key: SubscriptionKey) -> Subscription | None:

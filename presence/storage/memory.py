@@ -4,7 +4,17 @@ For tests and throw-away runs, and the cache that the database-backed modes sit 
 
 Expiry costs O(log n) per change and O(k) per sweep for k expired rows: each
 put pushes (expires, key) on a heap, and a sweep pops only what is due,
-skipping entries that a later put made stale.
+skipping entries that a later put made stale (the row is gone, or its expiry
+is no longer the one pushed).
+
+Memory matters here: with a phone population every subscription has a
+presentity and a watcher row of its own, so an index that holds one small
+dict per presentity costs more than the subscription itself. The indexes
+hold a lone key (or row) directly and a dict only when there are several
+(`_add`, `_drop`, `_members`), are nested by event (a handful of packages)
+so that no (presentity, event) tuple is made per row, find a dialog's
+subscriptions by Call-ID, and the expiry heap keeps no second dict of due
+times: the row's own ``expires`` says whether an entry is current.
 
 The paged listings of the administration interface read ordered indexes of
 the keys (`SortedKeys`), kept up to date when a row comes or goes (not when
@@ -15,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
+import operator
 from bisect import bisect_right
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any, Final, TypeVar
@@ -47,35 +58,92 @@ SCAN_FACTOR: Final = 10
 
 
 class _ExpiryHeap:
-    """Due times of keyed rows, with stale entries skipped lazily."""
+    """Due times of keyed rows; an entry is current while ``due(key)`` is its time.
 
-    def __init__(self) -> None:
-        self._heap: list[tuple[float, int, Hashable]] = []
-        self._due: dict[Hashable, float] = {}
-        self._counter = 0
+    ``due`` reads the row's expiry from its table (``None`` when the row is
+    gone), so that nothing but the heap's own (time, key) pairs is kept.
+    """
+
+    def __init__(
+        self, due: Callable[[Any], float | None], size: Callable[[], int]
+    ) -> None:
+        self._heap: list[tuple[float, Any]] = []
+        self._dueOf = due
+        self._size = size
 
     def set(self, key: Hashable, when: float) -> None:
-        if self._due.get(key) == when:
-            return
-        self._due[key] = when
-        self._counter += 1
-        heapq.heappush(self._heap, (when, self._counter, key))
-        if len(self._heap) > 2 * len(self._due) + 1024:
-            self._heap = [(w, i, k) for w, i, k in self._heap if self._due.get(k) == w]
+        heapq.heappush(self._heap, (when, key))
+        if len(self._heap) > 2 * self._size() + 1024:
+            due = self._dueOf
+            self._heap = [(w, k) for w, k in self._heap if due(k) == w]
             heapq.heapify(self._heap)
 
     def discard(self, key: Hashable) -> None:
-        self._due.pop(key, None)
+        """Nothing to do: the row is gone, so its entries are stale."""
 
     def popDue(self, now: float) -> list[Hashable]:
-        out = []
+        out: list[Hashable] = []
+        seen: set[Hashable] = set()
         heap = self._heap
+        due = self._dueOf
         while heap and heap[0][0] <= now:
-            when, _, key = heapq.heappop(heap)
-            if self._due.get(key) == when:
-                del self._due[key]
+            when, key = heapq.heappop(heap)
+            if key not in seen and due(key) == when:
+                seen.add(key)
                 out.append(key)
         return out
+
+
+def _add(index: dict[str, Any], name: str, key: Hashable, row: Any, keyOf: Any) -> None:
+    """Put ``row`` (named ``key``) under ``name`` in ``index``.
+
+    ``index[name]`` is absent, a lone row, or a dict of rows by key when
+    there are several: nearly every presentity of a phone population has one
+    subscription and one watcher, and a dict is the size of several rows.
+    ``keyOf(row)`` is a row's key.
+    """
+    members = index.get(name)
+    if members is None:
+        index[name] = row
+    elif type(members) is dict:
+        members[key] = row
+    elif keyOf(members) == key:
+        index[name] = row
+    else:
+        index[name] = {keyOf(members): members, key: row}
+
+
+def _drop(index: dict[str, Any], name: str, key: Hashable, keyOf: Any) -> None:
+    """Take the row named ``key`` from under ``name`` in ``index``."""
+    members = index.get(name)
+    if members is None:
+        return
+    if type(members) is dict:
+        members.pop(key, None)
+        if len(members) == 1:
+            index[name] = next(iter(members.values()))
+        elif not members:
+            del index[name]
+    elif keyOf(members) == key:
+        del index[name]
+
+
+def _members(index: dict[str, Any], name: str) -> list[Any]:
+    """The rows under ``name`` in ``index``, in the order they came."""
+    members = index.get(name)
+    if members is None:
+        return []
+    if type(members) is dict:
+        return list(members.values())
+    return [members]
+
+
+#: A subscription's key, from its fields (what ``Subscription.key`` makes).
+_SUBSCRIPTION_KEY: Final = operator.attrgetter(
+    "callId", "toTag", "fromTag", "event", "eventId"
+)
+#: What tells a presentity's watcher rows of one event apart.
+_WATCHER_OF: Final = operator.attrgetter("watcherUsername", "watcherDomain")
 
 
 @implementer(IPresenceStore)
@@ -86,18 +154,22 @@ class MemoryStore:
         """Start empty."""
         self.ready = True
         self._publications: dict[tuple[str, str], dict[str, Publication]] = {}
-        self._publicationExpiry = _ExpiryHeap()
+        self._publicationExpiry = _ExpiryHeap(
+            self._publicationDue, lambda: len(self._publications)
+        )
         self._subscriptions: dict[SubscriptionKey, Subscription] = {}
-        self._byPresentity: dict[tuple[str, str], dict[SubscriptionKey, None]] = {}
-        # A list, not a dict: a dialog nearly always holds one subscription,
-        # and a one-element list is a quarter of the size of a dict.
-        self._byDialog: dict[DialogKey, list[SubscriptionKey]] = {}
-        self._subscriptionExpiry = _ExpiryHeap()
-        self._watchers: dict[
-            tuple[str, str], dict[tuple[str, str, str, str], Watcher]
-        ] = {}
+        # event -> presentity -> the subscriptions' keys (see `_add`).
+        self._byPresentity: dict[str, dict[str, Any]] = {}
+        # Call-ID -> the keys of the subscriptions of dialogs with that
+        # Call-ID (see `_add`); the tags tell the dialogs apart.
+        self._byCallId: dict[str, Any] = {}
+        self._subscriptionExpiry = _ExpiryHeap(
+            self._subscriptionDue, lambda: len(self._subscriptions)
+        )
+        # event -> presentity -> (watcher user, domain) -> row (see `_add`).
+        self._watchers: dict[str, dict[str, Any]] = {}
         self._bindings: dict[str, dict[str, Binding]] = {}
-        self._bindingExpiry = _ExpiryHeap()
+        self._bindingExpiry = _ExpiryHeap(self._bindingDue, lambda: len(self._bindings))
         # For the listings: the keys in order, the events ever stored (a
         # handful: the packages served), the rows by event.
         self._publicationKeys: SortedKeys[PublicationKey] = SortedKeys()
@@ -149,6 +221,10 @@ class MemoryStore:
         self._publicationKeys.discard((username, domain, event, etag))
         self._counts.publications[event] -= 1
 
+    def _publicationDue(self, key: tuple[str, str, str]) -> float | None:
+        row = self._publications.get(key[:2], {}).get(key[2])
+        return None if row is None else row.expires
+
     async def removePublication(
         self, presentity: str, event: str, etag: str
     ) -> Publication | None:
@@ -179,20 +255,34 @@ class MemoryStore:
 
     # -- subscriptions ------------------------------------------------------------
 
+    def _subscriptionDue(self, key: SubscriptionKey) -> float | None:
+        row = self._subscriptions.get(key)
+        return None if row is None else row.expires
+
     async def subscription(self, key: SubscriptionKey) -> Subscription | None:
         """See `IPresenceStore.subscription`."""
         row = self._subscriptions.get(key)
         return None if row is None else row.copy()
 
+    def dialogRows(self, dialog: DialogKey) -> list[Subscription]:
+        """The rows (not copies) of the subscriptions of a dialog."""
+        callId, toTag, fromTag = dialog
+        return [
+            row
+            for row in _members(self._byCallId, callId)
+            if row.toTag == toTag and row.fromTag == fromTag
+        ]
+
     async def dialogSubscriptions(self, dialog: DialogKey) -> list[Subscription]:
         """See `IPresenceStore.dialogSubscriptions`."""
-        keys = self._byDialog.get(dialog, ())
-        return [self._subscriptions[k].copy() for k in keys]
+        return [row.copy() for row in self.dialogRows(dialog)]
 
     async def subscriptions(self, presentity: str, event: str) -> list[Subscription]:
         """See `IPresenceStore.subscriptions`."""
-        keys = self._byPresentity.get((presentity, event), {})
-        return [self._subscriptions[k].copy() for k in keys]
+        byPresentity = self._byPresentity.get(event)
+        if byPresentity is None:
+            return []
+        return [row.copy() for row in _members(byPresentity, presentity)]
 
     async def putSubscription(self, subscription: Subscription) -> None:
         """See `IPresenceStore.putSubscription`."""
@@ -203,35 +293,27 @@ class MemoryStore:
             self._events.add(subscription.event)
             counts = self._counts.subscriptions
             counts[subscription.event] = counts.get(subscription.event, 0) + 1
-        elif (old.presentity, old.event) != (
-            subscription.presentity,
-            subscription.event,
-        ):
-            self._unindex(old)
-        self._subscriptions[key] = subscription.copy()
-        self._byPresentity.setdefault(
-            (subscription.presentity, subscription.event), {}
-        )[key] = None
-        siblings = self._byDialog.get(subscription.dialogKey)
-        if siblings is None:
-            self._byDialog[subscription.dialogKey] = [key]
-        elif key not in siblings:
-            siblings.append(key)
-        self._subscriptionExpiry.set(key, subscription.expires)
+        elif old.presentity != subscription.presentity:
+            _drop(self._byPresentity[old.event], old.presentity, key, _SUBSCRIPTION_KEY)
+        row = subscription.copy()
+        self._subscriptions[key] = row
+        _add(
+            self._byPresentity.setdefault(row.event, {}),
+            row.presentity,
+            key,
+            row,
+            _SUBSCRIPTION_KEY,
+        )
+        _add(self._byCallId, row.callId, key, row, _SUBSCRIPTION_KEY)
+        if old is None or old.expires != row.expires:
+            self._subscriptionExpiry.set(key, row.expires)
 
     def _unindex(self, row: Subscription) -> None:
-        index = (row.presentity, row.event)
-        keys = self._byPresentity.get(index)
-        if keys is not None:
-            keys.pop(row.key, None)
-            if not keys:
-                del self._byPresentity[index]
-        dialog = self._byDialog.get(row.dialogKey)
-        if dialog is not None:
-            if row.key in dialog:
-                dialog.remove(row.key)
-            if not dialog:
-                del self._byDialog[row.dialogKey]
+        key = row.key
+        byPresentity = self._byPresentity.get(row.event)
+        if byPresentity is not None:
+            _drop(byPresentity, row.presentity, key, _SUBSCRIPTION_KEY)
+        _drop(self._byCallId, row.callId, key, _SUBSCRIPTION_KEY)
 
     async def removeSubscription(self, key: SubscriptionKey) -> Subscription | None:
         """See `IPresenceStore.removeSubscription`."""
@@ -242,7 +324,6 @@ class MemoryStore:
         if row is None:
             return None
         self._unindex(row)
-        self._subscriptionExpiry.discard(key)
         self._subscriptionKeys.discard(key)
         self._counts.subscriptions[row.event] -= 1
         return row
@@ -261,9 +342,7 @@ class MemoryStore:
         row = self._subscriptions.get(key)
         if row is None:
             return None
-        siblings = [
-            self._subscriptions[k] for k in self._byDialog.get(row.dialogKey, ())
-        ]
+        siblings = self.dialogRows(row.dialogKey)
         cseq = max(s.localCSeq for s in siblings) + 1
         for sibling in siblings:
             sibling.localCSeq = cseq
@@ -277,33 +356,57 @@ class MemoryStore:
 
     # -- watchers -------------------------------------------------------------------
 
+    def watcherRow(self, watcher: Watcher) -> Watcher | None:
+        """The row (not a copy) kept under ``watcher``'s key, if any."""
+        rows = self._watchers.get(watcher.event)
+        if rows is None:
+            return None
+        for row in _members(rows, watcher.presentity):
+            if _WATCHER_OF(row) == _WATCHER_OF(watcher):
+                found: Watcher = row
+                return found
+        return None
+
     async def watchers(self, presentity: str, event: str) -> list[Watcher]:
         """See `IPresenceStore.watchers`."""
-        rows = self._watchers.get((presentity, event), {})
-        return [dataclasses.replace(w) for w in rows.values()]
+        rows = self._watchers.get(event)
+        if rows is None:
+            return []
+        return [_copyWatcher(w) for w in _members(rows, presentity)]
 
     async def putWatcher(self, watcher: Watcher) -> None:
         """See `IPresenceStore.putWatcher`."""
-        rows = self._watchers.setdefault((watcher.presentity, watcher.event), {})
-        key = watcher.key
-        if key not in rows:
-            self._watcherKeys.add(key)
+        if self.watcherRow(watcher) is None:
+            self._watcherKeys.add(watcher.key)
             self._events.add(watcher.event)
             counts = self._counts.watchers
             counts[watcher.event] = counts.get(watcher.event, 0) + 1
-        rows[key] = dataclasses.replace(watcher)
+        _add(
+            self._watchers.setdefault(watcher.event, {}),
+            watcher.presentity,
+            _WATCHER_OF(watcher),
+            _copyWatcher(watcher),
+            _WATCHER_OF,
+        )
 
     async def removeWatcher(self, watcher: Watcher) -> None:
         """See `IPresenceStore.removeWatcher`."""
-        rows = self._watchers.get((watcher.presentity, watcher.event))
-        if rows is not None:
-            if rows.pop(watcher.key, None) is not None:
-                self._watcherKeys.discard(watcher.key)
-                self._counts.watchers[watcher.event] -= 1
-            if not rows:
-                del self._watchers[(watcher.presentity, watcher.event)]
+        if self.watcherRow(watcher) is None:
+            return
+        _drop(
+            self._watchers[watcher.event],
+            watcher.presentity,
+            _WATCHER_OF(watcher),
+            _WATCHER_OF,
+        )
+        self._watcherKeys.discard(watcher.key)
+        self._counts.watchers[watcher.event] -= 1
 
     # -- bindings -------------------------------------------------------------------
+
+    def _bindingDue(self, key: tuple[str, str]) -> float | None:
+        row = self._bindings.get(key[0], {}).get(key[1])
+        return None if row is None else row.expires
 
     async def bindings(self, aor: str) -> list[Binding]:
         """See `IPresenceStore.bindings`."""
@@ -392,7 +495,10 @@ class MemoryStore:
             keys = [
                 key
                 for ev in self._eventsOf(event)
-                for key in self._byPresentity.get((presentity, ev), {})
+                for key in map(
+                    _SUBSCRIPTION_KEY,
+                    _members(self._byPresentity.get(ev, {}), presentity),
+                )
             ]
             return _page(_sortedAfter(keys, after, 5), row, limit)
         return _page(
@@ -412,13 +518,16 @@ class MemoryStore:
         """See `IPresenceStore.listWatchers`."""
 
         def row(key: WatcherKey) -> Watcher:
-            return dataclasses.replace(self._watchers[(key[0], key[3])][key])
+            for found in _members(self._watchers.get(key[3], {}), key[0]):
+                if _WATCHER_OF(found) == key[1:3]:
+                    return _copyWatcher(found)
+            raise KeyError(key)
 
         if presentity is not None:
             keys = [
-                key
+                w.key
                 for ev in self._eventsOf(event)
-                for key in self._watchers.get((presentity, ev), {})
+                for w in _members(self._watchers.get(ev, {}), presentity)
             ]
             return _page(_sortedAfter(keys, after, 4), row, limit)
         return _page(
@@ -447,9 +556,22 @@ class MemoryStore:
         return {
             "publications": sum(len(r) for r in self._publications.values()),
             "subscriptions": len(self._subscriptions),
-            "watchers": sum(len(r) for r in self._watchers.values()),
+            "watchers": sum(self._counts.watchers.values()),
             "bindings": sum(len(r) for r in self._bindings.values()),
         }
+
+
+def _copyWatcher(row: Watcher) -> Watcher:
+    """A copy of a watcher row (positional: faster than ``replace``)."""
+    return Watcher(
+        row.presentity,
+        row.watcherUsername,
+        row.watcherDomain,
+        row.event,
+        row.status,
+        row.reason,
+        row.insertedTime,
+    )
 
 
 def _key(after: tuple[str, ...] | None, size: int) -> Any:

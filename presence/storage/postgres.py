@@ -18,11 +18,12 @@ synchronously, which would block the reactor.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Final
 
 import psycopg2
 import psycopg2.extensions
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import CancelledError, Deferred, DeferredList
 from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.internet.error import ConnectionClosed
 from twisted.internet.interfaces import IDelayedCall
@@ -33,8 +34,28 @@ from txpostgres import txpostgres
 
 from presence._async import detach
 from presence.storage.errors import StorageError
+from presence.storage.records import Publication, Subscription, SubscriptionKey, Watcher
+from presence.storage.rows import (
+    Row,
+    addressValues,
+    publicationFromRow,
+    subscriptionFromRow,
+    subscriptionKeyValues,
+    subscriptionRow,
+    watcherRow,
+)
 from presence.storage.runner import SQLRunner
 from presence.storage.sql import SQLStore
+from presence.storage.statements import (
+    ACTIVE_WATCHERS,
+    CLAIM_WITH_PUBLICATIONS,
+    PUT_WITH_PUBLICATIONS,
+    REMOVE_WITH_PUBLICATIONS,
+    SIGNAL,
+    TRACK_ENDED_WATCHER,
+    TRACK_WATCHER,
+    compileStatement,
+)
 from presence.storage.statistics import StorageStatistics
 from presence.storage.waiters import Waiters
 
@@ -54,6 +75,9 @@ KEEPALIVES: Final = {
 
 _ERRORS: Final[tuple[type[BaseException], ...]] = (
     psycopg2.Error,
+    # What txpostgres makes of a statement PostgreSQL cancelled (its
+    # statement_timeout, db_statement_timeout): the database is stuck.
+    CancelledError,
     # Text psycopg2 cannot encode (lone surrogates), or a NUL in a string.
     ValueError,
     ConnectionClosed,
@@ -242,11 +266,39 @@ class _ConnectionPool(txpostgres.ConnectionPool):  # type: ignore[misc]  # untyp
             except BaseException as e:
                 if isDisconnection(e):
                     connection.broken = True
+                else:
+                    await self._endTransaction(connection)
                 raise
         finally:
             self.connections.add(connection)
             if self.closed:
                 connection.abandon()
+
+    async def _endTransaction(self, connection: _Connection) -> None:
+        """Roll back what a failed query left open (an explicit ``BEGIN``).
+
+        A query of several statements that begins a transaction itself
+        (`PUT_WITH_PUBLICATIONS
+        <presence.storage.statements.PUT_WITH_PUBLICATIONS>`) and fails
+        inside it leaves the connection in an aborted transaction, which
+        would refuse every later statement.
+        """
+        raw = connection.pollable()
+        if raw is None or raw.closed:
+            return
+        try:
+            status = raw.get_transaction_status()
+        except psycopg2.Error:
+            connection.broken = True
+            return
+        if status in (
+            psycopg2.extensions.TRANSACTION_STATUS_INERROR,
+            psycopg2.extensions.TRANSACTION_STATUS_INTRANS,
+        ):
+            try:
+                await connection.runOperation("ROLLBACK")
+            except _ERRORS:
+                connection.broken = True
 
 
 class PostgresStore(SQLStore):
@@ -262,6 +314,7 @@ class PostgresStore(SQLStore):
         retryDelay: float = 1.0,
         maxRetryDelay: float = 30.0,
         stats: StorageStatistics | None = None,
+        statementTimeout: float = 0.0,
     ) -> None:
         """Make a store of the database at ``dsn``; `start` connects.
 
@@ -276,8 +329,13 @@ class PostgresStore(SQLStore):
                 probes it again; the delay doubles up to ``maxRetryDelay``.
             maxRetryDelay: the longest delay between probes.
             stats: where failed statements are counted.
+            statementTimeout: seconds any statement may run before
+                PostgreSQL cancels it (its ``statement_timeout``, set on
+                every connection), so that a stuck database fails the call
+                (503) instead of holding the request; 0: no limit.
         """
         super().__init__("postgres", _TABLES, stats)
+        self.statementTimeout = statementTimeout
         self._reactor = reactor
         self.dsn = dsn
         self._size = connections
@@ -301,7 +359,7 @@ class PostgresStore(SQLStore):
             given = psycopg2.extensions.parse_dsn(self.dsn)
         except psycopg2.Error as e:
             raise StorageError(f"postgres: bad connection string: {e}") from e
-        extra = {k: v for k, v in KEEPALIVES.items() if k not in given}
+        extra = self._connectionOptions(given)
         pool = _ConnectionPool(
             self._reactor, self.dsn, self._size, self._connectTimeout, **extra
         )
@@ -322,6 +380,147 @@ class PostgresStore(SQLStore):
         )
         self.ready = True
         self.log.info("PostgreSQL pool of {n} connections ready", n=self._size)
+
+    def _connectionOptions(self, given: dict[str, str]) -> dict[str, str]:
+        """The libpq options added to the DSN: keep-alives, the timeout."""
+        extra = {k: v for k, v in KEEPALIVES.items() if k not in given}
+        if self.statementTimeout > 0 and "options" not in given:
+            milliseconds = max(1, round(self.statementTimeout * 1000))
+            extra["options"] = f"-c statement_timeout={milliseconds}"
+        return extra
+
+    def listener(
+        self, onNotify: Callable[[str, str], Any], onLost: Callable[[], Any]
+    ) -> PostgresListener:
+        """A connection of its own for ``LISTEN``, with this store's options.
+
+        Args:
+            onNotify: called with the channel and the payload of each
+                notification.
+            onLost: called once when the connection breaks.
+        """
+        given = psycopg2.extensions.parse_dsn(self.dsn)
+        return PostgresListener(
+            self._reactor,
+            self.dsn,
+            self._connectTimeout,
+            onNotify,
+            onLost,
+            self._connectionOptions(given),
+        )
+
+    async def claimWithPublications(
+        self, key: SubscriptionKey, presentity: str
+    ) -> tuple[Subscription | None, list[Publication]]:
+        """``claimNotify`` for the owner, and the publications, in one round trip.
+
+        Shared mode only (an ``owner``): one statement, `CLAIM_WITH_PUBLICATIONS
+        <presence.storage.statements.CLAIM_WITH_PUBLICATIONS>`.
+
+        Args:
+            key: the subscription.
+            presentity: its presentity's address of record, ``user@domain``.
+
+        Returns:
+            The subscription with its new CSeq (``None`` if it is gone or not
+            this server's), and the presentity's publications of its event.
+        """
+        assert self.owner is not None
+        values = {
+            **subscriptionKeyValues(key),
+            **addressValues(presentity),
+            "owner": self.owner,
+        }
+        return self._withPublications(
+            await self._query(CLAIM_WITH_PUBLICATIONS, values)
+        )
+
+    def _withPublications(
+        self, rows: list[Row]
+    ) -> tuple[Subscription | None, list[Publication]]:
+        """A subscription's row repeated once per publication, split."""
+        if not rows:
+            return None, []
+        width = len(ACTIVE_WATCHERS.columns)
+        subscription = subscriptionFromRow(rows[0][:width])
+        publications = [
+            publicationFromRow(row[width:]) for row in rows if row[width] is not None
+        ]
+        return subscription, publications
+
+    async def removeWithPublications(
+        self, key: SubscriptionKey, presentity: str
+    ) -> tuple[Subscription | None, list[Publication]]:
+        """``removeSubscription``, and the publications, in one round trip.
+
+        Args:
+            key: the subscription.
+            presentity: its presentity's address of record.
+
+        Returns:
+            The removed subscription (``None`` if there was none) and the
+            presentity's publications of its event.
+        """
+        rows = await self._query(
+            REMOVE_WITH_PUBLICATIONS,
+            {**subscriptionKeyValues(key), **addressValues(presentity)},
+        )
+        return self._withPublications(rows)
+
+    async def trackWatcher(
+        self,
+        watcher: Watcher,
+        ended: SubscriptionKey | None,
+        winfoEvent: str,
+    ) -> list[Subscription]:
+        """The watcher tracker's row, and the winfo subscriptions, in one trip.
+
+        Args:
+            watcher: the row to write.
+            ended: the key of the subscription that ended, when the row must
+                go unless the watcher has another subscription (then it is
+                written); ``None``: the row is written.
+            winfoEvent: the watcher-information package whose subscriptions
+                to the presentity are returned (``""``: none).
+
+        Returns:
+            Those subscriptions.
+        """
+        values: dict[str, object] = {**watcherRow(watcher), "winfo_event": winfoEvent}
+        statement = TRACK_WATCHER
+        if ended is not None:
+            statement = TRACK_ENDED_WATCHER
+            values.update(subscriptionKeyValues(ended))
+            values["event"] = watcher.event
+        rows = await self._query(statement, values)
+        return [subscriptionFromRow(row) for row in rows]
+
+    async def putWithPublications(
+        self, subscription: Subscription, presentity: str
+    ) -> list[Publication]:
+        """``putSubscription``, and the publications, in one round trip.
+
+        Args:
+            subscription: the new subscription, its ``localCSeq`` already
+                the first NOTIFY's.
+            presentity: its presentity's address of record.
+
+        Returns:
+            The presentity's publications of the subscription's event.
+        """
+        rows = await self._query(
+            PUT_WITH_PUBLICATIONS,
+            {**subscriptionRow(subscription), **addressValues(presentity)},
+        )
+        return [publicationFromRow(row) for row in rows]
+
+    async def signal(self, channel: str, payload: str) -> None:
+        """``NOTIFY`` a channel (``pg_notify``), through the pool.
+
+        Raises:
+            StorageError: the database could not be reached.
+        """
+        await self._query(SIGNAL, {"channel": channel, "payload": payload})
 
     async def stop(self) -> None:
         """Close the pool; calls made afterwards raise `StorageError`."""
@@ -361,3 +560,118 @@ class PostgresStore(SQLStore):
             self._delay = self._retryDelay
         else:
             self._scheduleProbe()
+
+
+class _ListenConnection(_Connection):
+    """A connection that says when it breaks."""
+
+    onLost: Callable[[], Any] | None = None
+
+    def connectionLost(self, reason: Any) -> None:
+        """The socket closed: tell the listener once."""
+        self.broken = True
+        try:
+            txpostgres.Connection.connectionLost(self, reason)
+        finally:
+            onLost, self.onLost = self.onLost, None
+            if onLost is not None:
+                onLost()
+
+
+class PostgresListener:
+    """One connection of its own that listens, and runs a few statements.
+
+    Notifications arrive only on the connection that listens, so it is not
+    one of the pool's. It also runs the statements whose success must mean
+    that notifications can arrive (the cluster's heartbeat): when it breaks,
+    they fail, and `start` connects and listens again.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor: Any,
+        dsn: str,
+        connectTimeout: float,
+        onNotify: Callable[[str, str], Any],
+        onLost: Callable[[], Any],
+        options: dict[str, str],
+    ) -> None:
+        """Listen on ``dsn``; `start` connects.
+
+        Args:
+            reactor: what the connection runs on.
+            dsn: the database.
+            connectTimeout: how long a connection attempt may take.
+            onNotify: called with the channel and payload of a notification.
+            onLost: called when an established connection breaks.
+            options: libpq options added to the DSN.
+        """
+        self._reactor = reactor
+        self._dsn = dsn
+        self._connectTimeout = connectTimeout
+        self._onNotify = onNotify
+        self._onLost = onLost
+        self._options = options
+        self._connection: _ListenConnection | None = None
+
+    @property
+    def alive(self) -> bool:
+        """Whether the connection is up (it may still break at any moment)."""
+        return self._connection is not None and self._connection.alive
+
+    async def start(self, channel: str, setup: list[str]) -> None:
+        """Connect, run ``setup`` in one transaction, and listen on ``channel``.
+
+        Raises:
+            StorageError: the server cannot be reached.
+        """
+        self.close()
+        connection = _ListenConnection(self._reactor)
+        timeout = self._reactor.callLater(self._connectTimeout, connection.abandon)
+        try:
+            await connection.connect(self._dsn, **self._options)
+            if setup:
+                await connection.runOperation(";\n".join(setup))
+            await connection.runOperation(f'LISTEN "{channel}"')
+        except _ERRORS as e:
+            connection.abandon()
+            raise StorageError(f"postgres: cannot listen: {e}") from e
+        finally:
+            if timeout.active():
+                timeout.cancel()
+        connection.addNotifyObserver(self._notified)
+        connection.onLost = self._lost
+        self._connection = connection
+
+    def _notified(self, notify: Any) -> None:
+        self._onNotify(notify.channel, notify.payload)
+
+    def _lost(self) -> None:
+        self._onLost()
+
+    async def query(self, sql: str, values: dict[str, object]) -> list[Any]:
+        """Run one statement with ``:name`` placeholders; its rows.
+
+        Raises:
+            StorageError: the connection is down or broke.
+        """
+        connection = self._connection
+        if connection is None or not connection.alive:
+            raise StorageError("postgres: the listening connection is down")
+        statement = compileStatement(sql, "pyformat")
+        try:
+            rows = await connection.runQuery(statement.text, statement.bind(values))
+        except _ERRORS as e:
+            if isDisconnection(e):
+                connection.broken = True
+            raise StorageError(f"postgres: {type(e).__name__}: {e}") from e
+        return list(rows)
+
+    def close(self) -> None:
+        """Close the connection, if any; no `onLost` for it."""
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.onLost = None
+            connection.abandon()

@@ -16,7 +16,7 @@ merges what it loads later.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 from twisted.application.service import Service
@@ -89,6 +89,10 @@ class StorageService(Service):
         #: Called with the reason when the database cannot be used at all;
         #: ``tap`` stops the reactor.
         self.onRefused: Callable[[str], Any] | None = None
+        #: Awaited once the database is open and its schema checked, before
+        #: the store serves (shared mode: the cluster member listens first,
+        #: so that no signal to it is lost); a `StorageError` is retried.
+        self.onOpen: Callable[[], Awaitable[Any]] | None = None
 
     @property
     def serving(self) -> bool:
@@ -130,6 +134,8 @@ class StorageService(Service):
         try:
             await self.database.start()
             await self.database.ensureSchema(self.createTables)
+            if self.onOpen is not None:
+                await self.onOpen()
             if isinstance(self.store, CachedStore):
                 await self.store.load()
         except SchemaError as e:

@@ -53,6 +53,7 @@ from presence.storage.runner import SQLRunner as SQLRunner
 from presence.storage.statements import ACTIVE_WATCHERS as ACTIVE_WATCHERS
 from presence.storage.statements import (
     CLAIM_NOTIFY,
+    CLAIM_OWNED,
     COUNT_BY_EVENT,
     DELETE_BINDING,
     DELETE_PUBLICATION,
@@ -60,6 +61,7 @@ from presence.storage.statements import (
     DELETE_SUBSCRIPTION,
     DELETE_WATCHER,
     EXPIRE_BINDINGS,
+    EXPIRE_OWNED_SUBSCRIPTIONS,
     EXPIRE_PUBLICATIONS,
     EXPIRE_SUBSCRIPTIONS,
     NEXT_CSEQ,
@@ -70,17 +72,21 @@ from presence.storage.statements import (
     SELECT_BINDINGS,
     SELECT_DIALOG,
     SELECT_MARKER,
+    SELECT_OWNED_SUBSCRIPTIONS,
     SELECT_PUBLICATION,
     SELECT_PUBLICATIONS,
     SELECT_SCHEMA_VERSION,
     SELECT_SUBSCRIPTION,
     SELECT_SUBSCRIPTIONS,
     SELECT_WATCHERS,
+    TAKE_OVER,
+    UPDATE_VERSION,
     UPGRADABLE_VERSIONS,
     UPSERT_BINDING,
     UPSERT_MARKER,
     UPSERT_PUBLICATION,
     UPSERT_SUBSCRIPTION,
+    UPSERT_SUBSCRIPTION_SHARED,
     UPSERT_WATCHER,
     Table,
     batchDeletes,
@@ -177,6 +183,9 @@ class SQLStore:
         self.dialect = dialect
         self._tablesQuery = tablesQuery
         self.runner: SQLRunner | None = None
+        #: The server id of this server in shared mode (the ``sharing_tag``
+        #: it writes), or ``None``: then every row is this server's.
+        self.owner: str | None = None
         self._ready = False
         self._readyWaiters = Waiters()
 
@@ -411,8 +420,48 @@ class SQLStore:
         return [subscriptionFromRow(row) for row in rows]
 
     async def putSubscription(self, subscription: Subscription) -> None:
-        """See `IPresenceStore.putSubscription`."""
-        await self._execute(UPSERT_SUBSCRIPTION, subscriptionRow(subscription))
+        """See `IPresenceStore.putSubscription`.
+
+        In shared mode (an `owner`), the CSeq and the body version are never
+        lowered: the row put may have been read before the owner's last
+        NOTIFY.
+        """
+        statement = (
+            UPSERT_SUBSCRIPTION if self.owner is None else UPSERT_SUBSCRIPTION_SHARED
+        )
+        await self._execute(statement, subscriptionRow(subscription))
+
+    async def putVersion(self, key: SubscriptionKey, version: int) -> None:
+        """Raise one subscription's body version, touching nothing else.
+
+        What the notifier writes after a body that counts versions (winfo,
+        dialog), so that it never overwrites a refresh made meanwhile.
+        """
+        await self._execute(
+            UPDATE_VERSION, {**subscriptionKeyValues(key), "version": version}
+        )
+
+    async def ownedSubscriptions(self) -> list[Subscription]:
+        """Every subscription whose ``sharing_tag`` is `owner` (shared mode)."""
+        rows = await self._query(SELECT_OWNED_SUBSCRIPTIONS, {"owner": self.owner})
+        return [subscriptionFromRow(row) for row in rows]
+
+    async def takeOver(self, cutoff: float) -> list[Subscription]:
+        """Make `owner` the owner of every subscription of a silent member.
+
+        One ``UPDATE ... RETURNING`` (`TAKE_OVER
+        <presence.storage.statements.TAKE_OVER>`): with several survivors
+        running it at once, each subscription goes to exactly one of them.
+
+        Args:
+            cutoff: a member whose heartbeat is older than this is dead.
+
+        Returns:
+            The subscriptions taken over, as they are now.
+        """
+        assert self.owner is not None
+        rows = await self._query(TAKE_OVER, {"owner": self.owner, "cutoff": cutoff})
+        return [subscriptionFromRow(row) for row in rows]
 
     async def removeSubscription(self, key: SubscriptionKey) -> Subscription | None:
         """See `IPresenceStore.removeSubscription`."""
@@ -424,7 +473,14 @@ class SQLStore:
 
         One ``DELETE ... RETURNING``, as for publications.
         """
-        rows = await self._query(EXPIRE_SUBSCRIPTIONS, {"now": now})
+        if self.owner is None:
+            rows = await self._query(EXPIRE_SUBSCRIPTIONS, {"now": now})
+        else:
+            # Shared mode: the owner's rows only, so that each expiry's final
+            # NOTIFY comes from the server that sends the others.
+            rows = await self._query(
+                EXPIRE_OWNED_SUBSCRIPTIONS, {"now": now, "owner": self.owner}
+            )
         return sorted(
             (subscriptionFromRow(row) for row in rows), key=lambda s: s.expires
         )
@@ -448,7 +504,12 @@ class SQLStore:
         The two updates of `nextCSeq`, the second returning the dialog's
         rows: one transaction, one round trip on PostgreSQL.
         """
-        values = subscriptionKeyValues(key)
+        values: dict[str, object] = subscriptionKeyValues(key)
+        if self.owner is not None:
+            # Shared mode: one statement, nothing unless the subscription is
+            # this server's.
+            rows = await self._query(CLAIM_OWNED, {**values, "owner": self.owner})
+            return subscriptionFromRow(rows[0]) if rows else None
         rows = await self._transaction(
             [(statement, values) for statement in CLAIM_NOTIFY], fetch=True
         )

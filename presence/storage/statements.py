@@ -544,3 +544,177 @@ def batchDeletes(table: Table, keys: Iterable[Values]) -> list[tuple[str, Values
         The statements, `BATCH_ROWS` keys each, and their values.
     """
     return _byRow(table, keys, table.key, table.deleteMany)
+
+
+# -- shared mode: several servers on one PostgreSQL --------------------------
+#
+# Each subscription is owned by the server named in its ``sharing_tag`` (the
+# one that received its last SUBSCRIBE); ``NULL`` (a row this server did not
+# write) is anybody's. Only the owner claims a NOTIFY's CSeq and expires the
+# row, so each NOTIFY and each expiry comes from one server. PostgreSQL only.
+
+#: The rows a server may notify and expire.
+_OWNED: Final = "(sharing_tag = :owner OR sharing_tag IS NULL)"
+
+#: `UPSERT_SUBSCRIPTION` that never lowers the CSeq or the body version: a
+#: refresh read its row before the owner's last NOTIFY took the next CSeq.
+UPSERT_SUBSCRIPTION_SHARED: Final = UPSERT_SUBSCRIPTION.replace(
+    "local_cseq = excluded.local_cseq",
+    "local_cseq = GREATEST(active_watchers.local_cseq, excluded.local_cseq)",
+).replace(
+    " version = excluded.version",
+    " version = GREATEST(active_watchers.version, excluded.version)",
+)
+assert UPSERT_SUBSCRIPTION_SHARED.count("GREATEST") == 2
+
+#: The owner's claim of a NOTIFY's CSeq, one statement: the subscription's
+#: CSeq becomes one more than the highest of its dialog, and its row is
+#: returned, only when it is this server's (the fence that keeps a server
+#: declared dead from sending for what was taken over). One UPDATE of one
+#: row: a concurrent claim waits for the row lock, then adds one to the value
+#: the first committed. (Two subscriptions of one dialog claimed at once by
+#: two servers could read the same dialog maximum; the notifier queues a
+#: dialog's NOTIFYs, so that takes two owners in one dialog.)
+CLAIM_OWNED: Final = (
+    f"UPDATE active_watchers SET local_cseq = GREATEST(local_cseq, {_DIALOG_MAX}) + 1"
+    f" WHERE {ACTIVE_WATCHERS.keyMatch} AND {_OWNED}"
+    f" {ACTIVE_WATCHERS.returning}"
+)
+
+#: The owner's expiry sweep of subscriptions.
+EXPIRE_OWNED_SUBSCRIPTIONS: Final = (
+    f"DELETE FROM active_watchers WHERE expires <= :now AND {_OWNED}"
+    f" {ACTIVE_WATCHERS.returning}"
+)
+
+#: The body version of one subscription, never lowered, nothing else touched.
+UPDATE_VERSION: Final = (
+    "UPDATE active_watchers SET version = GREATEST(version, :version)"
+    f" WHERE {ACTIVE_WATCHERS.keyMatch}"
+)
+
+#: The subscriptions a server owns (after LISTEN is re-established).
+SELECT_OWNED_SUBSCRIPTIONS: Final = (
+    f"{ACTIVE_WATCHERS.select} WHERE sharing_tag = :owner ORDER BY id"
+)
+
+#: The cluster's members: one heartbeat row each.
+CREATE_CLUSTER: Final = (
+    "CREATE TABLE IF NOT EXISTS cluster ("
+    " server_id VARCHAR(64) PRIMARY KEY,"
+    " address VARCHAR(255) NOT NULL DEFAULT '',"
+    " last_seen DOUBLE PRECISION NOT NULL,"
+    " started DOUBLE PRECISION NOT NULL)"
+)
+CREATE_SHARING_INDEX: Final = (
+    "CREATE INDEX IF NOT EXISTS active_watchers_sharing_tag"
+    " ON active_watchers (sharing_tag)"
+)
+
+#: One heartbeat: the row written, the previous ``last_seen`` returned
+#: (``NULL`` for a new row), so that a server knows it was silent too long.
+HEARTBEAT: Final = (
+    "WITH previous AS (SELECT last_seen FROM cluster WHERE server_id = :server_id)"
+    " INSERT INTO cluster (server_id, address, last_seen, started)"
+    " VALUES (:server_id, :address, :now, :now)"
+    " ON CONFLICT (server_id) DO UPDATE SET address = excluded.address,"
+    " last_seen = excluded.last_seen"
+    " RETURNING (SELECT last_seen FROM previous)"
+)
+
+#: The members and when each was last seen.
+SELECT_CLUSTER: Final = "SELECT server_id, address, last_seen FROM cluster ORDER BY 1"
+
+#: A clean stop: the member leaves (its subscriptions are taken over at once).
+LEAVE_CLUSTER: Final = "UPDATE cluster SET last_seen = 0 WHERE server_id = :server_id"
+
+#: The take-over: every subscription of a member silent since ``:cutoff``
+#: becomes ``:owner``'s. One statement: when two survivors run it at once,
+#: PostgreSQL makes the second wait on each row the first updated and then
+#: re-checks its condition, which no longer holds, so each row goes to one
+#: survivor.
+TAKE_OVER: Final = (
+    "UPDATE active_watchers SET sharing_tag = :owner WHERE sharing_tag IN ("
+    " SELECT server_id FROM cluster WHERE last_seen < :cutoff"
+    " AND server_id <> :owner)"
+    f" {ACTIVE_WATCHERS.returning}"
+)
+
+#: A PostgreSQL NOTIFY on a member's channel.
+SIGNAL: Final = "SELECT pg_notify(:channel, :payload)"
+
+#: `CLAIM_OWNED` and the presentity's publications, in one statement and
+#: one round trip: the subscription's row comes back once per publication
+#: (with ``NULL`` publication columns when there is none).
+CLAIM_WITH_PUBLICATIONS: Final = (
+    f"WITH claimed AS ({CLAIM_OWNED})"
+    f" SELECT claimed.*, {', '.join('p.' + c for c in PRESENTITY.columns)}"
+    " FROM claimed LEFT JOIN presentity AS p ON p.username = :username"
+    " AND p.domain = :domain AND p.event = claimed.event"
+    " ORDER BY p.received_time, p.id"
+)
+
+_OTHER_SUBSCRIPTION: Final = (
+    "SELECT 1 FROM active_watchers WHERE presentity_uri = :presentity_uri"
+    " AND event = :event AND watcher_username = :watcher_username"
+    " AND watcher_domain = :watcher_domain AND NOT (callid = :callid"
+    " AND to_tag = :to_tag AND from_tag = :from_tag AND event_id = :event_id)"
+)
+
+_WATCHER_UPDATES: Final = ", ".join(
+    f"{c} = excluded.{c}" for c in WATCHERS.columns if c not in WATCHERS.key
+)
+
+#: The subscriptions of the watcher-information package (``:winfo_event``)
+#: to a presentity, ending the tracker's statements.
+_WINFO_SUBSCRIPTIONS: Final = (
+    f"{ACTIVE_WATCHERS.select} WHERE presentity_uri = :presentity_uri"
+    " AND event = :winfo_event ORDER BY id"
+)
+
+#: The watcher tracker's work for a watcher that came or stays, in one round
+#: trip: its ``watchers`` row written, and the winfo subscriptions read.
+TRACK_WATCHER: Final = (
+    f"WITH written AS ({WATCHERS.upsert()} RETURNING 1) {_WINFO_SUBSCRIPTIONS}"
+)
+
+#: For a watcher whose subscription ended: its row goes unless it has another
+#: subscription to the presentity (then the row is written), and the winfo
+#: subscriptions are read, in one round trip. ``:callid`` ... name the ended
+#: subscription.
+TRACK_ENDED_WATCHER: Final = (
+    f"WITH other AS ({_OTHER_SUBSCRIPTION}),"
+    f" gone AS (DELETE FROM watchers WHERE {WATCHERS.keyMatch}"
+    " AND NOT EXISTS (SELECT 1 FROM other)),"
+    f" kept AS (INSERT INTO watchers ({', '.join(WATCHERS.columns)})"
+    f" SELECT {', '.join(':' + c for c in WATCHERS.columns)}"
+    " WHERE EXISTS (SELECT 1 FROM other)"
+    f" ON CONFLICT ({', '.join(WATCHERS.key)}) DO UPDATE SET {_WATCHER_UPDATES})"
+    f" {_WINFO_SUBSCRIPTIONS}"
+)
+
+#: A subscription removed and the presentity's publications, in one round
+#: trip (the final NOTIFY of an un-SUBSCRIBE carries the state).
+REMOVE_WITH_PUBLICATIONS: Final = (
+    "WITH removed AS ("
+    f" DELETE FROM active_watchers WHERE {ACTIVE_WATCHERS.keyMatch}"
+    f" {ACTIVE_WATCHERS.returning})"
+    f" SELECT removed.*, {', '.join('p.' + c for c in PRESENTITY.columns)}"
+    " FROM removed LEFT JOIN presentity AS p ON p.username = :username"
+    " AND p.domain = :domain AND p.event = removed.event"
+    " ORDER BY p.received_time, p.id"
+)
+
+#: A new subscription written and the presentity's publications read, in
+#: one round trip: what an initial SUBSCRIBE and its first NOTIFY need (the
+#: row is written with the first NOTIFY's CSeq already taken). The write is
+#: committed before the read begins (``BEGIN; ...; COMMIT;`` inside the one
+#: query): a PUBLISH at another server either sees the new subscription (and
+#: signals this one) or committed before the read, which then sees it. Read
+#: in the write's own snapshot, both could miss each other.
+PUT_WITH_PUBLICATIONS: Final = (
+    f"BEGIN; {UPSERT_SUBSCRIPTION_SHARED}; COMMIT;"
+    f" SELECT {', '.join(PRESENTITY.columns)} FROM presentity"
+    " WHERE username = :username AND domain = :domain AND event = :event"
+    " ORDER BY received_time, id"
+)

@@ -5,11 +5,14 @@ RFC 3261 section 22, RFC 7616, RFC 8760; RFC 3325 for trusted peers.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
 from presence.auth.check import claimedAddress
 from presence.auth.digest import (
@@ -19,7 +22,12 @@ from presence.auth.digest import (
 )
 from presence.sip.message import SIPRequest, SIPResponse
 from presence.sip.parser import parseDatagram
-from presence.storage.credentials import Credentials, MemoryCredentialStore
+from presence.storage.credentials import (
+    Credentials,
+    ICredentialStore,
+    MemoryCredentialStore,
+)
+from presence.storage.errors import StorageError
 from presence.testing import UA, Server, Subscriber, pidf
 
 SECRET = "a nonce secret shared by two servers"
@@ -358,6 +366,28 @@ class DigestTests(AuthTestCase):
         )
         self.assertEqual(self.publish(UA(two, "bob"), value).code, 401)
 
+    def test_keptValuesBounded(self) -> None:
+        """Identities and H(A2) are kept per authenticator, never more than its limit.
+
+        Whatever is kept, each request is still verified: alice's and bob's
+        credentials work in turn, bob's password does not work for alice.
+        """
+        authenticator = self.server.stack.authenticator
+        assert authenticator is not None
+        authenticator.memoryLimit = 1
+        for _ in range(2):
+            self.assertEqual(
+                self.publishAs(self.alice, "alice", "alice's password").code, 200
+            )
+            self.assertEqual(
+                self.publishAs(self.bob, "bob", "bob's password").code, 200
+            )
+        self.assertEqual(
+            self.publishAs(self.alice, "alice", "bob's password").code, 401
+        )
+        self.assertLessEqual(len(authenticator._identities), 1)
+        self.assertLessEqual(len(authenticator._ha2s), 1)
+
     def test_uriMustBeRequestURI(self) -> None:
         """RFC 7616 section 3.4: a digest uri that is not the Request-URI gets 400.
 
@@ -458,6 +488,115 @@ class DigestTests(AuthTestCase):
         """Whatever an Authorization header holds, the answer is 400 or 401."""
         response = self.publish(self.bob, value.strip() or "x")
         self.assertIn(response.code, (400, 401), value)
+
+    @settings(max_examples=200)
+    @given(
+        st.lists(
+            st.tuples(
+                st.integers(0, 400),
+                st.sampled_from(["insert", "replace", "delete"]),
+                st.sampled_from(list('"\\ \t,=xA0é\x1f\x7f')),
+            ),
+            min_size=1,
+            max_size=3,
+        )
+    )
+    def test_mutatedAuthorization(self, edits: list[tuple[int, str, str]]) -> None:
+        """A genuine answer with a character or three changed: never a 500.
+
+        Most go through the fast parser of the common shape, or just miss
+        it: 200 if the change left the answer right (white space, the case of
+        a name), else 400 or 401.
+        """
+        challenged = self.publish(self.bob)
+        value = authorization(
+            challenged, "bob", "bob's password", "PUBLISH", self.bob.aor
+        )
+        for position, edit, character in edits:
+            position %= len(value) + 1
+            end = position if edit == "insert" else position + 1
+            value = (
+                value[:position] + ("" if edit == "delete" else character) + value[end:]
+            )
+        response = self.publish(self.bob, value.strip() or "x")
+        self.assertIn(response.code, (200, 400, 401), value)
+
+
+@implementer(ICredentialStore)
+class WaitingStore:
+    """Credentials that come later: each read waits for a Deferred fired by hand."""
+
+    def __init__(self, backend: MemoryCredentialStore) -> None:
+        """Read ``backend`` once each Deferred in `waiting` fires."""
+        self.backend = backend
+        self.waiting: list[Deferred[None]] = []
+
+    async def credentials(self, username: str, domain: str) -> Credentials | None:
+        """Wait, then read."""
+        d: Deferred[None] = Deferred()
+        self.waiting.append(d)
+        await d
+        return await self.backend.credentials(username, domain)
+
+
+class WaitingCredentialsTests(AuthTestCase):
+    """A credential store that does not answer at once (a database read).
+
+    The authenticator verifies at once when the store answers at once, and
+    otherwise goes on when the answer comes, with the same outcomes.
+    """
+
+    def setUp(self) -> None:
+        """Put a waiting store in front of the users."""
+        super().setUp()
+        authenticator = self.server.stack.authenticator
+        assert authenticator is not None
+        backend = authenticator.credentials
+        assert isinstance(backend, MemoryCredentialStore)
+        self.store = WaitingStore(backend)
+        authenticator.credentials = self.store
+
+    def answered(self, password: str, fire: Callable[[Deferred[None]], None]) -> int:
+        """The status of bob's PUBLISH once the store's read is fired."""
+        challenged = self.publish(self.bob)
+        value = authorization(challenged, "bob", password, "PUBLISH", self.bob.aor)
+        extra = [("Authorization", value)]
+        self.bob.send(
+            self.bob.request(
+                "PUBLISH",
+                self.bob.aor,
+                [
+                    ("Event", "presence"),
+                    ("Content-Type", "application/pidf+xml"),
+                    *extra,
+                ],
+                pidf(user="bob"),
+            )
+        )
+        self.assertEqual(self.bob.received(), [])
+        [d] = self.store.waiting
+        self.store.waiting.clear()
+        fire(d)
+        [response] = self.bob.received()
+        assert isinstance(response, SIPResponse)
+        return response.code
+
+    def test_rightPassword(self) -> None:
+        """The answer comes: 200."""
+        self.assertEqual(
+            self.answered("bob's password", lambda d: d.callback(None)), 200
+        )
+
+    def test_wrongPassword(self) -> None:
+        """The answer comes, the response is wrong: 401."""
+        self.assertEqual(self.answered("guess", lambda d: d.callback(None)), 401)
+
+    def test_storeFails(self) -> None:
+        """The store fails: 503, as any storage error."""
+        self.assertEqual(
+            self.answered("bob's password", lambda d: d.errback(StorageError("down"))),
+            503,
+        )
 
 
 class IdentityTests(AuthTestCase):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
@@ -18,8 +18,10 @@ from presence.auth.digest import (
     computeHA1,
     digestResponse,
     parseAuthParams,
+    parseAuthParamsFully,
     parseChallenge,
     parseCredentials,
+    parsePlainDigest,
     storedHA1,
 )
 from presence.storage.credentials import Credentials
@@ -149,7 +151,7 @@ class HeaderTests(SynchronousTestCase):
         )
         assert credentials is not None
         self.assertEqual(
-            (credentials.username, credentials.algorithm, credentials.count),
+            (credentials.username, credentials.algorithm, credentials.nonceCount),
             ("bob", "SHA-256", 10),
         )
         self.assertEqual(credentials.response, "abcd")
@@ -238,6 +240,217 @@ class HeaderTests(SynchronousTestCase):
             pass
 
 
+#: Names a client sends, and some no client should.
+_NAMES = [
+    "username",
+    "realm",
+    "nonce",
+    "uri",
+    "response",
+    "qop",
+    "nc",
+    "cnonce",
+    "algorithm",
+    "opaque",
+    "Nonce",
+    "USERNAME",
+    "user name",
+    "x(y)",
+    "a;b",
+    "",
+    "é",
+]
+
+#: Characters of values: those of the common shape (a comma and a space
+#: are, in a quoted value), and a few of every kind the parsers treat apart.
+_CLEAN_CHARACTERS = "aZ09:@;=/.-_ ,"
+_VALUE_CHARACTERS = _CLEAN_CHARACTERS + '"\\\t\r\né\x00\x1f\x7f\x85\xa0'
+
+
+def _value(text: str, quoted: bool) -> str:
+    return f'"{text}"' if quoted else text
+
+
+def _often(common: list[str], rare: list[str]) -> st.SearchStrategy[str]:
+    """Mostly one of ``common``, one time in ten one of ``rare``."""
+    return st.one_of(*[st.sampled_from(common)] * 9, st.sampled_from(rare))
+
+
+@st.composite
+def _pair(draw: st.DrawFn) -> str:
+    """A ``name=value`` pair, mostly as clients write them."""
+    name = draw(_often(_NAMES[:10], _NAMES[10:]))
+    equals = draw(_often(["="], [" = ", "= ", "\t=", "==", ""]))
+    quoted = draw(st.booleans())
+    if draw(st.integers(0, 9)):
+        clean = _CLEAN_CHARACTERS if quoted else _CLEAN_CHARACTERS[:-2]
+        text = draw(st.text(alphabet=clean, min_size=0 if quoted else 1, max_size=8))
+    else:
+        text = draw(st.text(alphabet=_VALUE_CHARACTERS, max_size=8))
+    return f"{name}{equals}{_value(text, quoted)}"
+
+
+#: Authorization-looking values: a prefix, pairs joined by a separator, a
+#: suffix; mostly as clients write them, every part now and then otherwise.
+_DIGESTISH = st.builds(
+    lambda prefix, pairs, separator, suffix: prefix + separator.join(pairs) + suffix,
+    _often(
+        ["Digest "],
+        ["digest ", "DIGEST ", "Digest\t", " Digest ", "Digest  ", "Digestx "],
+    ),
+    st.one_of(
+        *[st.lists(_pair(), max_size=9, unique_by=lambda p: p.split("=")[0].lower())]
+        * 9,
+        st.lists(_pair(), max_size=9),
+    ),
+    _often([", "], [",", " , ", ",,", " ", ",\t"]),
+    _often([""], [" ", ",", ", ", "\t", "\n"]),
+)
+
+
+class FastParserTests(SynchronousTestCase):
+    """`parsePlainDigest`, the fast path, against the whole grammar.
+
+    RFC 7616 section 3.4 and RFC 3261 section 25.1 define the grammar;
+    the fast path reads the common shape of it and must agree with
+    `parseAuthParamsFully` wherever it answers, leaving everything else to it.
+    """
+
+    def assertAgrees(self, value: str) -> dict[str, str] | None:
+        """The fast path answers as the whole grammar does, or not at all."""
+        fast = parsePlainDigest(value)
+        if fast is not None:
+            self.assertEqual(parseAuthParamsFully(value), ("digest", fast), value)
+        return fast
+
+    def test_clientsTakeTheFastPath(self) -> None:
+        """What clients send is read by the fast path, as the grammar reads it."""
+        for value in (
+            answerChallenge(
+                f'Digest realm="{REALM}", qop="auth", algorithm=SHA-256,'
+                f' nonce="{NONCE}"',
+                USER,
+                PASSWORD,
+                "PUBLISH",
+                "sip:mufasa@example.org;transport=udp",
+            ),
+            'Digest username="Mufasa", realm="http-auth@example.org",'
+            ' uri="/dir/index.html", algorithm=SHA-256,'
+            f' nonce="{NONCE}", nc=00000001, cnonce="{CNONCE}", qop=auth,'
+            ' response="753927fa0e85d155564e2e272a28d1802ca10daf4496794697cf8db5856'
+            'cb6c1", opaque="FQhe/qaU925kfnzjCev0ciny7QMkPqMAFRtzCUYo5tdS"',
+            # sipp's and many phones' order and spacing.
+            'Digest username="bob",realm="example.com",uri="sip:bob@example.com",'
+            'nonce="n",response="r",algorithm=MD5,cnonce="c",qop=auth,nc=00000001',
+            'digest username="bob" , realm = "example.com", nonce=""',
+            'Digest uri="sip:a@b;x=1,2", nc=1',
+            "Digest nc=1,",
+        ):
+            self.assertIsNotNone(self.assertAgrees(value), value)
+
+    def test_otherShapesLeftToTheGrammar(self) -> None:
+        """Escapes, tabs, non-ASCII, upper-case names: the whole grammar's."""
+        for value, params in (
+            ('Digest username="a\\"b", realm="r"', {"username": 'a"b', "realm": "r"}),
+            ("Digest\tnc=1,\tqop=auth", {"nc": "1", "qop": "auth"}),
+            (" Digest nc=1", {"nc": "1"}),
+            ('Digest username="élise"', {"username": "élise"}),
+            ('Digest USERNAME="bob", Realm=r', {"username": "bob", "realm": "r"}),
+        ):
+            self.assertIsNone(parsePlainDigest(value), value)
+            self.assertEqual(parseAuthParams(value), ("digest", params), value)
+        self.assertIsNone(parsePlainDigest('Basic realm="r"'))
+        self.assertEqual(parseAuthParams('Basic realm="r"'), ("basic", {"realm": "r"}))
+
+    def test_malformedLeftToTheGrammar(self) -> None:
+        """The fast path never refuses: the grammar raises what it raises."""
+        for value in (
+            "Digest ",
+            "Digest nc=1, nc=2",
+            "Digest nc=1, NC=2",
+            'Digest username="unterminated, realm="r"',
+            "Digest username=b realm=r",
+            "Digest =b",
+            "Digest a b=c",
+            'Digest a="b"c',
+        ):
+            self.assertIsNone(parsePlainDigest(value), value)
+        self.assertRaises(DigestError, parseAuthParams, "Digest nc=1, NC=2")
+
+    @settings(max_examples=500)
+    @given(_DIGESTISH)
+    def test_fuzzAgreesOnDigestLikeValues(self, value: str) -> None:
+        """On Authorization-looking text, the fast path agrees or stands aside."""
+        self.assertAgrees(value)
+
+    @given(st.text())
+    def test_fuzzAgreesOnText(self, value: str) -> None:
+        """On any text, the fast path agrees or stands aside, and never raises."""
+        self.assertAgrees("Digest " + value)
+        self.assertAgrees(value)
+
+    @given(
+        st.dictionaries(
+            st.from_regex(r"[a-z][a-z0-9\-]{0,8}", fullmatch=True),
+            st.tuples(
+                st.from_regex(r"[!#-+\--\[\]-~][ !#-+\--\[\]-~]{0,20}", fullmatch=True),
+                st.booleans(),
+            ),
+            min_size=1,
+            max_size=10,
+        )
+    )
+    def test_fuzzCommonShapeFast(self, params: dict[str, tuple[str, bool]]) -> None:
+        """Any value of the common shape is read by the fast path, right."""
+        pairs = []
+        expected = {}
+        for name, (text, quoted) in params.items():
+            if not quoted:
+                text = text.replace(" ", "")
+                if not text:
+                    continue
+            pairs.append(f"{name}={_value(text, quoted)}")
+            expected[name] = text
+        if not pairs:
+            return
+        value = "Digest " + ", ".join(pairs)
+        self.assertEqual(self.assertAgrees(value), expected)
+
+    @settings(max_examples=500)
+    @given(
+        st.sampled_from(
+            [
+                'Digest username="bob", realm="example.com", nonce="n0-_",'
+                ' uri="sip:bob@example.com", response="0a9f", algorithm=SHA-256,'
+                ' qop=auth, nc=00000001, cnonce="c"',
+                'Digest username="bob",realm="example.com",nonce="n",'
+                'uri="sip:bob@example.com;transport=tcp",response="0a9f",'
+                'algorithm=MD5,cnonce="c",qop=auth,nc=00000002',
+            ]
+        ),
+        st.lists(
+            st.tuples(
+                st.integers(0, 200),
+                st.sampled_from(["insert", "replace", "delete"]),
+                st.sampled_from(_VALUE_CHARACTERS + "xA=,"),
+            ),
+            min_size=1,
+            max_size=3,
+        ),
+    )
+    def test_fuzzAgreesNearTheCommonShape(
+        self, value: str, edits: list[tuple[int, str, str]]
+    ) -> None:
+        """A client's value with a character or three changed: agreed or left."""
+        for position, edit, character in edits:
+            position %= len(value) + 1
+            end = position if edit == "insert" else position + 1
+            value = (
+                value[:position] + ("" if edit == "delete" else character) + value[end:]
+            )
+        self.assertAgrees(value)
+
+
 class NonceTests(SynchronousTestCase):
     """Stateless nonces."""
 
@@ -293,6 +506,82 @@ class NonceTests(SynchronousTestCase):
     def test_fuzz(self, text: str) -> None:
         """Any text is a state, never an exception."""
         self.assertIn(self.nonces.check(text, "r")[0], list(NonceState))
+
+
+class RememberedNonceTests(SynchronousTestCase):
+    """Genuine nonces remembered, so that a reused nonce costs no HMAC.
+
+    What the memory may not change: RFC 7616 section 3.3 "The server
+    can also reject a nonce that is too old" (stale, at the same moment as
+    without it), and a nonce that was not issued for the realm, or not with
+    this secret, is never valid.
+    """
+
+    def setUp(self) -> None:
+        """Nonces of 300 s on a fake clock, at most 3 remembered."""
+        self.clock = Clock()
+        self.clock.advance(1_000_000)
+        self.nonces = Nonces(b"k" * 32, self.clock, 300, cacheLimit=3)
+        self.twin = Nonces(b"k" * 32, self.clock, 300, cacheLimit=3)
+        self.hmacs = 0
+        sign = self.twin._sign
+
+        def counted(body: bytes, realm: str) -> bytes:
+            self.hmacs += 1
+            return sign(body, realm)
+
+        self.twin._sign = counted  # type: ignore[method-assign]
+
+    def test_issuedRemembered(self) -> None:
+        """A nonce issued here is remembered at once, with its issue time."""
+        nonce = self.nonces.issue("r")
+        self.assertEqual(len(self.nonces), 1)
+        self.assertEqual(self.nonces.check(nonce, "r"), (NonceState.VALID, 1_000_000))
+
+    def test_otherServersRememberedOnceVerified(self) -> None:
+        """Another server's nonce costs one HMAC, then none."""
+        nonce = self.nonces.issue("r")
+        for _ in range(3):
+            self.assertEqual(self.twin.check(nonce, "r")[0], NonceState.VALID)
+        self.assertEqual(self.hmacs, 1)
+        self.assertEqual(len(self.twin), 1)
+
+    def test_forgedNeverRemembered(self) -> None:
+        """A forged nonce is checked again every time, and never kept."""
+        forged = Nonces(b"j" * 32, self.clock, 300).issue("r")
+        for _ in range(2):
+            self.assertEqual(self.twin.check(forged, "r")[0], NonceState.FORGED)
+        self.assertEqual((self.hmacs, len(self.twin)), (2, 0))
+
+    def test_realmIsPartOfTheKey(self) -> None:
+        """A nonce remembered for one realm is still forged for another."""
+        nonce = self.nonces.issue("example.com")
+        self.nonces.check(nonce, "example.com")
+        self.assertEqual(self.nonces.check(nonce, "example.org")[0], NonceState.FORGED)
+
+    def test_staleOnTime(self) -> None:
+        """A remembered nonce goes stale at its lifetime, as one verified afresh."""
+        nonce = self.nonces.issue("r")
+        self.clock.advance(299)
+        self.assertEqual(self.nonces.check(nonce, "r")[0], NonceState.VALID)
+        self.clock.advance(1)
+        self.assertEqual(self.nonces.check(nonce, "r")[0], NonceState.STALE)
+        self.assertEqual(self.twin.check(nonce, "r")[0], NonceState.STALE)
+
+    def test_bounded(self) -> None:
+        """At most cacheLimit are kept; a forgotten nonce is verified again."""
+        nonces = [self.nonces.issue("r") for _ in range(5)]
+        self.assertEqual(len(self.nonces), 3)
+        for nonce in nonces:
+            self.assertEqual(self.nonces.check(nonce, "r")[0], NonceState.VALID)
+        self.assertLessEqual(len(self.nonces), 3)
+
+    def test_expiredForgotten(self) -> None:
+        """Nonces past their lifetime are forgotten as others are remembered."""
+        self.nonces.issue("r")
+        self.clock.advance(300)
+        self.nonces.issue("r")
+        self.assertEqual(len(self.nonces), 1)
 
 
 class NonceCountTests(SynchronousTestCase):

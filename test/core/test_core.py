@@ -279,7 +279,14 @@ class SubscribeTests(CoreTestCase):
         self.assertEqual(notify.header("event"), "presence;id=2")
         self.alice.answer(notify)
         self.bob.publish(pidf())
-        events = sorted(n.header("event") or "" for n in self.alice.notifies())
+        # One NOTIFY outstanding per dialog (they share its CSeq; RFC 3261
+        # 12.2.2: "the request is out of order and MUST be rejected with a
+        # 500"): the second follows the answer to the first.
+        [first] = self.alice.notifies()
+        self.alice.answer(first)
+        [second] = self.alice.notifies()
+        self.assertGreater(second.cseq.number, first.cseq.number)
+        events = sorted([first.header("event") or "", second.header("event") or ""])
         self.assertEqual(events, ["presence;id=1", "presence;id=2"])
 
     def test_mergedRequest(self) -> None:

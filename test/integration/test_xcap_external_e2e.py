@@ -26,11 +26,19 @@ from twisted.web.server import Site
 
 from presence.testing import pidf
 from test.integration.test_pidf_manipulation_e2e import BOB, AdminCalls
-from test.support.sockets import TrackingFactory
+from test.integration.test_xcap_rules_e2e import watchers, winfoUntil
+from test.support.sockets import SocketUA, TrackingFactory
 from test.xcap.test_client import RULES_URL, FakeXCAPServer, path
 from test.xcap.test_integrated import EVERYTHING, rule, ruleset
 
 ERIN_URL = RULES_URL.replace("bob", "erin")
+XCAP_DIFF_TYPE = "application/xcap-diff+xml"
+XCAP_DIFF = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n'
+    b'<xcap-diff xmlns="urn:ietf:params:xml:ns:xcap-diff"'
+    b' xcap-root="http://127.0.0.1/xcap-root"><document new-etag="r2"'
+    b' sel="pres-rules/users/sip:bob@example.com/index"/></xcap-diff>'
+)
 
 
 class ExternalEndToEndTests(AdminCalls):
@@ -109,3 +117,71 @@ class ExternalEndToEndTests(AdminCalls):
         self.assertFalse(await client.fetch("erin", "example.com", 2))
         self.assertEqual(await self.rows("erin"), [])
         self.assertGreaterEqual(client.failures, 1)
+
+    async def test_confirmPoliteDeletedXcapDiff(self) -> None:
+        """Confirm then approved (winfo), polite-block, the rules deleted, xcap-diff.
+
+        RFC 3857 section 4.3: the winfo watcher hears of every change; RFC
+        5025 section 3.2.1: polite-block shows what an offline presentity
+        looks like; a 404 for the document removes it (no rules: pending).
+        """
+        self.xcap.put(
+            RULES_URL,
+            ruleset(
+                rule("a", ["alice"], "confirm"), rule("d", ["dave"], "polite-block")
+            ),
+            "r1",
+        )
+        bob = await self.ua("bob")
+        self.assertEqual((await bob.publish(pidf(note="Gone fishing"))).code, 200)
+        client = self.server.stack.xcapClient
+        assert client is not None
+        # Bob's PUBLISH read his rules: the fetch it started ends here.
+        await client.fetch("bob", "example.com", 2)
+        self.assertEqual([r.etag for r in await self.rows()], ["r1"])
+        response = await bob.subscribe(
+            BOB, event="presence.winfo", accept="application/watcherinfo+xml"
+        )
+        self.assertEqual(response.code, 200)
+        self.assertEqual(watchers(await bob.notify()), {})
+        alice = await self.ua("alice")
+        self.assertEqual((await alice.subscribe(BOB)).code, 200)
+        notify = await alice.notify()
+        self.assertTrue(str(notify.header("subscription-state")).startswith("pending"))
+        self.assertEqual(notify.body, b"")
+        seen = await winfoUntil(bob, {}, "sip:alice@example.com")
+        self.assertEqual(seen["sip:alice@example.com"][0], "pending")
+        dave = await self.ua("dave")
+        self.assertEqual((await dave.subscribe(BOB)).code, 200)
+        notify = await self.active(dave)
+        self.assertNotIn(b"Gone fishing", notify.body)
+        self.assertIn(b"<basic>closed</basic>", notify.body)
+        # Approved on the XCAP server; OpenXCAP's xcap-diff over TCP says so.
+        self.xcap.put(
+            RULES_URL,
+            ruleset(
+                rule("a", ["alice"], "allow", EVERYTHING),
+                rule("d", ["dave"], "polite-block"),
+            ),
+            "r2",
+        )
+        tcpPort = self.server.stack.transports.tcpPorts[0]
+        xcap = SocketUA(reactor, "bob", tcpPort, "TCP")
+        await xcap.start()
+        self.addCleanup(xcap.close)
+        response = await xcap.publish(
+            XCAP_DIFF, expires=0, event="xcap-diff", contentType=XCAP_DIFF_TYPE
+        )
+        self.assertEqual((response.code, response.header("expires")), (200, "0"))
+        self.assertIn(b"Gone fishing", (await self.active(alice)).body)
+        seen = await winfoUntil(bob, {}, "sip:alice@example.com")
+        self.assertEqual(seen["sip:alice@example.com"], ("active", "approved"))
+        # Deleted on the XCAP server: the periodic check's 404 revokes.
+        del self.xcap.documents[path(RULES_URL)]
+        await client.poll()
+        self.assertEqual(await self.rows(), [])
+        notify = await alice.notify()
+        self.assertTrue(str(notify.header("subscription-state")).startswith("pending"))
+        self.assertEqual(notify.body, b"")
+        listing = await self.call("pres_phtable_list", BOB, "", "", 10)
+        self.assertEqual([e["event"] for e in listing["entries"]], ["presence"])

@@ -110,6 +110,15 @@ def watchers(notify: SIPRequest) -> dict[str, tuple[str, str]]:
     }
 
 
+async def winfoUntil(
+    bob: SocketUA, seen: dict[str, tuple[str, str]], *wanted: str
+) -> dict[str, tuple[str, str]]:
+    """Bob's winfo NOTIFYs, merged into ``seen``, until all ``wanted`` came."""
+    while not all(w in seen for w in wanted):
+        seen.update(watchers(await bob.notify()))
+    return seen
+
+
 class RulesEndToEnd(_Base):
     """The integrated mode over real sockets; the storage is the subclass's."""
 
@@ -167,14 +176,6 @@ class RulesEndToEnd(_Base):
         (result,), _ = xmlrpc.client.loads(await response.content())
         return result
 
-    async def winfoUntil(
-        self, bob: SocketUA, seen: dict[str, tuple[str, str]], *wanted: str
-    ) -> dict[str, tuple[str, str]]:
-        """Bob's winfo NOTIFYs, merged into ``seen``, until all ``wanted`` came."""
-        while not all(w in seen for w in wanted):
-            seen.update(watchers(await bob.notify()))
-        return seen
-
     async def test_outcomesThenRefreshWatchers(self) -> None:
         """allow, confirm, polite-block, block; then a change and refreshWatchers."""
         # Written first: rows once read are used for 2 seconds (RULES_TTL).
@@ -211,7 +212,7 @@ class RulesEndToEnd(_Base):
         self.assertNotIn(b"Gone fishing", notify.body)
         self.assertIn(b"<basic>closed</basic>", notify.body)
         self.assertEqual((await erin.subscribe(BOB)).code, 403)
-        seen = await self.winfoUntil(
+        seen = await winfoUntil(
             bob, {}, "sip:alice@example.com", "sip:carol@example.com"
         )
         self.assertEqual(seen["sip:alice@example.com"][0], "pending")
@@ -226,8 +227,8 @@ class RulesEndToEnd(_Base):
         self.assertIn(b"Gone fishing", notify.body)
         notify = await until(carol, "terminated")
         self.assertEqual(state(notify), "terminated;reason=rejected")
-        seen = await self.winfoUntil(bob, {}, "sip:carol@example.com")
-        seen = await self.winfoUntil(bob, seen, "sip:alice@example.com")
+        seen = await winfoUntil(bob, {}, "sip:carol@example.com")
+        seen = await winfoUntil(bob, seen, "sip:alice@example.com")
         self.assertEqual(seen["sip:alice@example.com"], ("active", "approved"))
         self.assertEqual(seen["sip:carol@example.com"], ("terminated", "rejected"))
         # Rules that decide the same for everybody subscribed: nobody is

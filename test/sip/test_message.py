@@ -92,6 +92,20 @@ class NamesTests(SynchronousTestCase):
         self.assertEqual(m.headerLines("via"), ["a", "c"])
 
 
+class NormalisedNameTests(SynchronousTestCase):
+    """Header names are normalised the same way the first time and after."""
+
+    def test_sameEveryTime(self) -> None:
+        """Mixed case and compact forms, twice: the same names and index."""
+        for _ in range(2):
+            message = request(("I", "c1"), ("CALL-ID", "c2"), ("Content-Type", "a/b"))
+            self.assertEqual(
+                [name for name, _ in message.headers],
+                ["call-id", "call-id", "content-type"],
+            )
+            self.assertEqual(message.headerLines("call-id"), ["c1", "c2"])
+
+
 class SplitListTests(SynchronousTestCase):
     """Splitting comma-separated list headers (RFC 3261 7.3.1)."""
 
@@ -391,6 +405,24 @@ class ResponseToTests(SynchronousTestCase):
         resp = responseTo(req, 200, headers=[("Expires", "60")], server="p/1.0")
         self.assertEqual(resp.headers[-2:], [("expires", "60"), ("server", "p/1.0")])
         self.assertFalse(responseTo(req, 200).hasHeader("server"))
+
+    def test_indexMatchesHeaders(self) -> None:
+        """The response's index (built with its headers) answers like a parsed one.
+
+        Extra header names are case-insensitive and compact forms are the
+        long ones (RFC 3261 7.3.1, 7.3.3), as in a message built from text.
+        """
+        req = request(*BASIC)
+        resp = responseTo(
+            req, 200, headers=[("EXPIRES", "60"), ("m", "<sip:a@b>")], server="p"
+        )
+        rebuilt = SIPResponse(resp.code, resp.phrase, resp.headers, resp.body)
+        self.assertEqual(resp, rebuilt)
+        self.assertEqual(resp.header("contact"), "<sip:a@b>")
+        self.assertEqual(resp.expires, 60)
+        self.assertEqual(resp.headerLines("via"), req.headerLines("via"))
+        resp.prependHeader("via", "SIP/2.0/UDP 192.0.2.9;branch=z9hG4bKx")
+        self.assertEqual(len(req.headerLines("via")), 2)
 
     def test_malformedRequest(self) -> None:
         """A response can be built for a request whose headers are malformed."""

@@ -19,8 +19,10 @@ from presence.sip.transaction import (
     T1,
     T2,
     T4,
+    CompletedTransaction,
     InviteServerTransaction,
     NonInviteServerTransaction,
+    ServerTransaction,
     SyntheticResponse,
     TransactionLayer,
     TransactionUser,
@@ -260,6 +262,105 @@ class ClientTransactionUDPTests(SynchronousTestCase):
         self.assertEqual(self.stack.layer.client, {})
 
 
+class FanOutTimerTests(SynchronousTestCase):
+    """Many client transactions share their fixed-delay timers."""
+
+    def setUp(self) -> None:
+        """Send 100 NOTIFYs over UDP."""
+        self.stack = Stack()
+        self.target = Peer("UDP", *CLIENT)
+        self.results = [
+            self.stack.layer.request(notify(), self.target) for _ in range(100)
+        ]
+        self.vias = [topVia(data) for data, _ in self.stack.udp.written]
+
+    def test_fewDelayedCalls(self) -> None:
+        """100 NOTIFYs wait behind two delayed calls (Timers E and F), not 200."""
+        self.assertEqual(len(self.stack.clock.getDelayedCalls()), 2)
+
+    def test_everyOneRetransmittedAtT1(self) -> None:
+        """Each unanswered NOTIFY is sent again at T1, then 2*T1 later.
+
+        RFC 3261 17.1.2.2: "the client transaction MUST start timer E with a
+        value of T1" and "If timer E fires while still in this state, the
+        timer is reset, but this time with a value of MIN(2*T1, T2)."
+        """
+        self.stack.udp.written.clear()
+        self.stack.clock.advance(T1)
+        self.assertEqual(len(self.stack.udp.written), 100)
+        self.stack.clock.advance(2 * T1 - 0.01)
+        self.assertEqual(len(self.stack.udp.written), 100)
+        self.stack.clock.advance(0.01)
+        self.assertEqual(len(self.stack.udp.written), 200)
+
+    def test_answeredThenTimerK(self) -> None:
+        """Answered NOTIFYs wait out Timer K together, then nothing is left.
+
+        RFC 3261 17.1.2.2: "Once the client transaction enters the Completed
+        state, it MUST set Timer K to fire in T4 seconds for unreliable
+        transports".
+        """
+        for via in self.vias:
+            self.stack.receive(responseBytes(200, via))
+        self.assertEqual(
+            [self.successResultOf(d).code for d in self.results][:1], [200]
+        )
+        self.stack.clock.advance(T4 - 0.01)
+        self.assertEqual(len(self.stack.layer.client), 100)
+        self.stack.clock.advance(0.01)
+        self.assertEqual(self.stack.layer.client, {})
+        self.assertEqual(self.stack.clock.getDelayedCalls(), [])
+        written = len(self.stack.udp.written)
+        self.stack.clock.advance(64 * T1)
+        self.assertEqual(len(self.stack.udp.written), written)
+
+    def test_endedTransactionNotKept(self) -> None:
+        """A transaction that ended is not kept alive by the queues it waits in."""
+        for via in self.vias[:50]:
+            self.stack.receive(responseBytes(200, via))
+        self.stack.clock.advance(T4)
+        self.assertEqual(len(self.stack.layer.client), 50)
+        layer = self.stack.layer
+        alive = [r() for _, r in layer._timerFQueue.queue]
+        self.assertEqual(sum(1 for t in alive if t is not None), 50)
+
+    def test_addedWhileFiringDelaysNothing(self) -> None:
+        """A request sent from a timeout's callback leaves later timeouts on time.
+
+        RFC 3261 17.1.2.2: "If Timer F fires while the client transaction is
+        still in the "Trying" state, the client transaction SHOULD inform the
+        TU about the timeout" - at 64*T1 for each transaction.
+        """
+        stack = Stack()
+        layer = stack.layer
+        first = layer.request(notify(), self.target)
+        stack.clock.advance(1)
+        second = layer.request(notify(), self.target)
+        later: list[object] = []
+
+        def again(response: SIPResponse) -> SIPResponse:
+            later.append(layer.request(notify(), self.target))
+            return response
+
+        first.addCallback(again)
+        stack.clock.advance(64 * T1 - 1)
+        self.assertEqual(self.successResultOf(first).code, 408)
+        self.assertEqual(len(later), 1)
+        self.assertNoResult(second)
+        stack.clock.advance(1)
+        self.assertEqual(self.successResultOf(second).code, 408)
+
+    def test_timeoutsTogether(self) -> None:
+        """Every unanswered NOTIFY gets its 408 at Timer F (64*T1)."""
+        self.stack.clock.advance(64 * T1 - 0.01)
+        for d in self.results:
+            self.assertNoResult(d)
+        self.stack.clock.advance(0.01)
+        self.assertEqual({self.successResultOf(d).code for d in self.results}, {408})
+        self.assertEqual(self.stack.layer.client, {})
+        self.assertEqual(self.stack.clock.getDelayedCalls(), [])
+
+
 class ClientTransactionTCPTests(SynchronousTestCase):
     """Non-INVITE client transactions over TCP."""
 
@@ -479,6 +580,86 @@ class NonInviteServerTransactionTests(SynchronousTestCase):
         self.assertEqual(self.stack.layer.server, {})
         self.stack.receive(requestBytes())
         self.assertEqual(len(self.user.requests), 2)
+
+    def test_completedKeepsOnlyTheResponse(self) -> None:
+        """A completed UDP transaction is kept as its response's bytes and key.
+
+        RFC 3261 17.2.2: "While in the Completed state, the server transaction
+        MUST pass the final response to the transport layer for retransmission
+        whenever a retransmission of the request is received." Nothing else
+        is asked of it, so nothing else (request, Via, peer) is kept.
+        """
+        self.stack.receive(requestBytes())
+        [completed] = self.stack.layer.server.values()
+        self.assertIsInstance(completed, CompletedTransaction)
+        self.assertEqual(completed.state, "completed")
+        self.assertFalse(hasattr(completed, "__dict__"))
+        self.assertFalse(hasattr(completed, "request"))
+        self.stack.receive(requestBytes())
+        first, second = self.stack.udp.written
+        self.assertEqual(first, second)
+        self.assertEqual(second[1], CLIENT)
+
+    def test_completedAnswersAtTheSourcePort(self) -> None:
+        """The retransmitted response goes where the first went: rport, received.
+
+        RFC 3581 section 4: the response is sent "to the IP address from which
+        the request was received" and "to the port from which the request was
+        received" when the Via has rport.
+        """
+        via = "SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bKnat;rport"
+        self.stack.receive(requestBytes(via=via), ("203.0.113.9", 40123))
+        self.stack.receive(requestBytes(via=via), ("203.0.113.9", 40123))
+        first, second = self.stack.udp.written
+        self.assertEqual(first, second)
+        self.assertEqual(second[1], ("203.0.113.9", 40123))
+
+    def test_mergeKeyKeptUntilTimerJ(self) -> None:
+        """A completed transaction still merges a copy by another path; not after J.
+
+        RFC 3261 8.2.2.2: "If the From tag, Call-ID, and CSeq exactly match
+        those associated with an ongoing transaction, but the request does not
+        match that transaction (based on the matching rules in Section
+        17.2.3), the UAS core SHOULD generate a 482 (Loop Detected) response".
+        """
+        layer = self.stack.layer
+        merges: list[bool] = []
+
+        class MergingUser(RecordingUser):
+            def requestReceived(
+                self, request: SIPRequest, transaction: ServerTransaction
+            ) -> None:
+                merges.append(layer.merged(request, transaction))
+                super().requestReceived(request, transaction)
+
+        layer.user = MergingUser(answer=200)
+        self.stack.receive(requestBytes())
+        self.assertEqual(merges, [False])
+        [completed] = layer.server.values()
+        copy = parseDatagram(
+            requestBytes(via="SIP/2.0/UDP 198.51.100.7:5062;branch=z9hG4bKother")
+        )
+        assert isinstance(copy, SIPRequest)
+        other = NonInviteServerTransaction(
+            layer, ("other",), copy, Peer("UDP", *CLIENT)
+        )
+        self.assertTrue(layer.merged(copy, other))
+        self.stack.clock.advance(64 * T1)
+        self.assertEqual(completed.state, "terminated")
+        self.assertFalse(layer.merged(copy, other))
+
+    def test_unroutableResponseEnds(self) -> None:
+        """A final response that cannot be routed leaves nothing to wait for."""
+        transaction = NonInviteServerTransaction(
+            self.stack.layer,
+            ("k",),
+            SIPRequest("OPTIONS", "sip:x@192.0.2.10", [("call-id", "c")]),
+            Peer("UDP", *CLIENT),
+        )
+        self.stack.layer.server[("k",)] = transaction
+        transaction.respond(SIPResponse(200, "OK", [("call-id", "c")]))
+        self.assertEqual(transaction.state, "terminated")
+        self.assertEqual(self.stack.layer.server, {})
 
     def test_timerJTCPIsZero(self) -> None:
         """Timer J is "zero seconds for reliable transports" (RFC 3261 17.2.2)."""

@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import socket
+
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import (
     ConnectionDone,
@@ -744,3 +746,57 @@ class TraceTests(SynchronousTestCase):
         _, protocol, _, _ = udpTransports(trace=False)
         protocol.datagramReceived(requestBytes(), SOURCE)
         self.assertEqual(self.events(), [])
+
+
+class _SocketPort:
+    """A stand-in for Twisted's UDP Port: a real socket, and a write that counts."""
+
+    def __init__(self) -> None:
+        self.socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.socket.bind(("127.0.0.1", 0))
+        self.writes = 0
+
+    def write(self, data: bytes, addr: tuple[str, int]) -> None:
+        if addr[0] != "127.0.0.1":
+            raise ValueError(f"not an IPv4 address: {addr[0]!r}")
+        self.writes += 1
+        self.socket.sendto(data, addr)
+
+
+class DirectSendTests(SynchronousTestCase):
+    """`SIPDatagramProtocol.send` writes to the socket once a host is checked."""
+
+    def setUp(self) -> None:
+        """A protocol on a real loopback socket, and a receiving socket."""
+        self.port = _SocketPort()
+        self.protocol = SIPTransports(Clock()).datagramProtocol()
+        self.protocol.transport = self.port  # type: ignore[assignment]
+        self.receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.receiver.bind(("127.0.0.1", 0))
+        self.receiver.settimeout(5)
+        self.addCleanup(self.port.socket.close)
+        self.addCleanup(self.receiver.close)
+
+    def test_firstThroughWriteThenDirect(self) -> None:
+        """The first datagram to a host goes through Port.write, later ones not."""
+        target = self.receiver.getsockname()
+        self.protocol.send(b"one", *target)
+        self.protocol.send(b"two", *target)
+        self.protocol.send(b"three", *target)
+        self.assertEqual(self.port.writes, 1)
+        received = [self.receiver.recv(100) for _ in range(3)]
+        self.assertEqual(received, [b"one", b"two", b"three"])
+
+    def test_refusedHostNeverDirect(self) -> None:
+        """A host Port.write refuses is refused every time, never sent directly."""
+        for _ in range(2):
+            with self.assertRaises(TransportError):
+                self.protocol.send(b"x", "not-an-address", 5060)
+        self.assertEqual(self.port.writes, 0)
+
+    def test_tooLargeIsTransportError(self) -> None:
+        """A datagram the socket refuses as too large is a TransportError."""
+        target = self.receiver.getsockname()
+        self.protocol.send(b"one", *target)
+        with self.assertRaises(TransportError):
+            self.protocol.send(b"x" * 70000, *target)
