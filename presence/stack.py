@@ -253,6 +253,10 @@ def buildStack(
         notifier,
         interval=config.cleanPeriod,
         onSubscriptionExpired=lambda s: watchers.changed(s, "timeout"),
+        # The expired publication may have carried the sphere the rules read.
+        onPublicationExpired=None
+        if xcap is None
+        else lambda presentity, event: reauthoriser.published(presentity, event),
     )
     reauthoriser = Reauthoriser(
         reactor,
@@ -289,7 +293,12 @@ def buildStack(
     if xcap is not None:
         # The integrated mode hears of rules changes through xcap-diff
         # (which creates no publication, so it is not limited).
-        publishHandler = XCAPDiffPublish(publishHandler, reauthoriser, config.domains)
+        publishHandler = XCAPDiffPublish(
+            publishHandler,
+            reauthoriser,
+            config.domains,
+            fetch=None if xcapClient is None else xcapClient.fetchUser,
+        )
     dispatcher = Dispatcher(
         {
             "SUBSCRIBE": subscribeHandler,

@@ -63,9 +63,10 @@ Reauthorise = Callable[[str, str], Coroutine[Any, Any, tuple[int, int]]]
 RefreshDocument = Callable[[str, int | None], Coroutine[Any, Any, bool]]
 
 #: ``refreshWatchers`` of another type than 0, with a hard state: (presentity
-#: URI, event) -> how many subscriptions were notified, the hard state read
-#: again first.
-RefreshState = Callable[[str, str], Coroutine[Any, Any, int]]
+#: URI, event) -> how many subscriptions were notified and how many changed
+#: status (the hard state read again first; found changed, the watchers are
+#: decided again).
+RefreshState = Callable[[str, str], Coroutine[Any, Any, tuple[int, int]]]
 
 #: Entries in a page when the caller gives no limit.
 DEFAULT_LIMIT: Final = 1000
@@ -487,7 +488,9 @@ class AdminXMLRPC(xmlrpc.XMLRPC):
         state stored now (with pidf-manipulation, the user's hard state read
         again from XCAP first). Answers {presentity, event, type, subscriptions,
         changed}: how many subscriptions the presentity has for the event,
-        and how many changed status (0 for a plain re-send).
+        and how many changed status (0 for a plain re-send; with
+        pidf-manipulation, type 1 after a change of the hard state counts the
+        changes its re-decision made).
         """
         method = "refreshWatchers"
         named = arguments(method, args, ("presentity", "event", "type"))
@@ -511,7 +514,7 @@ class AdminXMLRPC(xmlrpc.XMLRPC):
             if kind == 0 and self.reauthorise is not None:
                 notified, changed = await self.reauthorise(uri, event)
             elif kind != 0 and self.refreshState is not None:
-                notified = await self.refreshState(uri, event)
+                notified, changed = await self.refreshState(uri, event)
             else:
                 notified = await self.notifier.presentityChanged(uri, event)
             self.log.info(

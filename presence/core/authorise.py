@@ -39,7 +39,7 @@ from presence.status import ACTIVE, PENDING, TERMINATED, WAITING
 from presence.storage.errors import StorageError
 from presence.storage.interfaces import IPresenceStore
 from presence.storage.records import Subscription
-from presence.xcap.policy import IHardState, IPrivacyPolicy
+from presence.xcap.policy import Decision, IHardState, IPrivacyPolicy
 
 
 @dataclass
@@ -126,7 +126,7 @@ class Reauthoriser:
         if presentity in self._spheres and self._spheres[presentity] == sphere:
             return
         self._noteSphere(presentity, sphere)
-        await self.reauthorise(presentity, event)
+        await self.reauthorise(presentity, event, sphereChanged=True)
 
     def _noteSphere(self, presentity: str, sphere: str | None) -> None:
         if len(self._spheres) >= 10_000:
@@ -177,6 +177,7 @@ class Reauthoriser:
         presentity: str,
         event: str = "presence",
         stateChanged: bool | None = None,
+        sphereChanged: bool = False,
     ) -> ReauthoriseResult:
         """Re-authorise this presentity's watchers and notify the changes.
 
@@ -190,6 +191,10 @@ class Reauthoriser:
             event: the event package whose watchers are decided again.
             stateChanged: whether the caller has just read the hard state
                 again and found it changed; none: read it here.
+            sphereChanged: the presentity's sphere changed (a PUBLISH, an
+                expiry): the rules held cannot tell what a watcher without a
+                kept decision was shown before, so such a watcher is
+                notified whenever it is active.
 
         Returns:
             What changed.
@@ -204,6 +209,10 @@ class Reauthoriser:
         package = self.packages.get(event)
         if package is None or not package.needsAuthorisation:
             return result
+        # What the rules decided before the change, for the watchers whose
+        # decision was not kept (rows read back from the database).
+        heldOf = getattr(self.policy, "held", None)
+        held = None if heldOf is None or sphereChanged else heldOf(presentity)
         self.policy.forget(presentity)
         hardState = self.hardStateOf(event)
         if stateChanged is not None:
@@ -218,7 +227,7 @@ class Reauthoriser:
                 continue
             result.subscriptions += 1
             watching.add((subscription.watcherUsername, subscription.watcherDomain))
-            await self._subscription(subscription, result)
+            await self._subscription(subscription, result, held)
         for row in await self.store.watchers(presentity, event):
             if (row.watcherUsername, row.watcherDomain) in watching:
                 continue
@@ -240,8 +249,34 @@ class Reauthoriser:
             )
         return result
 
+    async def _before(
+        self, subscription: Subscription, held: object
+    ) -> Decision | None:
+        """What the rules held before the change decided for a subscription.
+
+        Only for one whose decision was not kept: a row read back from the
+        database in shared storage (``fallback2db``), where every read is a
+        new record. Without it every such active watcher would be notified
+        on every re-authorisation, whether or not its view changed. The
+        held rules' decision counts only when it gives the status and reason
+        stored in the row (what the watcher was last told); otherwise none.
+        """
+        decide = getattr(self.policy, "authoriseHeld", None)
+        if decide is None:
+            return None
+        before: Decision = await decide(
+            held,
+            subscription.presentity,
+            subscription.watcherUsername,
+            subscription.watcherDomain,
+            subscription.event,
+        )
+        if (before.status, before.reason) != (subscription.status, subscription.reason):
+            return None
+        return before
+
     async def _subscription(
-        self, subscription: Subscription, result: ReauthoriseResult
+        self, subscription: Subscription, result: ReauthoriseResult, held: object
     ) -> None:
         decision = await self.policy.authorise(
             subscription.presentity,
@@ -250,6 +285,8 @@ class Reauthoriser:
             subscription.event,
         )
         before = subscription.decision
+        if before is None and held is not None:
+            before = await self._before(subscription, held)
         if decision.status == TERMINATED:
             removed = await self.store.removeSubscription(subscription.key)
             if removed is not None:
@@ -291,7 +328,9 @@ class Reauthoriser:
         source = getattr(package, "hardState", None)
         return source if IHardState.providedBy(source) else None
 
-    async def refreshState(self, presentity: str, event: str = "presence") -> int:
+    async def refreshState(
+        self, presentity: str, event: str = "presence"
+    ) -> tuple[int, int]:
         """Read the hard state again and notify every watcher of the state.
 
         OpenSIPS's ``refreshWatchers`` type 1, "the published state
@@ -305,13 +344,15 @@ class Reauthoriser:
         composed now, as without a hard state.
 
         Returns:
-            How many subscriptions the presentity has for the event.
+            How many subscriptions the presentity has for the event, and how
+            many of them changed status (none when the hard state did not
+            change).
         """
         hardState = self.hardStateOf(event)
         if hardState is not None and await self._reload(hardState, presentity):
             result = await self.reauthorise(presentity, event, stateChanged=True)
-            return result.subscriptions
-        return await self.notifier.presentityChanged(presentity, event)
+            return result.subscriptions, result.changed
+        return await self.notifier.presentityChanged(presentity, event), 0
 
     async def _watcherChanged(self, subscription: Subscription, event: str) -> None:
         if self.onWatcherChange is not None:

@@ -33,6 +33,7 @@ class ExpirySweeper(Service):
         notifier: Notifier,
         interval: float = 1.0,
         onSubscriptionExpired: Callable[[Subscription], Awaitable[Any]] | None = None,
+        onPublicationExpired: Callable[[str, str], Awaitable[Any]] | None = None,
     ) -> None:
         """Sweep ``store`` every ``interval`` seconds of ``clock``.
 
@@ -43,6 +44,10 @@ class ExpirySweeper(Service):
             interval: the seconds between sweeps.
             onSubscriptionExpired: called with each subscription that expired,
                 after its final NOTIFY is sent.
+            onPublicationExpired: called with the presentity URI and the
+                event of each presentity whose publications expired, before
+                its watchers are notified (the re-authorisation of rules
+                with a ``sphere`` condition, as after a PUBLISH).
         """
         self.clock = clock
         self.store = store
@@ -52,6 +57,7 @@ class ExpirySweeper(Service):
         self._running = False
         self._storageDown = False
         self.onSubscriptionExpired = onSubscriptionExpired
+        self.onPublicationExpired = onPublicationExpired
         self.expired = {"publications": 0, "subscriptions": 0, "bindings": 0}
 
     def startService(self) -> None:
@@ -107,6 +113,15 @@ class ExpirySweeper(Service):
                 presentity=aor,
                 event=event,
             )
+            if self.onPublicationExpired is not None:
+                try:
+                    await self.onPublicationExpired(f"sip:{aor}", event)
+                except Exception:
+                    # The watchers are notified of the expiry all the same.
+                    self.log.failure(
+                        "after the publication of {presentity} expired",
+                        presentity=aor,
+                    )
             await self.notifier.presentityChanged(f"sip:{aor}", event)
         for subscription in await self.store.expiredSubscriptions(now):
             self.expired["subscriptions"] += 1

@@ -7,12 +7,16 @@ an RFC 5874 body with one ``<document sel="...">`` per changed document;
 to the XCAP root). `XCAPDiffPublish` takes those PUBLISHes from the PUBLISH
 handler: it re-authorises the watchers of each user a document names at
 once, answers 200 with ``Expires: 0`` and keeps nothing (no publication, no
-entity tag). Every other PUBLISH goes on to the PUBLISH handler.
+entity tag), over any transport. Only the documents of the user the
+Request-URI names count: OpenXCAP sends a user's xcap-diff to that user's
+URI, and a ``sel`` naming another user's document is ignored (logged). In
+the external XCAP mode the user's documents are fetched again first (the
+server holds a copy). Every other PUBLISH goes on to the PUBLISH handler.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
 from urllib.parse import unquote, urlsplit
 
@@ -60,7 +64,11 @@ class XCAPDiffPublish:
     log = Logger()
 
     def __init__(
-        self, publish: Any, reauthoriser: Reauthoriser, domains: Sequence[str] = ()
+        self,
+        publish: Any,
+        reauthoriser: Reauthoriser,
+        domains: Sequence[str] = (),
+        fetch: Callable[[str, str], Awaitable[bool]] | None = None,
     ) -> None:
         """Take xcap-diff PUBLISHes off ``publish``.
 
@@ -68,9 +76,14 @@ class XCAPDiffPublish:
             publish: the PUBLISH handler for every other event.
             reauthoriser: re-authorises a presentity's watchers.
             domains: the domains served; every domain when empty.
+            fetch: the external XCAP mode's client (user, domain in):
+                fetches the user's documents again and, when one changed,
+                re-authorises; whether one changed. None: the integrated
+                mode, where the table already holds what changed.
         """
         self.publish = publish
         self.reauthoriser = reauthoriser
+        self.fetch = fetch
         self.domains = [d.lower() for d in domains]
         self.received = 0
 
@@ -88,7 +101,7 @@ class XCAPDiffPublish:
         if event is None or event.value != "xcap-diff":
             await self.publish(request, transaction, identity)
             return
-        presentityOf(request, self.domains)
+        aor, _ = presentityOf(request, self.domains)
         contentType = request.contentType
         if contentType is None or contentType.value != XCAP_DIFF_TYPE:
             raise UnsupportedMediaType([XCAP_DIFF_TYPE])
@@ -102,6 +115,15 @@ class XCAPDiffPublish:
                 continue
             if self.domains and owner.rpartition("@")[2] not in self.domains:
                 continue
+            if owner != aor:
+                # OpenXCAP sends a user's xcap-diff to that user's URI; a
+                # PUBLISH speaks only of its presentity (RFC 3903 section 4).
+                self.log.info(
+                    "xcap-diff to {aor} names a document of {owner}: ignored",
+                    aor=aor,
+                    owner=owner,
+                )
+                continue
             if owner not in owners:
                 owners.append(owner)
         self.received += 1
@@ -109,4 +131,10 @@ class XCAPDiffPublish:
         # Expires: 0), whatever the request asked.
         transaction.respond(transaction.response(200, "", [("Expires", "0")]))
         for owner in owners:
+            if self.fetch is not None:
+                # The external mode holds a copy: fetch what changed first
+                # (a change re-authorises there).
+                user, _, domain = owner.rpartition("@")
+                if await self.fetch(user, domain):
+                    continue
             await self.reauthoriser.reauthorise(f"sip:{owner}", "presence")

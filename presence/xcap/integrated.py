@@ -130,6 +130,11 @@ class RulesPolicy:
         self.ttl = ttl
         self.limit = limit
         self._rules: dict[tuple[str, str], _Rules] = {}
+        # Rules replaced by a read that found other rows (after the TTL, by
+        # whoever asked first) before any re-authorisation: what the
+        # watchers were decided with, and a change the periodic check must
+        # still see (the read itself tells no watcher).
+        self._replaced: dict[tuple[str, str], _Rules] = {}
         self._decisions: dict[tuple[int, str | None, object, bool], Decision] = {}
         self.parsed = 0
         self.reads = 0
@@ -150,6 +155,11 @@ class RulesPolicy:
             kept.readAt = now
             return kept
         rules = self._parse(presentity, rows, tags, now)
+        if kept is not None and key not in self._replaced:
+            replaced = self._replaced
+            while len(replaced) >= self.limit:
+                del replaced[next(iter(replaced))]
+            replaced[key] = kept
         cache = self._rules
         cache.pop(key, None)
         while len(cache) >= self.limit:
@@ -209,7 +219,40 @@ class RulesPolicy:
         See `IPrivacyPolicy.authorise
         <presence.xcap.policy.IPrivacyPolicy.authorise>`.
         """
-        rules = await self.rules(presentity)
+        return await self._decide(
+            await self.rules(presentity), presentity, watcherUsername, watcherDomain
+        )
+
+    def held(self, presentity: str) -> object | None:
+        """The presentity's rules as held now, to decide with later; none held.
+
+        The re-authorise operation takes them before it drops them
+        (`forget`), so that it can tell what the rules decided before the
+        change for a watcher whose decision was not kept (a row read back
+        from the database in shared storage).
+        """
+        key = _userOf(presentity)
+        return self._replaced.get(key) or self._rules.get(key)
+
+    async def authoriseHeld(
+        self,
+        held: object,
+        presentity: str,
+        watcherUsername: str,
+        watcherDomain: str,
+        event: str,
+    ) -> Decision:
+        """The decision of rules `held` returned, for one watcher, now."""
+        assert isinstance(held, _Rules)
+        return await self._decide(held, presentity, watcherUsername, watcherDomain)
+
+    async def _decide(
+        self,
+        rules: _Rules,
+        presentity: str,
+        watcherUsername: str,
+        watcherDomain: str,
+    ) -> Decision:
         sphere = None
         if self.sphere is not None and rules.hasSphereConditions:
             sphere = await self.sphere(presentity)
@@ -231,11 +274,16 @@ class RulesPolicy:
 
     def forget(self, presentity: str) -> None:
         """Read the presentity's documents again next time."""
-        self._rules.pop(_userOf(presentity), None)
+        key = _userOf(presentity)
+        self._rules.pop(key, None)
+        self._replaced.pop(key, None)
 
     def users(self) -> list[tuple[str, str]]:
-        """The users whose rules are held."""
-        return list(self._rules)
+        """The users whose rules are held (or were, and changed since)."""
+        return [
+            *self._rules,
+            *(key for key in self._replaced if key not in self._rules),
+        ]
 
     def changed(self, key: tuple[str, str], rows: Sequence[XCAPDocument]) -> bool:
         """Whether the user's rows differ from those the held rules came from.
@@ -244,7 +292,12 @@ class RulesPolicy:
         the rules and the hard state in one query). What is held is left
         as it is: the re-authorise operation drops it (`forget`) once it
         runs, so that a re-authorisation that fails finds the change again.
+        Rules another read replaced since the last re-authorisation count as
+        changed whatever the rows say now: the watchers were decided with
+        the older ones.
         """
+        if key in self._replaced:
+            return True
         kept = self._rules.get(key)
         if kept is None:
             return False

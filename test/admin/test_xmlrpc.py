@@ -180,9 +180,9 @@ class RefreshStateTests(SynchronousTestCase):
             self.calls.append(("reauthorise", presentity, event))
             return 3, 1
 
-        async def refreshState(presentity: str, event: str) -> int:
+        async def refreshState(presentity: str, event: str) -> tuple[int, int]:
             self.calls.append(("refreshState", presentity, event))
-            return 2
+            return 2, 0
 
         self.rpc = AdminXMLRPC(
             stack.store,
