@@ -34,7 +34,8 @@ from twisted.internet.endpoints import (
     wrapClientTLS,
 )
 from twisted.internet.error import ConnectionRefusedError as ConnectRefused
-from twisted.internet.error import MessageLengthError
+from twisted.internet.error import MessageLengthError, NoRouteError, TCPTimedOutError
+from twisted.internet.error import TimeoutError as ConnectTimeout
 from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
@@ -193,6 +194,14 @@ class StreamRefused(TransportError):
     """
 
 
+#: Seconds a UDP destination whose TCP connection attempt failed gets its
+#: large requests over UDP without a new attempt.
+NO_STREAM_MEMORY: Final = 300.0
+
+#: At most this many such destinations are remembered.
+NO_STREAM_ENTRIES: Final = 10_000
+
+
 def datagramFits(size: int, host: str) -> bool:
     """Whether a message of ``size`` bytes fits one UDP datagram to ``host``.
 
@@ -204,8 +213,24 @@ def datagramFits(size: int, host: str) -> bool:
 
 
 def _retriesOverUDP(failure: Failure) -> bool:
-    """Whether a failed connection attempt is one retried over UDP."""
-    if failure.check(ConnectRefused, ConnectionRefusedError) is not None:
+    """Whether a failed connection attempt is one retried over UDP.
+
+    The RFC's two cases (a reset, ICMP Protocol Not Supported), and also a
+    connection attempt that times out or finds no route: a phone behind a
+    NAT or a firewall that drops the SYN would otherwise lose every NOTIFY
+    over ``udp_mtu`` that UDP still delivers (a decision of this server,
+    beyond the RFC's SHOULD, which names no other case).
+    """
+    if (
+        failure.check(
+            ConnectRefused,
+            ConnectionRefusedError,
+            TCPTimedOutError,
+            ConnectTimeout,
+            NoRouteError,
+        )
+        is not None
+    ):
         return True
     code = getattr(failure.value, "osError", None)
     if isinstance(code, OSError):
@@ -592,6 +617,10 @@ class SIPTransports:
         self.udpMtu = udpMtu
         #: Whether "no TCP listener to move a large request to" was logged.
         self._noStreamLogged = False
+        #: UDP destinations whose TCP connection attempt failed, with when:
+        #: large requests to them stay on UDP for `NO_STREAM_MEMORY`
+        #: seconds rather than waiting for a connection again each time.
+        self._noStream: dict[tuple[str, int], float] = {}
         self.maxConnections = maxConnections
         self.readTimeout = readTimeout
         self.limitStats = limitStats if limitStats is not None else LimitStatistics()
@@ -909,7 +938,23 @@ class SIPTransports:
                     mtu=self.udpMtu,
                 )
             return None
+        key = (target.host, target.port)
+        failedAt = self._noStream.get(key)
+        if failedAt is not None:
+            if self._now() - failedAt < NO_STREAM_MEMORY:
+                return None
+            del self._noStream[key]
         return Peer("TCP", target.host, target.port)
+
+    def _now(self) -> float:
+        return float(self.clock.seconds())
+
+    def _streamFailed(self, host: str, port: int) -> None:
+        """Remember that a TCP connection attempt to ``host:port`` failed."""
+        if len(self._noStream) >= NO_STREAM_ENTRIES:
+            # Bounded: the oldest entry makes room.
+            del self._noStream[next(iter(self._noStream))]
+        self._noStream[(host, port)] = self._now()
 
     def connectionFor(self, target: Peer) -> SIPStreamProtocol | None:
         """The open stream connection that bytes for ``target`` go over, if any.
@@ -969,6 +1014,8 @@ class SIPTransports:
                 del self._connecting[key]
             reason = f"cannot connect to {target}: {failure.getErrorMessage()}"
             kind = StreamRefused if _retriesOverUDP(failure) else TransportError
+            if kind is StreamRefused and target.transport == "TCP":
+                self._streamFailed(target.host, target.port)
             for _, d in waiting:
                 d.errback(kind(reason))
 

@@ -22,6 +22,8 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.error import (
     ConnectError,
     ConnectionRefusedError,
+    DNSLookupError,
+    NoRouteError,
     TCPTimedOutError,
 )
 from twisted.internet.testing import MemoryReactorClock, StringTransport
@@ -35,6 +37,8 @@ from presence.sip.parser import parseDatagram
 from presence.sip.transaction import T1, SyntheticResponse, TransactionLayer
 from presence.sip.transport import (
     DEFAULT_UDP_MTU,
+    NO_STREAM_ENTRIES,
+    NO_STREAM_MEMORY,
     Peer,
     SIPTransports,
     datagramFits,
@@ -281,15 +285,63 @@ class RetryOverUDPTests(SynchronousTestCase):
         stack.refuse(ConnectError(osError=errno.ENOPROTOOPT))
         self.assertEqual(len(stack.udp.written), 1)
 
-    def test_timeoutIsTransportError(self) -> None:
-        """A connection that times out is no reset: the transaction gets a 503."""
+    def test_timeoutRetriesOverUDP(self) -> None:
+        """A connection attempt that times out retries over UDP as well.
+
+        Beyond the RFC's two cases, decided here: a NAT or firewall that
+        drops the SYN would otherwise cost the watcher every NOTIFY over
+        ``udp_mtu`` that UDP still delivers (and with it its subscription).
+        """
         stack = Stack()
         d, _ = stack.send(2000)
         stack.refuse(TCPTimedOutError())
+        [(data, addr)] = stack.udp.written
+        self.assertEqual(addr, WATCHER)
+        self.assertTrue(topVia(data).startswith("SIP/2.0/UDP "))
+        self.assertNoResult(d)
+
+    def test_noRouteRetriesOverUDP(self) -> None:
+        """No route to the host over TCP: UDP is tried."""
+        stack = Stack()
+        stack.send(2000)
+        stack.refuse(NoRouteError())
+        self.assertEqual(len(stack.udp.written), 1)
+
+    def test_otherConnectErrorIsTransportError(self) -> None:
+        """A failure that is none of those (here: a DNS lookup) is a 503."""
+        stack = Stack()
+        d, _ = stack.send(2000)
+        stack.refuse(DNSLookupError())
         self.assertEqual(stack.udp.written, [])
         response = self.successResultOf(d)
         self.assertIsInstance(response, SyntheticResponse)
         self.assertEqual(response.code, 503)
+
+    def test_failedDestinationRemembered(self) -> None:
+        """After a failed attempt, large requests go straight over UDP for a while.
+
+        No new connection attempt (and no wait for one) for
+        ``NO_STREAM_MEMORY`` seconds; after that TCP is tried again.
+        """
+        stack = Stack()
+        stack.send(2000)
+        stack.refuse(TCPTimedOutError())
+        attempts = len(stack.clock.tcpClients)
+        stack.send(2000)
+        self.assertEqual(len(stack.clock.tcpClients), attempts)
+        self.assertEqual(len(stack.udp.written), 2)
+        self.assertTrue(topVia(stack.udp.written[1][0]).startswith("SIP/2.0/UDP "))
+        stack.clock.advance(NO_STREAM_MEMORY)
+        stack.send(2000)
+        self.assertEqual(len(stack.clock.tcpClients), attempts + 1)
+
+    def test_failedDestinationsBounded(self) -> None:
+        """The memory of failed destinations holds at most NO_STREAM_ENTRIES."""
+        stack = Stack()
+        for port in range(NO_STREAM_ENTRIES + 10):
+            stack.transports._streamFailed("198.51.100.9", port)
+        self.assertEqual(len(stack.transports._noStream), NO_STREAM_ENTRIES)
+        self.assertNotIn(("198.51.100.9", 0), stack.transports._noStream)
 
     def test_tooLargeForUDPFails(self) -> None:
         """Over 65,535 bytes with TCP refused: a 503 made here, nothing sent, no crash.
