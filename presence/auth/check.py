@@ -68,6 +68,11 @@ from presence.storage.credentials import UNKNOWN, Credentials, ICredentialStore
 
 _T = TypeVar("_T")
 
+# Read once: an Enum member read through its class costs a few tenths of a
+# microsecond, once per request here.
+_FORGED: Final = NonceState.FORGED
+_STALE: Final = NonceState.STALE
+
 #: Methods never challenged. OPTIONS says what the server can do; ACK and
 #: CANCEL cannot be resubmitted with credentials (RFC 3261 section 22),
 #: and the transaction layer answers them before the dispatcher sees them.
@@ -268,7 +273,7 @@ class DigestAuthenticator:
         nonces = self.nonces
         now = nonces.clock.seconds()
         state, issued = nonces.check(response.nonce, realm, now)
-        if state is NonceState.FORGED:
+        if state is _FORGED:
             self.stats["refused"] += 1
             self.log.info(
                 "{method} from {peer}: a nonce this server did not issue",
@@ -375,7 +380,7 @@ class DigestAuthenticator:
                 domain=domain,
             )
             raise self.challenges(realm)
-        if state is NonceState.STALE:
+        if state is _STALE:
             self.stats["stale"] += 1
             raise self.challenges(realm, stale=True)
         if not self.counts.advance(nonce, issued, int(response.nc, 16), now):

@@ -436,6 +436,14 @@ class NonceState(Enum):
     FORGED = "forged"
 
 
+# The members as module constants: reading an Enum member through its
+# class goes through the class's __getattr__ machinery, and costs a few
+# tenths of a microsecond each time, on a path that reads one per request.
+_VALID: Final = NonceState.VALID
+_STALE: Final = NonceState.STALE
+_FORGED: Final = NonceState.FORGED
+
+
 #: Bytes of a nonce: issue time (8), salt (8), truncated HMAC-SHA-256 (16).
 _NONCE_BYTES: Final = 32
 #: Characters of a nonce: the bytes in unpadded base64url.
@@ -515,12 +523,12 @@ class Nonces:
         if issued is None:
             issued = self._verify(nonce, realm)
             if issued is None:
-                return NonceState.FORGED, 0.0
+                return _FORGED, 0.0
             self._remember(key, issued)
         age = (self.clock.seconds() if now is None else now) - issued
         if age >= self.lifetime or -age >= self.lifetime:
-            return NonceState.STALE, issued
-        return NonceState.VALID, issued
+            return _STALE, issued
+        return _VALID, issued
 
     def _verify(self, nonce: str, realm: str) -> float | None:
         """The issue time of a nonce signed for ``realm``; ``None`` if forged."""
