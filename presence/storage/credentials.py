@@ -13,6 +13,12 @@ credentials of a user in a domain. Three stores answer it:
   shared mode alike (the cache of presence state never holds them), and a
   removed user or a changed password takes effect when the entry expires.
 
+The memory store and the cache also answer ``peek(username, domain)`` at
+once, without a coroutine: the credentials, ``None`` for an unknown user,
+or (the cache, for an answer not kept or expired) `UNKNOWN`, which sends
+the authenticator to `ICredentialStore.credentials`. It is not part of the
+interface: a store without it is asked through its coroutine.
+
 Rows are OpenSIPS's (``username``, ``domain``, ``password``, ``ha1``,
 ``ha1_sha256``, ``ha1_sha512t256``), so that a table provisioned by
 OpenSIPS's tools serves here, and the other way round.
