@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import functools
 import gc
 import heapq
 import itertools
@@ -475,10 +476,25 @@ def main() -> None:
         " to case",
     )
     parser.add_argument("--profile", choices=sorted(CASES))
+    parser.add_argument(
+        "--count",
+        choices=sorted(CASES),
+        help="run one case's timed part once, over --operations operations,"
+        " inside functools.reduce: for valgrind --tool=callgrind"
+        " --collect-atstart=no --toggle-collect=functools_reduce, which then"
+        " counts the instructions of that part alone",
+    )
+    parser.add_argument("--operations", type=int, default=2000)
     parser.add_argument("cases", nargs="*", choices=[*sorted(CASES), []])
     options = parser.parse_args()
     if options.no_gc:
         gc.disable()
+    if options.count:
+        prepare = CASES[options.count][0]()
+        prepare(100)()
+        timed = prepare(options.operations)
+        functools.reduce(lambda _a, _b: timed(), (None, None))
+        return
     if options.profile:
         prepare = CASES[options.profile][0]()
         prepare(100)()

@@ -88,6 +88,10 @@ _HASHES: Final[dict[str, Callable[[bytes], Any]]] = {
     "SHA-512-256": _sha512t256,
 }
 
+#: Each algorithm's hash function, from bytes to a hashlib object, for a
+#: caller that hashes bytes it made itself.
+HASH_FUNCTIONS: Final = _HASHES
+
 
 def digestHash(algorithm: str, text: str) -> str:
     """``H(text)`` of an algorithm, in lower-case hexadecimal (RFC 7616 3.4.1).
@@ -110,6 +114,10 @@ _HA1_FIELDS: Final = {
     "SHA-256": "ha1Sha256",
     "SHA-512-256": "ha1Sha512t256",
 }
+
+
+#: `_HA1_FIELDS`, for the authenticator's inline `storedHA1`.
+HA1_FIELDS: Final = _HA1_FIELDS
 
 
 def storedHA1(credentials: Credentials, algorithm: str, realm: str) -> str | None:
@@ -334,16 +342,25 @@ def parseCredentials(value: str) -> DigestCredentials | None:
     if not cnonce:
         raise DigestError("digest response without cnonce")
     algorithm = params.get("algorithm", "MD5")
-    return DigestCredentials(
-        username,
-        realm,
-        nonce,
-        uri,
-        response.lower(),
-        algorithm if algorithm in ALGORITHMS else canonicalAlgorithm(algorithm),
-        nc,
-        cnonce,
+    # tuple.__new__ rather than the class: the named tuple's own __new__ is
+    # a Python function, which costs more than the rest of this together.
+    return _newCredentials(
+        DigestCredentials,
+        (
+            username,
+            realm,
+            nonce,
+            uri,
+            response.lower(),
+            algorithm if algorithm in ALGORITHMS else canonicalAlgorithm(algorithm),
+            nc,
+            cnonce,
+            QOP,
+        ),
     )
+
+
+_newCredentials: Final[Callable[..., DigestCredentials]] = tuple.__new__
 
 
 def challenge(realm: str, nonce: str, algorithm: str, stale: bool = False) -> str:
@@ -419,6 +436,14 @@ class NonceState(Enum):
     FORGED = "forged"
 
 
+# The members as module constants: reading an Enum member through its
+# class goes through the class's __getattr__ machinery, and costs a few
+# tenths of a microsecond each time, on a path that reads one per request.
+_VALID: Final = NonceState.VALID
+_STALE: Final = NonceState.STALE
+_FORGED: Final = NonceState.FORGED
+
+
 #: Bytes of a nonce: issue time (8), salt (8), truncated HMAC-SHA-256 (16).
 _NONCE_BYTES: Final = 32
 #: Characters of a nonce: the bytes in unpadded base64url.
@@ -483,8 +508,12 @@ class Nonces:
         self._remember((nonce, realm), float(issued))
         return nonce
 
-    def check(self, nonce: str, realm: str) -> tuple[NonceState, float]:
+    def check(
+        self, nonce: str, realm: str, now: float | None = None
+    ) -> tuple[NonceState, float]:
         """Whether ``nonce`` was issued for ``realm`` and is still valid.
+
+        ``now`` is the clock's time when the caller has just read it.
 
         Returns:
             The state, and the time the nonce was issued (0 when forged).
@@ -494,12 +523,12 @@ class Nonces:
         if issued is None:
             issued = self._verify(nonce, realm)
             if issued is None:
-                return NonceState.FORGED, 0.0
+                return _FORGED, 0.0
             self._remember(key, issued)
-        age = self.clock.seconds() - issued
+        age = (self.clock.seconds() if now is None else now) - issued
         if age >= self.lifetime or -age >= self.lifetime:
-            return NonceState.STALE, issued
-        return NonceState.VALID, issued
+            return _STALE, issued
+        return _VALID, issued
 
     def _verify(self, nonce: str, realm: str) -> float | None:
         """The issue time of a nonce signed for ``realm``; ``None`` if forged."""
@@ -576,20 +605,24 @@ class NonceCounts:
         """How many nonces are remembered."""
         return len(self._counts)
 
-    def advance(self, nonce: str, issued: float, count: int) -> bool:
+    def advance(
+        self, nonce: str, issued: float, count: int, now: float | None = None
+    ) -> bool:
         """Take ``count`` for ``nonce`` if it is above the last one.
 
         Args:
             nonce: a valid nonce.
             issued: when it was issued.
             count: the request's nonce count.
+            now: the clock's time, when the caller has just read it.
 
         Returns:
             Whether the count is new (above every count seen for the nonce);
             ``False`` for a replay.
         """
         counts = self._counts
-        now = self.clock.seconds()
+        if now is None:
+            now = self.clock.seconds()
         if now >= self._frontExpiry:
             self._expire(now)
         known = counts.get(nonce)

@@ -13,6 +13,12 @@ credentials of a user in a domain. Three stores answer it:
   shared mode alike (the cache of presence state never holds them), and a
   removed user or a changed password takes effect when the entry expires.
 
+The memory store and the cache also answer ``peek(username, domain)`` at
+once, without a coroutine: the credentials, ``None`` for an unknown user,
+or (the cache, for an answer not kept or expired) `UNKNOWN`, which sends
+the authenticator to `ICredentialStore.credentials`. It is not part of the
+interface: a store without it is asked through its coroutine.
+
 Rows are OpenSIPS's (``username``, ``domain``, ``password``, ``ha1``,
 ``ha1_sha256``, ``ha1_sha512t256``), so that a table provisioned by
 OpenSIPS's tools serves here, and the other way round.
@@ -51,6 +57,18 @@ CREDENTIALS_TTL: Final = 3.0
 
 #: How many answers `CachingCredentialStore` keeps by default.
 CREDENTIALS_CACHE_LIMIT: Final = 10_000
+
+
+class _Unknown:
+    """The type of `UNKNOWN`."""
+
+    def __repr__(self) -> str:
+        return "UNKNOWN"
+
+
+#: What a store's ``peek`` answers when it cannot say at once: ask
+#: `ICredentialStore.credentials`.
+UNKNOWN: Final = _Unknown()
 
 
 @dataclass(frozen=True)
@@ -128,6 +146,10 @@ class MemoryCredentialStore:
 
     async def credentials(self, username: str, domain: str) -> Credentials | None:
         """See `ICredentialStore.credentials`."""
+        return self._rows.get((username, domain.lower()))
+
+    def peek(self, username: str, domain: str) -> Credentials | None:
+        """`credentials`, at once: the authenticator's way in, without a coroutine."""
         return self._rows.get((username, domain.lower()))
 
     def put(self, credentials: Credentials) -> None:
@@ -239,6 +261,19 @@ class CachingCredentialStore:
             del answers[next(iter(answers))]
         answers[key] = (self.clock.seconds() + self.ttl, answer)
         return answer
+
+    def peek(self, username: str, domain: str) -> Credentials | _Unknown | None:
+        """The answer kept and not expired, at once; `UNKNOWN` when none is.
+
+        What `credentials` answers from memory, without a coroutine, for
+        the authenticator; on `UNKNOWN` it asks `credentials`, which reads
+        the backend.
+        """
+        kept = self._answers.get((username, domain.lower()))
+        if kept is not None and kept[0] > self.clock.seconds():
+            self.hits += 1
+            return kept[1]
+        return UNKNOWN
 
     def forget(self) -> None:
         """Drop every answer kept."""

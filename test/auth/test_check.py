@@ -23,6 +23,8 @@ from presence.auth.digest import (
 from presence.sip.message import SIPRequest, SIPResponse
 from presence.sip.parser import parseDatagram
 from presence.storage.credentials import (
+    CREDENTIALS_TTL,
+    CachingCredentialStore,
     Credentials,
     ICredentialStore,
     MemoryCredentialStore,
@@ -597,6 +599,96 @@ class WaitingCredentialsTests(AuthTestCase):
             self.answered("bob's password", lambda d: d.errback(StorageError("down"))),
             503,
         )
+
+
+class CountingStore(MemoryCredentialStore):
+    """A memory store counting the reads that go through a coroutine."""
+
+    def __init__(self) -> None:
+        """No read yet."""
+        super().__init__()
+        self.reads = 0
+
+    async def credentials(self, username: str, domain: str) -> Credentials | None:
+        """Count, then read."""
+        self.reads += 1
+        return await super().credentials(username, domain)
+
+
+class ImmediateCredentialsTests(AuthTestCase):
+    """A store that can answer at once (``peek``) is asked that way.
+
+    What the authenticator keeps to go faster (the HA1 of a clear password,
+    the store's answer read without a coroutine) never lets a changed
+    password or a removed user through longer than the store itself does.
+    """
+
+    def setUp(self) -> None:
+        """Put a counting memory store, then a few seconds' cache, in front."""
+        super().setUp()
+        authenticator = self.server.stack.authenticator
+        assert authenticator is not None
+        self.authenticator = authenticator
+        backend = authenticator.credentials
+        assert isinstance(backend, MemoryCredentialStore)
+        self.backend = CountingStore()
+        for row in backend.all():
+            self.backend.put(row)
+        authenticator.credentials = self.backend
+
+    def test_peekedNotRead(self) -> None:
+        """A store with ``peek`` is never read through its coroutine."""
+        self.assertEqual(self.publishAs(self.bob, "bob", "bob's password").code, 200)
+        self.assertEqual(self.publishAs(self.bob, "bob", "guess").code, 401)
+        self.assertEqual(self.backend.reads, 0)
+
+    def test_clearPasswordChanged(self) -> None:
+        """A row holding only a clear password: its HA1 follows the row.
+
+        RFC 7616 section 3.4.1: ``A1 = unq(username) ":" unq(realm) ":"
+        passwd``; the HA1 worked out from it is kept per row read, so a
+        new password is checked against as soon as the store gives it.
+        """
+        self.backend.put(Credentials("bob", "example.com", password="first"))
+        self.assertEqual(self.publishAs(self.bob, "bob", "first").code, 200)
+        self.assertEqual(self.publishAs(self.bob, "bob", "first", "MD5").code, 200)
+        self.backend.put(Credentials("bob", "example.com", password="second"))
+        self.assertEqual(self.publishAs(self.bob, "bob", "first").code, 401)
+        self.assertEqual(self.publishAs(self.bob, "bob", "second").code, 200)
+        self.backend.remove("bob", "example.com")
+        self.assertEqual(self.publishAs(self.bob, "bob", "second").code, 401)
+
+    def test_cacheLetsChangesThroughWithin5Seconds(self) -> None:
+        """Behind the cache, a changed password counts within CREDENTIALS_TTL (< 5 s).
+
+        The same nonce is used throughout, with a growing nonce count: what
+        the authenticator keeps per client does not outlive the cache.
+        """
+        self.assertLess(CREDENTIALS_TTL, 5)
+        cache = CachingCredentialStore(self.backend, self.server.reactor)
+        self.authenticator.credentials = cache
+        challenged = self.publish(self.bob)
+        nc = iter(range(1, 100))
+
+        def publishWith(password: str) -> int:
+            value = authorization(
+                challenged, "bob", password, "PUBLISH", self.bob.aor, nc=next(nc)
+            )
+            return self.publish(self.bob, value).code
+
+        self.assertEqual(publishWith("bob's password"), 200)
+        self.backend.put(Credentials("bob", "example.com", password="new"))
+        self.server.reactor.advance(CREDENTIALS_TTL - 0.5)
+        self.assertEqual(publishWith("bob's password"), 200)
+        self.server.reactor.advance(0.5)
+        self.assertEqual(publishWith("bob's password"), 401)
+        challenged = self.publish(self.bob)
+        nc = iter(range(1, 100))
+        self.assertEqual(publishWith("new"), 200)
+        self.backend.remove("bob", "example.com")
+        self.server.reactor.advance(CREDENTIALS_TTL)
+        self.assertEqual(publishWith("new"), 401)
+        self.assertEqual(self.backend.reads, 3)
 
 
 class IdentityTests(AuthTestCase):

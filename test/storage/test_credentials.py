@@ -20,6 +20,7 @@ from presence.config import Config
 from presence.stack import buildStack
 from presence.storage.credentials import (
     CREDENTIALS_TTL,
+    UNKNOWN,
     CachingCredentialStore,
     Credentials,
     ICredentialStore,
@@ -286,6 +287,33 @@ class CachingCredentialStoreTests(SynchronousTestCase):
         self.cache.forget()
         self.lookup("a")
         self.assertEqual(self.cache.misses, 2)
+
+    def test_peek(self) -> None:
+        """``peek`` answers at once what is kept and fresh, else UNKNOWN.
+
+        It never reads the backend, and lets a change through exactly when
+        `credentials` does: a kept answer is given until its TTL is over.
+        """
+        self.assertIs(self.cache.peek("alice", "example.com"), UNKNOWN)
+        self.assertEqual(self.cache.misses, 0)
+        self.backend.put(ALICE)
+        self.assertEqual(self.lookup("alice"), ALICE)
+        self.assertEqual(self.cache.peek("alice", "EXAMPLE.com"), ALICE)
+        self.backend.remove("alice", "example.com")
+        self.clock.advance(2.99)
+        self.assertEqual(self.cache.peek("alice", "example.com"), ALICE)
+        self.clock.advance(0.01)
+        self.assertIs(self.cache.peek("alice", "example.com"), UNKNOWN)
+        self.assertIsNone(self.lookup("alice"))
+        # An unknown user is an answer too: None, not UNKNOWN.
+        self.assertIsNone(self.cache.peek("alice", "example.com"))
+        self.assertEqual((self.cache.misses, self.cache.hits), (2, 3))
+
+    def test_memoryPeek(self) -> None:
+        """The memory store's ``peek`` is its ``credentials``, at once."""
+        self.backend.put(ALICE)
+        self.assertEqual(self.backend.peek("alice", "Example.COM"), ALICE)
+        self.assertIsNone(self.backend.peek("bob", "example.com"))
 
 
 class StackCredentialsTests(TestCase):
