@@ -359,7 +359,7 @@ class ClusterMember(Service):
                     server=self.serverId,
                     seconds=now - float(previous),
                 )
-            taken = await self.store.takeOver(now - self.nodeTimeout)
+            taken = await self.store.takeOver(now - self.nodeTimeout, now)
         except StorageError as e:
             if strict:
                 raise

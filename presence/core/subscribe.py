@@ -327,6 +327,7 @@ class SubscribeHandler:
         callId = request.callId
         key = (callId, toTag, fromTag, package.name, eventId)
         subscription = await self.store.subscription(key)
+        stored = subscription is not None
         if subscription is None:
             siblings = await self.store.dialogSubscriptions((callId, toTag, fromTag))
             if not siblings:
@@ -362,6 +363,11 @@ class SubscribeHandler:
             self._respond(
                 transaction, 200, expires=0, contact=subscription.localContact
             )
+            if removed is None and stored:
+                # Removed since it was read (its expiry, or another server):
+                # whoever removed it sent its final NOTIFY, with the CSeq
+                # this one would reuse.
+                return
             self.ended += 1
             self.notifier.send(
                 subscription, terminated="timeout", publications=publications
