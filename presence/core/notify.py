@@ -77,6 +77,9 @@ class NotifyStatistics:
         coalesced: newer states that replaced one already queued.
         forwarded: states of subscriptions owned by another server of the
             cluster, signalled to it instead of sent.
+        claimsRefused: NOTIFYs not sent in a cluster because the claim of
+            their CSeq was refused: the subscription is no longer this
+            server's (moved, taken over: the fence) or is gone.
     """
 
     def __init__(self) -> None:
@@ -86,6 +89,7 @@ class NotifyStatistics:
         self.failed = 0
         self.coalesced = 0
         self.forwarded = 0
+        self.claimsRefused = 0
 
 
 class ClusterLink(Protocol):
@@ -376,6 +380,8 @@ class Notifier:
             else:
                 current = await self.store.claimNotify(subscription.key)
             if current is None:
+                if self.cluster is not None:
+                    self.stats.claimsRefused += 1
                 return
             current.connection = (
                 subscription.connection

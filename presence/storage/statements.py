@@ -640,14 +640,17 @@ CREATE_SHARING_INDEX: Final = (
 )
 
 #: One heartbeat: the row written, the previous ``last_seen`` returned
-#: (``NULL`` for a new row), so that a server knows it was silent too long.
+#: (``NULL`` for a new row), so that a server knows it was silent too long,
+#: and how many other members beat since ``:cutoff`` (alive).
 HEARTBEAT: Final = (
     "WITH previous AS (SELECT last_seen FROM cluster WHERE server_id = :server_id)"
     " INSERT INTO cluster (server_id, address, last_seen, started)"
     " VALUES (:server_id, :address, :now, :now)"
     " ON CONFLICT (server_id) DO UPDATE SET address = excluded.address,"
     " last_seen = excluded.last_seen"
-    " RETURNING (SELECT last_seen FROM previous)"
+    " RETURNING (SELECT last_seen FROM previous),"
+    " (SELECT count(*) FROM cluster WHERE last_seen >= :cutoff"
+    " AND server_id <> :server_id)"
 )
 
 #: The members and when each was last seen.
