@@ -118,7 +118,8 @@ async def hostOptions(
     """``hostaddr`` for a DSN whose host is a name, resolved without blocking.
 
     Args:
-        reactor: its ``resolve`` (`IReactorCore.resolve`) does the lookup.
+        reactor: its ``resolve`` (Twisted's ``IReactorCore.resolve``) does
+            the lookup.
         given: the parsed DSN.
         seconds: how long the lookup may take.
 
