@@ -54,6 +54,35 @@ class UnsubscribeAtNonOwnerTests(ClusterTestCase):
         self.assertEqual(cseqs(notifies), [1, 2, 3])
         self.assertIsNone(await self.owner(alice))
 
+    async def test_ownersNotifyInFlight(self) -> None:
+        """The owner's NOTIFY still unanswered: the final one follows it in CSeq.
+
+        What is not prevented: the owner's NOTIFY in flight and the final one
+        of the server the phone now talks to are both outstanding for a
+        moment (as after a refresh that moves the ownership), since no
+        server knows what another has in flight. Their CSeqs are in order,
+        so the phone answers both (RFC 3261 section 12.2.2 refuses only a
+        lower one).
+        """
+        a, b = await self.nodes("a", "b")
+        alice = Watcher("alice", "192.0.2.20")
+        await self.subscribed(a, alice)
+        await self.cluster.settle()
+        self.cluster.autoAnswer.discard(alice.address)
+        bob = Watcher("bob", "192.0.2.30")
+        publish = bob.publishBytes(pidf("open"))
+        self.assertEqual((await self.cluster.request(a, bob, publish)).code, 200)
+        await self.cluster.until(lambda: len(self.cluster.to(alice.address)) == 2)
+        response = await self.cluster.request(
+            b, alice, alice.subscribeBytes(expires=0, refresh=True)
+        )
+        self.assertEqual(response.code, 200)
+        await self.cluster.until(lambda: len(self.finals(alice)) == 1)
+        notifies = self.cluster.to(alice.address)
+        self.assertEqual([n.node for n in notifies], ["a", "a", "b"])
+        self.assertEqual(cseqs(notifies), [1, 2, 3])
+        self.assertEqual(a.stack.notifier.outstanding, 1)
+
     async def test_removedMeanwhileNoSecondFinal(self) -> None:
         """Removed by its owner between the read and the delete: one final NOTIFY.
 
