@@ -671,12 +671,17 @@ LEAVE_CLUSTER: Final = "UPDATE cluster SET last_seen = 0 WHERE server_id = :serv
 #: then dead ``node_timeout`` after a live server first saw it, and taken
 #: over like any other (the row inserted is not seen by this statement's
 #: update, which reads the snapshot before it).
+#: The distinct tags are found by walking the ``sharing_tag`` index from
+#: one tag to the next (a recursive query: one index probe per distinct
+#: tag), not by reading every row at each heartbeat.
 TAKE_OVER: Final = (
-    "WITH adopted AS (INSERT INTO cluster (server_id, address, last_seen, started)"
-    " SELECT DISTINCT sharing_tag, '', :now, :now FROM active_watchers"
-    " WHERE sharing_tag IS NOT NULL"
-    " AND NOT EXISTS (SELECT 1 FROM cluster"
-    " WHERE cluster.server_id = active_watchers.sharing_tag)"
+    "WITH RECURSIVE tags (tag) AS ("
+    " SELECT min(sharing_tag) FROM active_watchers"
+    " UNION ALL SELECT (SELECT min(sharing_tag) FROM active_watchers"
+    " WHERE sharing_tag > tags.tag) FROM tags WHERE tags.tag IS NOT NULL),"
+    " adopted AS (INSERT INTO cluster (server_id, address, last_seen, started)"
+    " SELECT tag, '', :now, :now FROM tags WHERE tag IS NOT NULL"
+    " AND NOT EXISTS (SELECT 1 FROM cluster WHERE cluster.server_id = tags.tag)"
     " ON CONFLICT (server_id) DO NOTHING RETURNING 1)"
     " UPDATE active_watchers SET sharing_tag = :owner WHERE sharing_tag IN ("
     " SELECT server_id FROM cluster WHERE last_seen < :cutoff"
