@@ -322,6 +322,7 @@ def buildStack(
         store,
         limits=limits,
         xcapFetches=lambda: 0 if xcapClient is None else xcapClient.fetches,
+        cluster=cluster,
     )
     rulesChanged = None
     if xcap is not None:

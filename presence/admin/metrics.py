@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, Protocol
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -102,6 +102,51 @@ NOTIFY_COUNTERS: Final = (
     ("coalesced", "notifies_coalesced", "Newer states that replaced a queued one."),
 )
 
+#: Counters of the cluster (shared mode on PostgreSQL): ``get_statistics``
+#: name (group ``cluster``), metric, help. ``members_alive`` is a gauge.
+CLUSTER_COUNTERS: Final = (
+    (
+        "takeovers",
+        "cluster_takeovers",
+        "Subscriptions taken over from members silent for node_timeout.",
+    ),
+    ("signals_sent", "cluster_signals_sent", "Signals sent to other members."),
+    (
+        "signals_received",
+        "cluster_signals_received",
+        "Signals received from other members (well formed).",
+    ),
+    (
+        "signals_failed",
+        "cluster_signals_failed",
+        "Signals that could not be sent (the database).",
+    ),
+    ("heartbeats", "cluster_heartbeats", "Heartbeats written."),
+    (
+        "listen_reconnects",
+        "cluster_listen_reconnects",
+        "Times the LISTEN connection was re-established.",
+    ),
+    (
+        "claims_refused",
+        "cluster_claims_refused",
+        "NOTIFYs not sent: the CSeq claim was refused (no longer owned, or gone).",
+    ),
+    (
+        "forwarded",
+        "cluster_forwarded",
+        "States of subscriptions owned by another member, signalled to it.",
+    ),
+)
+
+
+class ClusterCounters(Protocol):
+    """What the statistics read of the cluster member."""
+
+    def counters(self) -> dict[str, int]:
+        """Its counters by ``get_statistics`` name."""
+
+
 #: Counters of the storage: ``get_statistics`` name (group ``database``),
 #: metric, help.
 DATABASE_COUNTERS: Final = (
@@ -138,6 +183,8 @@ class Snapshot:
         xcapFetches: XCAP documents fetched (the external XCAP mode's requests).
         limits: what each limit refused, by `LimitStatistics` attribute name
             (``rateLimited``, ``connectionsRefused``...).
+        cluster: the cluster's counters by `CLUSTER_COUNTERS` name, and
+            ``members_alive``; empty when the server is not in a cluster.
     """
 
     sip: dict[str, int]
@@ -157,6 +204,7 @@ class Snapshot:
     counts: EventCounts | None = None
     xcapFetches: int = 0
     limits: dict[str, int] = field(default_factory=dict)
+    cluster: dict[str, int] = field(default_factory=dict)
 
     def flat(self) -> dict[str, int | float]:
         """Every value under an OpenSIPS-style ``group:name``.
@@ -197,6 +245,8 @@ class Snapshot:
         out["xcap:fetches"] = self.xcapFetches
         for name, value in sorted(self.limits.items()):
             out[f"limits:{name}"] = value
+        for name, value in self.cluster.items():
+            out[f"cluster:{name}"] = value
         return out
 
 
@@ -215,6 +265,7 @@ class ServerStatistics:
         store: IPresenceStore,
         xcapFetches: Callable[[], int] = lambda: 0,
         limits: LimitStatistics | None = None,
+        cluster: ClusterCounters | None = None,
     ) -> None:
         """Read the counters of these objects.
 
@@ -228,6 +279,7 @@ class ServerStatistics:
             xcapFetches: how many XCAP documents were fetched (requests of
                 the external XCAP mode's client).
             limits: what the limits refused.
+            cluster: the cluster member in shared mode on PostgreSQL.
         """
         self.transports = transports
         self.transactions = transactions
@@ -237,6 +289,7 @@ class ServerStatistics:
         self.store = store
         self.xcapFetches = xcapFetches
         self.limits = limits
+        self.cluster = cluster
 
     def counters(self) -> Snapshot:
         """Every counter now, without the store's rows (no I/O)."""
@@ -291,7 +344,16 @@ class ServerStatistics:
             serving=self.storage.serving,
             xcapFetches=self.xcapFetches(),
             limits=self.limits.asDict() if self.limits is not None else {},
+            cluster=self._clusterCounters(),
         )
+
+    def _clusterCounters(self) -> dict[str, int]:
+        if self.cluster is None:
+            return {}
+        counters = self.cluster.counters()
+        counters["claims_refused"] = self.notifier.stats.claimsRefused
+        counters["forwarded"] = self.notifier.stats.forwarded
+        return counters
 
     async def snapshot(self) -> Snapshot:
         """Every counter now, and the rows of the store by event.
@@ -369,6 +431,16 @@ class PresenceCollector(Collector):
                 yield CounterMetricFamily(
                     f"{p}_{metric}", documentation, value=groupValues[key]
                 )
+        if snapshot.cluster:
+            for key, metric, documentation in CLUSTER_COUNTERS:
+                yield CounterMetricFamily(
+                    f"{p}_{metric}", documentation, value=snapshot.cluster[key]
+                )
+            yield GaugeMetricFamily(
+                f"{p}_cluster_members_alive",
+                "Members of the cluster alive at the last heartbeat (this one too).",
+                value=snapshot.cluster["members_alive"],
+            )
         yield CounterMetricFamily(
             f"{p}_xcap_fetches",
             "XCAP documents fetched (the external XCAP mode's requests).",

@@ -102,6 +102,8 @@ class ClusterStatistics:
         heartbeats: heartbeats written.
         takenOver: subscriptions taken over from silent members.
         relistened: times the listening connection was re-established.
+        membersAlive: the members alive at the last heartbeat, this one
+            included (0 before the first).
         delivered: signals the database accepted, by the member they went
             to.
         inFlight: signals being sent now.
@@ -117,6 +119,7 @@ class ClusterStatistics:
         self.heartbeats = 0
         self.takenOver = 0
         self.relistened = 0
+        self.membersAlive = 0
 
 
 class ClusterMember(Service):
@@ -183,6 +186,19 @@ class ClusterMember(Service):
         self._activity = Waiters()
         #: Signals received and being acted on now.
         self.handling = 0
+
+    def counters(self) -> dict[str, int]:
+        """The counters, by their ``get_statistics`` names (group ``cluster``)."""
+        stats = self.stats
+        return {
+            "takeovers": stats.takenOver,
+            "signals_sent": stats.signalsSent,
+            "signals_received": stats.signalsReceived,
+            "signals_failed": stats.signalsFailed,
+            "heartbeats": stats.heartbeats,
+            "listen_reconnects": stats.relistened,
+            "members_alive": stats.membersAlive,
+        }
 
     # -- what the notifier calls ---------------------------------------------
 
@@ -343,10 +359,17 @@ class ClusterMember(Service):
             now = self.clock.seconds()
             rows = await self.listener.query(
                 HEARTBEAT,
-                {"server_id": self.serverId, "address": self.address, "now": now},
+                {
+                    "server_id": self.serverId,
+                    "address": self.address,
+                    "now": now,
+                    "cutoff": now - self.nodeTimeout,
+                },
             )
             self.stats.heartbeats += 1
             previous = rows[0][0] if rows else None
+            if rows:
+                self.stats.membersAlive = int(rows[0][1]) + 1
             if self.stats.heartbeats == 1 and previous is not None:
                 # This id beat before this process: what was signalled to
                 # it while it was down is lost. Resent once it serves.
@@ -359,7 +382,7 @@ class ClusterMember(Service):
                     server=self.serverId,
                     seconds=now - float(previous),
                 )
-            taken = await self.store.takeOver(now - self.nodeTimeout)
+            taken = await self.store.takeOver(now - self.nodeTimeout, now)
         except StorageError as e:
             if strict:
                 raise

@@ -77,6 +77,9 @@ class NotifyStatistics:
         coalesced: newer states that replaced one already queued.
         forwarded: states of subscriptions owned by another server of the
             cluster, signalled to it instead of sent.
+        claimsRefused: NOTIFYs not sent in a cluster because the claim of
+            their CSeq was refused: the subscription is no longer this
+            server's (moved, taken over: the fence) or is gone.
     """
 
     def __init__(self) -> None:
@@ -86,6 +89,7 @@ class NotifyStatistics:
         self.failed = 0
         self.coalesced = 0
         self.forwarded = 0
+        self.claimsRefused = 0
 
 
 class ClusterLink(Protocol):
@@ -156,6 +160,13 @@ class Notifier:
         self.policy = policy
         self.cluster = cluster
         self._idle = Waiters()
+        # Fan-outs (`presentityChanged`) are numbered as they begin; a new
+        # subscription notes the number current when its handling began
+        # (`mark`), and the fan-outs begun before that skip it: its first
+        # NOTIFY reads a state at least as new as theirs.
+        self._epoch = 0
+        self._fanOuts: dict[int, int] = {}
+        self._begun: dict[SubscriptionKey, int] = {}
 
     @property
     def outstanding(self) -> int:
@@ -170,6 +181,34 @@ class Notifier:
     def whenIdle(self) -> Deferred[None]:
         """Fires the next time no NOTIFY is in flight or queued."""
         return self._idle.wait()
+
+    def mark(self) -> int:
+        """The point a new subscription's handling begins at (for `begin`)."""
+        return self._epoch
+
+    def begin(self, key: SubscriptionKey, started: int) -> None:
+        """A new subscription is about to be stored; its handling began at ``started``.
+
+        Its first NOTIFY reads the authorisation and the state after
+        ``started`` (the `mark` taken before either was read): the fan-outs
+        that began before that and are still reading the subscriptions
+        skip it, since what they notify was written before they began.
+        Called before the subscription is written, so that no fan-out can
+        read it first.
+        """
+        if self._fanOuts and min(self._fanOuts) < started:
+            self._begun[key] = started
+
+    def _prune(self) -> None:
+        """Forget the marks no fan-out under way can need."""
+        if not self._begun:
+            return
+        if not self._fanOuts:
+            self._begun.clear()
+            return
+        oldest = min(self._fanOuts)
+        for key in [k for k, e in self._begun.items() if e <= oldest]:
+            del self._begun[key]
 
     def ownerElsewhere(self, subscription: Subscription) -> str | None:
         """The other server that owns a subscription, or ``None`` if it is ours."""
@@ -288,7 +327,21 @@ class Notifier:
         Returns:
             How many subscriptions the presentity's event has.
         """
-        subscriptions = await self.store.subscriptions(presentity, event)
+        number = self._epoch
+        self._epoch += 1
+        self._fanOuts[number] = self._fanOuts.get(number, 0) + 1
+        try:
+            subscriptions = await self.store.subscriptions(presentity, event)
+        finally:
+            self._fanOuts[number] -= 1
+            if not self._fanOuts[number]:
+                del self._fanOuts[number]
+        begun = self._begun
+        if begun:
+            # Subscriptions whose handling began after this fan-out did:
+            # the state their first NOTIFY read was written before.
+            subscriptions = [s for s in subscriptions if begun.get(s.key, -1) <= number]
+            self._prune()
         if not subscriptions:
             return 0
         owners: dict[str, None] = {}
@@ -376,6 +429,8 @@ class Notifier:
             else:
                 current = await self.store.claimNotify(subscription.key)
             if current is None:
+                if self.cluster is not None:
+                    self.stats.claimsRefused += 1
                 return
             current.connection = (
                 subscription.connection

@@ -208,6 +208,9 @@ class SubscribeHandler:
         expires: int,
         identity: Identity | None = None,
     ) -> None:
+        # Before the authorisation and the state are read: a fan-out begun
+        # earlier skips this subscription (its first NOTIFY has that state).
+        started = self.notifier.mark()
         aor, _ = presentityOf(request, self.domains)
         presentity = f"sip:{aor}"
         contact = self._contact(request)
@@ -299,6 +302,7 @@ class SubscribeHandler:
             # A fetch (RFC 6665 4.4.3): the state once, then the end.
             self.notifier.send(subscription, terminated="timeout")
             return
+        self.notifier.begin(subscription.key, started)
         putWith = getattr(self.store, "putWithPublications", None)
         if putWith is not None and self.owner is not None:
             # Shared mode: the row, with the first NOTIFY's CSeq taken, and
@@ -327,6 +331,7 @@ class SubscribeHandler:
         callId = request.callId
         key = (callId, toTag, fromTag, package.name, eventId)
         subscription = await self.store.subscription(key)
+        stored = subscription is not None
         if subscription is None:
             siblings = await self.store.dialogSubscriptions((callId, toTag, fromTag))
             if not siblings:
@@ -362,6 +367,11 @@ class SubscribeHandler:
             self._respond(
                 transaction, 200, expires=0, contact=subscription.localContact
             )
+            if removed is None and stored:
+                # Removed since it was read (its expiry, or another server):
+                # whoever removed it sent its final NOTIFY, with the CSeq
+                # this one would reuse.
+                return
             self.ended += 1
             self.notifier.send(
                 subscription, terminated="timeout", publications=publications

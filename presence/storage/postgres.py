@@ -12,12 +12,17 @@ recovers by itself. A transaction of several statements is sent as one
 multi-statement query, which PostgreSQL runs as one transaction: one round
 trip.
 
-Give the server's address as an IP address: libpq resolves host names
-synchronously, which would block the reactor.
+libpq resolves a host name synchronously, inside the connection attempt,
+which would block the reactor: a ``host`` that is a name is resolved first
+with the reactor's resolver (``reactor.resolve``, in a thread), at each
+connection attempt, and the address given to libpq as ``hostaddr`` (``host``
+stays, for TLS and ``.pgpass``). A DSN that sets ``hostaddr`` itself, names
+several hosts, or a Unix socket directory is passed as written.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -87,6 +92,51 @@ _ERRORS: Final[tuple[type[BaseException], ...]] = (
     txpostgres.AlreadyPolling,
     txpostgres.UnexpectedPollResult,
 )
+
+
+def hostToResolve(given: dict[str, str]) -> str | None:
+    """The host name of a parsed DSN that must be resolved, or ``None``.
+
+    ``None`` for an IP address, a Unix socket directory (``/...``,
+    ``@abstract``), several hosts (``a,b``: libpq tries each; resolve them
+    yourself), no host at all (the default socket), or a ``hostaddr``
+    already given.
+    """
+    host = given.get("host", "")
+    if not host or "hostaddr" in given or "," in host or host[0] in "/@":
+        return None
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return host
+    return None
+
+
+async def hostOptions(
+    reactor: Any, given: dict[str, str], seconds: float
+) -> dict[str, str]:
+    """``hostaddr`` for a DSN whose host is a name, resolved without blocking.
+
+    Args:
+        reactor: its ``resolve`` (Twisted's ``IReactorCore.resolve``) does
+            the lookup.
+        given: the parsed DSN.
+        seconds: how long the lookup may take.
+
+    Returns:
+        ``{"hostaddr": address}``, or nothing when no lookup is needed.
+
+    Raises:
+        StorageError: the name does not resolve.
+    """
+    host = hostToResolve(given)
+    if host is None:
+        return {}
+    try:
+        address = await reactor.resolve(host, timeout=(max(1, round(seconds)),))
+    except Exception as e:  # the resolver's DNSLookupError, TimeoutError...
+        raise StorageError(f"postgres: cannot resolve {host!r}: {e}") from e
+    return {"hostaddr": str(address)}
 
 
 def isRejection(error: BaseException) -> bool:
@@ -190,6 +240,7 @@ class _ConnectionPool(txpostgres.ConnectionPool):  # type: ignore[misc]  # untyp
         self.closed = False
         self.inFlight = 0
         self._idle = Waiters()
+        self._given = psycopg2.extensions.parse_dsn(dsn)
         super().__init__(None, dsn, min=size, **kw)
 
     async def drain(self, seconds: float = 5.0) -> None:
@@ -207,10 +258,22 @@ class _ConnectionPool(txpostgres.ConnectionPool):  # type: ignore[misc]  # untyp
             )
 
     async def connect(self, connection: _Connection) -> None:
-        """Connect one connection, abandoning it after ``connectTimeout``."""
+        """Connect one connection, abandoning it after ``connectTimeout``.
+
+        A host name is resolved first, at each attempt (`hostOptions`); a
+        name that does not resolve fails as an unreachable server does.
+
+        Raises:
+            psycopg2.OperationalError: the host name does not resolve.
+        """
+        try:
+            address = await hostOptions(self.reactor, self._given, self.connectTimeout)
+        except StorageError as e:
+            connection.broken = True
+            raise psycopg2.OperationalError(str(e)) from e
         timeout = self.reactor.callLater(self.connectTimeout, connection.abandon)
         try:
-            await connection.connect(*self.connargs, **self.connkw)
+            await connection.connect(*self.connargs, **{**self.connkw, **address})
         except BaseException:
             connection.broken = True
             raise
@@ -628,10 +691,12 @@ class PostgresListener:
             StorageError: the server cannot be reached.
         """
         self.close()
+        given = psycopg2.extensions.parse_dsn(self._dsn)
+        address = await hostOptions(self._reactor, given, self._connectTimeout)
         connection = _ListenConnection(self._reactor)
         timeout = self._reactor.callLater(self._connectTimeout, connection.abandon)
         try:
-            await connection.connect(self._dsn, **self._options)
+            await connection.connect(self._dsn, **{**self._options, **address})
             if setup:
                 await connection.runOperation(";\n".join(setup))
             await connection.runOperation(f'LISTEN "{channel}"')

@@ -4,8 +4,11 @@ Rows to write are dicts of a table's columns, for the ``:name`` placeholders
 of `presence.storage.statements`; rows read are sequences in the order of the
 table's `presence.storage.statements.Table.columns`.
 
-Times are kept to the second, as in OpenSIPS: expiry times are rounded up (a
-row never expires early), the other times down. Addresses of record are kept
+Times are kept to the second, as in OpenSIPS: a publication's expiry is
+rounded up (it never expires early), a subscription's down (a NOTIFY's
+``expires``, read from the row, is then never above the time the 2xx granted,
+RFC 6665 section 4.2.2; the row may expire up to a second early), the other
+times down. Addresses of record are kept
 as OpenSIPS keeps them, the user part and the domain in two columns.
 """
 
@@ -156,7 +159,9 @@ def subscriptionRow(subscription: Subscription) -> dict[str, object]:
         "remote_cseq": s.remoteCSeq,
         "contact": s.contact,
         "record_route": s.recordRoute,
-        "expires": _expiry(s.expires),
+        # Down, not up: the time remaining computed from the row must never
+        # exceed what was granted (RFC 6665 section 4.2.2).
+        "expires": _instant(s.expires),
         "status": s.status,
         "reason": s.reason,
         "version": s.version,

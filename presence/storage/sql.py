@@ -446,7 +446,7 @@ class SQLStore:
         rows = await self._query(SELECT_OWNED_SUBSCRIPTIONS, {"owner": self.owner})
         return [subscriptionFromRow(row) for row in rows]
 
-    async def takeOver(self, cutoff: float) -> list[Subscription]:
+    async def takeOver(self, cutoff: float, now: float) -> list[Subscription]:
         """Make `owner` the owner of every subscription of a silent member.
 
         One ``UPDATE ... RETURNING`` (`TAKE_OVER
@@ -455,12 +455,17 @@ class SQLStore:
 
         Args:
             cutoff: a member whose heartbeat is older than this is dead.
+            now: the time a ``sharing_tag`` with no ``cluster`` row (a
+                server that never beat) is first seen: it is dead from
+                ``node_timeout`` later.
 
         Returns:
             The subscriptions taken over, as they are now.
         """
         assert self.owner is not None
-        rows = await self._query(TAKE_OVER, {"owner": self.owner, "cutoff": cutoff})
+        rows = await self._query(
+            TAKE_OVER, {"owner": self.owner, "cutoff": cutoff, "now": now}
+        )
         return [subscriptionFromRow(row) for row in rows]
 
     async def removeSubscription(self, key: SubscriptionKey) -> Subscription | None:

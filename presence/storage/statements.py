@@ -556,16 +556,44 @@ def batchDeletes(table: Table, keys: Iterable[Values]) -> list[tuple[str, Values
 #: The rows a server may notify and expire.
 _OWNED: Final = "(sharing_tag = :owner OR sharing_tag IS NULL)"
 
+
+def _ifNewer(column: str, strictly: bool = False) -> str:
+    """``column`` written only by the row of a SUBSCRIBE at least as new."""
+    than = ">" if strictly else ">="
+    return (
+        f"{column} = CASE WHEN excluded.remote_cseq {than} active_watchers.remote_cseq"
+        f" THEN excluded.{column} ELSE active_watchers.{column} END"
+    )
+
+
 #: `UPSERT_SUBSCRIPTION` that never lowers the CSeq or the body version: a
 #: refresh read its row before the owner's last NOTIFY took the next CSeq.
-UPSERT_SUBSCRIPTION_SHARED: Final = UPSERT_SUBSCRIPTION.replace(
-    "local_cseq = excluded.local_cseq",
-    "local_cseq = GREATEST(active_watchers.local_cseq, excluded.local_cseq)",
-).replace(
-    " version = excluded.version",
-    " version = GREATEST(active_watchers.version, excluded.version)",
+#: And that never undoes a newer SUBSCRIBE: a row written back by someone who
+#: read it before a refresh (a re-authorisation) keeps the refresh's expiry,
+#: contact and socket; the ownership (``sharing_tag``) moves only with a
+#: newer SUBSCRIBE (a higher ``remote_cseq``: what a refresh at another server
+#: writes), so a write-back can undo neither a refresh's move nor a take-over.
+UPSERT_SUBSCRIPTION_SHARED: Final = (
+    UPSERT_SUBSCRIPTION.replace(
+        "local_cseq = excluded.local_cseq",
+        "local_cseq = GREATEST(active_watchers.local_cseq, excluded.local_cseq)",
+    )
+    .replace(
+        " version = excluded.version",
+        " version = GREATEST(active_watchers.version, excluded.version)",
+    )
+    .replace(
+        "remote_cseq = excluded.remote_cseq",
+        "remote_cseq = GREATEST(active_watchers.remote_cseq, excluded.remote_cseq)",
+    )
+    .replace("sharing_tag = excluded.sharing_tag", _ifNewer("sharing_tag", True))
+    .replace(" contact = excluded.contact", " " + _ifNewer("contact"))
+    .replace(" expires = excluded.expires", " " + _ifNewer("expires"))
+    .replace("socket_info = excluded.socket_info", _ifNewer("socket_info"))
+    .replace(" local_contact = excluded.local_contact", " " + _ifNewer("local_contact"))
 )
-assert UPSERT_SUBSCRIPTION_SHARED.count("GREATEST") == 2
+assert UPSERT_SUBSCRIPTION_SHARED.count("GREATEST") == 3
+assert UPSERT_SUBSCRIPTION_SHARED.count("CASE WHEN") == 5
 
 #: The owner's claim of a NOTIFY's CSeq, one statement: the subscription's
 #: CSeq becomes one more than the highest of its dialog, and its row is
@@ -612,14 +640,17 @@ CREATE_SHARING_INDEX: Final = (
 )
 
 #: One heartbeat: the row written, the previous ``last_seen`` returned
-#: (``NULL`` for a new row), so that a server knows it was silent too long.
+#: (``NULL`` for a new row), so that a server knows it was silent too long,
+#: and how many other members beat since ``:cutoff`` (alive).
 HEARTBEAT: Final = (
     "WITH previous AS (SELECT last_seen FROM cluster WHERE server_id = :server_id)"
     " INSERT INTO cluster (server_id, address, last_seen, started)"
     " VALUES (:server_id, :address, :now, :now)"
     " ON CONFLICT (server_id) DO UPDATE SET address = excluded.address,"
     " last_seen = excluded.last_seen"
-    " RETURNING (SELECT last_seen FROM previous)"
+    " RETURNING (SELECT last_seen FROM previous),"
+    " (SELECT count(*) FROM cluster WHERE last_seen >= :cutoff"
+    " AND server_id <> :server_id)"
 )
 
 #: The members and when each was last seen.
@@ -633,8 +664,26 @@ LEAVE_CLUSTER: Final = "UPDATE cluster SET last_seen = 0 WHERE server_id = :serv
 #: PostgreSQL makes the second wait on each row the first updated and then
 #: re-checks its condition, which no longer holds, so each row goes to one
 #: survivor.
+#:
+#: A ``sharing_tag`` with no ``cluster`` row at all (a server that never beat:
+#: a row written by another program or an older version, or the table
+#: dropped) is given one, last seen ``:now``, by the same statement: it is
+#: then dead ``node_timeout`` after a live server first saw it, and taken
+#: over like any other (the row inserted is not seen by this statement's
+#: update, which reads the snapshot before it).
+#: The distinct tags are found by walking the ``sharing_tag`` index from
+#: one tag to the next (a recursive query: one index probe per distinct
+#: tag), not by reading every row at each heartbeat.
 TAKE_OVER: Final = (
-    "UPDATE active_watchers SET sharing_tag = :owner WHERE sharing_tag IN ("
+    "WITH RECURSIVE tags (tag) AS ("
+    " SELECT min(sharing_tag) FROM active_watchers"
+    " UNION ALL SELECT (SELECT min(sharing_tag) FROM active_watchers"
+    " WHERE sharing_tag > tags.tag) FROM tags WHERE tags.tag IS NOT NULL),"
+    " adopted AS (INSERT INTO cluster (server_id, address, last_seen, started)"
+    " SELECT tag, '', :now, :now FROM tags WHERE tag IS NOT NULL"
+    " AND NOT EXISTS (SELECT 1 FROM cluster WHERE cluster.server_id = tags.tag)"
+    " ON CONFLICT (server_id) DO NOTHING RETURNING 1)"
+    " UPDATE active_watchers SET sharing_tag = :owner WHERE sharing_tag IN ("
     " SELECT server_id FROM cluster WHERE last_seen < :cutoff"
     " AND server_id <> :owner)"
     f" {ACTIVE_WATCHERS.returning}"

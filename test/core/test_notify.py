@@ -199,10 +199,11 @@ class RemainingTimeTests(NotifyTestCase):
     """
 
     def test_storedInWholeSeconds(self) -> None:
-        """Expiry kept in whole seconds rounded up (as the database keeps it).
+        """Expiry kept in whole seconds rounded down (as the database keeps it).
 
-        A subscription made at a fractional time, its expiry rounded up to
-        the next second as a store does: the NOTIFYs still say 600 at most.
+        A subscription made at a fractional time, its expiry rounded down to
+        the second as a store does: the NOTIFYs say less than was granted,
+        never more (600 granted at 1000.3 is 599.95 remaining at 1000.35).
         """
         self.server.advance(1000.3)
         response = self.alice.subscribe(expires=600)
@@ -214,17 +215,17 @@ class RemainingTimeTests(NotifyTestCase):
         [subscription] = self.successResultOf(
             store.subscriptions("sip:bob@example.com", "presence")
         )
-        subscription.expires = float(math.ceil(subscription.expires))
+        subscription.expires = float(math.floor(subscription.expires))
         self.successResultOf(store.putSubscription(subscription))
         self.server.advance(0.05)
         self.assertEqual(self.bob.publish(pidf()).code, 200)
         [notify] = self.alice.notifies()
-        self.assertEqual(notify.header("subscription-state"), "active;expires=600")
+        self.assertEqual(notify.header("subscription-state"), "active;expires=599")
         self.alice.answer(notify)
         self.server.advance(100)
         self.assertEqual(self.bob.publish(pidf("closed")).code, 200)
         [notify] = self.alice.notifies()
-        self.assertEqual(notify.header("subscription-state"), "active;expires=500")
+        self.assertEqual(notify.header("subscription-state"), "active;expires=499")
 
 
 class TCPTests(NotifyTestCase):
