@@ -24,6 +24,8 @@ from presence.sip.parser import MAX_MESSAGE_SIZE
 from presence.stack import Stack, buildStack
 from presence.workers import (
     ParentWatch,
+    RelayProtocol,
+    ResponseRelay,
     SupervisorService,
     WorkerSpec,
 )
@@ -378,3 +380,22 @@ def _adoptSockets(
             adopted = _AdoptedPort(adoptTCP)
         adopted.setName(described.description)
         adopted.setServiceParent(top)
+    if worker.relay is not None:
+        # Responses to requests another worker sent go on to it.
+        relay = ResponseRelay(stack.transactions, worker.siblings)
+        transports.sink = relay
+        fd, family = worker.relay.fd, socket.AddressFamily(worker.relay.family)
+
+        def adoptRelay() -> IListeningPort:
+            port: IListeningPort = reactor.adoptDatagramPort(
+                fd,
+                family,
+                RelayProtocol(stack.transactions, worker.siblings),
+                maxPacketSize=MAX_MESSAGE_SIZE,
+            )
+            relay.port = port
+            return port
+
+        relayed = _AdoptedPort(adoptRelay)
+        relayed.setName("relay")
+        relayed.setServiceParent(top)

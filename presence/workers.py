@@ -9,11 +9,16 @@ and its place given by ``--worker`` (`WorkerSpec`). Each worker is a member
 of the cluster (shared mode on PostgreSQL) under an id of its own,
 ``BASE/INDEX`` (`workerServerId`), the same at each of its restarts.
 
-The parent keeps the sockets open for the whole of its life: a worker that
-dies leaves its sockets bound, what arrives on them waits in the kernel,
-and the worker restarted (`Supervisor`, with a back-off) takes them up
-again under its id. Meanwhile, if it stays away for ``node_timeout``, the
-others take its subscriptions over (`presence.cluster.member`).
+A worker that dies has its sockets closed by the parent: the kernel then
+spreads what arrives over the others' sockets (refreshes land at live
+workers, and so do the responses to the NOTIFYs of the subscriptions taken
+over). The worker restarted (`Supervisor`, with a back-off) gets sockets
+bound anew on the same ports, and comes back under its id; if it stayed
+away for ``node_timeout`` the others took its subscriptions over
+(`presence.cluster.member`). Since a datagram goes to whichever socket the
+peer's address hashes to, not to the worker that sent the request it
+answers, each worker relays the UDP responses it has no transaction for to
+the others (`ResponseRelay`).
 """
 
 from __future__ import annotations
@@ -32,6 +37,11 @@ from twisted.internet import defer, protocol
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+
+from presence.sip.errors import SIPParseError
+from presence.sip.message import SIPResponse
+from presence.sip.parser import parseDatagram
+from presence.sip.transport import Peer
 
 #: The longest server id (OpenSIPS's ``sharing_tag`` is ``VARCHAR(32)``).
 MAX_SERVER_ID: Final = 32
@@ -96,12 +106,16 @@ class WorkerSpec:
         count: N.
         serverId: its id in the cluster.
         sockets: its listening sockets, already bound.
+        relay: its relay socket (loopback UDP), or ``None``.
+        siblings: the relay ports of the other workers.
     """
 
     index: int
     count: int
     serverId: str
     sockets: tuple[WorkerSocket, ...]
+    relay: WorkerSocket | None = None
+    siblings: tuple[int, ...] = ()
 
     def encode(self) -> str:
         """The option's text."""
@@ -110,10 +124,9 @@ class WorkerSpec:
                 "index": self.index,
                 "count": self.count,
                 "serverId": self.serverId,
-                "sockets": [
-                    [s.description, s.transport, s.fd, s.family, s.port]
-                    for s in self.sockets
-                ],
+                "sockets": [_socketFields(s) for s in self.sockets],
+                "relay": None if self.relay is None else _socketFields(self.relay),
+                "siblings": list(self.siblings),
             },
             separators=(",", ":"),
         )
@@ -131,13 +144,23 @@ class WorkerSpec:
                 index=int(data["index"]),
                 count=int(data["count"]),
                 serverId=str(data["serverId"]),
-                sockets=tuple(
-                    WorkerSocket(str(d), str(t), int(fd), int(f), int(p))
-                    for d, t, fd, f, p in data["sockets"]
-                ),
+                sockets=tuple(_socketOf(fields) for fields in data["sockets"]),
+                relay=None if data.get("relay") is None else _socketOf(data["relay"]),
+                siblings=tuple(int(p) for p in data.get("siblings", ())),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"--worker: not a worker description: {e}") from None
+
+
+def _socketFields(s: WorkerSocket) -> list[Any]:
+    return [s.description, s.transport, s.fd, s.family, s.port]
+
+
+def _socketOf(fields: Any) -> WorkerSocket:
+    description, transport, fd, family, port = fields
+    return WorkerSocket(
+        str(description), str(transport), int(fd), int(family), int(port)
+    )
 
 
 def bindShared(transport: str, interface: str, port: int) -> socket.socket:
@@ -199,6 +222,31 @@ def bindAll(
                 sock.close()
         raise
     return perWorker
+
+
+def _bindRelays(count: int) -> list[tuple[WorkerSocket, socket.socket]]:
+    """One loopback UDP socket per worker, each on a port of its own."""
+    relays: list[tuple[WorkerSocket, socket.socket]] = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                sock.bind(("127.0.0.1", 0))
+                sock.setblocking(False)
+                os.set_inheritable(sock.fileno(), True)
+            except BaseException:
+                sock.close()
+                raise
+            port = int(sock.getsockname()[1])
+            described = WorkerSocket(
+                "relay", "udp", sock.fileno(), int(sock.family), port
+            )
+            relays.append((described, sock))
+    except BaseException:
+        for _, sock in relays:
+            sock.close()
+        raise
+    return relays
 
 
 class RunningWorker(Protocol):
@@ -371,8 +419,7 @@ class _Process:
 
 #: What a worker's interpreter runs: twistd, reading the arguments after it.
 _TWISTD: Final = (
-    "import sys; sys.argv[0] = 'twistd';"
-    " from twisted.scripts.twistd import run; run()"
+    "import sys; sys.argv[0] = 'twistd'; from twisted.scripts.twistd import run; run()"
 )
 
 
@@ -433,11 +480,20 @@ class SupervisorService(service.Service):
         self.supervisor: Supervisor | None = None
         self.ports: dict[str, int] = {}
         self._sockets: list[list[tuple[WorkerSocket, socket.socket]]] = []
+        self._relays: list[tuple[WorkerSocket, socket.socket]] = []
+        self._bound: list[tuple[str, str, str, int]] = []
 
     def startService(self) -> None:
         """Bind every socket, then start the workers."""
         super().startService()
         self._sockets = bindAll(self.addresses, self.count)
+        self._bound = [
+            (d.description, d.transport, interface, d.port)
+            for (d, _), (_, _, interface, _) in zip(
+                self._sockets[0] if self._sockets else [], self.addresses, strict=True
+            )
+        ]
+        self._relays = _bindRelays(self.count)
         for described, _ in self._sockets[0]:
             self.ports[described.description] = described.port
         if self.baseServerId is None:
@@ -460,13 +516,41 @@ class SupervisorService(service.Service):
             count=self.count,
             serverId=workerServerId(self.baseServerId or "presence", index),
             sockets=tuple(s for s, _ in self._sockets[index - 1]),
+            relay=self._relays[index - 1][0],
+            siblings=tuple(
+                r.port for i, (r, _) in enumerate(self._relays) if i != index - 1
+            ),
         )
 
     def _spawn(self, index: int, onExit: Callable[[int], None]) -> RunningWorker:
+        if not self._sockets[index - 1] and self._bound:
+            # Its sockets were closed when it died: bound anew, same ports.
+            self._sockets[index - 1] = bindAll(self._bound, 1)[0]
+
+        def exited(status: int) -> None:
+            self._close(index)
+            onExit(status)
+
+        try:
+            return self._start(index, exited)
+        except BaseException:
+            self._close(index)
+            raise
+
+    def _close(self, index: int) -> None:
+        """Close the sockets of worker ``index`` (which has exited)."""
+        if index - 1 < len(self._sockets):
+            for _, sock in self._sockets[index - 1]:
+                sock.close()
+            self._sockets[index - 1] = []
+
+    def _start(self, index: int, onExit: Callable[[int], None]) -> RunningWorker:
         spec = self.spec(index)
         childFDs: dict[int, int | str] = {1: 1, 2: 2}
         for described in spec.sockets:
             childFDs[described.fd] = described.fd
+        if spec.relay is not None:
+            childFDs[spec.relay.fd] = spec.relay.fd
         command = workerCommand(self.arguments, spec)
         transport = self.reactor.spawnProcess(
             _WorkerProtocol(onExit),
@@ -483,10 +567,11 @@ class SupervisorService(service.Service):
         d = defer.succeed(None) if self.supervisor is None else self.supervisor.stop()
 
         def close(result: Any) -> Any:
-            for sockets in self._sockets:
+            for sockets in [*self._sockets, self._relays]:
                 for _, sock in sockets:
                     sock.close()
             self._sockets = []
+            self._relays = []
             return result
 
         d.addBoth(close)
@@ -526,3 +611,74 @@ class ParentWatch(service.Service):
         if self._call is not None and self._call.active():
             self._call.cancel()
         self._call = None
+
+
+class ResponseRelay:
+    """In a worker: hands on the responses another worker is waiting for.
+
+    The kernel gives a peer's datagrams to the worker its address hashes to
+    (``SO_REUSEPORT``), whichever worker sent the request they answer: the
+    200 to a NOTIFY sent by the worker that took a subscription over lands
+    at the worker the phone's SUBSCRIBE came to. This sink, between the
+    transports and the transaction layer, sends every UDP response that
+    matches none of this worker's client transactions to the other workers'
+    relay sockets (loopback, ports the parent gave), where `RelayProtocol`
+    hands it to their transaction layers; one that matches nothing there
+    either is dropped, never relayed again.
+    """
+
+    def __init__(self, transactions: Any, siblings: Sequence[int]) -> None:
+        """Relay for ``transactions`` to the relay ports ``siblings``."""
+        self.transactions = transactions
+        self.siblings = tuple(siblings)
+        self.port: Any = None
+        self.relayed = 0
+
+    def messageReceived(self, message: Any, peer: Any) -> None:
+        """Relay a UDP response no transaction here awaits; hand on all."""
+        if (
+            self.port is not None
+            and peer.transport == "UDP"
+            and isinstance(message, SIPResponse)
+        ):
+            try:
+                key = (message.topVia.branch, message.cseq.method)
+            except SIPParseError:
+                key = None
+            if key is not None and key not in self.transactions.client:
+                data = message.toBytes()
+                self.relayed += 1
+                for port in self.siblings:
+                    try:
+                        self.port.write(data, ("127.0.0.1", port))
+                    except OSError:
+                        pass
+        self.transactions.messageReceived(message, peer)
+
+    def malformedReceived(self, error: Any, peer: Any) -> None:
+        """Hand on."""
+        self.transactions.malformedReceived(error, peer)
+
+
+class RelayProtocol(protocol.DatagramProtocol):
+    """In a worker: the responses the other workers relay here.
+
+    Only from the other workers' relay ports on the loopback, and only
+    responses; each goes to the transaction layer as if received here.
+    """
+
+    def __init__(self, transactions: Any, siblings: Sequence[int]) -> None:
+        """Deliver to ``transactions`` what comes from ``siblings``."""
+        self.transactions = transactions
+        self.siblings = frozenset(siblings)
+
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+        """Parse and deliver a relayed response."""
+        if addr[0] != "127.0.0.1" or addr[1] not in self.siblings:
+            return
+        try:
+            message = parseDatagram(datagram)
+        except SIPParseError:
+            return
+        if isinstance(message, SIPResponse):
+            self.transactions.messageReceived(message, Peer("UDP", addr[0], addr[1]))
