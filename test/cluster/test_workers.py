@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable
+from typing import Any
 
 from twisted.internet import task
 from twisted.internet.testing import MemoryReactorClock
@@ -16,9 +17,15 @@ from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from presence.config import Config, ConfigError, fromMapping
+from presence.sip.message import SIPResponse
+from presence.sip.parser import parseDatagram
+from presence.sip.transport import Peer
 from presence.tap import Options, StackService, makeService
+from presence.testing import requestBytes, responseBytes
 from presence.workers import (
     MAX_SERVER_ID,
+    RelayProtocol,
+    ResponseRelay,
     Supervisor,
     SupervisorService,
     WorkerSocket,
@@ -144,6 +151,15 @@ class WorkerSpecTests(SynchronousTestCase):
     def test_roundTrip(self) -> None:
         """What encode writes, decode reads."""
         self.assertEqual(WorkerSpec.decode(self.spec.encode()), self.spec)
+        relayed = WorkerSpec(
+            1,
+            2,
+            "pres1/1",
+            (),
+            WorkerSocket("relay", "udp", 9, int(socket.AF_INET), 7001),
+            (7002,),
+        )
+        self.assertEqual(WorkerSpec.decode(relayed.encode()), relayed)
 
     def test_bad(self) -> None:
         """Anything else is a ValueError."""
@@ -392,6 +408,8 @@ class MakeServiceTests(SynchronousTestCase):
                 WorkerSocket("udp:5070", "udp", 40, int(socket.AF_INET), 5070),
                 WorkerSocket("tcp:5070", "tcp", 41, int(socket.AF_INET), 5070),
             ),
+            relay=WorkerSocket("relay", "udp", 42, int(socket.AF_INET), 7001),
+            siblings=(7002,),
         )
         top = makeService(
             options(
@@ -420,9 +438,107 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertIn("udp:5070", names)
         self.assertIn("tcp:5070", names)
         self.assertIn("admin", names)
+        self.assertIn("relay", names)
+        sink = top.stack.transports.sink
+        assert isinstance(sink, ResponseRelay)
+        self.assertEqual(sink.siblings, (7002,))
+        self.assertIs(sink.transactions, top.stack.transactions)
 
     def test_adminInFirstOnly(self) -> None:
         """Only worker 1 has the administration site."""
         top = self.worker(2)
         self.assertEqual(top.stack.cluster.serverId, "pres1/2")
         self.assertNotIn("admin", [c.name for c in top])
+
+
+class FakeTransactions:
+    """A transaction layer with some client transactions, recording input."""
+
+    def __init__(self, *keys: tuple[str, str]) -> None:
+        """Waiting for responses of these (branch, method)."""
+        self.client = dict.fromkeys(keys)
+        self.received: list[tuple[Any, Any]] = []
+
+    def messageReceived(self, message: Any, peer: Any) -> None:
+        """Record."""
+        self.received.append((message, peer))
+
+    def malformedReceived(self, error: Any, peer: Any) -> None:
+        """Record."""
+        self.received.append((error, peer))
+
+
+class FakePort:
+    """A UDP port recording what is written."""
+
+    def __init__(self) -> None:
+        """Nothing written yet."""
+        self.written: list[tuple[bytes, tuple[str, int]]] = []
+
+    def write(self, data: bytes, addr: tuple[str, int]) -> None:
+        """Record."""
+        self.written.append((data, addr))
+
+
+VIA = "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKmine"
+
+
+class RelayTests(SynchronousTestCase):
+    """UDP responses another worker awaits go on to it."""
+
+    def setUp(self) -> None:
+        """A relay for a worker with one NOTIFY outstanding, two siblings."""
+        self.transactions = FakeTransactions(("z9hG4bKmine", "NOTIFY"))
+        self.relay = ResponseRelay(self.transactions, [7001, 7002])
+        self.port = FakePort()
+        self.relay.port = self.port
+        self.peer = Peer("UDP", "192.0.2.7", 5062)
+
+    def test_ownResponse(self) -> None:
+        """A response this worker awaits is handed on, not relayed."""
+        response = parseDatagram(responseBytes(200, VIA))
+        self.relay.messageReceived(response, self.peer)
+        self.assertEqual(self.port.written, [])
+        self.assertEqual(self.transactions.received, [(response, self.peer)])
+
+    def test_strayRelayed(self) -> None:
+        """A response for another worker's NOTIFY goes to every sibling."""
+        via = VIA.replace("mine", "theirs")
+        response = parseDatagram(responseBytes(200, via))
+        self.relay.messageReceived(response, self.peer)
+        self.assertEqual(
+            [addr for _, addr in self.port.written],
+            [("127.0.0.1", 7001), ("127.0.0.1", 7002)],
+        )
+        relayed = parseDatagram(self.port.written[0][0])
+        assert isinstance(relayed, SIPResponse)
+        self.assertEqual(relayed.topVia.branch, "z9hG4bKtheirs")
+        self.assertEqual(self.relay.relayed, 1)
+        self.assertEqual(len(self.transactions.received), 1)
+
+    def test_requestsAndStreamsNotRelayed(self) -> None:
+        """Requests, and responses over TCP, are never relayed."""
+        self.relay.messageReceived(parseDatagram(requestBytes()), self.peer)
+        via = VIA.replace("mine", "theirs").replace("UDP", "TCP")
+        tcp = Peer("TCP", "192.0.2.7", 5062)
+        self.relay.messageReceived(parseDatagram(responseBytes(200, via)), tcp)
+        self.assertEqual(self.port.written, [])
+        self.assertEqual(len(self.transactions.received), 2)
+
+    def test_relayReceives(self) -> None:
+        """Relayed responses from siblings reach the transaction layer, once."""
+        relay = RelayProtocol(self.transactions, [7001])
+        data = responseBytes(200, VIA)
+        relay.datagramReceived(data, ("127.0.0.1", 7001))
+        [(message, peer)] = self.transactions.received
+        self.assertIsInstance(message, SIPResponse)
+        self.assertEqual((peer.transport, peer.port), ("UDP", 7001))
+
+    def test_relayRefuses(self) -> None:
+        """Not from a sibling, not a response, not SIP: dropped."""
+        relay = RelayProtocol(self.transactions, [7001])
+        relay.datagramReceived(responseBytes(200, VIA), ("127.0.0.1", 7003))
+        relay.datagramReceived(responseBytes(200, VIA), ("192.0.2.1", 7001))
+        relay.datagramReceived(requestBytes(), ("127.0.0.1", 7001))
+        relay.datagramReceived(b"\x00garbage", ("127.0.0.1", 7001))
+        self.assertEqual(self.transactions.received, [])
