@@ -102,8 +102,8 @@ class WorkerSpec:
     """What a worker is told by its parent, as ``--worker`` (JSON).
 
     Attributes:
-        index: its number, 1 to N.
-        count: N.
+        index: its number, from 1 to the number of workers.
+        count: the number of workers.
         serverId: its id in the cluster.
         sockets: its listening sockets, already bound.
         relay: its relay socket (loopback UDP), or ``None``.
@@ -399,7 +399,7 @@ class _WorkerProtocol(protocol.ProcessProtocol):
 
 
 class _Process:
-    """A worker process started by `spawnProcess`."""
+    """A worker process started by the reactor's ``spawnProcess``."""
 
     def __init__(self, transport: Any) -> None:
         self.transport = transport
