@@ -353,6 +353,18 @@ class Supervisor:
         self._pending[index] = self.clock.callLater(delay, self._start, index)
         return delay
 
+    def restartNow(self, index: int) -> bool:
+        """Start worker ``index`` now if it waits for its restart.
+
+        Returns:
+            Whether one was waiting.
+        """
+        call = self._pending.get(index)
+        if call is None or not call.active():
+            return False
+        call.reset(0)
+        return True
+
     def stop(self) -> defer.Deferred[None]:
         """Stop every worker (SIGTERM, SIGKILL after ``stopTimeout``).
 

@@ -286,6 +286,15 @@ class SupervisorTests(SynchronousTestCase):
         self.clock.advance(1)
         self.assertEqual(self.spawner.indexes(), [1, 2, 1, 2])
 
+    def test_restartNow(self) -> None:
+        """A restart waiting can be done at once; nothing else is started."""
+        self.assertFalse(self.supervisor.restartNow(1))
+        self.running(1).exit(1)
+        self.assertTrue(self.supervisor.restartNow(1))
+        self.clock.advance(0)
+        self.assertEqual(self.spawner.indexes(), [1, 2, 1])
+        self.assertFalse(self.supervisor.restartNow(1))
+
     def test_spawnFails(self) -> None:
         """A worker that cannot be started is tried again, with the back-off."""
         self.running(1).exit(1)

@@ -254,9 +254,7 @@ class WorkersEndToEndTests(TestCase):
         )
         await self.publishReachesAll(watchers, "taken over")
         # Restart it now.
-        pending = supervisor._pending.pop(2)
-        pending.reset(0)
-        supervisor._pending[2] = pending
+        self.assertTrue(supervisor.restartNow(2))
         restartedAt = time.time()
         await self.waitRestarted(2, killed)
         await self.settled(restartedAt)
