@@ -290,6 +290,7 @@ class Config:
     dbConnections: int = 8
     nodeTimeout: float = 10.0
     serverId: str | None = None
+    workers: int = 1
     dbStatementTimeout: float = 5.0
     minExpires: int | None = None
     maxExpires: int | None = None
@@ -373,6 +374,7 @@ class Config:
             raise ConfigError(
                 "server_id must be 1 to 32 printable ASCII characters, no spaces"
             )
+        self._checkWorkers()
         if self.offlineBody not in ("closed", "empty"):
             raise ConfigError('offline_body must be "closed" or "empty"')
         if not 0 < self.maxBodySize <= 65535:
@@ -399,6 +401,30 @@ class Config:
         if problems:
             raise ConfigError("; ".join(problems))
         return self
+
+    def _checkWorkers(self) -> None:
+        """``workers``: 1 to `MAX_WORKERS`; more than 1 in shared mode only.
+
+        The processes of one machine share its work as members of one
+        cluster, which needs shared mode (``fallback2db``) on PostgreSQL;
+        their listening sockets are bound with ``SO_REUSEPORT``, which TLS
+        listeners are not (see the README's "Shared mode: a cluster").
+        """
+        if not 1 <= self.workers <= MAX_WORKERS:
+            raise ConfigError(f"workers must be between 1 and {MAX_WORKERS}")
+        if self.workers == 1:
+            return
+        if not self.fallback2db or databaseKind(self.database) != "postgresql":
+            raise ConfigError(
+                "workers above 1 needs shared mode on PostgreSQL: set"
+                ' fallback2db = true and database = "postgresql://...", or'
+                " workers = 1"
+            )
+        if any(a.transport == "tls" for a in self.listenAddresses):
+            raise ConfigError(
+                "workers above 1 does not support tls: listeners; run one"
+                " process (workers = 1) for TLS"
+            )
 
     def _expiryProblems(self) -> list[str]:
         """What is wrong with the expiry settings, one sentence per problem.
@@ -564,6 +590,7 @@ _KEYS: dict[str, tuple[str, Any]] = {
     "db_connections": ("dbConnections", lambda v: int(_number("db_connections", v))),
     "node_timeout": ("nodeTimeout", lambda v: float(_number("node_timeout", v))),
     "server_id": ("serverId", lambda v: _string("server_id", v)),
+    "workers": ("workers", lambda v: _count("workers", v)),
     "db_statement_timeout": (
         "dbStatementTimeout",
         lambda v: float(_number("db_statement_timeout", v)),
@@ -653,6 +680,9 @@ _KEYS: dict[str, tuple[str, Any]] = {
     "tls_verify": ("tlsVerify", lambda v: _bool("tls_verify", v)),
     "tls_ca": ("tlsCa", lambda v: _string("tls_ca", v)),
 }
+
+#: The most server processes ``workers`` may start.
+MAX_WORKERS: Final = 64
 
 #: The limits, by TOML name and attribute: each 0 (off) or more.
 _LIMITS: Final = (

@@ -7,7 +7,8 @@ the services that listen, start and stop it.
 from __future__ import annotations
 
 import gc
-from collections.abc import Callable
+import socket
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Final
 
 from twisted.application import internet, service
@@ -21,6 +22,13 @@ from zope.interface import implementer
 from presence.config import Config, ConfigError, fromMapping, loadFile
 from presence.sip.parser import MAX_MESSAGE_SIZE
 from presence.stack import Stack, buildStack
+from presence.workers import (
+    ParentWatch,
+    RelayProtocol,
+    ResponseRelay,
+    SupervisorService,
+    WorkerSpec,
+)
 
 
 class Options(usage.Options):
@@ -54,6 +62,20 @@ class Options(usage.Options):
             "Seconds before an idle TCP connection closes.",
             float,
         ],
+        [
+            "workers",
+            None,
+            None,
+            "Server processes on this machine (shared mode on PostgreSQL).",
+            int,
+        ],
+        [
+            "worker",
+            None,
+            None,
+            "Internal: run as a worker of a parent started with workers > 1"
+            " (its index, cluster id and sockets, as JSON).",
+        ],
     ]
     optFlags: ClassVar[list[list[Any]]] = [
         ["sip-trace", None, "Log every SIP message in and out."],
@@ -70,6 +92,15 @@ class Options(usage.Options):
         self.listen: list[str] = []
         self.domains: list[str] = []
         self.config: Config = Config()
+        self.arguments: list[str] = []
+        self.worker: WorkerSpec | None = None
+
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
+        """Parse, keeping the arguments: workers are started with them."""
+        import sys
+
+        self.arguments = list(sys.argv[1:] if options is None else options)
+        super().parseOptions(options)
 
     def opt_listen(self, description: str) -> None:
         """Listen on an address such as udp:5060:interface=127.0.0.1.
@@ -106,8 +137,12 @@ class Options(usage.Options):
                 overrides["tcp_idle_timeout"] = self["tcp-idle-timeout"]
             if self["admin-listen"]:
                 overrides["admin_listen"] = self["admin-listen"]
+            if self["workers"] is not None:
+                overrides["workers"] = self["workers"]
             self.config = fromMapping(overrides, config).validate()
-        except ConfigError as e:
+            if self["worker"] is not None:
+                self.worker = WorkerSpec.decode(self["worker"])
+        except (ConfigError, ValueError) as e:
             raise usage.UsageError(str(e)) from None
 
 
@@ -191,8 +226,12 @@ def tuneGarbageCollector() -> None:
 GC_THRESHOLD: Final = 20_000
 
 
-def makeService(options: Options, reactor: Any = None) -> StackService:
+def makeService(options: Options, reactor: Any = None) -> Any:
     """Build the service tree for the options given.
+
+    With ``workers`` above 1 (and no ``--worker``) this is the parent's
+    `SupervisorService <presence.workers.SupervisorService>`, which runs no
+    SIP stack; otherwise the server's `StackService`.
 
     Args:
         options: the parsed options.
@@ -203,7 +242,41 @@ def makeService(options: Options, reactor: Any = None) -> StackService:
         from twisted.internet import reactor as defaultReactor
 
         reactor = defaultReactor
+    if options.worker is None and options.config.workers > 1:
+        return makeSupervisor(options, reactor)
+    return makeStackService(options, reactor)
+
+
+def makeSupervisor(options: Options, reactor: Any) -> SupervisorService:
+    """The parent of ``workers = N``: N workers on shared sockets.
+
+    Every worker is given the parent's options (the same file), its index
+    and its cluster id (`presence.workers.workerServerId` of ``server_id``,
+    by default of ``host:port``).
+    """
     config = options.config
+    addresses = [
+        (a.description, a.transport, a.interface, a.port)
+        for a in config.listenAddresses
+    ]
+    return SupervisorService(
+        reactor, config.workers, addresses, config.serverId, options.arguments
+    )
+
+
+def makeStackService(options: Options, reactor: Any) -> StackService:
+    """The server: its stack, its listeners and its administration site.
+
+    A worker (``--worker``) takes its listening sockets from its parent, is
+    a member of the cluster under the id its parent gave it, and only
+    worker 1 has the administration site.
+    """
+    config = options.config
+    worker = options.worker
+    if worker is not None:
+        config = config.replace(serverId=worker.serverId)
+        if worker.index != 1:
+            config = config.replace(adminListen="none")
     stack = buildStack(config, reactor)
     top = StackService(stack)
     stack.sweeper.setName("expiry")
@@ -217,7 +290,11 @@ def makeService(options: Options, reactor: Any = None) -> StackService:
     if stack.rulesWatch is not None:
         stack.rulesWatch.setName("rules-watch")
         stack.rulesWatch.setServiceParent(top)
-    for address in config.listenAddresses:
+    if worker is not None:
+        _adoptSockets(top, stack, worker, reactor)
+        ParentWatch(reactor).setServiceParent(top)
+    # A worker's listeners are its parent's sockets.
+    for address in [] if worker is not None else config.listenAddresses:
         if address.transport == "udp":
             udp = internet.UDPServer(
                 address.port,
@@ -252,3 +329,73 @@ def makeService(options: Options, reactor: Any = None) -> StackService:
         admin.setName("admin")
         admin.setServiceParent(top)
     return top
+
+
+class _AdoptedPort(service.Service):
+    """A listening socket the parent bound, taken up at start."""
+
+    def __init__(self, adopt: Callable[[], IListeningPort]) -> None:
+        self.adopt = adopt
+        self.port: IListeningPort | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        self.port = self.adopt()
+
+    def stopService(self) -> defer.Deferred[None]:
+        super().stopService()
+        port, self.port = self.port, None
+        stopped = None if port is None else port.stopListening()
+        return defer.succeed(None) if stopped is None else stopped
+
+
+def _adoptSockets(
+    top: service.MultiService, stack: Stack, worker: WorkerSpec, reactor: Any
+) -> None:
+    """A worker's listeners: the sockets its parent bound and handed down."""
+    transports = stack.transports
+    for described in worker.sockets:
+        fd, family = described.fd, socket.AddressFamily(described.family)
+        if described.transport == "udp":
+
+            def adoptUDP(fd: int = fd, family: int = family) -> IListeningPort:
+                port: IListeningPort = reactor.adoptDatagramPort(
+                    fd,
+                    family,
+                    transports.datagramProtocol(),
+                    maxPacketSize=MAX_MESSAGE_SIZE,
+                )
+                return port
+
+            adopted = _AdoptedPort(adoptUDP)
+        else:
+
+            def adoptTCP(fd: int = fd, family: int = family) -> IListeningPort:
+                port: IListeningPort = reactor.adoptStreamPort(
+                    fd, family, transports.streamFactory
+                )
+                transports.tcpListening(port.getHost().port)  # type: ignore[attr-defined]
+                return port
+
+            adopted = _AdoptedPort(adoptTCP)
+        adopted.setName(described.description)
+        adopted.setServiceParent(top)
+    if worker.relay is not None:
+        # Responses to requests another worker sent go on to it.
+        relay = ResponseRelay(stack.transactions, worker.siblings)
+        transports.sink = relay
+        fd, family = worker.relay.fd, socket.AddressFamily(worker.relay.family)
+
+        def adoptRelay() -> IListeningPort:
+            port: IListeningPort = reactor.adoptDatagramPort(
+                fd,
+                family,
+                RelayProtocol(stack.transactions, worker.siblings),
+                maxPacketSize=MAX_MESSAGE_SIZE,
+            )
+            relay.port = port
+            return port
+
+        relayed = _AdoptedPort(adoptRelay)
+        relayed.setName("relay")
+        relayed.setServiceParent(top)

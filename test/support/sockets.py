@@ -100,7 +100,7 @@ def startServer(
             *argv,
         ]
     )
-    server = makeService(options, reactor)
+    server: StackService = makeService(options, reactor)
     if prepare is not None:
         prepare(server)
     server.startService()
