@@ -202,10 +202,16 @@ def _derivedText(
             value: str | None = slot.__get__(self, cls)
             return derive(self) if value is None else value
 
-        def set_(self: Subscription, value: str) -> None:
-            slot.__set__(self, None if value == derive(self) else value)
+        def set_(self: Subscription, value: str | None) -> None:
+            # None comes from `Subscription.copy`, which passes the slots as
+            # they are: derived stays derived without making the text.
+            if value is not None and value == derive(self):
+                value = None
+            slot.__set__(self, value)
 
         setattr(cls, name, property(get, set_, doc=f"See `Subscription`: {name}."))
+        # The slot itself, for `Subscription.copy`.
+        setattr(cls, "_stored_" + name, slot)
 
     return install
 
@@ -233,8 +239,13 @@ _derivedText("toHeader", _toHeader)(Subscription)
 _PUBLICATION_FIELDS: Final = operator.attrgetter(
     *(f.name for f in dataclasses.fields(Publication))
 )
+_DERIVED: Final = ("watcherURI", "fromHeader", "toHeader")
+# The derived fields' slots as stored (None when derived), not their text.
 _SUBSCRIPTION_FIELDS: Final = operator.attrgetter(
-    *(f.name for f in dataclasses.fields(Subscription))
+    *(
+        "_stored_" + f.name if f.name in _DERIVED else f.name
+        for f in dataclasses.fields(Subscription)
+    )
 )
 
 
