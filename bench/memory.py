@@ -33,7 +33,7 @@ import tracemalloc
 from typing import Any
 
 
-def _measure(count: int, top: int = 0) -> dict[str, float]:
+def _measure(count: int, top: int = 0, presentities: int = 0) -> dict[str, float]:
     from presence.sip.message import SIPRequest, responseTo
     from presence.sip.parser import parseDatagram
     from presence.testing import Server
@@ -50,7 +50,7 @@ def _measure(count: int, top: int = 0) -> dict[str, float]:
 
     def subscribe(i: int) -> bytes:
         host = f"10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}"
-        uri = f"sip:p{i}@example.com"
+        uri = f"sip:p{i % presentities if presentities else i}@example.com"
         return (
             f"SUBSCRIBE {uri} SIP/2.0\r\n"
             f"Via: SIP/2.0/UDP {host}:5070;branch=z9hG4bK-m{i};rport\r\n"
@@ -118,18 +118,32 @@ def main() -> None:
         default=0,
         help="print where the established subscription's memory was allocated",
     )
+    parser.add_argument(
+        "--presentities",
+        type=int,
+        default=0,
+        help="watch this many presentities between them (default: one each)",
+    )
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.top:
-        print(_measure(args.count, args.top))
+        print(_measure(args.count, args.top, args.presentities))
         return
     if args.json:
-        print(json.dumps(_measure(args.count)))
+        print(json.dumps(_measure(args.count, presentities=args.presentities)))
         return
     results: list[dict[str, Any]] = []
     for _ in range(args.rounds):
         out = subprocess.run(
-            [sys.executable, __file__, "--json", "--count", str(args.count)],
+            [
+                sys.executable,
+                __file__,
+                "--json",
+                "--count",
+                str(args.count),
+                "--presentities",
+                str(args.presentities),
+            ],
             check=True,
             capture_output=True,
             text=True,
