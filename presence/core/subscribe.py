@@ -262,10 +262,14 @@ class SubscribeHandler:
             )
         )
         # Strings that many subscriptions share are interned: with tens of
-        # thousands of subscriptions, one copy of each domain, presentity
-        # and local contact instead of one per subscription.
+        # thousands of subscriptions, one copy of each domain and local
+        # contact instead of one per subscription.  The presentity, the To
+        # user and where the SUBSCRIBE came from are not: most are one
+        # subscription's own, and the table of interned strings grows by
+        # about 50 bytes for each (the memory store shares one copy of a
+        # presentity's name between its watchers).
         subscription = Subscription(
-            presentity=intern(presentity),
+            presentity=presentity,
             event=package.name,
             eventId=eventId,
             callId=request.callId,
@@ -273,7 +277,7 @@ class SubscribeHandler:
             fromTag=fromAddr.tag,
             watcherUsername=watcherUser,
             watcherDomain=intern(watcherDomain),
-            toUser=intern(toUser),
+            toUser=toUser,
             toDomain=intern(toDomain),
             localCSeq=0,
             remoteCSeq=request.cseq.number,
@@ -282,7 +286,7 @@ class SubscribeHandler:
             expires=now + expires,
             status=status,
             reason=reason,
-            socketInfo=intern(str(transaction.peer)),
+            socketInfo=str(transaction.peer),
             localContact=intern(localContact),
             watcherURI=watcherText,
             watcherDisplayName=displayName,

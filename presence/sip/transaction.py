@@ -12,8 +12,8 @@ import secrets
 import weakref
 from collections import deque
 from collections.abc import Callable
-from sys import intern
-from typing import Any, Final
+from math import ceil
+from typing import Any, ClassVar, Final
 from typing import Protocol as TypingProtocol
 
 from twisted.internet import defer
@@ -36,6 +36,9 @@ from presence.sip.transport import (
 T1: Final = 0.5
 T2: Final = 4.0
 T4: Final = 5.0
+
+#: The due time of a `CompletedTransaction` that has ended.
+_TERMINATED: Final = -1.0
 
 
 class SyntheticResponse(SIPResponse):
@@ -77,7 +80,12 @@ class TransactionUser(TypingProtocol):
         """Take a request that failed to parse; answer it with an error."""
 
 
-def _serverKey(request: SIPMessage, method: str) -> tuple[Any, ...]:
+#: What names a server transaction: one string for an RFC 3261 request (its
+#: branch, sent-by host and port, and method), a tuple for an RFC 2543 one.
+ServerKey = str | tuple[Any, ...]
+
+
+def _serverKey(request: SIPMessage, method: str) -> ServerKey:
     """The key matching a request to its server transaction (17.2.3).
 
     Raises:
@@ -86,9 +94,10 @@ def _serverKey(request: SIPMessage, method: str) -> tuple[Any, ...]:
     via = request.topVia
     branch = via.branch
     if branch is not None and branch.startswith(MAGIC_COOKIE):
-        # The host interned: a completed transaction keeps its key 32 s, and
-        # the transactions of one peer can share one copy of its host.
-        return (branch, intern(via.host.lower()), via.port, method)
+        # One string, not a tuple of four: a completed transaction keeps its
+        # key 32 s.  A branch is a token and a host has no space, so the
+        # spaces keep the parts apart.
+        return f"{branch} {via.host.lower()} {via.port} {method}"
     # RFC 2543 peers: match on the fields that identify the request.
     assert isinstance(request, SIPRequest)
     try:
@@ -199,26 +208,26 @@ class CompletedTransaction:
     __slots__ = (
         "_data",
         "_host",
-        "_layer",
         "_port",
         "_protocol",
         "due",
         "key",
         "mergeKey",
-        "state",
     )
+
+    #: The layer it belongs to: a class attribute of the subclass each layer
+    #: makes (`TransactionLayer`), not a slot of every transaction.
+    _layer: ClassVar[TransactionLayer]
 
     def __init__(
         self,
-        layer: TransactionLayer,
-        key: tuple[Any, ...],
+        key: ServerKey,
         data: bytes,
         destination: Any,
         mergeKey: str | None,
         due: float,
     ) -> None:
         """Keep what retransmitting the final response needs."""
-        self._layer = layer
         self.key = key
         self._data = data
         # The destination's three parts rather than its tuple: 40 bytes less.
@@ -228,7 +237,11 @@ class CompletedTransaction:
         self._protocol, self._host, self._port = destination or (None, "", 0)
         self.mergeKey = mergeKey
         self.due = due
-        self.state = "completed"
+
+    @property
+    def state(self) -> str:
+        """``"completed"``, then ``"terminated"`` (``due`` is then -1)."""
+        return "completed" if self.due >= 0 else "terminated"
 
     def requestRetransmitted(self) -> None:
         """The request came again: send the final response again."""
@@ -240,7 +253,7 @@ class CompletedTransaction:
 
     def terminate(self) -> None:
         """End the transaction (Timer J fired, or the layer stops)."""
-        self.state = "terminated"
+        self.due = _TERMINATED
         self._layer._serverEnded(self)
 
 
@@ -264,7 +277,7 @@ class ServerTransaction(_Timed):
     def __init__(
         self,
         layer: TransactionLayer,
-        key: tuple[Any, ...],
+        key: ServerKey,
         request: SIPRequest,
         peer: Peer,
     ) -> None:
@@ -737,9 +750,7 @@ class TransactionLayer:
         self.transports = transports
         self.user = user
         self.serverHeader = serverHeader
-        self.server: dict[
-            tuple[Any, ...], ServerTransaction | CompletedTransaction
-        ] = {}
+        self.server: dict[ServerKey, ServerTransaction | CompletedTransaction] = {}
         self.client: dict[tuple[Any, ...], ClientTransaction] = {}
         self.stats = TransactionStatistics()
         transports.sink = self
@@ -748,6 +759,14 @@ class TransactionLayer:
         self._timerJQueue: deque[CompletedTransaction] = deque()
         self._outsideDialog: dict[str, ServerTransaction | CompletedTransaction] = {}
         self._timerJCall: IDelayedCall | None = None
+        self._lastDue = 0.0
+        # What this layer's completed transactions are: the layer is their
+        # class's attribute rather than a slot of each.
+        self._completedType: type[CompletedTransaction] = type(
+            "CompletedTransaction",
+            (CompletedTransaction,),
+            {"__slots__": (), "_layer": self, "__module__": __name__},
+        )
         self._timerEQueue = _FixedDelayQueue(clock, T1, ClientTransaction._firstTimerE)
         self._timerFQueue = _FixedDelayQueue(clock, 64 * T1, ClientTransaction._timerF)
         self._timerKQueue = _FixedDelayQueue(clock, T4, ClientTransaction._timerK)
@@ -806,7 +825,7 @@ class TransactionLayer:
         self.user.malformedReceived(request, transaction, error.reason, error.code)
 
     def _open(
-        self, key: tuple[Any, ...], request: SIPRequest, peer: Peer
+        self, key: ServerKey, request: SIPRequest, peer: Peer
     ) -> ServerTransaction:
         transaction: ServerTransaction
         if request.method == "INVITE":
@@ -927,14 +946,20 @@ class TransactionLayer:
         state, it MUST set Timer J to fire in 64*T1 seconds for unreliable
         transports."
         """
-        completed = CompletedTransaction(
-            self,
+        # Timer J is rounded up to the next tenth of a second, so that the
+        # transactions completed within one share one due time's float.
+        due = ceil((self.clock.seconds() + 64 * T1) * 10) / 10
+        if due == self._lastDue:
+            due = self._lastDue
+        else:
+            self._lastDue = due
+        completed = self._completedType(
             transaction.key,
             data,
             transaction._destination
             or self.transports.datagramDestination(via, transaction.peer),
             transaction.mergeKey,
-            self.clock.seconds() + 64 * T1,
+            due,
         )
         if self.server.get(transaction.key) is transaction:
             self.server[transaction.key] = completed

@@ -297,13 +297,18 @@ class MemoryStore:
             _drop(self._byPresentity[old.event], old.presentity, key, _SUBSCRIPTION_KEY)
         row = subscription.copy()
         self._subscriptions[key] = row
-        _add(
-            self._byPresentity.setdefault(row.event, {}),
-            row.presentity,
-            key,
-            row,
-            _SUBSCRIPTION_KEY,
-        )
+        byPresentity = self._byPresentity.setdefault(row.event, {})
+        other = byPresentity.get(row.presentity)
+        if other is not None:
+            # The watchers of one presentity share one copy of its name and
+            # of its user (the strings are not interned: most presentities
+            # of a phone population have one watcher).
+            if type(other) is dict:
+                other = next(iter(other.values()))
+            row.presentity = other.presentity
+            if row.toUser == other.toUser:
+                row.toUser = other.toUser
+        _add(byPresentity, row.presentity, key, row, _SUBSCRIPTION_KEY)
         _add(self._byCallId, row.callId, key, row, _SUBSCRIPTION_KEY)
         if old is None or old.expires != row.expires:
             self._subscriptionExpiry.set(key, row.expires)

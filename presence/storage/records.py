@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import operator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
@@ -179,11 +180,72 @@ class Subscription:
         return Subscription(*_SUBSCRIPTION_FIELDS(self))
 
 
+def _derivedText(
+    name: str, derive: Callable[[Subscription], str]
+) -> Callable[[type[Subscription]], None]:
+    """Keep a text field of `Subscription` only where it differs from ``derive``.
+
+    The field keeps its name, its place in ``__init__`` and its value as
+    read: a property in front of the slot stores ``None`` when the text given
+    is the one ``derive`` makes from the record's other fields (most
+    subscriptions), and reading such a slot answers the derived text.  A
+    value that differs (an unusual client's, or ``""`` from a row another
+    server wrote) is kept as it is.
+    The fields ``derive`` reads come earlier in ``__init__``, so the value
+    is compared with what they are when it is set.
+    """
+
+    def install(cls: type[Subscription]) -> None:
+        slot = cls.__dict__[name]
+
+        def get(self: Subscription) -> str:
+            value: str | None = slot.__get__(self, cls)
+            return derive(self) if value is None else value
+
+        def set_(self: Subscription, value: str | None) -> None:
+            # None comes from `Subscription.copy`, which passes the slots as
+            # they are: derived stays derived without making the text.
+            if value is not None and value == derive(self):
+                value = None
+            slot.__set__(self, value)
+
+        setattr(cls, name, property(get, set_, doc=f"See `Subscription`: {name}."))
+        # The slot itself, for `Subscription.copy`.
+        setattr(cls, "_stored_" + name, slot)
+
+    return install
+
+
+def _watcherURI(s: Subscription) -> str:
+    return f"sip:{s.watcherUsername}@{s.watcherDomain}"
+
+
+def _fromHeader(s: Subscription) -> str:
+    if s.watcherDisplayName is None:
+        return f"<{s.watcherURI}>;tag={s.fromTag}"
+    return f'"{s.watcherDisplayName}" <{s.watcherURI}>;tag={s.fromTag}'
+
+
+def _toHeader(s: Subscription) -> str:
+    return f"<{s.presentity}>;tag={s.toTag}"
+
+
+# A subscription's From, To and watcher URI are, for almost every watcher,
+# what its other fields already say: 230 bytes a subscription not kept.
+_derivedText("watcherURI", _watcherURI)(Subscription)
+_derivedText("fromHeader", _fromHeader)(Subscription)
+_derivedText("toHeader", _toHeader)(Subscription)
+
 _PUBLICATION_FIELDS: Final = operator.attrgetter(
     *(f.name for f in dataclasses.fields(Publication))
 )
+_DERIVED: Final = ("watcherURI", "fromHeader", "toHeader")
+# The derived fields' slots as stored (None when derived), not their text.
 _SUBSCRIPTION_FIELDS: Final = operator.attrgetter(
-    *(f.name for f in dataclasses.fields(Subscription))
+    *(
+        "_stored_" + f.name if f.name in _DERIVED else f.name
+        for f in dataclasses.fields(Subscription)
+    )
 )
 
 

@@ -98,6 +98,9 @@ class ValidateTests(SynchronousTestCase):
             f'<tuple xmlns="{PIDF_NS}" id="a"/>'.encode(): "root",
             document("<tuple><status><basic>open</basic></status></tuple>"): "id",
             document('<tuple id="a"><note>hi</note></tuple>'): "status",
+            # The status is the tuple's own child, in the PIDF namespace.
+            document('<tuple id="a"><x><status/></x></tuple>'): "status",
+            document('<tuple id="a"><status xmlns="urn:x"/></tuple>'): "status",
             b'<!DOCTYPE x [<!ENTITY e "e">]>' + pidf().partition(b"\n")[2]: "DTD",
         }
         for body, why in cases.items():

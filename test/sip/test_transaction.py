@@ -581,6 +581,25 @@ class NonInviteServerTransactionTests(SynchronousTestCase):
         self.stack.receive(requestBytes())
         self.assertEqual(len(self.user.requests), 2)
 
+    def test_timerJRoundedUp(self) -> None:
+        """Timer J fires no sooner than 64*T1, at most a tenth of a second later.
+
+        RFC 3261 17.2.2: "it MUST set Timer J to fire in 64*T1 seconds for
+        unreliable transports".  The due time is rounded up to a tenth of a
+        second, so that the transactions completed within one share it.
+        """
+        self.stack.clock.advance(0.03)
+        self.stack.receive(requestBytes())
+        self.stack.clock.advance(64 * T1 - 0.01)
+        self.stack.clock.advance(0.01)
+        [completed] = self.stack.layer.server.values()
+        self.assertEqual(completed.state, "completed")
+        self.stack.receive(requestBytes())
+        self.assertEqual(len(self.user.requests), 1)
+        self.stack.clock.advance(0.08)
+        self.assertEqual(self.stack.layer.server, {})
+        self.assertEqual(completed.state, "terminated")
+
     def test_completedKeepsOnlyTheResponse(self) -> None:
         """A completed UDP transaction is kept as its response's bytes and key.
 
