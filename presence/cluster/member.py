@@ -374,7 +374,15 @@ class ClusterMember(Service):
                 # This id beat before this process: what was signalled to
                 # it while it was down is lost. Resent once it serves.
                 self._restarted = True
-            if previous is not None and now - float(previous) > self.nodeTimeout:
+            if previous is not None and float(previous) == 0:
+                # LEAVE_CLUSTER's mark: the last process under this id
+                # stopped cleanly, and its subscriptions were taken over.
+                self.log.info(
+                    "cluster: this server ({server}) joins again after a clean"
+                    " stop: the subscriptions it had are the survivors' now",
+                    server=self.serverId,
+                )
+            elif previous is not None and now - float(previous) > self.nodeTimeout:
                 self.log.warn(
                     "cluster: this server ({server}) was silent for {seconds:.0f} s,"
                     " longer than node_timeout: the subscriptions taken over"

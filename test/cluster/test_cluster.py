@@ -8,9 +8,10 @@ condition the stack's events re-check, never for a length of time.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet import defer, reactor
+from twisted.logger import ILogObserver, Logger, formatEvent
 from twisted.trial.unittest import TestCase
 
 from presence.sip.message import SIPRequest
@@ -371,6 +372,25 @@ class TakeOverTests(ClusterTestCase):
         self.assertEqual(cseqs(notifies), [1, 2])
         self.assertIn(b"<basic>open</basic>", notifies[-1].message.body)
         self.assertEqual(await self.owner(alice), "a")
+
+    async def test_cleanStopThenJoinAgain(self) -> None:
+        """A server stopped cleanly and started again under its id says so.
+
+        Its clean stop marked it gone (``last_seen`` 0) so that the others
+        took its subscriptions at once; its return is logged as that, not as
+        a silence as long as the Unix time.
+        """
+        (a,) = await self.nodes("a")
+        await a.stop()
+        again = self.cluster.node("a", "192.0.2.1")
+        events: list[dict[str, Any]] = []
+        again.member.log = Logger(observer=cast(ILogObserver, events.append))
+        await again.start()
+        messages = [formatEvent(e) for e in events]
+        self.assertTrue(
+            any("joins again after a clean stop" in m for m in messages), messages
+        )
+        self.assertFalse(any("was silent for" in m for m in messages), messages)
 
     async def test_threeServersOneSurvivorWins(self) -> None:
         """Two survivors take over at once: each subscription goes to one.
