@@ -6,6 +6,7 @@ sent, and what their responses do to the subscription.
 
 from __future__ import annotations
 
+import gc
 import math
 
 from zope.interface import implementer
@@ -13,6 +14,7 @@ from zope.interface import implementer
 from presence.core.notify import ENDING_CODES, aorOf
 from presence.sip.message import SIPRequest
 from presence.status import PENDING
+from presence.storage.records import Subscription
 from presence.testing import Subscriber, pidf
 from presence.xcap.policy import Decision, IPrivacyPolicy
 from test.support.cases import BobAndAliceTestCase
@@ -188,6 +190,47 @@ class NotifyTests(NotifyTestCase):
         """The store keys publications by address of record, without the scheme."""
         self.assertEqual(aorOf(BOB), "bob@example.com")
         self.assertEqual(aorOf("bob@example.com"), "bob@example.com")
+
+
+class FanOutCollectorTests(NotifyTestCase):
+    """The cyclic garbage collector waits while a fan-out's NOTIFYs are sent."""
+
+    def setUp(self) -> None:
+        """Alice and carol watch bob; each send notes whether gc was on."""
+        super().setUp()
+        self.carol = Subscriber(self.server, "carol", "192.0.2.22", 5072)
+        for watcher in (self.alice, self.carol):
+            self.subscribed(watcher)
+        notifier = self.server.stack.notifier
+        self.collecting: list[bool] = []
+        send = notifier.send
+
+        def noting(subscription: Subscription, *args: object, **kw: object) -> None:
+            self.collecting.append(gc.isenabled())
+            send(subscription, *args, **kw)  # type: ignore[arg-type]
+
+        notifier.send = noting  # type: ignore[method-assign]
+        self.addCleanup(gc.enable)
+
+    def published(self) -> None:
+        """Bob publishes; both watchers are notified."""
+        self.bob.publish(pidf())
+        for watcher in (self.alice, self.carol):
+            [notify] = watcher.notifies()
+            watcher.answer(notify)
+
+    def test_offDuringFanOutThenOn(self) -> None:
+        """Off while the NOTIFYs go out, on again once they are on their way."""
+        self.published()
+        self.assertEqual(self.collecting, [False, False])
+        self.assertTrue(gc.isenabled())
+
+    def test_leftOffIfOff(self) -> None:
+        """A collector someone else turned off is not turned on."""
+        gc.disable()
+        self.published()
+        self.assertEqual(self.collecting, [False, False])
+        self.assertFalse(gc.isenabled())
 
 
 class RemainingTimeTests(NotifyTestCase):
