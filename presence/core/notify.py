@@ -52,6 +52,7 @@ from presence.storage.records import (
     Subscription,
     SubscriptionKey,
 )
+from presence.storage.statements import CLAIM_ROWS
 from presence.storage.waiters import Waiters
 from presence.xcap.policy import IPrivacyPolicy
 
@@ -60,6 +61,11 @@ from presence.xcap.policy import IPrivacyPolicy
 ENDING_CODES: Final = frozenset(
     {404, 405, 408, 410, 416, 480, 481, 482, 483, 484, 485, 489, 501, 503, 604}
 )
+
+
+#: How many CSeqs one statement of a fan-out claims in shared mode (the
+#: store's ``CLAIM_ROWS``).
+CLAIM_BATCH: Final = CLAIM_ROWS
 
 
 def aorOf(presentityURI: str) -> str:
@@ -365,6 +371,12 @@ class Notifier:
             self.send(mine[0])
         elif mine:
             publications = await self.store.publications(aorOf(presentity), event)
+            claimMany = getattr(self.store, "claimOwnedMany", None)
+            if self.cluster is not None and claimMany is not None:
+                # Shared mode: the claims are queries, awaited; the collector
+                # is not held off across them.
+                await self._fanOutClaimed(mine, publications, claimMany)
+                return len(subscriptions)
             # The cyclic collector waits until every NOTIFY is on its way:
             # what the sends allocate would otherwise start several full
             # collections over every subscription's objects in one fan-out
@@ -380,6 +392,102 @@ class Notifier:
                 if collecting:
                     gc.enable()
         return len(subscriptions)
+
+    async def _fanOutClaimed(
+        self,
+        subscriptions: Sequence[Subscription],
+        publications: Sequence[Publication],
+        claimMany: Callable[[Sequence[SubscriptionKey]], Any],
+    ) -> None:
+        """The owner's NOTIFYs of a change, their CSeqs claimed in batches.
+
+        Shared mode, several watchers: instead of one claim per NOTIFY, one
+        statement claims the CSeqs of up to `CLAIM_BATCH` subscriptions
+        (``claimOwnedMany``, fenced like ``claimNotify``), and each claimed
+        one is sent with its CSeq. Only one subscription per dialog, and only
+        in a dialog with no NOTIFY outstanding, is claimed so: the dialog is
+        taken (as `send` takes it) before the claim, so that whatever is
+        asked for it meanwhile queues behind this NOTIFY and claims a later
+        CSeq. The others (a dialog busy, a second subscription of a dialog)
+        go through `send` and queue as before. The batches' claims are all
+        sent at once, each batch's NOTIFYs going out as its claim returns.
+        """
+        rest: list[Subscription] = []
+        batches: list[dict[DialogKey, Subscription]] = [{}]
+        for subscription in subscriptions:
+            dialog = subscription.dialogKey
+            if dialog in self._busy:
+                rest.append(subscription)
+                continue
+            if subscription.connection is not None:
+                self._connections[dialog] = subscription.connection
+            if len(batches[-1]) == CLAIM_BATCH:
+                batches.append({})
+            batches[-1][dialog] = subscription
+            self._busy.add(dialog)
+        # Every batch's claim is sent at once: the database claims the next
+        # batches while this process sends the NOTIFYs of the first.
+        claims = [
+            Deferred.fromCoroutine(self._claimAndSend(batch, publications, claimMany))
+            for batch in batches
+            if batch
+        ]
+        for subscription in rest:
+            self.send(subscription, publications=publications)
+        for claim in claims:
+            await claim
+
+    async def _claimAndSend(
+        self,
+        batch: dict[DialogKey, Subscription],
+        publications: Sequence[Publication],
+        claimMany: Callable[[Sequence[SubscriptionKey]], Any],
+    ) -> None:
+        """Claim one batch of `_fanOutClaimed` (its dialogs taken); send each."""
+        try:
+            claimed: list[Subscription] = await claimMany(
+                [subscription.key for subscription in batch.values()]
+            )
+        except StorageError as e:
+            self.stats.failed += len(batch)
+            self.log.debug(
+                "{count} NOTIFYs not sent: storage unavailable ({error})",
+                count=len(batch),
+                error=str(e),
+            )
+            claimed = []
+        else:
+            self.stats.claimsRefused += len(batch) - len(claimed)
+        for current in claimed:
+            dialog = current.dialogKey
+            subscription = batch.pop(dialog, None)
+            if subscription is None:  # not asked for: cannot happen
+                continue
+            current.connection = (
+                subscription.connection
+                or current.connection
+                or self._connections.get(dialog)
+            )
+            detach(self._run(current, None, publications, True), self.log, "NOTIFY")
+        for dialog in batch:
+            # Refused (moved, taken over, gone) or not claimed: nothing sent;
+            # what queued in the dialog meanwhile goes now.
+            self._release(dialog)
+
+    def _release(self, dialog: DialogKey) -> None:
+        """A dialog taken for a NOTIFY that was not sent: the next one, or free."""
+        waiting = self._queued.get(dialog)
+        if waiting:
+            key = next(iter(waiting))
+            subscription, terminated = waiting.pop(key)
+            if not waiting:
+                del self._queued[dialog]
+            detach(self._run(subscription, terminated, None), self.log, "NOTIFY")
+            return
+        self._queued.pop(dialog, None)
+        self._busy.discard(dialog)
+        if not self._busy:
+            self._idle.fire()
 
     async def _run(
         self,

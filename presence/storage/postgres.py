@@ -23,7 +23,7 @@ several hosts, or a Unix socket directory is passed as written.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 import psycopg2
@@ -53,6 +53,8 @@ from presence.storage.runner import SQLRunner
 from presence.storage.sql import SQLStore
 from presence.storage.statements import (
     ACTIVE_WATCHERS,
+    CLAIM_OWNED_MANY,
+    CLAIM_ROWS,
     CLAIM_WITH_PUBLICATIONS,
     PUT_WITH_PUBLICATIONS,
     REMOVE_WITH_PUBLICATIONS,
@@ -497,6 +499,35 @@ class PostgresStore(SQLStore):
         return self._withPublications(
             await self._query(CLAIM_WITH_PUBLICATIONS, values)
         )
+
+    async def claimOwnedMany(
+        self, keys: Sequence[SubscriptionKey]
+    ) -> list[Subscription]:
+        """``claimNotify`` of many subscriptions for the owner, in one statement.
+
+        Shared mode only (an ``owner``): `CLAIM_OWNED_MANY
+        <presence.storage.statements.CLAIM_OWNED_MANY>`, one round trip for
+        up to `CLAIM_ROWS <presence.storage.statements.CLAIM_ROWS>` keys (the
+        caller batches more). The keys must be of distinct dialogs.
+
+        Args:
+            keys: the subscriptions, at most one per dialog.
+
+        Returns:
+            The subscriptions claimed, each with its new CSeq, in no
+            particular order; those gone or not this server's are missing.
+        """
+        assert self.owner is not None
+        assert len(keys) <= CLAIM_ROWS
+        if not keys:
+            return []
+        values: dict[str, object] = {
+            f"{column}s": [str(key[i]) for key in keys]
+            for i, column in enumerate(ACTIVE_WATCHERS.key)
+        }
+        values["owner"] = self.owner
+        rows = await self._query(CLAIM_OWNED_MANY, values)
+        return [subscriptionFromRow(row) for row in rows]
 
     def _withPublications(
         self, rows: list[Row]

@@ -609,6 +609,35 @@ CLAIM_OWNED: Final = (
     f" {ACTIVE_WATCHERS.returning}"
 )
 
+#: How many subscriptions one `CLAIM_OWNED_MANY` claims: a fan-out to more
+#: takes one statement per this many, and sends each batch's NOTIFYs while
+#: the next is claimed.
+CLAIM_ROWS: Final = 500
+
+_CLAIM_KEY_ARRAYS: Final = ", ".join(
+    f"CAST(:{c}s AS text[])" for c in ACTIVE_WATCHERS.key
+)
+
+#: `CLAIM_OWNED` of many subscriptions in one statement: the keys come as
+#: one array per key column (``:callids``, ``:to_tags``, ``:from_tags``,
+#: ``:events``, ``:event_ids``), and the rows claimed are returned; a key
+#: that is gone or not this server's (the fence) returns nothing. Each row's
+#: dialog maximum is read in the statement's snapshot, so the keys must be
+#: of distinct dialogs (two of one dialog would get the same CSeq): the
+#: notifier claims one subscription per dialog and only for a dialog with no
+#: NOTIFY outstanding. A take-over committed meanwhile makes the statement
+#: wait on the row and re-check the fence on its new version.
+CLAIM_OWNED_MANY: Final = (
+    "UPDATE active_watchers AS a SET local_cseq = GREATEST(a.local_cseq, ("
+    "SELECT MAX(d.local_cseq) FROM active_watchers AS d WHERE d.callid = a.callid"
+    " AND d.to_tag = a.to_tag AND d.from_tag = a.from_tag)) + 1"
+    f" FROM unnest({_CLAIM_KEY_ARRAYS}) AS k ({', '.join(ACTIVE_WATCHERS.key)})"
+    " WHERE "
+    + " AND ".join(f"a.{c} = k.{c}" for c in ACTIVE_WATCHERS.key)
+    + " AND (a.sharing_tag = :owner OR a.sharing_tag IS NULL)"
+    " RETURNING " + ", ".join(f"a.{c}" for c in ACTIVE_WATCHERS.columns)
+)
+
 #: The owner's expiry sweep of subscriptions.
 EXPIRE_OWNED_SUBSCRIPTIONS: Final = (
     f"DELETE FROM active_watchers WHERE expires <= :now AND {_OWNED}"

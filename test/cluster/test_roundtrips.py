@@ -15,7 +15,7 @@ from txpostgres import txpostgres
 from presence.status import ACTIVE
 from presence.testing import pidf
 from test.cluster.harness import Node, Watcher
-from test.cluster.test_cluster import BOB, ClusterTestCase
+from test.cluster.test_cluster import BOB, ClusterTestCase, cseqs
 
 
 class Counting:
@@ -90,6 +90,64 @@ class RoundTripTests(ClusterTestCase):
             (2, 3, 4),
             (subscribe, unsubscribe, publish),
         )
+
+    async def watched(self, node: Node, count: int) -> list[Watcher]:
+        """``count`` watchers of bob subscribed at ``node``, their NOTIFYs done."""
+        watchers = [Watcher(f"w{n}", f"192.0.2.{100 + n}") for n in range(count)]
+        for watcher in watchers:
+            await self.subscribed(node, watcher)
+        await self.cluster.settle()
+        return watchers
+
+    async def test_publishTenWatchers(self) -> None:
+        """A PUBLISH with 10 watchers: their CSeqs claimed in one statement.
+
+        Before: the limit's read, the write, the watchers, the publications,
+        and one claim per NOTIFY (4 + N: 14). Now the claims of all the
+        watchers are one statement (5, whatever N up to the batch of 500).
+        Each watcher still gets one NOTIFY, CSeq 2 after its first.
+        """
+        a, counting = await self.counted()
+        watchers = await self.watched(a, 10)
+        counting.take()
+        bob = Watcher("bob", "192.0.2.30")
+        response = await self.cluster.request(a, bob, bob.publishBytes(pidf("open")))
+        self.assertEqual(response.code, 200)
+        await self.cluster.until(
+            lambda: all(len(self.cluster.to(w.address)) == 2 for w in watchers)
+        )
+        await self.cluster.settle()
+        publish = counting.take()
+        for watcher in watchers:
+            notifies = self.cluster.to(watcher.address)
+            self.assertEqual(cseqs(notifies), [1, 2])
+            self.assertIn(b"<basic>open</basic>", notifies[1].message.body)
+        self.assertEqual(len(publish), 5, publish)
+        self.assertEqual(a.stack.notifier.stats.claimsRefused, 0)
+
+    async def test_signalledChangeTenWatchers(self) -> None:
+        """The owner's NOTIFYs of a change another server made, 10 watchers.
+
+        Before: the watchers, the publications, a CSeq each (2 + N: 12).
+        Now: the watchers, the publications, one claim of all (3).
+        """
+        a, b = await self.nodes("a", "b")
+        counting = Counting(a.stack.storage.database.runner.pool)
+        watchers = await self.watched(a, 10)
+        counting.take()
+        bob = Watcher("bob", "192.0.2.30")
+        response = await self.cluster.request(b, bob, bob.publishBytes(pidf("open")))
+        self.assertEqual(response.code, 200)
+        await self.cluster.until(
+            lambda: all(len(self.cluster.to(w.address)) == 2 for w in watchers)
+        )
+        await self.cluster.settle()
+        owner = counting.take()
+        for watcher in watchers:
+            notifies = self.cluster.to(watcher.address)
+            self.assertEqual(cseqs(notifies), [1, 2])
+            self.assertEqual({n.node for n in notifies}, {"a"})
+        self.assertEqual(len(owner), 3, owner)
 
 
 class StatementTimeoutTests(ClusterTestCase):
