@@ -340,18 +340,14 @@ def buildStack(
         xcapClient.onChanged = documentsChanged
         refreshDocument = xcapClient.refresh
     rulesWatch = None
-    if config.integratedXcapServer and isinstance(policy, RulesPolicy):
-        # An XCAP server need not signal a change (OpenXCAP 2.x never signals
-        # a DELETE): the table is checked every query_period.
-        rulesWatch = RulesWatch(
-            reactor,
-            policy,
-            lambda presentity: reauthoriser.reauthorise(presentity, "presence"),
-            config.queryPeriod,
-            hardState=hardState,
-        )
-    elif (
-        xcapClient is not None
+    # What the periodic check reads the table through: the policy's own store
+    # in the integrated mode (None), the table itself in the external mode
+    # in shared storage.
+    watchDocuments: IXCAPStore | None = None
+    watched = config.integratedXcapServer and isinstance(policy, RulesPolicy)
+    if (
+        not watched
+        and xcapClient is not None
         and isinstance(xcap, FetchingXCAPStore)
         and isinstance(policy, RulesPolicy)
         and storage.mode == SHARED
@@ -361,13 +357,18 @@ def buildStack(
         # server stored (304): it would never hear of the change. What each
         # server holds (the rules and the hard state) is compared with the
         # table every query_period, as in the integrated mode.
+        watched = True
+        watchDocuments = xcap.store
+    if watched and isinstance(policy, RulesPolicy):
+        # An XCAP server need not signal a change (OpenXCAP 2.x never signals
+        # a DELETE): the table is checked every query_period.
         rulesWatch = RulesWatch(
             reactor,
             policy,
             lambda presentity: reauthoriser.reauthorise(presentity, "presence"),
             config.queryPeriod,
             hardState=hardState,
-            documents=xcap.store,
+            documents=watchDocuments,
         )
     admin = adminSite(
         statistics,

@@ -115,14 +115,10 @@ class Reauthoriser:
         package = self.packages.get(event)
         if package is None or not package.needsAuthorisation:
             return
-        hasSpheres = getattr(self.policy, "hasSphereConditions", None)
-        reader = getattr(self.policy, "sphere", None)
-        if hasSpheres is None or reader is None:
+        read = await self._readSphere(presentity)
+        if read is None:
             return
-        if not await hasSpheres(presentity):
-            self._spheres.pop(presentity, None)
-            return
-        sphere = await reader(presentity)
+        (sphere,) = read
         if presentity in self._spheres and self._spheres[presentity] == sphere:
             return
         self._noteSphere(presentity, sphere)
@@ -141,14 +137,26 @@ class Reauthoriser:
         PUBLISH bringing back the sphere last published would decide
         nothing again.
         """
+        read = await self._readSphere(presentity)
+        if read is not None:
+            self._noteSphere(presentity, read[0])
+
+    async def _readSphere(self, presentity: str) -> tuple[str | None] | None:
+        """The presentity's sphere now, when the policy's rules name one.
+
+        ``None`` when the policy cannot say or the presentity's rules have no
+        sphere condition (then nothing of its sphere is kept); else the
+        sphere, itself ``None`` when none is published.
+        """
         hasSpheres = getattr(self.policy, "hasSphereConditions", None)
         reader = getattr(self.policy, "sphere", None)
         if hasSpheres is None or reader is None:
-            return
+            return None
         if not await hasSpheres(presentity):
             self._spheres.pop(presentity, None)
-            return
-        self._noteSphere(presentity, await reader(presentity))
+            return None
+        sphere: str | None = await reader(presentity)
+        return (sphere,)
 
     async def _reload(self, hardState: IHardState, presentity: str) -> bool:
         """Read the hard state again; a read that fails is "unchanged".

@@ -67,15 +67,7 @@ class WatcherTracker:
             return
         if package.needsAuthorisation:
             ended = event in ENDING_WATCHER_EVENTS
-            row = Watcher(
-                presentity=subscription.presentity,
-                watcherUsername=subscription.watcherUsername,
-                watcherDomain=subscription.watcherDomain,
-                event=subscription.event,
-                status=TERMINATED if ended else subscription.status,
-                reason=event if ended else subscription.reason,
-                insertedTime=subscription.createdTime or self.clock.seconds(),
-            )
+            row = self._row(subscription, event)
             if (
                 ended
                 and event != "rejected"
@@ -96,12 +88,10 @@ class WatcherTracker:
         for subscriber in await winfo.watcherChanged(subscription, event):
             self.notifier.send(subscriber)
 
-    async def _tracked(
-        self, track: Any, package: Any, subscription: Subscription, event: str
-    ) -> None:
-        """`changed` through the store's ``trackWatcher``: one round trip."""
+    def _row(self, subscription: Subscription, event: str) -> Watcher:
+        """The ``watchers`` row of ``subscription`` after ``event``."""
         ended = event in ENDING_WATCHER_EVENTS
-        row = Watcher(
+        return Watcher(
             presentity=subscription.presentity,
             watcherUsername=subscription.watcherUsername,
             watcherDomain=subscription.watcherDomain,
@@ -110,6 +100,13 @@ class WatcherTracker:
             reason=event if ended else subscription.reason,
             insertedTime=subscription.createdTime or self.clock.seconds(),
         )
+
+    async def _tracked(
+        self, track: Any, package: Any, subscription: Subscription, event: str
+    ) -> None:
+        """`changed` through the store's ``trackWatcher``: one round trip."""
+        ended = event in ENDING_WATCHER_EVENTS
+        row = self._row(subscription, event)
         winfo = (
             self.packages.get(package.watcherInfo)
             if package.watcherInfo is not None
